@@ -1,0 +1,1 @@
+"""Placement scheduler parts: node model, filter and score plugins, results, host probes."""
