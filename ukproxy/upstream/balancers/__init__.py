@@ -1,0 +1,1 @@
+"""One balancing method per module; ``ukproxy.upstream.balancing`` maps names to them."""
