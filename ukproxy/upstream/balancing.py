@@ -9,8 +9,11 @@ from collections.abc import Sequence
 from typing import Any
 
 from ukproxy.upstream.balancers.base import Balancer
+from ukproxy.upstream.balancers.hash import HashBalancer
+from ukproxy.upstream.balancers.ip_hash import IpHashBalancer
 from ukproxy.upstream.balancers.least_conn import LeastConnBalancer
 from ukproxy.upstream.balancers.least_time import LeastTimeBalancer
+from ukproxy.upstream.balancers.random_choice import RandomBalancer
 from ukproxy.upstream.balancers.round_robin import RoundRobinBalancer
 from ukproxy.upstream.server import Server
 
@@ -20,6 +23,9 @@ BALANCER_CLASSES: dict[str, type[Balancer]] = {
         RoundRobinBalancer,
         LeastConnBalancer,
         LeastTimeBalancer,
+        RandomBalancer,
+        HashBalancer,
+        IpHashBalancer,
     )
 }
 
