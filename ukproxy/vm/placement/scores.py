@@ -59,8 +59,10 @@ class WorkerAffinity:
 class SpreadUpstream:
     """Prefer CPUs with fewer VMs of the same upstream, so losing a CPU loses little of one service.
 
-    Normalised as kube's SelectorSpread does: MAX * (most - count) / most over the nodes being scored,
-    so the emptiest node gets 100 relative to the fullest, and all get 100 when none holds the upstream.
+    Normalised min-max over the nodes being scored: the CPU with the fewest gets 100, the one with the
+    most gets 0, and all get 100 when they are level. Kube's SelectorSpread divides by the maximum
+    instead, but then the pull fades as pools grow (2 vs 1 VMs differ by 50, 9 vs 8 by 11) and the
+    worker-affinity preference wins over an imbalance; min-max keeps a one-VM imbalance at full weight.
     """
 
     name: ClassVar[str] = "SpreadUpstream"
@@ -68,9 +70,10 @@ class SpreadUpstream:
     def scores(self, request: VmRequest, nodes: Sequence[CpuNode]) -> dict[int, int]:
         counts = {node.cpu: node.count_of(request.upstream) for node in nodes}
         most = max(counts.values(), default=0)
-        if most == 0:
+        least = min(counts.values(), default=0)
+        if most == least:
             return dict.fromkeys(counts, MAX_SCORE)
-        return {cpu: MAX_SCORE * (most - count) // most for cpu, count in counts.items()}
+        return {cpu: MAX_SCORE * (most - count) // (most - least) for cpu, count in counts.items()}
 
 
 class PreferredUpstreamAntiAffinity:
