@@ -297,6 +297,15 @@ def test_config_refuses_scoring_no_nodes() -> None:
         SchedulerConfig(max_nodes_to_score=0)
 
 
+def test_placement_describes_itself_for_the_log() -> None:
+    nodes = [*BUSY_OWN_IDLE_OTHER, node(2, max_vms=0)]
+    scheduler = Scheduler(nodes, SchedulerConfig(weights(low_load=1)))
+
+    line = scheduler.schedule(request("web")).describe()
+
+    assert line == "web -> cpu 1 (score 100); scored cpu0=10 cpu1=100; cpu2 full (0/0 VMs)"
+
+
 # ---------------------------------------------------------------- ties
 
 

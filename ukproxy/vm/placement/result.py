@@ -29,6 +29,15 @@ class Placement:
     scores: Mapping[int, NodeScore]
     rejections: Sequence[Rejection]
 
+    def describe(self) -> str:
+        """One line for the error log, e.g.
+        "web -> cpu 1 (score 362); scored cpu0=262 cpu1=362; cpu2 full (4/4 VMs)".
+        """
+        scored = " ".join(f"cpu{cpu}={score.total}" for cpu, score in sorted(self.scores.items()))
+        parts = [f"{self.request.upstream} -> cpu {self.cpu} (score {self.total_score})", f"scored {scored}"]
+        parts += [f"cpu{rejection.cpu} {rejection.reason}" for rejection in self.rejections]
+        return "; ".join(parts)
+
 
 class Unschedulable(Exception):
     """No CPU can take the request. `rejections` says, per CPU, which filter refused it and why."""
