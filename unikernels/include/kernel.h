@@ -1,0 +1,54 @@
+/* Kernel-wide helpers: port I/O, console, panic, clocks. */
+#ifndef UK_KERNEL_H
+#define UK_KERNEL_H
+#include <stdint.h>
+#include <stddef.h>
+#include <stdio.h>
+
+static inline void outb(uint16_t p, uint8_t v) { __asm__ volatile("outb %0,%1" :: "a"(v), "Nd"(p)); }
+static inline void outw(uint16_t p, uint16_t v) { __asm__ volatile("outw %0,%1" :: "a"(v), "Nd"(p)); }
+static inline void outl(uint16_t p, uint32_t v) { __asm__ volatile("outl %0,%1" :: "a"(v), "Nd"(p)); }
+static inline uint8_t inb(uint16_t p) { uint8_t v; __asm__ volatile("inb %1,%0" : "=a"(v) : "Nd"(p)); return v; }
+static inline uint16_t inw(uint16_t p) { uint16_t v; __asm__ volatile("inw %1,%0" : "=a"(v) : "Nd"(p)); return v; }
+static inline uint32_t inl(uint16_t p) { uint32_t v; __asm__ volatile("inl %1,%0" : "=a"(v) : "Nd"(p)); return v; }
+static inline uint64_t rdtsc(void) { uint32_t lo, hi; __asm__ volatile("rdtsc" : "=a"(lo), "=d"(hi)); return ((uint64_t)hi << 32) | lo; }
+static inline void cli(void) { __asm__ volatile("cli" ::: "memory"); }
+static inline void sti(void) { __asm__ volatile("sti" ::: "memory"); }
+/* sti;hlt is atomic: an interrupt raised after cli wakes the hlt, never lost. */
+static inline void sti_hlt(void) { __asm__ volatile("sti; hlt" ::: "memory"); }
+#define barrier() __asm__ volatile("" ::: "memory")
+
+/* console.c */
+void console_init(void);
+void console_write(const char *s, size_t n);
+
+/* power.c: exit codes go through isa-debug-exit (QEMU exits with code*2+1). */
+void power_off(void) __attribute__((noreturn));
+void fatal_exit(int code) __attribute__((noreturn));
+void panic(const char *fmt, ...) __attribute__((noreturn, format(printf, 1, 2)));
+
+/* idt.c */
+typedef void (*irq_handler_t)(void);
+void idt_init(void);
+void irq_register(int irq, irq_handler_t h);
+void irq_unmask(int irq);
+
+/* timer.c */
+#define TIMER_HZ 100
+void timer_init(void);
+uint32_t uptime_ms(void);
+void busy_wait_ms(uint32_t ms);
+
+/* mem.c: page allocator over the multiboot memory map (never freed). */
+void page_init(uint32_t mbi_addr);
+void *page_alloc(size_t bytes);
+size_t pages_total(void);
+size_t pages_free(void);
+
+/* acpi.c */
+void acpi_init(void);
+int acpi_poweroff_requested(void);
+
+/* event flag raised by interrupt handlers so the idle loop knows to look. */
+extern volatile int work_pending;
+#endif

@@ -1,0 +1,14 @@
+#ifndef UK_LIMITS_H
+#define UK_LIMITS_H
+#define CHAR_BIT 8
+#define SCHAR_MAX 127
+#define UCHAR_MAX 255
+#define SHRT_MAX 32767
+#define USHRT_MAX 65535
+#define INT_MAX 2147483647
+#define INT_MIN (-INT_MAX - 1)
+#define UINT_MAX 4294967295U
+#define LONG_MAX 2147483647L
+#define ULONG_MAX 4294967295UL
+#define SSIZE_MAX INT_MAX
+#endif
