@@ -1,0 +1,5 @@
+import sys
+
+from ukproxy.cli import main
+
+sys.exit(main())

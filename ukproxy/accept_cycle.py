@@ -1,0 +1,163 @@
+"""A worker's accept cycle on its event loop, as Nginx's ngx_process_events_and_timers runs it.
+
+With the mutex: a turn either skips (disabled counting), or tries the lock; the holder watches the
+listening sockets, accepts (all pending with multi_accept), releases the lock and takes its next turn
+once the callbacks already queued have run. A worker without the lock takes a turn again within
+`accept_mutex_delay`, and sooner when one of its connections closes.
+
+Without the mutex every worker watches its sockets (a shared one, or its own SO_REUSEPORT one).
+In every mode a worker at `worker_connections` stops watching until a connection closes.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import socket
+from collections.abc import Callable
+from dataclasses import dataclass
+
+from ukproxy.accept import AcceptMutex, DisabledCounter, accept_disabled
+from ukproxy.worker_state import WorkerState
+
+log = logging.getLogger("ukproxy.accept")
+
+
+@dataclass
+class Listener:
+    sock: socket.socket
+    protocol_factory: Callable[[], asyncio.Protocol]
+    name: str
+
+
+class AcceptCycle:
+    def __init__(
+        self,
+        state: WorkerState,
+        listeners: list[Listener],
+        mutex: AcceptMutex | None,
+        delay: float,
+        multi_accept: bool,
+    ):
+        self.state = state
+        self.loop = state.loop
+        self.listeners = listeners
+        self.mutex = mutex
+        self.delay = delay
+        self.multi_accept = multi_accept
+        self.disabled = DisabledCounter(state.worker_connections)
+        self.watching = False
+        self.running = False
+        self.acquisitions = 0
+        self._timer: asyncio.TimerHandle | None = None
+        self._turn_soon = False
+        state.on_connection_closed = self._connection_closed
+
+    def start(self) -> None:
+        self.running = True
+        if self.mutex is None:
+            self._watch()
+        else:
+            self._turn()
+
+    def stop(self) -> None:
+        """Stop accepting for good (graceful shutdown): release the lock for the other workers."""
+        self.running = False
+        if self._timer is not None:
+            self._timer.cancel()
+        self._unwatch()
+        if self.mutex is not None:
+            self.mutex.unlock()
+
+    # the mutex
+
+    def _turn(self) -> None:
+        self._timer = None
+        self._turn_soon = False
+        if not self.running:
+            return
+        assert self.mutex is not None
+        if self.disabled.should_skip():
+            # Connections may have closed since the last accept: never skip more than the load says.
+            self.disabled.value = min(self.disabled.value, self._disabled_now())
+            self._unwatch()
+            self._schedule_turn()
+            return
+        if self.state.free_connections > 0 and self.mutex.try_lock():
+            self.acquisitions += 1
+            self._watch()
+        else:
+            self._unwatch()
+            self._schedule_turn()
+
+    def _schedule_turn(self) -> None:
+        if self._timer is None:
+            self._timer = self.loop.call_later(self.delay, self._turn)
+
+    def _disabled_now(self) -> int:
+        return accept_disabled(self.state.worker_connections, self.state.free_connections)
+
+    def _connection_closed(self) -> None:
+        """Our own work finished: another turn now rather than at the next timer."""
+        if not self.running:
+            return
+        if self.mutex is None:
+            if not self.watching and self.state.free_connections > 0:
+                self._watch()
+        elif not self.mutex.held and not self._turn_soon:
+            self._turn_soon = True
+            if self._timer is not None:
+                self._timer.cancel()
+                self._timer = None
+            self.loop.call_soon(self._turn)
+
+    # the listening sockets
+
+    def _watch(self) -> None:
+        if not self.watching:
+            for listener in self.listeners:
+                self.loop.add_reader(listener.sock.fileno(), self._accept, listener)
+            self.watching = True
+
+    def _unwatch(self) -> None:
+        if self.watching:
+            for listener in self.listeners:
+                self.loop.remove_reader(listener.sock.fileno())
+            self.watching = False
+
+    def _accept(self, listener: Listener) -> None:
+        if self.mutex is not None and not self.mutex.held:
+            return  # released after the last accept; the next turn decides
+        state = self.state
+        while state.free_connections > 0:
+            try:
+                conn, _ = listener.sock.accept()
+            except (BlockingIOError, InterruptedError):
+                break
+            except OSError as e:  # EMFILE and friends: log, back off to the next turn
+                log.error("accept on %s failed: %s", listener.name, e)
+                state.counters["accept_errors"] += 1
+                break
+            state.accepted += 1
+            state.connection_opened()
+            conn.setblocking(False)
+            with contextlib.suppress(OSError):
+                conn.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+            task = self.loop.create_task(self.loop.connect_accepted_socket(listener.protocol_factory, sock=conn))
+            task.add_done_callback(self._adopted)
+            if not self.multi_accept:
+                break
+        self.disabled.update(state.free_connections)
+        if self.mutex is not None:
+            self.mutex.unlock()
+            self._turn_soon = True
+            self.loop.call_soon(self._turn)
+        elif state.free_connections <= 0:
+            self._unwatch()
+
+    def _adopted(self, task: asyncio.Task) -> None:
+        if task.cancelled() or task.exception() is not None:
+            # The connection never reached a protocol: give its slot back.
+            log.warning("could not adopt an accepted connection: %s", task.exception() if not task.cancelled() else "")
+            self.state.connection_closed()

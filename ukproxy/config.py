@@ -1,0 +1,493 @@
+"""ukproxy's configuration: TOML loaded into frozen, typed objects.
+
+`load(path)` returns a `Config` or raises `ConfigError` listing every problem, each with the
+file, the key path and the reason (as `nginx -t` would).
+"""
+
+from __future__ import annotations
+
+import ipaddress
+import os
+import tomllib
+from dataclasses import dataclass, field, replace
+from pathlib import Path
+from typing import Any
+
+from ukproxy.config_reader import (
+    ConfigError,
+    ConfigIssue,
+    Invalid,
+    Issues,
+    Table,
+    boolean,
+    duration,
+    host_port,
+    integer,
+    list_of,
+    network,
+    one_of,
+    size,
+    string,
+)
+
+__all__ = ["Config", "ConfigError", "ConfigIssue", "load", "loads"]
+
+BALANCE_METHODS = ("round_robin", "least_conn", "least_time", "random", "hash", "ip_hash")
+
+
+@dataclass(frozen=True)
+class ServerConfig:
+    host: str
+    port: int
+    weight: int = 1
+    max_fails: int = 1
+    fail_timeout: float = 10.0
+    max_conns: int = 0
+    backup: bool = False
+    down: bool = False
+
+
+@dataclass(frozen=True)
+class VmConfig:
+    """How to boot one VM of an upstream: the unikernel image and its arguments."""
+
+    image: str
+    args: str = ""
+    memory_mib: int = 16
+    accel: str = "auto"
+    port: int = 80
+    boot_timeout: float = 10.0
+    stop_timeout: float = 3.0
+    max_per_cpu: int = 16
+
+
+@dataclass(frozen=True)
+class PoolConfig:
+    """Per worker: how many VMs, how busy each may be, and what to do when all are busy or idle."""
+
+    min: int = 1
+    max: int = 4
+    max_conns: int = 64
+    overflow: str = "spawn"
+    queue_timeout: float = 5.0
+    surplus: str = "destroy"
+    idle_timeout: float = 30.0
+
+
+@dataclass(frozen=True)
+class HealthConfig:
+    type: str = "tcp"
+    interval: float = 2.0
+    timeout: float = 1.0
+    path: str = "/health"
+    fails: int = 2
+    passes: int = 1
+
+
+@dataclass(frozen=True)
+class UpstreamConfig:
+    name: str
+    balance: str = "round_robin"
+    hash_key: str = "remote_addr"
+    consistent: bool = True
+    servers: tuple[ServerConfig, ...] = ()
+    vm: VmConfig | None = None
+    pool: PoolConfig = field(default_factory=PoolConfig)
+    health: HealthConfig | None = None
+    connect_timeout: float = 5.0
+    read_timeout: float = 60.0
+    send_timeout: float = 60.0
+    idle_timeout: float = 600.0
+    tries: int = 3
+    next_upstream_timeout: float = 0.0
+    next_upstream_statuses: tuple[int, ...] = ()
+    keepalive: int = 32
+    keepalive_timeout: float = 60.0
+
+
+@dataclass(frozen=True)
+class ListenConfig:
+    host: str
+    port: int
+    protocol: str = "tcp"
+    upstream: str | None = None
+    backlog: int = 511
+
+    @property
+    def address(self) -> str:
+        return f"[{self.host}]:{self.port}" if ":" in self.host else f"{self.host}:{self.port}"
+
+
+@dataclass(frozen=True)
+class RouteConfig:
+    upstream: str
+    host: str = "*"
+    prefix: str = "/"
+    strip_prefix: bool = False
+
+
+@dataclass(frozen=True)
+class HttpConfig:
+    keepalive_timeout: float = 75.0
+    keepalive_requests: int = 1000
+    client_header_timeout: float = 60.0
+    client_body_timeout: float = 60.0
+    client_max_body_size: int = 1024 * 1024
+    max_header_size: int = 8192
+    max_headers: int = 100
+    max_uri_size: int = 8192
+
+
+@dataclass(frozen=True)
+class LogConfig:
+    error_log: str = "stderr"
+    level: str = "info"
+    access_log: str = "off"
+    access_format: str = "combined"
+
+
+@dataclass(frozen=True)
+class MetricsConfig:
+    enabled: bool = True
+    host: str = "127.0.0.1"
+    port: int = 9145
+
+
+@dataclass(frozen=True)
+class NetworkConfig:
+    """The backend network: a namespace holding a bridge and the VMs' TAPs."""
+
+    netns: str = "ukproxy"
+    bridge: str = "ukbr0"
+    subnet: ipaddress.IPv4Network = field(default_factory=lambda: ipaddress.IPv4Network("10.77.0.0/24"))
+    mode: str = "auto"
+
+
+@dataclass(frozen=True)
+class Config:
+    path: str
+    workers: int
+    text: str = field(default="", repr=False)  # the TOML it came from, handed to workers as validated
+    worker_connections: int = 1024
+    accept_mutex: bool = True
+    accept_mutex_delay: float = 0.5
+    multi_accept: bool = False
+    reuseport: bool = False
+    cpu_affinity: tuple[int, ...] | None = None
+    pid_file: str = "run/ukproxy.pid"
+    user: str | None = None
+    group: str | None = None
+    worker_shutdown_timeout: float = 10.0
+    worker_rlimit_nofile: int | None = None
+    listen: tuple[ListenConfig, ...] = ()
+    upstreams: tuple[UpstreamConfig, ...] = ()
+    routes: tuple[RouteConfig, ...] = ()
+    http: HttpConfig = field(default_factory=HttpConfig)
+    log: LogConfig = field(default_factory=LogConfig)
+    metrics: MetricsConfig = field(default_factory=MetricsConfig)
+    network: NetworkConfig = field(default_factory=NetworkConfig)
+
+    def upstream(self, name: str) -> UpstreamConfig:
+        for u in self.upstreams:
+            if u.name == name:
+                return u
+        raise KeyError(name)
+
+
+def usable_cpus() -> list[int]:
+    return sorted(os.sched_getaffinity(0))
+
+
+def load(path: str | os.PathLike[str]) -> Config:
+    path = str(path)
+    try:
+        text = Path(path).read_text()
+    except OSError as e:
+        raise ConfigError([ConfigIssue(path, "", f"cannot read: {e.strerror}")]) from None
+    return loads(text, path)
+
+
+def loads(text: str, path: str = "<string>") -> Config:
+    try:
+        data = tomllib.loads(text)
+    except tomllib.TOMLDecodeError as e:
+        raise ConfigError([ConfigIssue(path, "", f"not valid TOML: {e}")]) from None
+    issues = Issues(path)
+    config = _read_config(Table(data, "", issues), path)
+    if issues.found:
+        raise ConfigError(issues.found)
+    return replace(config, text=text)
+
+
+def _workers(value: Any) -> int:
+    if value == "auto":
+        return len(usable_cpus())
+    return integer(1, 1024)(value)
+
+
+def _cpu_affinity(value: Any) -> tuple[int, ...] | None:
+    """"auto": worker i on the i-th usable CPU; "off": no pinning; or an explicit list of CPUs."""
+    cpus = usable_cpus()
+    if value == "off":
+        return None
+    if value == "auto":
+        return tuple(cpus)
+    listed = list_of(integer(0))(value) if isinstance(value, list) else None
+    if listed is None:
+        raise Invalid(f"expected \"auto\", \"off\" or an array of CPU numbers, got {value!r}")
+    unusable = [c for c in listed if c not in cpus]
+    if unusable:
+        raise Invalid(f"CPUs {unusable} are not usable here (usable: {cpus})")
+    return listed
+
+
+def _read_config(top: Table, path: str) -> Config:
+    workers = top.get("workers", _workers, len(usable_cpus()))
+    config = Config(
+        path=path,
+        workers=workers,
+        worker_connections=top.get("worker_connections", integer(8, 1_000_000), 1024),
+        accept_mutex=top.get("accept_mutex", boolean, True),
+        accept_mutex_delay=top.get("accept_mutex_delay", duration, 0.5),
+        multi_accept=top.get("multi_accept", boolean, False),
+        reuseport=top.get("reuseport", boolean, False),
+        cpu_affinity=top.get("cpu_affinity", _cpu_affinity, tuple(usable_cpus())),
+        pid_file=top.get("pid_file", string, "run/ukproxy.pid"),
+        user=top.get("user", string, None),
+        group=top.get("group", string, None),
+        worker_shutdown_timeout=top.get("worker_shutdown_timeout", duration, 10.0),
+        worker_rlimit_nofile=top.get("worker_rlimit_nofile", integer(64), None),
+        listen=tuple(_read_listen(t) for t in top.tables("listen")),
+        upstreams=tuple(_read_upstream(t) for t in top.tables("upstream")),
+        routes=tuple(_read_route(t) for t in top.tables("route")),
+        http=_read_http(top.table("http")),
+        log=_read_log(top.table("log")),
+        metrics=_read_metrics(top.table("metrics")),
+        network=_read_network(top.table("network")),
+    )
+    top.done()
+    _check_references(config, top)
+    return config
+
+
+def _read_listen(t: Table) -> ListenConfig:
+    host, port = t.get("address", host_port, ("", 0))
+    listen = ListenConfig(
+        host=host,
+        port=port,
+        protocol=t.get("protocol", one_of("tcp", "http"), "tcp"),
+        upstream=t.get("upstream", string, None),
+        backlog=t.get("backlog", integer(1, 65535), 511),
+    )
+    if listen.protocol == "tcp" and listen.upstream is None and not t.has("upstream"):
+        t.issues.add(t.key("upstream"), "a tcp listener needs an upstream")
+    t.done()
+    return listen
+
+
+def _read_server(value: Any, path: str, issues: Issues) -> ServerConfig | None:
+    if isinstance(value, str):
+        try:
+            host, port = host_port(value)
+        except Invalid as e:
+            issues.add(path, str(e))
+            return None
+        return ServerConfig(host, port)
+    if not isinstance(value, dict):
+        issues.add(path, "expected \"host:port\" or a table with address = \"host:port\"")
+        return None
+    t = Table(value, path, issues)
+    host, port = t.get("address", host_port, ("", 0))
+    server = ServerConfig(
+        host=host,
+        port=port,
+        weight=t.get("weight", integer(1, 1000), 1),
+        max_fails=t.get("max_fails", integer(0), 1),
+        fail_timeout=t.get("fail_timeout", duration, 10.0),
+        max_conns=t.get("max_conns", integer(0), 0),
+        backup=t.get("backup", boolean, False),
+        down=t.get("down", boolean, False),
+    )
+    t.done()
+    return server
+
+
+def _read_upstream(t: Table) -> UpstreamConfig:
+    raw_servers = t.data.get("servers", [])
+    t.seen.add("servers")
+    servers: list[ServerConfig] = []
+    if not isinstance(raw_servers, list):
+        t.issues.add(t.key("servers"), "expected an array of servers")
+    else:
+        for i, raw in enumerate(raw_servers):
+            server = _read_server(raw, f"{t.key('servers')}[{i}]", t.issues)
+            if server is not None:
+                servers.append(server)
+    vm = _read_vm(t.table("vm")) if t.has("vm") else None
+    pool = _read_pool(t.table("pool"))
+    health = _read_health(t.table("health")) if t.has("health") else None
+    upstream = UpstreamConfig(
+        name=t.get("name", string, ""),
+        balance=t.get("balance", one_of(*BALANCE_METHODS), "round_robin"),
+        hash_key=t.get("hash_key", string, "remote_addr"),
+        consistent=t.get("consistent", boolean, True),
+        servers=tuple(servers),
+        vm=vm,
+        pool=pool,
+        health=health,
+        connect_timeout=t.get("connect_timeout", duration, 5.0),
+        read_timeout=t.get("read_timeout", duration, 60.0),
+        send_timeout=t.get("send_timeout", duration, 60.0),
+        idle_timeout=t.get("idle_timeout", duration, 600.0),
+        tries=t.get("tries", integer(1, 100), 3),
+        next_upstream_timeout=t.get("next_upstream_timeout", duration, 0.0),
+        next_upstream_statuses=t.get("next_upstream_statuses", list_of(one_of_int(502, 503, 504)), ()),
+        keepalive=t.get("keepalive", integer(0, 100_000), 32),
+        keepalive_timeout=t.get("keepalive_timeout", duration, 60.0),
+    )
+    if vm is None and not servers and isinstance(raw_servers, list):
+        t.issues.add(t.key("servers"), "an upstream needs servers or a [vm] section")
+    if vm is not None and servers:
+        t.issues.add(t.key("servers"), "an upstream has either servers or a [vm] section, not both")
+    t.done()
+    return upstream
+
+
+def one_of_int(*choices: int):
+    def convert(value: Any) -> int:
+        if value not in choices or isinstance(value, bool):
+            raise Invalid(f"must be one of {', '.join(map(str, choices))}, got {value!r}")
+        return int(value)
+
+    return convert
+
+
+def _read_vm(t: Table) -> VmConfig:
+    vm = VmConfig(
+        image=t.get("image", string, ""),
+        args=t.get("args", string, ""),
+        memory_mib=t.get("memory", integer(4, 65536), 16),
+        accel=t.get("accel", one_of("auto", "tcg", "kvm"), "auto"),
+        port=t.get("port", integer(1, 65535), 80),
+        boot_timeout=t.get("boot_timeout", duration, 10.0),
+        stop_timeout=t.get("stop_timeout", duration, 3.0),
+        max_per_cpu=t.get("max_per_cpu", integer(1, 1024), 16),
+    )
+    t.done()
+    return vm
+
+
+def _read_pool(t: Table) -> PoolConfig:
+    pool = PoolConfig(
+        min=t.get("min", integer(0, 256), 1),
+        max=t.get("max", integer(1, 256), 4),
+        max_conns=t.get("max_conns", integer(1), 64),
+        overflow=t.get("overflow", one_of("spawn", "queue"), "spawn"),
+        queue_timeout=t.get("queue_timeout", duration, 5.0),
+        surplus=t.get("surplus", one_of("destroy", "keep"), "destroy"),
+        idle_timeout=t.get("idle_timeout", duration, 30.0),
+    )
+    if pool.min > pool.max:
+        t.issues.add(t.key("min"), f"min ({pool.min}) is larger than max ({pool.max})")
+    t.done()
+    return pool
+
+
+def _read_health(t: Table) -> HealthConfig:
+    health = HealthConfig(
+        type=t.get("type", one_of("tcp", "http"), "tcp"),
+        interval=t.get("interval", duration, 2.0),
+        timeout=t.get("timeout", duration, 1.0),
+        path=t.get("path", string, "/health"),
+        fails=t.get("fails", integer(1, 100), 2),
+        passes=t.get("passes", integer(1, 100), 1),
+    )
+    t.done()
+    return health
+
+
+def _read_route(t: Table) -> RouteConfig:
+    route = RouteConfig(
+        upstream=t.get("upstream", string, ""),
+        host=t.get("host", string, "*").lower(),
+        prefix=t.get("prefix", string, "/"),
+        strip_prefix=t.get("strip_prefix", boolean, False),
+    )
+    if not route.prefix.startswith("/"):
+        t.issues.add(t.key("prefix"), f"must start with '/', got {route.prefix!r}")
+    t.done()
+    return route
+
+
+def _read_http(t: Table) -> HttpConfig:
+    http = HttpConfig(
+        keepalive_timeout=t.get("keepalive_timeout", duration, 75.0),
+        keepalive_requests=t.get("keepalive_requests", integer(1), 1000),
+        client_header_timeout=t.get("client_header_timeout", duration, 60.0),
+        client_body_timeout=t.get("client_body_timeout", duration, 60.0),
+        client_max_body_size=t.get("client_max_body_size", size, 1024 * 1024),
+        max_header_size=t.get("max_header_size", size, 8192),
+        max_headers=t.get("max_headers", integer(1, 10_000), 100),
+        max_uri_size=t.get("max_uri_size", size, 8192),
+    )
+    t.done()
+    return http
+
+
+def _read_log(t: Table) -> LogConfig:
+    log = LogConfig(
+        error_log=t.get("error_log", string, "stderr"),
+        level=t.get("level", one_of("debug", "info", "warning", "error"), "info"),
+        access_log=t.get("access_log", string, "off"),
+        access_format=t.get("access_format", one_of("combined", "json"), "combined"),
+    )
+    t.done()
+    return log
+
+
+def _read_metrics(t: Table) -> MetricsConfig:
+    enabled = t.get("enabled", boolean, True)
+    host, port = t.get("listen", host_port, ("127.0.0.1", 9145))
+    t.done()
+    return MetricsConfig(enabled=enabled, host=host, port=port)
+
+
+def _read_network(t: Table) -> NetworkConfig:
+    net = NetworkConfig(
+        netns=t.get("netns", string, "ukproxy"),
+        bridge=t.get("bridge", string, "ukbr0"),
+        subnet=t.get("subnet", network, ipaddress.IPv4Network("10.77.0.0/24")),
+        mode=t.get("mode", one_of("auto", "bridge", "user"), "auto"),
+    )
+    if len(net.bridge) > 15:
+        t.issues.add(t.key("bridge"), f"interface names are at most 15 characters, got {len(net.bridge)}")
+    t.done()
+    return net
+
+
+def _check_references(config: Config, top: Table) -> None:
+    """Cross-references: names exist, are unique, and listeners don't collide."""
+    issues = top.issues
+    names: dict[str, int] = {}
+    for i, u in enumerate(config.upstreams):
+        if u.name in names:
+            issues.add(f"upstream[{i}].name", f"duplicate upstream name {u.name!r} (also upstream[{names[u.name]}])")
+        names.setdefault(u.name, i)
+    addresses: dict[tuple[str, int], int] = {}
+    for i, listen in enumerate(config.listen):
+        if listen.upstream is not None and listen.upstream not in names:
+            issues.add(f"listen[{i}].upstream", f"no upstream named {listen.upstream!r}")
+        if listen.protocol == "http" and listen.upstream is None and not config.routes:
+            issues.add(f"listen[{i}]", "an http listener needs an upstream or [[route]] entries")
+        key = (listen.host, listen.port)
+        if key in addresses and listen.port:
+            issues.add(f"listen[{i}].address", f"{listen.address} is already used by listen[{addresses[key]}]")
+        addresses.setdefault(key, i)
+    for i, route in enumerate(config.routes):
+        if route.upstream and route.upstream not in names:
+            issues.add(f"route[{i}].upstream", f"no upstream named {route.upstream!r}")
+    if not config.listen:
+        issues.add("listen", "at least one [[listen]] is needed")
+    if config.cpu_affinity is not None and len(config.cpu_affinity) < config.workers and top.has("cpu_affinity"):
+        if isinstance(top.data.get("cpu_affinity"), list):
+            issues.add("cpu_affinity", f"lists {len(config.cpu_affinity)} CPUs for {config.workers} workers")

@@ -1,0 +1,275 @@
+"""The master: listening sockets, workers, signals, reload. It never serves traffic.
+
+Signals are taken by the event loop (queued, handled outside the handler, as Gunicorn's arbiter
+does): TERM/INT fast stop, QUIT graceful stop, HUP reload, CHLD reap, USR1 reopen logs.
+Workers are `python -m ukproxy.worker` processes (fork+exec: a fresh interpreter, so nothing of
+the master's loop, threads or locks leaks into them). They are reaped with waitpid(-1, WNOHANG),
+respawned with a backoff, and a crash loop at start-up stops the master with a clear error.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import os
+import signal
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+
+from ukproxy import control
+from ukproxy.config import Config, ConfigError, load
+from ukproxy.listeners import ListeningSockets
+from ukproxy.logs import setup_logging
+from ukproxy.pidfile import PidFile
+
+log = logging.getLogger("ukproxy.master")
+
+EXIT_CONFIG = 3  # a worker's exit code for "this config cannot run": never respawned
+CRASH_WINDOW = 2.0  # a worker dying sooner than this after start counts towards a crash loop
+CRASH_LOOP_LIMIT = 5  # that many quick deaths in a row, before any worker became ready, stop the master
+BACKOFF_MAX = 5.0
+
+
+@dataclass
+class WorkerProcess:
+    slot: int
+    generation: int
+    proc: subprocess.Popen[bytes]
+    channel: control.ControlChannel
+    cpu: int | None
+    started_at: float = field(default_factory=time.monotonic)
+    ready: bool = False
+    quitting: bool = False
+
+    @property
+    def pid(self) -> int:
+        return self.proc.pid
+
+
+def describe_exit(status: int) -> str:
+    if os.WIFSIGNALED(status):
+        sig = os.WTERMSIG(status)
+        return f"killed by signal {sig} ({signal.Signals(sig).name})"
+    return f"exited with code {os.waitstatus_to_exitcode(status)}"
+
+
+class Master:
+    def __init__(self, config: Config):
+        self.config = config
+        self.generation = 0
+        self.sockets = ListeningSockets()
+        self.workers: dict[int, WorkerProcess] = {}  # pid → worker
+        self.child_handlers: dict[int, Callable[[int], None]] = {}  # pid → what to do when it exits
+        self.run_dir = tempfile.mkdtemp(prefix="ukproxy-")
+        self.lock_path = os.path.join(self.run_dir, "accept.lock")
+        self.pid_file = PidFile(config.pid_file)
+        self.stopping = False
+        self.done = asyncio.Event()
+        self.exit_code = 0
+        self.quick_deaths = 0
+        self.any_ready = False
+        self.respawns = 0
+        self.backoff = 0.1
+        self.last_reload_ok = True
+
+    # start and stop
+
+    async def run(self) -> int:
+        self.loop = asyncio.get_running_loop()
+        self.pid_file.acquire()
+        try:
+            self.sockets.open(self.config)
+            for sig, handler in (
+                (signal.SIGTERM, lambda: self.stop(graceful=False)),
+                (signal.SIGINT, lambda: self.stop(graceful=False)),
+                (signal.SIGQUIT, lambda: self.stop(graceful=True)),
+                (signal.SIGHUP, lambda: self.loop.create_task(self.reload())),
+                (signal.SIGCHLD, self.reap),
+                (signal.SIGUSR1, self.reopen_logs),
+            ):
+                self.loop.add_signal_handler(sig, handler)
+            for slot in range(self.config.workers):
+                await self.spawn(slot)
+            log.info("master %d: %d workers, listening on %s", os.getpid(), self.config.workers,
+                     ", ".join(lc.address for lc in self.config.listen))
+            await self.done.wait()
+        finally:
+            self.sockets.close()
+            self.pid_file.release()
+            with contextlib.suppress(OSError):
+                if os.path.exists(self.lock_path):
+                    os.unlink(self.lock_path)
+                os.rmdir(self.run_dir)
+        return self.exit_code
+
+    def stop(self, graceful: bool, exit_code: int = 0) -> None:
+        if self.stopping and graceful:
+            return
+        self.stopping = True
+        self.exit_code = exit_code or self.exit_code
+        log.info("master: %s stop", "graceful" if graceful else "fast")
+        sig = signal.SIGQUIT if graceful else signal.SIGTERM
+        for w in self.workers.values():
+            w.quitting = True
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(w.pid, sig)
+        timeout = self.config.worker_shutdown_timeout + 2.0 if graceful else 3.0
+        self.loop.create_task(self._finish_stop(timeout))
+
+    async def _finish_stop(self, timeout: float) -> None:
+        deadline = self.loop.time() + timeout
+        while self.workers and self.loop.time() < deadline:
+            await asyncio.sleep(0.05)
+            self.reap()
+        for w in list(self.workers.values()):
+            log.warning("worker %d (pid %d) did not stop in %.1fs: SIGKILL", w.slot, w.pid, timeout)
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(w.pid, signal.SIGKILL)
+        while self.workers:
+            await asyncio.sleep(0.02)
+            self.reap()
+        self.done.set()
+
+    # workers
+
+    def cpu_for(self, slot: int) -> int | None:
+        cpus = self.config.cpu_affinity
+        return cpus[slot % len(cpus)] if cpus else None
+
+    async def spawn(self, slot: int) -> WorkerProcess:
+        config = self.config
+        parent_end, child_end = socket.socketpair(socket.AF_UNIX, socket.SOCK_STREAM)
+        listen_socks = self.sockets.for_worker(config, slot)
+        fds = [s.fileno() for s in listen_socks]
+        env = dict(os.environ, UKPROXY_CONTROL_FD=str(child_end.fileno()))
+        proc = subprocess.Popen(
+            [sys.executable, "-m", "ukproxy.worker"],
+            pass_fds=[child_end.fileno(), *fds],
+            env=env,
+            stdin=subprocess.DEVNULL,
+        )
+        child_end.close()
+        cpu = self.cpu_for(slot)
+        channel = await control.ControlChannel.open(parent_end)
+        worker = WorkerProcess(slot, self.generation, proc, channel, cpu)
+        self.workers[proc.pid] = worker
+        channel.send({
+            "type": "init",
+            "worker": slot,
+            "config_text": config.text,
+            "config_path": config.path,
+            "cpu": cpu,
+            "listen_fds": fds,
+            "lock_path": self.lock_path if config.accept_mutex and not config.reuseport else None,
+        })
+        self.loop.create_task(self._listen_to_worker(worker))
+        log.info("worker %d started: pid %d%s", slot, proc.pid, f", CPU {cpu}" if cpu is not None else "")
+        return worker
+
+    async def _listen_to_worker(self, worker: WorkerProcess) -> None:
+        while True:
+            message = await worker.channel.receive()
+            if message is None:
+                return
+            if message.get("type") == "ready":
+                worker.ready = True
+                self.any_ready = True
+                self.quick_deaths = 0
+
+    def reap(self) -> None:
+        while True:
+            try:
+                pid, status = os.waitpid(-1, os.WNOHANG)
+            except ChildProcessError:
+                return
+            if pid == 0:
+                return
+            worker = self.workers.pop(pid, None)
+            if worker is not None:
+                worker.proc.returncode = os.waitstatus_to_exitcode(status)  # we reaped it, not Popen
+                self._worker_exited(worker, status)
+            elif (handler := self.child_handlers.pop(pid, None)) is not None:
+                handler(status)
+
+    def _worker_exited(self, worker: WorkerProcess, status: int) -> None:
+        worker.channel.close()
+        how = describe_exit(status)
+        if worker.quitting or self.stopping:
+            log.info("worker %d (pid %d) %s", worker.slot, worker.pid, how)
+            return
+        log.error("worker %d (pid %d) died: %s", worker.slot, worker.pid, how)
+        if os.WIFEXITED(status) and os.WEXITSTATUS(status) == EXIT_CONFIG:
+            log.error("worker %d cannot run this config; stopping", worker.slot)
+            self.stop(graceful=False, exit_code=1)
+            return
+        lived = time.monotonic() - worker.started_at
+        if lived < CRASH_WINDOW and not worker.ready:
+            self.quick_deaths += 1
+            self.backoff = min(self.backoff * 2, BACKOFF_MAX)
+        else:
+            self.quick_deaths = 0
+            self.backoff = 0.1
+        if self.quick_deaths >= CRASH_LOOP_LIMIT and not self.any_ready:
+            log.critical("workers crash at start-up (%d in a row): giving up", self.quick_deaths)
+            self.stop(graceful=False, exit_code=1)
+            return
+        self.respawns += 1
+        delay = self.backoff if self.quick_deaths else 0.0
+        self.loop.call_later(delay, lambda: self.loop.create_task(self._respawn(worker)))
+
+    async def _respawn(self, dead: WorkerProcess) -> None:
+        if self.stopping or dead.generation != self.generation:
+            return
+        await self.spawn(dead.slot)
+
+    # reload and logs
+
+    async def reload(self) -> None:
+        """Validate the config again; if good, start new workers with it and let the old ones drain."""
+        try:
+            new = load(self.config.path)
+        except ConfigError as e:
+            self.last_reload_ok = False
+            log.error("reload refused, keeping the running config:\n%s", e)
+            self.pid_file.write_status("reload-failed")
+            return
+        try:
+            self.sockets.open(new)
+        except OSError as e:
+            self.last_reload_ok = False
+            log.error("reload refused, keeping the running config: %s", e)
+            self.pid_file.write_status("reload-failed")
+            return
+        old = [w for w in self.workers.values()]
+        self.config = new
+        self.generation += 1
+        setup_logging(new.log, "master")
+        for slot in range(new.workers):
+            await self.spawn(slot)
+        for w in old:
+            w.quitting = True
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(w.pid, signal.SIGQUIT)
+        self.last_reload_ok = True
+        self.pid_file.write_status("reloaded")
+        log.info("reloaded: generation %d, %d new workers, %d old draining", self.generation, new.workers, len(old))
+
+    def reopen_logs(self) -> None:
+        setup_logging(self.config.log, "master")
+        for w in self.workers.values():
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(w.pid, signal.SIGUSR1)
+
+
+def run_master(config: Config) -> int:
+    # The master runs asyncio's own loop, not uvloop: it needs SIGCHLD for itself (uvloop keeps that
+    # signal for its subprocess support) and it is off the data path.
+    setup_logging(config.log, "master")
+    master = Master(config)
+    return asyncio.run(master.run())

@@ -1,0 +1,224 @@
+"""L4 proxying: splice bytes both ways between a client and one upstream connection.
+
+Two asyncio Protocols back to back. Flow control: when one side's write buffer passes its
+high-water mark, reading from the other side pauses until it drains. Half-close is passed on
+(EOF one way leaves the other way open) and the pair closes once both ways are done.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from typing import TYPE_CHECKING
+
+from ukproxy.upstream.group import UpstreamGroup
+
+if TYPE_CHECKING:
+    from ukproxy.upstream.server import Server
+    from ukproxy.worker_state import WorkerState
+
+log = logging.getLogger("ukproxy.tcp")
+
+
+class UpstreamSide(asyncio.Protocol):
+    """The upstream half of a spliced pair: forwards to the client side."""
+
+    __slots__ = ("client", "transport")
+
+    def __init__(self, client: TcpClientSide):
+        self.client = client
+        self.transport: asyncio.Transport | None = None
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        self.transport = transport  # type: ignore[assignment]
+
+    def data_received(self, data: bytes) -> None:
+        self.client.from_upstream(data)
+
+    def eof_received(self) -> bool:
+        self.client.upstream_eof()
+        return True
+
+    def pause_writing(self) -> None:
+        self.client.pause_client_reading()
+
+    def resume_writing(self) -> None:
+        self.client.resume_client_reading()
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        self.client.upstream_lost(exc)
+
+
+class TcpClientSide(asyncio.Protocol):
+    """One client connection on a tcp listener, and the upstream connection it is spliced to."""
+
+    def __init__(self, state: WorkerState, group: UpstreamGroup):
+        self.state = state
+        self.group = group
+        self.loop = state.loop
+        self.transport: asyncio.Transport | None = None
+        self.upstream: UpstreamSide | None = None
+        self.server: Server | None = None
+        self.pending: list[bytes] = []  # client bytes that arrived before the upstream connected
+        self.client_eof = False
+        self.upstream_eof_seen = False
+        self.closed = False
+        self.last_activity = 0.0
+        self.idle_timer: asyncio.TimerHandle | None = None
+
+    # client side
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        self.transport = transport  # type: ignore[assignment]
+        self.last_activity = self.loop.time()
+        self.loop.create_task(self._connect_upstream())
+
+    def data_received(self, data: bytes) -> None:
+        self.last_activity = self.loop.time()
+        upstream = self.upstream
+        if upstream is not None and upstream.transport is not None:
+            upstream.transport.write(data)
+        else:
+            self.pending.append(data)
+            # Hold the client back until the upstream exists: bounded buffering.
+            self.transport.pause_reading()  # type: ignore[union-attr]
+
+    def eof_received(self) -> bool:
+        self.client_eof = True
+        upstream = self.upstream
+        if upstream is not None and upstream.transport is not None:
+            if upstream.transport.can_write_eof():
+                upstream.transport.write_eof()
+            self._close_if_done()
+        return True  # keep the connection half-open: the answer may still be coming
+
+    def pause_writing(self) -> None:
+        if self.upstream is not None and self.upstream.transport is not None:
+            self.upstream.transport.pause_reading()
+
+    def resume_writing(self) -> None:
+        if self.upstream is not None and self.upstream.transport is not None:
+            self.upstream.transport.resume_reading()
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        if self.closed:
+            return
+        self.closed = True
+        self.state.connection_closed()
+        self._cancel_idle_timer()
+        if self.upstream is not None and self.upstream.transport is not None:
+            self.upstream.transport.close()
+
+    # upstream side, called by UpstreamSide
+
+    def from_upstream(self, data: bytes) -> None:
+        self.last_activity = self.loop.time()
+        self.transport.write(data)  # type: ignore[union-attr]
+
+    def upstream_eof(self) -> None:
+        self.upstream_eof_seen = True
+        if self.transport is not None and not self.transport.is_closing() and self.transport.can_write_eof():
+            self.transport.write_eof()
+        self._close_if_done()
+
+    def pause_client_reading(self) -> None:
+        if self.transport is not None and not self.transport.is_closing():
+            self.transport.pause_reading()
+
+    def resume_client_reading(self) -> None:
+        if self.transport is not None and not self.transport.is_closing():
+            self.transport.resume_reading()
+
+    def upstream_lost(self, exc: Exception | None) -> None:
+        if self.server is not None:
+            self.server.connection_finished()
+            self.state.upstream_closed()
+            self.server = None
+        if self.transport is not None:
+            self.transport.close()
+
+    # connecting
+
+    async def _connect_upstream(self) -> None:
+        group = self.group
+        tried: list[Server] = []
+        key = self._balance_key()
+        while len(tried) < group.config.tries:
+            server = group.balancer.pick(key, tried)
+            if server is None:
+                break
+            tried.append(server)
+            upstream = UpstreamSide(self)
+            try:
+                await asyncio.wait_for(
+                    self.loop.create_connection(lambda u=upstream: u, server.host, server.port),
+                    group.config.connect_timeout,
+                )
+            except (TimeoutError, OSError) as e:
+                reason = "timeout" if isinstance(e, asyncio.TimeoutError) else "connect"
+                server.record_failure(self.loop.time())
+                self.state.upstream_failed(group.name, reason)
+                log.warning("upstream %s server %s: %s (%s)", group.name, server.name, reason, e or "timed out")
+                if self.closed:
+                    return
+                continue
+            if self.closed:  # the client left while we were connecting
+                upstream.transport.close()  # type: ignore[union-attr]
+                return
+            server.connection_started()
+            server.record_success()
+            self.state.upstream_opened()
+            self.server = server
+            self.upstream = upstream
+            for chunk in self.pending:
+                upstream.transport.write(chunk)  # type: ignore[union-attr]
+            self.pending.clear()
+            if self.client_eof:
+                upstream.transport.write_eof()  # type: ignore[union-attr]
+            else:
+                self.transport.resume_reading()  # type: ignore[union-attr]
+            self._arm_idle_timer()
+            return
+        log.error("upstream %s: no server could be reached for %s (tried %d)",
+                  group.name, self._peer(), len(tried))
+        self.state.no_upstream(group.name)
+        if self.transport is not None:
+            self.transport.close()
+
+    def _balance_key(self) -> bytes | None:
+        peer = self.transport.get_extra_info("peername") if self.transport else None
+        return peer[0].encode() if peer else None
+
+    def _peer(self) -> str:
+        peer = self.transport.get_extra_info("peername") if self.transport else None
+        return f"{peer[0]}:{peer[1]}" if peer else "?"
+
+    # closing
+
+    def _close_if_done(self) -> None:
+        if self.client_eof and self.upstream_eof_seen:
+            if self.transport is not None:
+                self.transport.close()
+            if self.upstream is not None and self.upstream.transport is not None:
+                self.upstream.transport.close()
+
+    def _arm_idle_timer(self) -> None:
+        timeout = self.group.config.idle_timeout
+        if timeout > 0:
+            self.idle_timer = self.loop.call_at(self.last_activity + timeout, self._idle_check)
+
+    def _idle_check(self) -> None:
+        # Re-armed lazily from the last activity, so data never touches the timer.
+        if self.closed:
+            return
+        if self.loop.time() - self.last_activity >= self.group.config.idle_timeout:
+            log.info("closing idle tcp connection from %s", self._peer())
+            self.state.timeout_fired("idle")
+            self.transport.close()  # type: ignore[union-attr]
+        else:
+            self._arm_idle_timer()
+
+    def _cancel_idle_timer(self) -> None:
+        if self.idle_timer is not None:
+            self.idle_timer.cancel()
+            self.idle_timer = None

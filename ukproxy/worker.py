@@ -1,0 +1,132 @@
+"""One worker process: a uvloop event loop, its listeners, its accept cycle and its upstreams.
+
+Started by the master as `python -m ukproxy.worker` with the listening sockets and one end of the
+control channel passed as file descriptors; the first control message carries the validated config.
+Signals: QUIT stops accepting and lets open connections finish (bounded by
+`worker_shutdown_timeout`); TERM and INT stop at once. A closed control channel (the master is
+gone) is taken as QUIT.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import os
+import signal
+import socket
+import sys
+from collections.abc import Callable
+
+import uvloop
+
+from ukproxy import control
+from ukproxy.accept import AcceptMutex
+from ukproxy.accept_cycle import AcceptCycle, Listener
+from ukproxy.config import Config, ListenConfig, loads
+from ukproxy.logs import setup_logging
+from ukproxy.proxy.tcp import TcpClientSide
+from ukproxy.upstream.group import UpstreamGroup
+from ukproxy.worker_state import WorkerState
+
+log = logging.getLogger("ukproxy.worker")
+
+EXIT_CONFIG = 3  # the worker cannot start with this config: the master must not respawn in a loop
+
+
+class Worker:
+    def __init__(self, config: Config, worker_id: int, sockets: list[socket.socket],
+                 channel: control.ControlChannel, lock_path: str | None):
+        self.config = config
+        self.worker_id = worker_id
+        self.loop = asyncio.get_running_loop()
+        self.channel = channel
+        self.state = WorkerState(self.loop, worker_id, config.worker_connections)
+        self.groups = {u.name: UpstreamGroup(u) for u in config.upstreams}
+        self.listeners = [
+            Listener(sock, self._protocol_factory(lc), lc.address)
+            for lc, sock in zip(config.listen, sockets, strict=True)
+        ]
+        mutex = AcceptMutex(lock_path) if lock_path else None
+        self.cycle = AcceptCycle(self.state, self.listeners, mutex, config.accept_mutex_delay, config.multi_accept)
+        self.stopped = asyncio.Event()
+        self.graceful = False
+
+    def _protocol_factory(self, lc: ListenConfig) -> Callable[[], asyncio.Protocol]:
+        if lc.protocol == "tcp":
+            group = self.groups[lc.upstream]  # type: ignore[index]
+            state = self.state
+            return lambda: TcpClientSide(state, group)
+        from ukproxy.proxy.http import http_protocol_factory
+
+        return http_protocol_factory(self.state, self.config, lc, self.groups)
+
+    async def run(self) -> None:
+        self.loop.add_signal_handler(signal.SIGQUIT, self.quit)
+        self.loop.add_signal_handler(signal.SIGTERM, self.terminate)
+        self.loop.add_signal_handler(signal.SIGINT, self.terminate)
+        self.cycle.start()
+        self.channel.send({"type": "ready", "worker": self.worker_id, "pid": os.getpid()})
+        listener = self.loop.create_task(self._listen_to_master())
+        await self.stopped.wait()
+        listener.cancel()
+        if self.graceful:
+            await self._drain()
+
+    async def _listen_to_master(self) -> None:
+        while True:
+            message = await self.channel.receive()
+            if message is None:
+                log.warning("worker %d: master is gone, stopping gracefully", self.worker_id)
+                self.quit()
+                return
+            if message.get("type") == "quit":
+                self.quit()
+
+    def quit(self) -> None:
+        log.info("worker %d: graceful stop, %d connections open", self.worker_id, self.state.clients)
+        self.graceful = True
+        self.cycle.stop()
+        self.stopped.set()
+
+    def terminate(self) -> None:
+        self.graceful = False
+        self.cycle.stop()
+        self.stopped.set()
+
+    async def _drain(self) -> None:
+        deadline = self.loop.time() + self.config.worker_shutdown_timeout
+        while self.state.clients > 0 and self.loop.time() < deadline and self.graceful:
+            await asyncio.sleep(0.05)
+        if self.state.clients:
+            log.warning("worker %d: %d connections still open at worker_shutdown_timeout",
+                        self.worker_id, self.state.clients)
+
+
+def main() -> None:
+    control_fd = int(os.environ["UKPROXY_CONTROL_FD"])
+    sock = socket.socket(fileno=control_fd)
+    init = control.read_blocking(sock)
+    config = loads(init["config_text"], init["config_path"])
+    worker_id: int = init["worker"]
+    setup_logging(config.log, f"worker {worker_id}")
+    if init.get("cpu") is not None:
+        os.sched_setaffinity(0, {init["cpu"]})
+    sockets = [socket.socket(fileno=fd) for fd in init["listen_fds"]]
+    for s in sockets:
+        s.setblocking(False)
+
+    async def start() -> None:
+        channel = await control.ControlChannel.open(sock)
+        worker = Worker(config, worker_id, sockets, channel, init.get("lock_path"))
+        await worker.run()
+
+    try:
+        uvloop.run(start())
+    except Exception:
+        log.exception("worker %d failed", worker_id)
+        sys.exit(1)
+    sys.exit(0)
+
+
+if __name__ == "__main__":
+    main()
