@@ -12,13 +12,19 @@ from __future__ import annotations
 import bisect
 import hashlib
 from collections.abc import Collection, Iterator, Sequence
+from functools import lru_cache
 
 from ukproxy.upstream.server import Server
 
 DEFAULT_POINTS_PER_WEIGHT = 160
 
 
-def _points_of(label: str, count: int) -> Iterator[int]:
+@lru_cache(maxsize=1024)  # a VM pool rebuilds the ring on every membership change
+def _points_of(label: str, count: int) -> tuple[int, ...]:
+    return tuple(_generate_points(label, count))
+
+
+def _generate_points(label: str, count: int) -> Iterator[int]:
     produced = 0
     block = 0
     while produced < count:
