@@ -1,0 +1,161 @@
+"""Starting real ukproxy masters and small real backends for integration tests."""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import signal
+import socket
+import subprocess
+import sys
+import threading
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import psutil
+
+REPO = Path(__file__).resolve().parent.parent
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def wait_for_port(port: int, host: str = "127.0.0.1", timeout: float = 10.0) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        with contextlib.suppress(OSError), socket.create_connection((host, port), timeout=0.5):
+            return
+        time.sleep(0.05)
+    raise TimeoutError(f"nothing listens on {host}:{port} after {timeout}s")
+
+
+class RunningProxy:
+    """A `ukproxy run` master started from a config text in a temporary directory."""
+
+    def __init__(self, tmp: Path, config_text: str, name: str = "ukproxy"):
+        self.dir = tmp
+        self.config_path = tmp / f"{name}.toml"
+        self.pid_file = tmp / f"{name}.pid"
+        self.log_path = tmp / f"{name}.log"
+        header = f'pid_file = "{self.pid_file}"\n'
+        self.config_path.write_text(header + config_text)
+        self.proc: subprocess.Popen[bytes] | None = None
+
+    def start(self, wait_ports: list[int] | None = None, expect_workers: int | None = None) -> RunningProxy:
+        self.log_file = open(self.log_path, "ab")  # noqa: SIM115 - closed in stop()
+        self.proc = subprocess.Popen(
+            [sys.executable, "-m", "ukproxy", "run", "-c", str(self.config_path)],
+            cwd=REPO, stdout=self.log_file, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
+        )
+        for port in wait_ports or []:
+            try:
+                wait_for_port(port)
+            except TimeoutError:
+                raise AssertionError(f"ukproxy did not listen on {port}:\n{self.log()}") from None
+        if expect_workers is not None:
+            self.wait_workers(expect_workers)
+        return self
+
+    @property
+    def pid(self) -> int:
+        assert self.proc is not None
+        return self.proc.pid
+
+    def workers(self) -> list[psutil.Process]:
+        try:
+            children = psutil.Process(self.pid).children()
+        except psutil.NoSuchProcess:
+            return []
+        return [c for c in children if "ukproxy.worker" in " ".join(c.cmdline())]
+
+    def wait_workers(self, n: int, timeout: float = 15.0, exclude: set[int] | None = None) -> list[psutil.Process]:
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            ws = [w for w in self.workers() if not exclude or w.pid not in exclude]
+            if len(ws) == n:
+                return ws
+            time.sleep(0.05)
+        raise AssertionError(f"expected {n} workers, have {len(self.workers())}:\n{self.log()}")
+
+    def log(self) -> str:
+        return self.log_path.read_text(errors="replace") if self.log_path.exists() else ""
+
+    def cli(self, *args: str, timeout: float = 30.0) -> subprocess.CompletedProcess[str]:
+        return subprocess.run(
+            [sys.executable, "-m", "ukproxy", *args, "-c", str(self.config_path)],
+            cwd=REPO, capture_output=True, text=True, timeout=timeout,
+        )
+
+    def signal(self, sig: int) -> None:
+        os.kill(self.pid, sig)
+
+    def wait(self, timeout: float = 20.0) -> int:
+        assert self.proc is not None
+        return self.proc.wait(timeout)
+
+    def stop(self) -> None:
+        """Stop the master and make sure nothing it started survives."""
+        if self.proc is None:
+            return
+        family = []
+        with contextlib.suppress(psutil.NoSuchProcess):
+            family = psutil.Process(self.pid).children(recursive=True)
+        if self.proc.poll() is None:
+            self.proc.send_signal(signal.SIGTERM)
+            try:
+                self.proc.wait(15)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait(5)
+        for p in family:
+            with contextlib.suppress(psutil.NoSuchProcess):
+                p.kill()
+        self.log_file.close()
+
+
+class EchoServer:
+    """A threaded TCP echo backend that also remembers how many connections it took."""
+
+    def __init__(self, port: int | None = None):
+        self.port = port or free_port()
+        self.sock = socket.create_server(("127.0.0.1", self.port), backlog=512)
+        self.connections = 0
+        self.stopping = False
+        self.thread = threading.Thread(target=self._serve, daemon=True)
+        self.thread.start()
+
+    def _serve(self) -> None:
+        while not self.stopping:
+            try:
+                conn, _ = self.sock.accept()
+            except OSError:
+                return
+            self.connections += 1
+            threading.Thread(target=self._echo, args=(conn,), daemon=True).start()
+
+    @staticmethod
+    def _echo(conn: socket.socket) -> None:
+        with conn:
+            while data := conn.recv(65536):
+                conn.sendall(data)
+            conn.shutdown(socket.SHUT_WR)
+
+    def close(self) -> None:
+        self.stopping = True
+        with contextlib.suppress(OSError):
+            self.sock.shutdown(socket.SHUT_RDWR)
+        self.sock.close()
+
+
+@contextlib.contextmanager
+def echo_servers(n: int) -> Iterator[list[EchoServer]]:
+    servers = [EchoServer() for _ in range(n)]
+    try:
+        yield servers
+    finally:
+        for s in servers:
+            s.close()
