@@ -124,6 +124,16 @@ def test_failed_server_is_skipped_then_tried_after_fail_timeout(method: str) -> 
     assert set(picks(balancer, now=112.0)) == {a, b}
 
 
+def test_a_lone_server_is_not_taken_out_by_passive_health(method: str) -> None:
+    (only,) = pool = servers(1, max_fails=1, fail_timeout=10.0)
+    balancer = build(method, pool)
+    only.record_failure(100.0)
+    assert set(picks(balancer, now=100.5)) == {only}
+    assert balancer.pick(key=KEYS[0], tried=[only], now=100.5) is None
+    only.down = True
+    assert set(picks(balancer, now=100.5)) == {None}
+
+
 def test_set_servers_keeps_state_of_survivors(method: str) -> None:
     a, b, c = pool = servers(1, 1, 1, max_fails=1)
     balancer = build(method, pool)

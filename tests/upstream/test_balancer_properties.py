@@ -53,7 +53,10 @@ def test_pick_is_available_untried_and_prefers_primaries(
     tried = [s for s, state in zip(pool, states, strict=True) if state["tried"]]
     options = {"rng": random.Random(seed)} if method == "random" else {}
     balancer = make_balancer(method, pool, **options)
-    eligible = [s for s in pool if s.available(NOW) and s not in tried]
+    if len(pool) == 1:  # a lone server ignores passive health, as in nginx
+        eligible = [s for s in pool if not (s.down or not s.health_ok or s.at_max_conns() or s in tried)]
+    else:
+        eligible = [s for s in pool if s.available(NOW) and s not in tried]
 
     chosen = balancer.pick(key=key, tried=tried, now=NOW)
 

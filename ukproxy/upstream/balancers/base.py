@@ -13,6 +13,7 @@ class Balancer(ABC):
     """Picks one server among ``servers`` for a request or connection.
 
     Backup servers are considered only when no primary is available (and not yet tried).
+    A group of one server ignores passive health (see ``_pick_single``).
     A subclass implements ``_choose`` over the available candidates of one tier, or
     overrides ``_pick_in_tier`` when it needs to see unavailable servers too (hashing).
     """
@@ -49,6 +50,8 @@ class Balancer(ABC):
         """
         if now is None:
             now = time.monotonic()
+        if len(self.servers) == 1:
+            return self._pick_single(self.servers[0], tried, now)
         for backup, tier in ((False, self.primaries), (True, self.backups)):
             if not tier:
                 continue
@@ -57,6 +60,16 @@ class Balancer(ABC):
                 server.selected(now)
                 return server
         return None
+
+    @staticmethod
+    def _pick_single(server: Server, tried: Collection[Server], now: float) -> Server | None:
+        # As nginx: the only server of a group is never taken out by passive health
+        # (max_fails/fail_timeout); that would turn a passing failure into errors for
+        # fail_timeout with nowhere else to go. down, health checks and max_conns still apply.
+        if server.down or not server.health_ok or server.at_max_conns() or server in tried:
+            return None
+        server.selected(now)
+        return server
 
     def _pick_in_tier(
         self,
