@@ -58,8 +58,7 @@ class AddressAllocator:
             if candidate not in self._allocated and IPv4Address(candidate) not in self.reserved:
                 return self._take(candidate)
         raise AddressesExhausted(
-            f"no free address left in {self.subnet} ({len(self._allocated)} in use); "
-            "use a larger subnet or fewer VMs"
+            f"no free address left in {self.subnet} ({len(self._allocated)} in use); use a larger subnet or fewer VMs"
         )
 
     def claim(self, addr: IPv4Address | str) -> IPv4Address:

@@ -12,8 +12,8 @@ from pathlib import Path
 from pyroute2 import AsyncIPRoute
 from pyroute2 import netns as pyroute2_netns
 
-from bridge.blocking import run_blocking
 from bridge.errors import NamespaceMissing
+from bridge.loops import run_blocking, run_in_thread_loop
 
 NETNS_DIR = Path(pyroute2_netns.NETNS_RUN_DIR)
 CLONE_NEWNET = 0x40000000
@@ -71,15 +71,16 @@ def remove_netns(name: str) -> bool:
     return True
 
 
-async def set_loopback_up_async(name: str) -> None:
+async def _set_loopback_up(name: str) -> None:
     async with AsyncIPRoute(netns=name, flags=0) as ipr:
         await ipr.link("set", ifname="lo", state="up")
 
 
-async def create_netns_async(name: str) -> bool:
+async def ensure_netns(name: str) -> bool:
     """Make sure namespace `name` exists with `lo` up; True if it had to be created.
 
-    A leftover unmounted file (a create that died half-way) is replaced.
+    A leftover unmounted file (a create that died half-way) is replaced. Needs a stdlib asyncio
+    loop; callers outside bridge use create_netns or create_netns_async.
     """
     path = netns_path(name)
     created = False
@@ -88,12 +89,16 @@ async def create_netns_async(name: str) -> bool:
             remove_netns(name)
         pyroute2_netns.create(name)
         created = True
-    await set_loopback_up_async(name)
+    await _set_loopback_up(name)
     return created
 
 
 def create_netns(name: str) -> bool:
-    return run_blocking(create_netns_async(name))
+    return run_blocking(ensure_netns(name))
+
+
+async def create_netns_async(name: str) -> bool:
+    return await run_in_thread_loop(ensure_netns(name))
 
 
 def enter_netns(name: str) -> None:

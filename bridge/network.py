@@ -1,8 +1,8 @@
 """The backend network: a namespace holding a bridge (the VMs' gateway) and one TAP per VM.
 
 Every operation is idempotent and has a blocking form (for the master's set-up and the CLI,
-which run no event loop) and an `*_async` form (for code inside a loop, where pyroute2's sync
-IPRoute cannot run).
+which run no event loop) and an `*_async` form (for code inside any loop, uvloop included).
+The work itself is done by private coroutines run on a private stdlib loop (see bridge.loops).
 """
 
 from dataclasses import dataclass, field
@@ -13,10 +13,10 @@ from pyroute2 import AsyncIPRoute
 
 from bridge import links
 from bridge.addresses import mac_for
-from bridge.blocking import run_blocking
 from bridge.errors import BridgeMissing, NamespaceMissing, NotATap
+from bridge.loops import run_blocking, run_in_thread_loop
 from bridge.names import check_ifname
-from bridge.netns import check_netns_name, create_netns_async, netns_exists, remove_netns
+from bridge.netns import check_netns_name, ensure_netns, netns_exists, remove_netns
 
 
 @dataclass(frozen=True)
@@ -56,9 +56,9 @@ class BackendNetwork:
 
     # -- up ---------------------------------------------------------------------------------------
 
-    async def up_async(self) -> None:
+    async def _up(self) -> None:
         """Create or repair: namespace, bridge with the gateway address and MAC, all TAPs enslaved and up."""
-        await create_netns_async(self.netns)
+        await ensure_netns(self.netns)
         async with self._open() as ipr:
             bridge = await self._ensure_bridge(ipr)
             for link in await links.all_links(ipr):
@@ -91,11 +91,14 @@ class BackendNetwork:
         await ipr.link("set", index=index, master=bridge_index, state="up")
 
     def up(self) -> None:
-        run_blocking(self.up_async())
+        run_blocking(self._up())
+
+    async def up_async(self) -> None:
+        await run_in_thread_loop(self._up())
 
     # -- TAPs -------------------------------------------------------------------------------------
 
-    async def add_tap_async(self, name: str, owner_uid: int | None = None) -> int:
+    async def _add_tap(self, name: str, owner_uid: int | None = None) -> int:
         """A persistent TAP `name` on the bridge, up; returns its ifindex.
 
         `owner_uid` lets that user attach to the TAP without CAP_NET_ADMIN. An existing link of
@@ -119,9 +122,12 @@ class BackendNetwork:
             return index
 
     def add_tap(self, name: str, owner_uid: int | None = None) -> int:
-        return run_blocking(self.add_tap_async(name, owner_uid))
+        return run_blocking(self._add_tap(name, owner_uid))
 
-    async def remove_tap_async(self, name: str) -> bool:
+    async def add_tap_async(self, name: str, owner_uid: int | None = None) -> int:
+        return await run_in_thread_loop(self._add_tap(name, owner_uid))
+
+    async def _remove_tap(self, name: str) -> bool:
         """Delete TAP `name`; True if it existed. Refuses to delete a link that is not a TAP."""
         check_ifname(name)
         if not netns_exists(self.netns):
@@ -136,9 +142,12 @@ class BackendNetwork:
             return True
 
     def remove_tap(self, name: str) -> bool:
-        return run_blocking(self.remove_tap_async(name))
+        return run_blocking(self._remove_tap(name))
 
-    async def taps_async(self) -> list[str]:
+    async def remove_tap_async(self, name: str) -> bool:
+        return await run_in_thread_loop(self._remove_tap(name))
+
+    async def _taps(self) -> list[str]:
         """Names of the TAPs in the namespace, sorted; [] when the namespace does not exist."""
         if not netns_exists(self.netns):
             return []
@@ -146,11 +155,14 @@ class BackendNetwork:
             return sorted(link.get("ifname") for link in await links.all_links(ipr) if links.is_tap(link))
 
     def taps(self) -> list[str]:
-        return run_blocking(self.taps_async())
+        return run_blocking(self._taps())
+
+    async def taps_async(self) -> list[str]:
+        return await run_in_thread_loop(self._taps())
 
     # -- down -------------------------------------------------------------------------------------
 
-    async def down_async(self) -> None:
+    async def _down(self) -> None:
         """Remove the TAPs, the bridge and the namespace. Idempotent.
 
         Links are deleted explicitly because a process still inside (a QEMU) would keep the
@@ -167,11 +179,14 @@ class BackendNetwork:
         remove_netns(self.netns)
 
     def down(self) -> None:
-        run_blocking(self.down_async())
+        run_blocking(self._down())
+
+    async def down_async(self) -> None:
+        await run_in_thread_loop(self._down())
 
     # -- status -----------------------------------------------------------------------------------
 
-    async def status_async(self) -> dict[str, Any]:
+    async def _status(self) -> dict[str, Any]:
         """What is there now, as plain data (JSON-ready); never changes anything."""
         report: dict[str, Any] = {
             "netns": self.netns,
@@ -214,4 +229,7 @@ class BackendNetwork:
         return report
 
     def status(self) -> dict[str, Any]:
-        return run_blocking(self.status_async())
+        return run_blocking(self._status())
+
+    async def status_async(self) -> dict[str, Any]:
+        return await run_in_thread_loop(self._status())

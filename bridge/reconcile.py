@@ -1,6 +1,6 @@
 """Start-up repair after an unclean stop: make the namespace sane and drop TAPs nobody owns."""
 
-from bridge.blocking import run_blocking
+from bridge.loops import run_blocking
 from bridge.network import BackendNetwork
 
 

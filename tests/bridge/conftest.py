@@ -7,9 +7,7 @@ import pytest
 from bridge.network import BackendNetwork
 from tests.bridge.iproute2 import delete_netns
 
-needs_root = pytest.mark.skipif(
-    os.geteuid() != 0, reason="needs root: creates network namespaces, bridges and TAPs"
-)
+needs_root = pytest.mark.skipif(os.geteuid() != 0, reason="needs root: creates network namespaces, bridges and TAPs")
 
 
 def unique_netns(purpose: str) -> str:
