@@ -12,7 +12,7 @@ import uvloop
 from bridge.errors import BridgeMissing, NamespaceMissing, NotATap
 from bridge.netns import enter_netns
 from bridge.network import BackendNetwork
-from bridge.tapfd import IFF_NO_PI, IFF_TAP, TUN_DEVICE, TUNSETIFF
+from bridge.tapfd import IFF_NO_PI, IFF_TAP, TUN_DEVICE, TUNSETIFF, open_tap
 from tests.bridge import iproute2
 from tests.bridge.conftest import needs_root
 from tests.bridge.forked import call_in_fork
@@ -224,3 +224,14 @@ def test_sync_api_still_works_after_an_event_loop_ran_in_this_thread(network: Ba
     asyncio.run(asyncio.sleep(0))
     network.up()
     assert network.status()["bridge"]["present"] is True
+
+
+def test_down_succeeds_while_a_tap_is_still_held_open(network: BackendNetwork) -> None:
+    network.up()
+    network.add_tap("uktap1")
+    fd = open_tap(network.netns, "uktap1")  # as a QEMU that has not exited yet would
+    try:
+        network.down()
+        assert network.netns not in iproute2.netns_names()
+    finally:
+        os.close(fd)
