@@ -63,7 +63,7 @@ class BackendNetwork:
             bridge = await self._ensure_bridge(ipr)
             for link in await links.all_links(ipr):
                 if links.is_tap(link):
-                    await self._attach(ipr, link["index"], bridge)
+                    await self._attach(ipr, link, bridge)
 
     async def _ensure_bridge(self, ipr: AsyncIPRoute) -> int:
         link = await links.find_link(ipr, self.bridge)
@@ -87,8 +87,10 @@ class BackendNetwork:
             await ipr.link("set", index=index, state="up")
         return index
 
-    async def _attach(self, ipr: AsyncIPRoute, index: int, bridge_index: int) -> None:
-        await ipr.link("set", index=index, master=bridge_index, state="up")
+    async def _attach(self, ipr: AsyncIPRoute, link: links.Link, bridge_index: int) -> None:
+        """Enslave `link` to the bridge and set it up, unless it already is."""
+        if link.get("master") != bridge_index or not links.is_admin_up(link):
+            await ipr.link("set", index=link["index"], master=bridge_index, state="up")
 
     def up(self) -> None:
         run_blocking(self._up())
@@ -101,10 +103,12 @@ class BackendNetwork:
     async def _add_tap(self, name: str, owner_uid: int | None = None) -> int:
         """A persistent TAP `name` on the bridge, up; returns its ifindex.
 
-        `owner_uid` lets that user attach to the TAP without CAP_NET_ADMIN. An existing link of
-        that name that is not such a TAP (wrong kind or owner) is replaced.
+        With `owner_uid`, that user (and otherwise only CAP_NET_ADMIN) may attach to the TAP, so an
+        unprivileged QEMU can open it; without it, anyone who can open /dev/net/tun may. An existing
+        link of that name that is not such a TAP (wrong kind or owner) is replaced.
         """
-        check_ifname(name)
+        if check_ifname(name) == self.bridge:
+            raise ValueError(f"TAP name {name!r} is the bridge's name")
         async with self._open() as ipr:
             bridge = (await self._bridge_link(ipr))["index"]
             link = await links.find_link(ipr, name)
@@ -116,8 +120,7 @@ class BackendNetwork:
                 link = await links.find_link(ipr, name)
                 if link is None:
                     raise NotATap(self.netns, name, None)  # pyroute2 reported success but made nothing
-            if link.get("master") != bridge or not links.is_admin_up(link):
-                await self._attach(ipr, link["index"], bridge)
+            await self._attach(ipr, link, bridge)
             index: int = link["index"]
             return index
 

@@ -235,3 +235,10 @@ def test_down_succeeds_while_a_tap_is_still_held_open(network: BackendNetwork) -
         assert network.netns not in iproute2.netns_names()
     finally:
         os.close(fd)
+
+
+def test_add_tap_will_not_replace_the_bridge(network: BackendNetwork) -> None:
+    network.up()
+    with pytest.raises(ValueError, match="bridge"):
+        network.add_tap("ukbr0")
+    assert iproute2.links(network.netns)["ukbr0"]["linkinfo"]["info_kind"] == "bridge"
