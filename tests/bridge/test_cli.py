@@ -6,10 +6,14 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
+
 from bridge.__main__ import main
 from tests.bridge import iproute2
 from tests.bridge.conftest import needs_root
 from tests.bridge.forked import call_in_fork
+
+pytestmark = [pytest.mark.root, needs_root]
 
 REPO = Path(__file__).resolve().parents[2]
 
@@ -28,7 +32,6 @@ def main_as_nobody(argv: list[str]) -> tuple[int, str]:
     return code, err.getvalue()
 
 
-@needs_root
 def test_up_status_down(netns_name: str) -> None:
     up = bridge_cli("up", "--netns", netns_name, "--subnet", "10.79.0.0/24")
     assert up.returncode == 0, up.stderr
@@ -52,7 +55,6 @@ def test_up_status_down(netns_name: str) -> None:
     assert "absent" in bridge_cli("status", "--netns", netns_name).stdout
 
 
-@needs_root
 def test_bad_subnet_is_one_line_and_exit_1(netns_name: str) -> None:
     result = bridge_cli("up", "--netns", netns_name, "--subnet", "10.77.0.0/33")
     assert result.returncode == 1
@@ -61,7 +63,6 @@ def test_bad_subnet_is_one_line_and_exit_1(netns_name: str) -> None:
     assert netns_name not in iproute2.netns_names()
 
 
-@needs_root
 def test_not_root_is_one_line_and_exit_1() -> None:
     code, stderr = call_in_fork(main_as_nobody, ["status"])
     assert code == 1

@@ -10,7 +10,7 @@ from tests.bridge import iproute2
 from tests.bridge.conftest import needs_root
 from tests.bridge.forked import call_in_fork
 
-pytestmark = needs_root
+pytestmark = [pytest.mark.root, needs_root]
 
 
 def test_create_is_idempotent_visible_to_ip_and_brings_lo_up(netns_name: str) -> None:

@@ -1,11 +1,13 @@
 import subprocess
 
+import pytest
+
 from bridge.network import BackendNetwork
 from bridge.reconcile import reconcile
 from tests.bridge import iproute2
 from tests.bridge.conftest import needs_root
 
-pytestmark = needs_root
+pytestmark = [pytest.mark.root, needs_root]
 
 
 def test_reconcile_removes_stale_taps_and_keeps_the_listed_ones(network: BackendNetwork) -> None:

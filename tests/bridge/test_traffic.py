@@ -17,7 +17,7 @@ from tests.bridge import iproute2
 from tests.bridge.conftest import needs_root
 from tests.bridge.forked import call_in_fork
 
-pytestmark = needs_root
+pytestmark = [pytest.mark.root, needs_root]
 
 VM_IP = "10.77.0.10"
 GATEWAY_IP = "10.77.0.1"
