@@ -24,6 +24,20 @@ def free_port() -> int:
         return s.getsockname()[1]
 
 
+def wait_for_listening(port: int, host: str = "127.0.0.1", timeout: float = 10.0) -> None:
+    """Wait until something has bound host:port, without connecting (a probe connection would
+    reach the backends through the proxy and disturb what a test counts)."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        with socket.socket() as s:
+            try:
+                s.bind((host, port))
+            except OSError:
+                return
+        time.sleep(0.05)
+    raise TimeoutError(f"nothing bound {host}:{port} after {timeout}s")
+
+
 def wait_for_port(port: int, host: str = "127.0.0.1", timeout: float = 10.0) -> None:
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
@@ -53,7 +67,7 @@ class RunningProxy:
         )
         for port in wait_ports or []:
             try:
-                wait_for_port(port)
+                wait_for_listening(port)
             except TimeoutError:
                 raise AssertionError(f"ukproxy did not listen on {port}:\n{self.log()}") from None
         if expect_workers is not None:

@@ -7,6 +7,7 @@ import os
 import signal
 import sys
 import time
+import tomllib
 
 from ukproxy.config import Config, ConfigError, load
 from ukproxy.pidfile import AlreadyRunning, read_pid, read_status
@@ -103,8 +104,13 @@ def _wait_for_reload(pid_path: str, before: tuple[int, int, str] | None, timeout
 
 
 def _pid_file_fallback(path: str) -> str:
-    # The config may be broken; the pid file is then wherever the default puts it.
-    return Config(path=path, workers=1).pid_file
+    """The pid file of a config that no longer validates: its own pid_file key if readable, else the default."""
+    try:
+        with open(path, "rb") as f:
+            named = tomllib.load(f).get("pid_file")
+    except (OSError, tomllib.TOMLDecodeError):
+        named = None
+    return named if isinstance(named, str) else Config(path=path, workers=1).pid_file
 
 
 def cmd_status(args: argparse.Namespace) -> int:

@@ -156,6 +156,9 @@ class Master:
         )
         child_end.close()
         cpu = self.cpu_for(slot)
+        if cpu is not None:
+            # Pinned here, right after exec and before the worker starts any thread (threads inherit it).
+            os.sched_setaffinity(proc.pid, {cpu})
         channel = await control.ControlChannel.open(parent_end)
         worker = WorkerProcess(slot, self.generation, proc, channel, cpu)
         self.workers[proc.pid] = worker

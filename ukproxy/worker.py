@@ -109,8 +109,6 @@ def main() -> None:
     config = loads(init["config_text"], init["config_path"])
     worker_id: int = init["worker"]
     setup_logging(config.log, f"worker {worker_id}")
-    if init.get("cpu") is not None:
-        os.sched_setaffinity(0, {init["cpu"]})
     sockets = [socket.socket(fileno=fd) for fd in init["listen_fds"]]
     for s in sockets:
         s.setblocking(False)

@@ -144,11 +144,12 @@ class TcpClientSide(asyncio.Protocol):
         tried: list[Server] = []
         key = self._balance_key()
         while len(tried) < group.config.tries:
-            server = group.balancer.pick(key, tried)
+            server = group.balancer.pick(key, tried, self.loop.time())
             if server is None:
                 break
             tried.append(server)
             upstream = UpstreamSide(self)
+            started = self.loop.time()
             try:
                 await asyncio.wait_for(
                     self.loop.create_connection(lambda u=upstream: u, server.host, server.port),
@@ -166,7 +167,7 @@ class TcpClientSide(asyncio.Protocol):
                 upstream.transport.close()  # type: ignore[union-attr]
                 return
             server.connection_started()
-            server.record_success()
+            server.record_success(self.loop.time() - started)  # connect time feeds least_time
             self.state.upstream_opened()
             self.server = server
             self.upstream = upstream

@@ -24,7 +24,8 @@ class UpstreamGroup:
         self.name = config.name
         if servers is None:
             servers = [server_from_config(s) for s in config.servers]
-        self.balancer: Balancer = make_balancer(config.balance, servers)
+        options = {"consistent": config.consistent} if config.balance == "hash" else {}
+        self.balancer: Balancer = make_balancer(config.balance, servers, **options)
 
     @property
     def servers(self) -> list[Server]:
