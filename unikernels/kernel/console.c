@@ -13,6 +13,7 @@ void console_init(void)
     outb(COM1 + 3, 0x03);   /* 8N1 */
     outb(COM1 + 2, 0x07);   /* FIFO on, cleared */
     outb(COM1 + 4, 0x03);   /* DTR + RTS */
+    console_write("\n", 1); /* end the firmware's unterminated "Booting from ROM.." line */
 }
 
 static void putc_raw(char c)

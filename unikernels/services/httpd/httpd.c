@@ -414,10 +414,20 @@ static void route(struct conn *c, struct request *r)
     }
 }
 
-/* Parses and answers buffered requests while no response is pending. */
+/* Queues the pending response, then parses and answers buffered requests for
+ * as long as each response fits into lwIP's send buffer at once. */
 static err_t process(struct conn *c)
 {
-    while (!response_pending(c) && !c->close_after && c->in) {
+    for (;;) {
+        if (response_pending(c)) {
+            err_t e = send_more(c);
+            if (e != ERR_OK)
+                return e;
+            if (response_pending(c))
+                return ERR_OK;   /* the sent callback continues */
+        }
+        if (c->close_after || !c->in)
+            break;
         if (c->skip) {
             uint32_t n = c->skip < c->in->tot_len ? c->skip : c->in->tot_len;
             consume(c, n);
@@ -430,13 +440,13 @@ static err_t process(struct conn *c)
                 break;   /* wait for the rest of the head */
             u16_t eol = pbuf_memfind(c->in, "\r\n", 2, 0);
             respond_error(c, eol == 0xFFFF || eol > URI_MAX + 32 ? 414 : 431);
-            break;
+            continue;
         }
         uint32_t head_len = (uint32_t)end + 4;
         if (head_len > HEAD_MAX) {
             u16_t eol = pbuf_memfind(c->in, "\r\n", 2, 0);
             respond_error(c, eol > URI_MAX + 32 ? 414 : 431);
-            break;
+            continue;
         }
         pbuf_copy_partial(c->in, head, (u16_t)head_len, 0);
         head[head_len] = 0;
@@ -445,17 +455,14 @@ static err_t process(struct conn *c)
         int status = parse(head, &r);
         if (status) {
             respond_error(c, status);
-            break;
+            continue;
         }
         c->skip = r.content_length;
         route(c, &r);
     }
-    if (response_pending(c)) {
-        err_t e = send_more(c);
-        if (e != ERR_OK)
-            return e;
-    }
-    if (!response_pending(c) && (c->close_after || c->peer_closed))
+    /* Everything is queued: close if asked to, or if the peer is done and no
+     * complete request is left (a partial one can never finish). */
+    if (c->close_after || c->peer_closed)
         return conn_close(c);
     return ERR_OK;
 }

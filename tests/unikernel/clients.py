@@ -1,0 +1,99 @@
+"""Client programs run inside the test namespace with `ip netns exec` (see Netns.python).
+
+Each is a self-contained script: argv in, one JSON document out on stdout.
+"""
+
+RAW = r'''
+import json, socket, sys
+ip, port, payload = sys.argv[1], int(sys.argv[2]), bytes.fromhex(sys.argv[3])
+s = socket.create_connection((ip, port), timeout=20)
+s.sendall(payload)
+if len(sys.argv) > 4 and sys.argv[4] == "shut":
+    s.shutdown(socket.SHUT_WR)
+data = b""
+try:
+    while chunk := s.recv(65536):
+        data += chunk
+    closed = True
+except socket.timeout:
+    closed = False
+print(json.dumps({"data": data.decode("latin-1"), "closed": closed}))
+'''
+
+# Opens N connections first, checks the server counts them all, then uses each one.
+CONCURRENT = r'''
+import asyncio, json, sys
+ip, port, n = sys.argv[1], int(sys.argv[2]), int(sys.argv[3])
+
+async def get(reader, writer, path):
+    writer.write(f"GET {path} HTTP/1.1\r\nHost: vm\r\n\r\n".encode())
+    head = await reader.readuntil(b"\r\n\r\n")
+    length = int(head.lower().split(b"content-length: ")[1].split(b"\r\n")[0])
+    body = await reader.readexactly(length)
+    return head.split(b" ")[1].decode(), body
+
+async def main():
+    conns = await asyncio.wait_for(
+        asyncio.gather(*(asyncio.open_connection(ip, port) for _ in range(n))), 60)
+    info_status, info = await get(*conns[0], "/api/info")
+    results = await asyncio.wait_for(asyncio.gather(*(get(r, w, "/static/small.txt") for r, w in conns)), 60)
+    for _, w in conns:
+        w.close()
+    print(json.dumps({"info": json.loads(info), "statuses": [s for s, _ in results],
+                      "sizes": [len(b) for _, b in results]}))
+
+asyncio.run(main())
+'''
+
+# N sequential requests over keep-alive sessions that are renewed every `per_conn`
+# requests, so the server sees both reuse and churn; free heap read before and after.
+SEQUENTIAL = r'''
+import asyncio, json, sys
+import aiohttp
+ip, port, n, per_conn = sys.argv[1], int(sys.argv[2]), int(sys.argv[3]), int(sys.argv[4])
+base = f"http://{ip}:{port}"
+
+async def info():
+    async with aiohttp.ClientSession() as s, s.get(base + "/api/info") as r:
+        return await r.json()
+
+async def main():
+    before = await info()
+    done = bad = 0
+    paths = ["/", "/health", "/static/index.html", "/static/small.txt", "/api/info"]
+    while done < n:
+        conn = aiohttp.TCPConnector(limit=1)
+        async with aiohttp.ClientSession(connector=conn) as s:
+            for _ in range(min(per_conn, n - done)):
+                async with s.get(base + paths[done % len(paths)]) as r:
+                    await r.read()
+                    bad += r.status != 200
+                done += 1
+    await asyncio.sleep(1)   # let the last FIN/ACKs settle
+    after = await info()
+    print(json.dumps({"before": before, "after": after, "done": done, "bad": bad}))
+
+asyncio.run(main())
+'''
+
+ECHO = r'''
+import asyncio, hashlib, json, os, sys
+ip, port, size = sys.argv[1], int(sys.argv[2]), int(sys.argv[3])
+
+async def main():
+    payload = os.urandom(size)
+    reader, writer = await asyncio.open_connection(ip, port)
+    async def send():
+        for i in range(0, size, 65536):
+            writer.write(payload[i:i + 65536])
+            await writer.drain()
+        writer.write_eof()
+    sender = asyncio.create_task(send())
+    got = await asyncio.wait_for(reader.read(-1), 60)   # until the server closes after our EOF
+    await sender
+    writer.close()
+    print(json.dumps({"sent": hashlib.sha256(payload).hexdigest(), "got": hashlib.sha256(got).hexdigest(),
+                      "len": len(got)}))
+
+asyncio.run(main())
+'''

@@ -1,0 +1,314 @@
+"""The backend unikernel booted in QEMU (TCG) and driven by real clients.
+
+VMs sit on a bridge in a network namespace made per module and deleted afterwards;
+clients (curl, aiohttp, raw sockets) run inside that namespace. Behaviour only: speed
+is measured by bench/unikernel_boot.py.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+import socket
+import subprocess
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from bench.unikernel_harness import (
+    IMAGE,
+    UNIKERNELS,
+    Lab,
+    Vm,
+    build_image,
+    is_root,
+    qemu_argv,
+    qemu_available,
+)
+from tests.unikernel import clients
+
+STATIC = UNIKERNELS / "services" / "httpd" / "static"
+
+pytestmark = [
+    pytest.mark.qemu,
+    pytest.mark.skipif(not qemu_available(), reason="qemu-system-x86_64 is not installed"),
+]
+needs_root = pytest.mark.skipif(
+    not is_root(), reason="needs root: network namespaces, bridges and TAPs"
+)
+
+
+@pytest.fixture(scope="session")
+def image() -> Path:
+    try:
+        return build_image()
+    except RuntimeError as e:
+        pytest.fail(str(e), pytrace=False)
+
+
+@pytest.fixture(scope="module")
+def lab(image: Path, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Lab]:
+    if not is_root():
+        pytest.skip("needs root: network namespaces, bridges and TAPs")
+    lab = Lab(tmp_path_factory.mktemp("uk"))
+    try:
+        yield lab
+    finally:
+        lab.close()
+
+
+@pytest.fixture(scope="module")
+def web(lab: Lab) -> Vm:
+    return lab.boot("web-0")
+
+
+def curl(lab: Lab, *args: str) -> subprocess.CompletedProcess:
+    return lab.netns.run("curl", "-sS", "--max-time", "20", *args)
+
+
+def raw(lab: Lab, vm: Vm, payload: bytes, shut: bool = False) -> dict:
+    args = [vm.ip, str(vm.port), payload.hex()] + (["shut"] if shut else [])
+    return lab.netns.python(clients.RAW, *args)
+
+
+def statuses(data: str) -> list[int]:
+    return [int(code) for code in re.findall(r"HTTP/1\.1 (\d{3}) ", data)]
+
+
+# ---- routes ----
+
+@needs_root
+def test_ready_line_names_vm(web: Vm) -> None:
+    assert web.wait_ready() == f"ready name=web-0 ip={web.ip} port=80 service=httpd"
+
+
+@needs_root
+def test_root_names_the_vm(lab: Lab, web: Vm) -> None:
+    r = curl(lab, "-i", f"http://{web.ip}/")
+    assert r.returncode == 0, r.stderr
+    assert r.stdout.startswith("HTTP/1.1 200 OK")
+    assert "web-0" in r.stdout.split("\n\n", 1)[1]   # text mode turned CRLF into LF
+    assert "X-Backend: web-0" in r.stdout
+
+
+@needs_root
+def test_health(lab: Lab, web: Vm) -> None:
+    r = curl(lab, "-o", "/dev/null", "-w", "%{http_code}", f"http://{web.ip}/health")
+    assert r.stdout == "200"
+
+
+@needs_root
+@pytest.mark.parametrize("name", ["index.html", "small.txt", "large.txt"])
+def test_static_files_are_served_byte_exact(lab: Lab, web: Vm, tmp_path: Path, name: str) -> None:
+    out = tmp_path / name
+    # the namespace shares the mount namespace, so curl can write into tmp_path
+    r = curl(lab, "-o", str(out), "-w", "%{http_code} %{content_type}", f"http://{web.ip}/static/{name}")
+    assert r.stdout.split(" ")[0] == "200"
+    assert out.read_bytes() == (STATIC / name).read_bytes()
+    assert ("text/html" if name.endswith(".html") else "text/plain") in r.stdout
+
+
+@needs_root
+def test_api_info_is_json(lab: Lab, web: Vm) -> None:
+    r = curl(lab, f"http://{web.ip}/api/info")
+    info = json.loads(r.stdout)
+    assert info["name"] == "web-0"
+    assert info["connections"] >= 1
+    assert info["requests"] >= 1
+    assert 0 < info["free_heap"] <= info["heap_size"]
+    assert info["uptime_ms"] > 0
+
+
+@needs_root
+def test_api_work_burns_the_requested_time(lab: Lab, web: Vm) -> None:
+    r = curl(lab, "-w", " %{time_total}", f"http://{web.ip}/api/work?ms=300")
+    body, took = r.stdout.rsplit(" ", 1)
+    assert json.loads(body) == {"name": "web-0", "worked_ms": 300}
+    assert float(took) >= 0.25
+    r = curl(lab, "-o", "/dev/null", "-w", "%{http_code}", f"http://{web.ip}/api/work?ms=abc")
+    assert r.stdout == "400"
+
+
+@needs_root
+def test_head_has_length_but_no_body(lab: Lab, web: Vm) -> None:
+    got = raw(lab, web, b"HEAD /static/small.txt HTTP/1.1\r\nHost: vm\r\nConnection: close\r\n\r\n")
+    head, body = got["data"].split("\r\n\r\n", 1)
+    assert head.startswith("HTTP/1.1 200")
+    assert "Content-Length: 4096" in head
+    assert body == ""
+
+
+@needs_root
+def test_unknown_path_is_404_and_wrong_method_405(lab: Lab, web: Vm) -> None:
+    r = curl(lab, "-o", "/dev/null", "-w", "%{http_code}", f"http://{web.ip}/nope")
+    assert r.stdout == "404"
+    r = curl(lab, "-o", "/dev/null", "-w", "%{http_code}", f"http://{web.ip}/static/missing.txt")
+    assert r.stdout == "404"
+    r = curl(lab, "-i", "-X", "POST", "-d", "x=1", f"http://{web.ip}/health")
+    assert r.stdout.startswith("HTTP/1.1 405")
+    assert "Allow: GET, HEAD" in r.stdout
+
+
+# ---- connections ----
+
+@needs_root
+def test_keep_alive_reuses_one_connection(lab: Lab, web: Vm) -> None:
+    urls = [f"http://{web.ip}/health"] * 5
+    r = curl(lab, "-o", "/dev/null", "-o", "/dev/null", "-o", "/dev/null", "-o", "/dev/null",
+             "-o", "/dev/null", "-w", "%{num_connects}\n", *urls)
+    assert r.stdout.split() == ["1", "0", "0", "0", "0"]
+
+
+@needs_root
+def test_http10_keeps_alive_only_when_asked(lab: Lab, web: Vm) -> None:
+    got = raw(lab, web, b"GET /health HTTP/1.0\r\n\r\n")
+    assert got["closed"] and "Connection: close" in got["data"]
+    got = raw(lab, web, b"GET /health HTTP/1.0\r\nConnection: keep-alive\r\n\r\n"
+                        b"GET / HTTP/1.0\r\n\r\n")
+    assert statuses(got["data"]) == [200, 200]
+    assert "Connection: keep-alive" in got["data"]
+    assert got["closed"]
+
+
+@needs_root
+def test_pipelined_requests_answered_in_order(lab: Lab, web: Vm) -> None:
+    reqs = (b"GET /health HTTP/1.1\r\nHost: vm\r\n\r\n"
+            b"GET /static/large.txt HTTP/1.1\r\nHost: vm\r\n\r\n"
+            b"GET /nope HTTP/1.1\r\nHost: vm\r\n\r\n"
+            b"POST /api/info HTTP/1.1\r\nHost: vm\r\nContent-Length: 5\r\n\r\nhello"
+            b"GET /api/info HTTP/1.1\r\nHost: vm\r\nConnection: close\r\n\r\n")
+    got = raw(lab, web, reqs)
+    data = got["data"]
+    assert statuses(data) == [200, 200, 404, 405, 200]
+    assert (STATIC / "large.txt").read_text() in data
+    assert got["closed"]
+
+
+@needs_root
+def test_requests_then_half_close_are_still_answered(lab: Lab, web: Vm) -> None:
+    got = raw(lab, web, b"GET /health HTTP/1.1\r\nHost: vm\r\n\r\n" * 3, shut=True)
+    assert statuses(got["data"]) == [200, 200, 200]
+    assert got["closed"]
+
+
+@needs_root
+@pytest.mark.parametrize(
+    ("payload", "status"),
+    [
+        (b"garbage\r\n\r\n", 400),
+        (b"GET / HTTP/1.1\r\n\r\n", 400),                      # no Host
+        (b"GET nope HTTP/1.1\r\nHost: vm\r\n\r\n", 400),
+        (b"GET / HTTP/1.1\r\nHost vm\r\n\r\n", 400),
+        (b"GET / HTTP/2.0\r\nHost: vm\r\n\r\n", 505),
+        (b"GET /" + b"a" * 3000 + b" HTTP/1.1\r\nHost: vm\r\n\r\n", 414),
+        (b"GET /" + b"a" * 9000, 414),                          # request line never ends
+        (b"GET / HTTP/1.1\r\nHost: vm\r\n" + b"X-Big: " + b"b" * 9000 + b"\r\n\r\n", 431),
+        (b"GET / HTTP/1.1\r\nHost: vm\r\n" + b"X-Many: yes\r\n" * 800, 431),
+        (b"POST / HTTP/1.1\r\nHost: vm\r\nTransfer-Encoding: chunked\r\n\r\n", 501),
+    ],
+    ids=["garbage", "no-host", "relative-target", "no-colon", "http2", "long-uri", "endless-line",
+         "big-header", "many-headers", "chunked"],
+)
+def test_malformed_requests_get_a_precise_status_and_close(lab: Lab, web: Vm, payload: bytes,
+                                                           status: int) -> None:
+    got = raw(lab, web, payload)
+    assert statuses(got["data"]) == [status]
+    assert "Connection: close" in got["data"]
+    assert got["closed"]
+
+
+@needs_root
+def test_256_concurrent_connections(lab: Lab, web: Vm) -> None:
+    got = lab.netns.python(clients.CONCURRENT, web.ip, "80", "256")
+    assert got["info"]["connections"] >= 256
+    assert got["statuses"] == ["200"] * 256
+    assert got["sizes"] == [4096] * 256
+
+
+@needs_root
+def test_10000_requests_leave_the_heap_where_it_was(lab: Lab, web: Vm) -> None:
+    got = lab.netns.python(clients.SEQUENTIAL, web.ip, "80", "10000", "500", timeout=150)
+    assert got["done"] == 10000 and got["bad"] == 0
+    assert got["after"]["requests"] - got["before"]["requests"] >= 10000
+    assert got["after"]["free_heap"] == got["before"]["free_heap"]
+    assert got["after"]["connections"] == 1
+
+
+# ---- echo ----
+
+@needs_root
+def test_echo_returns_one_mebibyte_intact(lab: Lab) -> None:
+    vm = lab.boot("echo-0", service="echo", port=7)
+    got = lab.netns.python(clients.ECHO, vm.ip, "7", str(1 << 20))
+    assert got["len"] == 1 << 20
+    assert got["got"] == got["sent"]
+
+
+# ---- lifecycle ----
+
+@needs_root
+def test_qmp_system_powerdown_exits_cleanly(lab: Lab) -> None:
+    vm = lab.boot("down-0")
+    replies = vm.qmp("system_powerdown")
+    assert all("return" in r for r in replies), replies
+    assert vm.wait_exit(timeout=20) == 0
+    assert any("shutting down" in line for line in vm.lines)
+
+
+@pytest.mark.parametrize(
+    ("append", "message"),
+    [
+        ("gw=10.0.2.2 port=80 name=x service=httpd", "missing ip="),
+        ("ip=10.0.2.15 gw=10.0.2.2 port=80 name=x service=httpd", "ip must be ADDR/PREFIX"),
+        ("ip=10.0.2.15/24 gw=10.0.2.2 port=99999 name=x service=httpd", "port must be"),
+        ("ip=10.0.2.15/24 gw=10.0.2.2 port=80 name=x service=ftp", "service must be"),
+        ("ip=10.0.2.15/24 gw=10.0.2.2 port=80 name=x service=httpd color=red", "unknown argument"),
+    ],
+    ids=["missing-ip", "no-prefix", "bad-port", "bad-service", "unknown"],
+)
+def test_bad_command_line_prints_one_error_and_exits_nonzero(image: Path, tmp_path: Path, append: str,
+                                                             message: str) -> None:
+    vm = Vm(argv=qemu_argv(append=append, netdev="user,id=n0"), workdir=tmp_path, name="bad")
+    try:
+        vm.start()
+        rc = vm.wait_exit(timeout=30)
+    finally:
+        vm.stop()
+    errors = [line for line in vm.lines if line.startswith("error:")]
+    assert len(errors) == 1 and message in errors[0], vm.output()
+    assert rc != 0
+    assert not any(line.startswith("ready") for line in vm.lines)
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def test_user_networking_needs_no_root(image: Path, tmp_path: Path) -> None:
+    port = _free_port()
+    argv = qemu_argv(
+        append="ip=10.0.2.15/24 gw=10.0.2.2 port=80 name=user-0 service=httpd",
+        netdev=f"user,id=n0,hostfwd=tcp:127.0.0.1:{port}-:80",
+    )
+    vm = Vm(argv=argv, workdir=tmp_path, name="user-0")
+    try:
+        vm.start()
+        vm.wait_ready()
+        deadline = time.monotonic() + 20
+        while True:
+            r = subprocess.run(["curl", "-sS", "--max-time", "5", f"http://127.0.0.1:{port}/"],
+                               capture_output=True, text=True)
+            if r.returncode == 0 or time.monotonic() > deadline:
+                break
+            time.sleep(0.1)
+        assert "user-0" in r.stdout, r.stderr
+    finally:
+        vm.stop()
+
+
+def test_image_is_small(image: Path) -> None:
+    assert IMAGE.stat().st_size <= 1 << 20
