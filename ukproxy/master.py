@@ -19,7 +19,6 @@ import subprocess
 import sys
 import tempfile
 import time
-from collections.abc import Callable
 from dataclasses import dataclass, field
 
 from ukproxy import control
@@ -27,6 +26,7 @@ from ukproxy.config import Config, ConfigError, load
 from ukproxy.listeners import ListeningSockets
 from ukproxy.logs import setup_logging
 from ukproxy.pidfile import PidFile
+from ukproxy.reaper import ChildReaper
 
 log = logging.getLogger("ukproxy.master")
 
@@ -65,7 +65,7 @@ class Master:
         self.generation = 0
         self.sockets = ListeningSockets()
         self.workers: dict[int, WorkerProcess] = {}  # pid → worker
-        self.child_handlers: dict[int, Callable[[int], None]] = {}  # pid → what to do when it exits
+        self.reaper = ChildReaper()
         self.run_dir = tempfile.mkdtemp(prefix="ukproxy-")
         self.lock_path = os.path.join(self.run_dir, "accept.lock")
         self.pid_file = PidFile(config.pid_file)
@@ -90,10 +90,10 @@ class Master:
                 (signal.SIGINT, lambda: self.stop(graceful=False)),
                 (signal.SIGQUIT, lambda: self.stop(graceful=True)),
                 (signal.SIGHUP, lambda: self.loop.create_task(self.reload())),
-                (signal.SIGCHLD, self.reap),
                 (signal.SIGUSR1, self.reopen_logs),
             ):
                 self.loop.add_signal_handler(sig, handler)
+            self.reaper.install(self.loop)
             for slot in range(self.config.workers):
                 await self.spawn(slot)
             log.info("master %d: %d workers, listening on %s", os.getpid(), self.config.workers,
@@ -126,14 +126,14 @@ class Master:
         deadline = self.loop.time() + timeout
         while self.workers and self.loop.time() < deadline:
             await asyncio.sleep(0.05)
-            self.reap()
+            self.reaper.reap()
         for w in list(self.workers.values()):
             log.warning("worker %d (pid %d) did not stop in %.1fs: SIGKILL", w.slot, w.pid, timeout)
             with contextlib.suppress(ProcessLookupError):
                 os.kill(w.pid, signal.SIGKILL)
         while self.workers:
             await asyncio.sleep(0.02)
-            self.reap()
+            self.reaper.reap()
         self.done.set()
 
     # workers
@@ -162,6 +162,7 @@ class Master:
         channel = await control.ControlChannel.open(parent_end)
         worker = WorkerProcess(slot, self.generation, proc, channel, cpu)
         self.workers[proc.pid] = worker
+        self.reaper.watch(proc.pid, lambda status: self._worker_exited(worker, status))
         channel.send({
             "type": "init",
             "worker": slot,
@@ -185,22 +186,9 @@ class Master:
                 self.any_ready = True
                 self.quick_deaths = 0
 
-    def reap(self) -> None:
-        while True:
-            try:
-                pid, status = os.waitpid(-1, os.WNOHANG)
-            except ChildProcessError:
-                return
-            if pid == 0:
-                return
-            worker = self.workers.pop(pid, None)
-            if worker is not None:
-                worker.proc.returncode = os.waitstatus_to_exitcode(status)  # we reaped it, not Popen
-                self._worker_exited(worker, status)
-            elif (handler := self.child_handlers.pop(pid, None)) is not None:
-                handler(status)
-
     def _worker_exited(self, worker: WorkerProcess, status: int) -> None:
+        self.workers.pop(worker.pid, None)
+        worker.proc.returncode = os.waitstatus_to_exitcode(status)  # reaped by us, not by Popen
         worker.channel.close()
         how = describe_exit(status)
         if worker.quitting or self.stopping:
