@@ -100,6 +100,7 @@ class Vm:
     workdir: Path
     name: str
     ip: str | None = None
+    mac: str | None = None
     port: int = 80
     qmp_path: Path | None = None
     proc: subprocess.Popen | None = None
@@ -229,7 +230,7 @@ class Lab:
             memory=memory,
             qmp_path=qmp,
         ))
-        vm = Vm(argv=argv, workdir=self.workdir, name=name, ip=ip, port=port, qmp_path=qmp)
+        vm = Vm(argv=argv, workdir=self.workdir, name=name, ip=ip, mac=mac, port=port, qmp_path=qmp)
         self.vms.append(vm)
         vm.start()
         if wait:

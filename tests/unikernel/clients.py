@@ -97,3 +97,23 @@ async def main():
 
 asyncio.run(main())
 '''
+
+# Prints "listening", then waits for a gratuitous ARP (sender IP == target IP == argv[1]) on br0.
+GARP = r'''
+import json, socket, struct, sys, time
+ip = socket.inet_aton(sys.argv[1])
+s = socket.socket(socket.AF_PACKET, socket.SOCK_RAW, socket.htons(0x0806))
+s.bind(("br0", 0))
+s.settimeout(20)
+print("listening", flush=True)
+try:
+    while True:
+        frame = s.recv(2048)
+        arp = frame[14:42]
+        sender_mac, sender_ip, target_ip = arp[8:14], arp[14:18], arp[24:28]
+        if sender_ip == ip and target_ip == ip:
+            print(json.dumps({"mac": sender_mac.hex(":"), "op": struct.unpack("!H", arp[6:8])[0]}))
+            break
+except socket.timeout:
+    print(json.dumps({"mac": None}))
+'''

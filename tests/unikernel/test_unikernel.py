@@ -11,6 +11,7 @@ import json
 import re
 import socket
 import subprocess
+import sys
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -33,6 +34,7 @@ STATIC = UNIKERNELS / "services" / "httpd" / "static"
 
 pytestmark = [
     pytest.mark.qemu,
+    pytest.mark.timeout(180),
     pytest.mark.skipif(not qemu_available(), reason="qemu-system-x86_64 is not installed"),
 ]
 needs_root = pytest.mark.skipif(
@@ -234,6 +236,21 @@ def test_10000_requests_leave_the_heap_where_it_was(lab: Lab, web: Vm) -> None:
     assert got["after"]["requests"] - got["before"]["requests"] >= 10000
     assert got["after"]["free_heap"] == got["before"]["free_heap"]
     assert got["after"]["connections"] == 1
+
+
+@needs_root
+def test_gratuitous_arp_announces_the_vm(lab: Lab) -> None:
+    ip = lab.netns.address(lab._next_host)
+    cap = subprocess.Popen(lab.netns.cmd(sys.executable, "-c", clients.GARP, ip),
+                           stdout=subprocess.PIPE, text=True)
+    try:
+        assert cap.stdout and cap.stdout.readline().strip() == "listening"
+        vm = lab.boot("garp-0")
+        got = json.loads(cap.stdout.readline())
+        assert got["mac"] == vm.mac
+    finally:
+        cap.kill()
+        cap.wait()
 
 
 # ---- echo ----

@@ -16,7 +16,9 @@ struct idt_entry {
 } __attribute__((packed));
 
 static struct idt_entry idt[48];
-static irq_handler_t handlers[16];
+/* PCI INTx lines may be shared (e.g. a NIC with the ACPI SCI): chain a few. */
+#define IRQ_SHARE 4
+static irq_handler_t handlers[16][IRQ_SHARE];
 extern const uint32_t isr_table[48];
 volatile int work_pending;
 
@@ -42,8 +44,8 @@ void isr_dispatch(struct isr_frame *f)
             return;
         }
     }
-    if (handlers[irq])
-        handlers[irq]();
+    for (int i = 0; i < IRQ_SHARE && handlers[irq][i]; i++)
+        handlers[irq][i]();
     if (irq >= 8)
         outb(PIC2, 0x20);
     outb(PIC1, 0x20);
@@ -51,7 +53,15 @@ void isr_dispatch(struct isr_frame *f)
 
 void irq_register(int irq, irq_handler_t h)
 {
-    handlers[irq] = h;
+    if (irq < 0 || irq > 15)
+        panic("irq %d out of range", irq);
+    for (int i = 0; i < IRQ_SHARE; i++) {
+        if (!handlers[irq][i]) {
+            handlers[irq][i] = h;
+            return;
+        }
+    }
+    panic("too many handlers on irq %d", irq);
 }
 
 void irq_unmask(int irq)
