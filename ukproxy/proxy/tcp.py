@@ -131,7 +131,7 @@ class TcpClientSide(asyncio.Protocol):
 
     def upstream_lost(self, exc: Exception | None) -> None:
         if self.server is not None:
-            self.server.connection_finished()
+            self.group.release(self.server)
             self.state.upstream_closed()
             self.server = None
         if self.transport is not None:
@@ -144,7 +144,7 @@ class TcpClientSide(asyncio.Protocol):
         tried: list[Server] = []
         key = self._balance_key()
         while len(tried) < group.config.tries:
-            server = group.balancer.pick(key, tried, self.loop.time())
+            server = await group.acquire(key, tried, self.loop.time())
             if server is None:
                 break
             tried.append(server)
@@ -155,7 +155,8 @@ class TcpClientSide(asyncio.Protocol):
                     self.loop.create_connection(lambda u=upstream: u, server.host, server.port),
                     group.config.connect_timeout,
                 )
-            except (TimeoutError, OSError) as e:
+            except (OSError, asyncio.TimeoutError) as e:
+                group.release(server)
                 reason = "timeout" if isinstance(e, asyncio.TimeoutError) else "connect"
                 server.record_failure(self.loop.time())
                 self.state.upstream_failed(group.name, reason)
@@ -164,9 +165,9 @@ class TcpClientSide(asyncio.Protocol):
                     return
                 continue
             if self.closed:  # the client left while we were connecting
+                group.release(server)
                 upstream.transport.close()  # type: ignore[union-attr]
                 return
-            server.connection_started()
             server.record_success(self.loop.time() - started)  # connect time feeds least_time
             self.state.upstream_opened()
             self.server = server

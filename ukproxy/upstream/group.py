@@ -1,14 +1,20 @@
 """An upstream as the proxy sees it: its settings, its servers and the balancer that picks among them.
 
-The servers come from a source (a static list here; a VM pool later): the proxy only asks the
-balancer, and never knows which source it got (DESIGN rule 2).
+The servers come from a source, a static list or a VM pool: the proxy only calls `acquire` and
+`release`, and never knows which source it got (DESIGN rule 2).
 """
 
 from __future__ import annotations
 
+from collections.abc import Collection
+from typing import TYPE_CHECKING
+
 from ukproxy.config import ServerConfig, UpstreamConfig
 from ukproxy.upstream.balancing import Balancer, make_balancer
 from ukproxy.upstream.server import Server
+
+if TYPE_CHECKING:
+    from ukproxy.upstream.vm_pool import VmPool
 
 
 def server_from_config(c: ServerConfig) -> Server:
@@ -26,6 +32,7 @@ class UpstreamGroup:
             servers = [server_from_config(s) for s in config.servers]
         options = {"consistent": config.consistent} if config.balance == "hash" else {}
         self.balancer: Balancer = make_balancer(config.balance, servers, **options)
+        self.pool: VmPool | None = None
 
     @property
     def servers(self) -> list[Server]:
@@ -33,3 +40,23 @@ class UpstreamGroup:
 
     def set_servers(self, servers: list[Server]) -> None:
         self.balancer.set_servers(servers)
+
+    async def acquire(self, key: bytes | None, tried: Collection[Server], now: float) -> Server | None:
+        """A server for one connection or request, or None. A VM pool may grow or queue first."""
+        server = self.balancer.pick(key, tried, now)
+        if server is not None or self.pool is None:
+            if server is not None:
+                server.connection_started()
+            return server
+        deadline = now + self.pool.pool.queue_timeout
+        while await self.pool.wait_for_capacity(deadline):
+            server = self.balancer.pick(key, tried, self.pool.loop.time())
+            if server is not None:
+                server.connection_started()
+                return server
+        return None
+
+    def release(self, server: Server) -> None:
+        server.connection_finished()
+        if self.pool is not None:
+            self.pool.released(server)
