@@ -13,6 +13,7 @@ import asyncio
 import contextlib
 import logging
 import os
+import shutil
 import signal
 import socket
 import subprocess
@@ -20,6 +21,7 @@ import sys
 import tempfile
 import time
 from dataclasses import dataclass, field
+from typing import Any
 
 from ukproxy import control
 from ukproxy.config import Config, ConfigError, load
@@ -27,6 +29,7 @@ from ukproxy.listeners import ListeningSockets
 from ukproxy.logs import setup_logging
 from ukproxy.pidfile import PidFile
 from ukproxy.reaper import ChildReaper
+from ukproxy.vm.fleet import Fleet, FleetVm
 
 log = logging.getLogger("ukproxy.master")
 
@@ -70,6 +73,7 @@ class Master:
         self.lock_path = os.path.join(self.run_dir, "accept.lock")
         self.pid_file = PidFile(config.pid_file)
         self.stopping = False
+        self.stopping_fast = False
         self.done = asyncio.Event()
         self.exit_code = 0
         self.quick_deaths = 0
@@ -77,6 +81,8 @@ class Master:
         self.respawns = 0
         self.backoff = 0.1
         self.last_reload_ok = True
+        self.fleet = Fleet(config, self.reaper, self.run_dir)
+        self.fleet.on_vm_exit = self._vm_died
 
     # start and stop
 
@@ -94,6 +100,12 @@ class Master:
             ):
                 self.loop.add_signal_handler(sig, handler)
             self.reaper.install(self.loop)
+            try:
+                await self.fleet.start()
+            except Exception as e:
+                log.critical("cannot set up the VM fleet: %s", e)
+                await self.fleet.shutdown()
+                return 1
             for slot in range(self.config.workers):
                 await self.spawn(slot)
             log.info("master %d: %d workers, listening on %s", os.getpid(), self.config.workers,
@@ -101,17 +113,17 @@ class Master:
             await self.done.wait()
         finally:
             self.sockets.close()
+            await self.fleet.shutdown()
             self.pid_file.release()
-            with contextlib.suppress(OSError):
-                if os.path.exists(self.lock_path):
-                    os.unlink(self.lock_path)
-                os.rmdir(self.run_dir)
+            shutil.rmtree(self.run_dir, ignore_errors=True)
         return self.exit_code
 
     def stop(self, graceful: bool, exit_code: int = 0) -> None:
-        if self.stopping and graceful:
+        # A second graceful stop changes nothing; a fast stop may cut a graceful one short, once.
+        if self.stopping and (graceful or self.stopping_fast):
             return
         self.stopping = True
+        self.stopping_fast = not graceful
         self.exit_code = exit_code or self.exit_code
         log.info("master: %s stop", "graceful" if graceful else "fast")
         sig = signal.SIGQUIT if graceful else signal.SIGTERM
@@ -171,6 +183,8 @@ class Master:
             "cpu": cpu,
             "listen_fds": fds,
             "lock_path": self.lock_path if config.accept_mutex and not config.reuseport else None,
+            "netns": self.fleet.netns,
+            "vms": [vm.describe() for vm in self.fleet.owned_by(slot)],
         })
         self.loop.create_task(self._listen_to_worker(worker))
         log.info("worker %d started: pid %d%s", slot, proc.pid, f", CPU {cpu}" if cpu is not None else "")
@@ -181,10 +195,47 @@ class Master:
             message = await worker.channel.receive()
             if message is None:
                 return
-            if message.get("type") == "ready":
+            kind = message.get("type")
+            if kind == "ready":
                 worker.ready = True
                 self.any_ready = True
                 self.quick_deaths = 0
+            elif kind == "vm_boot":
+                self.loop.create_task(self._boot_for(worker, message))
+            elif kind == "vm_stop":
+                self.loop.create_task(self._stop_for(worker, message["vm"]))
+
+    # VMs, on behalf of workers
+
+    async def _boot_for(self, worker: WorkerProcess, message: dict[str, Any]) -> None:
+        upstream = message["upstream"]
+        try:
+            vm = await self.fleet.boot(upstream, worker.slot, worker.cpu)
+        except Exception as e:  # every failure is an answer to the worker, never a dead master
+            log.error("VM boot for worker %d, upstream %s failed: %s", worker.slot, upstream, e)
+            self._tell_slot(worker, {"type": "vm_boot_failed", "upstream": upstream, "reason": str(e)})
+            return
+        self._tell_slot(worker, {"type": "vm_booted", "vm": vm.describe()})
+
+    async def _stop_for(self, worker: WorkerProcess, vm_id: str) -> None:
+        vm = self.fleet.vms.get(vm_id)
+        if vm is None:
+            return
+        await self.fleet.stop(vm_id)
+        self._tell_slot(worker, {"type": "vm_exited", "vm": vm_id, "upstream": vm.upstream})
+
+    def _vm_died(self, vm: FleetVm, status: int) -> None:
+        self.fleet.replacements += 1
+        for w in self.workers.values():
+            if w.slot == vm.slot and not w.quitting:
+                w.channel.send({"type": "vm_exited", "vm": vm.vm_id, "upstream": vm.upstream})
+
+    def _tell_slot(self, asked: WorkerProcess, message: dict[str, Any]) -> None:
+        """Answer the worker that asked, or its successor in the slot if it died meanwhile."""
+        target = asked
+        if asked.pid not in self.workers or asked.quitting:
+            target = next((w for w in self.workers.values() if w.slot == asked.slot and not w.quitting), asked)
+        target.channel.send(message)
 
     def _worker_exited(self, worker: WorkerProcess, status: int) -> None:
         self.workers.pop(worker.pid, None)

@@ -16,6 +16,7 @@ import signal
 import socket
 import sys
 from collections.abc import Callable
+from typing import Any
 
 import uvloop
 
@@ -26,6 +27,7 @@ from ukproxy.config import Config, ListenConfig, loads
 from ukproxy.logs import setup_logging
 from ukproxy.proxy.tcp import TcpClientSide
 from ukproxy.upstream.group import UpstreamGroup
+from ukproxy.upstream.vm_pool import VmPool
 from ukproxy.worker_state import WorkerState
 
 log = logging.getLogger("ukproxy.worker")
@@ -42,6 +44,11 @@ class Worker:
         self.channel = channel
         self.state = WorkerState(self.loop, worker_id, config.worker_connections)
         self.groups = {u.name: UpstreamGroup(u) for u in config.upstreams}
+        self.pools: dict[str, VmPool] = {}
+        for u in config.upstreams:
+            if u.vm is not None:
+                group = self.groups[u.name]
+                group.pool = self.pools[u.name] = VmPool(u, self.loop, channel.send, group.set_servers)
         self.listeners = [
             Listener(sock, self._protocol_factory(lc), lc.address)
             for lc, sock in zip(config.listen, sockets, strict=True)
@@ -60,10 +67,12 @@ class Worker:
 
         return http_protocol_factory(self.state, self.config, lc, self.groups)
 
-    async def run(self) -> None:
+    async def run(self, adopted_vms: list[dict[str, Any]] | None = None) -> None:
         self.loop.add_signal_handler(signal.SIGQUIT, self.quit)
         self.loop.add_signal_handler(signal.SIGTERM, self.terminate)
         self.loop.add_signal_handler(signal.SIGINT, self.terminate)
+        for name, pool in self.pools.items():
+            pool.start([vm for vm in adopted_vms or [] if vm["upstream"] == name])
         self.cycle.start()
         self.channel.send({"type": "ready", "worker": self.worker_id, "pid": os.getpid()})
         listener = self.loop.create_task(self._listen_to_master())
@@ -79,13 +88,22 @@ class Worker:
                 log.warning("worker %d: master is gone, stopping gracefully", self.worker_id)
                 self.quit()
                 return
-            if message.get("type") == "quit":
+            kind = message.get("type")
+            if kind == "quit":
                 self.quit()
+            elif kind == "vm_booted" and (pool := self.pools.get(message["vm"]["upstream"])):
+                pool.booted(message["vm"])
+            elif kind == "vm_boot_failed" and (pool := self.pools.get(message["upstream"])):
+                pool.boot_failed(message["reason"])
+            elif kind == "vm_exited" and (pool := self.pools.get(message["upstream"])):
+                pool.exited(message["vm"])
 
     def quit(self) -> None:
         log.info("worker %d: graceful stop, %d connections open", self.worker_id, self.state.clients)
         self.graceful = True
         self.cycle.stop()
+        for pool in self.pools.values():
+            pool.stop()
         self.stopped.set()
 
     def terminate(self) -> None:
@@ -112,11 +130,17 @@ def main() -> None:
     sockets = [socket.socket(fileno=fd) for fd in init["listen_fds"]]
     for s in sockets:
         s.setblocking(False)
+    if init.get("netns"):
+        # Listening sockets stay in the host namespace; every socket made from here on (upstreams)
+        # lives in the backend namespace, so the VMs are reachable only through the proxy.
+        from bridge import enter_netns
+
+        enter_netns(init["netns"])
 
     async def start() -> None:
         channel = await control.ControlChannel.open(sock)
         worker = Worker(config, worker_id, sockets, channel, init.get("lock_path"))
-        await worker.run()
+        await worker.run(init.get("vms"))
 
     try:
         uvloop.run(start())

@@ -1,0 +1,251 @@
+"""A worker's own pool of VMs for one upstream: a source of servers for its balancer.
+
+The pool keeps `min` VMs, grows to `max` when every VM is at `max_conns` (overflow "spawn") or
+makes requests wait up to `queue_timeout` for a free slot (overflow "queue"), and stops VMs above
+`min` that stayed idle for `idle_timeout` (surplus "destroy"). Booting and stopping are asked of the
+master over the control channel; the pool only changes its server list when the master answers.
+Active health checks (a TCP connect or GET /health every `interval`) take a VM out of rotation
+after `fails` failures and back after `passes` successes; a VM that stays out is replaced.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import collections
+import contextlib
+import itertools
+import logging
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+from ukproxy.config import UpstreamConfig
+from ukproxy.upstream.server import Server
+
+log = logging.getLogger("ukproxy.pool")
+
+REPLACE_AFTER_FAILED_CHECKS = 3  # a VM failing this many checks beyond `fails` is replaced
+
+
+@dataclass(eq=False)
+class PoolVm:
+    vm_id: str
+    server: Server
+    cpu: int | None
+    idle_since: float
+    failed_checks: int = 0
+    passed_checks: int = 0
+    last_check: float | None = None
+    stopping: bool = False
+    health_task: asyncio.Task[None] | None = field(default=None, repr=False)
+
+
+class VmPool:
+    def __init__(self, config: UpstreamConfig, loop: asyncio.AbstractEventLoop,
+                 send: Callable[[dict[str, Any]], None], on_change: Callable[[list[Server]], None]):
+        assert config.vm is not None
+        self.config = config
+        self.name = config.name
+        self.pool = config.pool
+        self.loop = loop
+        self.send = send  # to the master
+        self.on_change = on_change  # the balancer's new server list
+        self.vms: dict[str, PoolVm] = {}
+        self.booting = 0
+        self.requests = itertools.count(1)
+        self.waiters: collections.deque[asyncio.Future[None]] = collections.deque()
+        self.running = False
+        self.replacements = 0
+        self.boot_failures = 0
+        self.queue_timeouts = 0
+        self._surplus_task: asyncio.Task[None] | None = None
+
+    # membership
+
+    def start(self, adopted: list[dict[str, Any]]) -> None:
+        self.running = True
+        for vm in adopted:
+            self._add(vm)
+        self._fill_to_min()
+        if self.pool.surplus == "destroy":
+            self._surplus_task = self.loop.create_task(self._surplus_loop())
+
+    def stop(self) -> None:
+        """This worker is leaving: stop managing (the VMs belong to the slot and stay)."""
+        self.running = False
+        if self._surplus_task is not None:
+            self._surplus_task.cancel()
+        for vm in self.vms.values():
+            if vm.health_task is not None:
+                vm.health_task.cancel()
+        for waiter in self.waiters:
+            if not waiter.done():
+                waiter.set_result(None)
+
+    def _fill_to_min(self) -> None:
+        while self.running and len(self.vms) + self.booting < self.pool.min:
+            self._request_boot("min")
+
+    def _request_boot(self, why: str) -> None:
+        self.booting += 1
+        self.send({"type": "vm_boot", "upstream": self.name, "req": next(self.requests), "why": why})
+
+    def booted(self, vm: dict[str, Any]) -> None:
+        self.booting = max(0, self.booting - 1)
+        if not self.running:
+            self.send({"type": "vm_stop", "vm": vm["id"]})
+            return
+        self._add(vm)
+
+    def boot_failed(self, reason: str) -> None:
+        self.booting = max(0, self.booting - 1)
+        self.boot_failures += 1
+        log.error("upstream %s: VM boot failed: %s", self.name, reason)
+        if self.running and len(self.vms) + self.booting < self.pool.min:
+            # Try again, but not in a tight loop.
+            self.loop.call_later(1.0, self._fill_to_min)
+
+    def _add(self, vm: dict[str, Any]) -> None:
+        server = Server(host=vm["host"], port=vm["port"], max_conns=self.pool.max_conns,
+                        max_fails=1, fail_timeout=2.0, name=vm["id"])
+        entry = PoolVm(vm["id"], server, vm.get("cpu"), idle_since=self.loop.time())
+        self.vms[entry.vm_id] = entry
+        if self.config.health is not None:
+            entry.health_task = self.loop.create_task(self._health_loop(entry))
+        self._publish()
+        self._wake(len(self.waiters))
+        log.info("upstream %s: VM %s in rotation (%s:%d)", self.name, entry.vm_id, vm["host"], vm["port"])
+
+    def exited(self, vm_id: str) -> None:
+        """The master says the VM is gone (it died, or we asked it to stop)."""
+        entry = self.vms.pop(vm_id, None)
+        if entry is None:
+            return
+        if entry.health_task is not None:
+            entry.health_task.cancel()
+        self._publish()
+        if not entry.stopping:
+            self.replacements += 1
+            log.warning("upstream %s: VM %s died; replacing", self.name, vm_id)
+        self._fill_to_min()
+
+    def _retire(self, entry: PoolVm, why: str) -> None:
+        entry.stopping = True
+        entry.server.down = True  # no new requests; the open ones finish
+        self._publish()
+        log.info("upstream %s: stopping VM %s (%s)", self.name, entry.vm_id, why)
+        self.send({"type": "vm_stop", "vm": entry.vm_id})
+
+    def _publish(self) -> None:
+        self.on_change([vm.server for vm in self.vms.values() if not vm.stopping])
+
+    # capacity
+
+    def live_count(self) -> int:
+        return sum(1 for vm in self.vms.values() if not vm.stopping)
+
+    async def wait_for_capacity(self, deadline: float) -> bool:
+        """Called when the balancer found no free VM: grow or queue until `deadline` (loop time).
+        False when the wait timed out."""
+        remaining = deadline - self.loop.time()
+        if not self.running or remaining <= 0:
+            if remaining <= 0:
+                self.queue_timeouts += 1
+            return False
+        if self.pool.overflow == "spawn" and self.live_count() + self.booting < self.pool.max:
+            self._request_boot("overflow")
+        waiter = self.loop.create_future()
+        self.waiters.append(waiter)
+        try:
+            await asyncio.wait_for(waiter, remaining)
+            return True
+        except TimeoutError:
+            self.queue_timeouts += 1
+            return False
+        finally:
+            with contextlib.suppress(ValueError):
+                self.waiters.remove(waiter)
+
+    def released(self, server: Server) -> None:
+        """A connection to `server` finished: it has a free slot for one waiter."""
+        if server.active == 0:
+            entry = self.vms.get(server.name)
+            if entry is not None:
+                entry.idle_since = self.loop.time()
+        if self.waiters:
+            self._wake(1)
+
+    def _wake(self, n: int) -> None:
+        while n > 0 and self.waiters:
+            waiter = self.waiters.popleft()
+            if not waiter.done():
+                waiter.set_result(None)
+                n -= 1
+
+    @property
+    def queue_length(self) -> int:
+        return len(self.waiters)
+
+    # surplus
+
+    async def _surplus_loop(self) -> None:
+        period = max(0.05, min(self.pool.idle_timeout / 2, 5.0))
+        while self.running:
+            await asyncio.sleep(period)
+            now = self.loop.time()
+            surplus = self.live_count() - self.pool.min
+            for entry in sorted(self.vms.values(), key=lambda e: e.idle_since):
+                if surplus <= 0:
+                    break
+                if not entry.stopping and entry.server.active == 0 and now - entry.idle_since >= self.pool.idle_timeout:
+                    self._retire(entry, f"idle for {now - entry.idle_since:.1f}s above min")
+                    surplus -= 1
+
+    # health
+
+    async def _health_loop(self, entry: PoolVm) -> None:
+        health = self.config.health
+        assert health is not None
+        while self.running and not entry.stopping:
+            await asyncio.sleep(health.interval)
+            ok = await self._check(entry.server)
+            entry.last_check = self.loop.time()
+            if ok:
+                entry.failed_checks = 0
+                entry.passed_checks += 1
+                if not entry.server.health_ok and entry.passed_checks >= health.passes:
+                    entry.server.health_ok = True
+                    log.info("upstream %s: VM %s healthy again", self.name, entry.vm_id)
+            else:
+                entry.passed_checks = 0
+                entry.failed_checks += 1
+                if entry.server.health_ok and entry.failed_checks >= health.fails:
+                    entry.server.health_ok = False
+                    log.warning("upstream %s: VM %s failed %d health checks: out of rotation",
+                                self.name, entry.vm_id, entry.failed_checks)
+                if entry.failed_checks >= health.fails + REPLACE_AFTER_FAILED_CHECKS:
+                    self.replacements += 1
+                    self._retire(entry, "unhealthy")
+                    self._fill_to_min()
+                    return
+
+    async def _check(self, server: Server) -> bool:
+        health = self.config.health
+        assert health is not None
+        try:
+            reader, writer = await asyncio.wait_for(
+                asyncio.open_connection(server.host, server.port), health.timeout)
+        except (TimeoutError, OSError):
+            return False
+        try:
+            if health.type == "tcp":
+                return True
+            request = f"GET {health.path} HTTP/1.1\r\nHost: {server.host}\r\nConnection: close\r\n\r\n"
+            writer.write(request.encode())
+            line = await asyncio.wait_for(reader.readline(), health.timeout)
+            parts = line.split()
+            return len(parts) >= 2 and parts[1].startswith(b"2")
+        except (TimeoutError, OSError):
+            return False
+        finally:
+            writer.close()

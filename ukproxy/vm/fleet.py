@@ -1,0 +1,262 @@
+"""The master's VM fleet: the backend network, addresses, placement, and every QEMU process.
+
+Workers own their pools but hold no privileges; they ask the master (over their control channel)
+to boot or stop a VM, and the master tells them when one of their VMs dies. VMs belong to a worker
+*slot*, not a pid, so a respawned or reloaded worker in the same slot adopts them.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import ipaddress
+import itertools
+import logging
+import os
+import socket
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+
+import psutil
+
+from ukproxy.config import Config, UpstreamConfig, VmConfig
+from ukproxy.reaper import ChildReaper
+from ukproxy.vm.placement.host import host_nodes
+from ukproxy.vm.qemu import QemuVm, VmBootError, VmSpec, find_leftover_vms
+from ukproxy.vm.scheduler import AntiAffinity, Scheduler, Unschedulable, VmRequest
+
+log = logging.getLogger("ukproxy.fleet")
+
+
+@dataclass
+class FleetVm:
+    vm_id: str
+    upstream: str
+    slot: int
+    host: str  # the address workers connect to
+    port: int
+    cpu: int | None
+    qemu: QemuVm
+    tap: str | None = None
+    ip: ipaddress.IPv4Address | None = None
+    started_at: float = field(default_factory=time.monotonic)
+    boot_seconds: float | None = None
+    stopping: bool = False
+
+    def describe(self) -> dict[str, object]:
+        """What a worker needs to know about the VM."""
+        return {"id": self.vm_id, "upstream": self.upstream, "host": self.host, "port": self.port,
+                "cpu": self.cpu, "boot_seconds": self.boot_seconds}
+
+
+def free_loopback_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def is_root() -> bool:
+    return os.geteuid() == 0
+
+
+class Fleet:
+    """Boots, tracks and stops the VMs of every VM-backed upstream."""
+
+    def __init__(self, config: Config, reaper: ChildReaper, run_dir: str):
+        self.config = config
+        self.reaper = reaper
+        self.run_dir = run_dir
+        self.vms: dict[str, FleetVm] = {}
+        self.ids = itertools.count(1)
+        self.mode = "none"  # "bridge", "user", or "none" when no upstream is VM-backed
+        self.network = None
+        self.addresses = None
+        self.accel: str | None = None
+        self.scheduler: Scheduler | None = None
+        self.on_vm_exit: Callable[[FleetVm, int], None] = lambda vm, status: None
+        self.replacements = 0
+        self.boots = 0
+        self.boot_failures = 0
+
+    @property
+    def netns(self) -> str | None:
+        return self.config.network.netns if self.mode == "bridge" else None
+
+    def vm_upstreams(self) -> list[UpstreamConfig]:
+        return [u for u in self.config.upstreams if u.vm is not None]
+
+    # start and stop
+
+    async def start(self) -> None:
+        if not self.vm_upstreams():
+            return
+        self.mode = self._choose_mode()
+        self._kill_leftover_qemu()
+        if self.mode == "bridge":
+            from bridge import AddressAllocator, BackendNetwork, reconcile_async
+
+            net = self.config.network
+            self.network = BackendNetwork(netns=net.netns, bridge=net.bridge, subnet=str(net.subnet))
+            removed = await reconcile_async(self.network, keep_taps=set())
+            if removed:
+                log.warning("removed %d TAPs left by an earlier master: %s", len(removed), ", ".join(removed))
+            self.addresses = AddressAllocator(net.subnet, reserved=(self.network.gateway.ip,))
+            log.info("backend network: namespace %s, bridge %s, gateway %s",
+                     net.netns, net.bridge, self.network.gateway)
+        self.accel = await self._choose_accel()
+        cpus = sorted(os.sched_getaffinity(0))
+        per_cpu_memory = psutil.virtual_memory().total // (1024 * 1024) // max(1, len(cpus))
+        max_vms = max(u.vm.max_per_cpu for u in self.vm_upstreams())  # type: ignore[union-attr]
+        self.scheduler = Scheduler(host_nodes(max_vms, per_cpu_memory))
+
+    def _choose_mode(self) -> str:
+        wanted = self.config.network.mode
+        if wanted == "user":
+            return "user"
+        if is_root():
+            return "bridge"
+        if wanted == "bridge":
+            raise PermissionError("network.mode = \"bridge\" needs root (namespace, bridge and TAPs)")
+        log.warning("not root: VMs use QEMU user networking on loopback ports instead of TAPs on a bridge")
+        return "user"
+
+    def _kill_leftover_qemu(self) -> None:
+        """QEMU processes left by a master that was SIGKILLed (found by the marker in their -name)."""
+        for proc in find_leftover_vms(self.config.network.netns):
+            log.warning("killing QEMU pid %d left by an earlier master", proc.pid)
+            with contextlib.suppress(psutil.NoSuchProcess):
+                proc.kill()
+                proc.wait(5)
+
+    async def _choose_accel(self) -> str:
+        wanted = {u.vm.accel for u in self.vm_upstreams()}  # type: ignore[union-attr]
+        if wanted <= {"tcg", "kvm"} and len(wanted) == 1:
+            return wanted.pop()
+        from ukproxy.vm.accel import probe_accel
+
+        image = self.vm_upstreams()[0].vm.image  # type: ignore[union-attr]
+        choice = await probe_accel(image)
+        log.info("accel auto: %s (%s)", choice.accel, choice.reason)
+        return choice.accel
+
+    async def shutdown(self) -> None:
+        await asyncio.gather(*(self.stop(vm_id) for vm_id in list(self.vms)), return_exceptions=True)
+        if self.network is not None:
+            with contextlib.suppress(Exception):
+                await self.network.down_async()
+            log.info("backend network removed")
+
+    # one VM
+
+    async def boot(self, upstream_name: str, slot: int, worker_cpu: int | None) -> FleetVm:
+        upstream = self.config.upstream(upstream_name)
+        vm_config = upstream.vm
+        if vm_config is None or self.scheduler is None:
+            raise VmBootError(f"upstream {upstream_name} has no [vm] section")
+        number = next(self.ids)
+        vm_id = f"{upstream_name}-{number}"
+        request = VmRequest(upstream=upstream_name, memory_mib=vm_config.memory_mib,
+                            worker=worker_cpu if worker_cpu is not None else 0,
+                            anti_affinity=AntiAffinity.PREFERRED)
+        try:
+            placement = self.scheduler.place(request, vm_id)
+        except Unschedulable as e:
+            raise VmBootError(f"no CPU can take VM {vm_id}: {e}") from None
+        log.info("placing %s: %s", vm_id, placement.describe())
+        try:
+            vm = await self._launch(vm_id, number, upstream_name, slot, placement.cpu, vm_config)
+        except BaseException:
+            self.scheduler.release(vm_id)
+            self.boot_failures += 1
+            raise
+        self.boots += 1
+        return vm
+
+    async def _launch(self, vm_id: str, number: int, upstream: str, slot: int, cpu: int,
+                      vm_config: VmConfig) -> FleetVm:
+        tap = ip = tap_fd = None
+        try:
+            if self.mode == "bridge":
+                from bridge import mac_for, open_tap, tap_name
+
+                assert self.network is not None and self.addresses is not None
+                ip = self.addresses.allocate()
+                tap = tap_name(number)
+                await self.network.add_tap_async(tap)
+                tap_fd = open_tap(self.network.netns, tap)
+                spec = VmSpec(
+                    vm_id=vm_id, image=vm_config.image, service_args=vm_config.args,
+                    ip=ipaddress.IPv4Interface(f"{ip}/{self.config.network.subnet.prefixlen}"),
+                    gateway=self.network.gateway.ip, port=vm_config.port, memory_mib=vm_config.memory_mib,
+                    accel=self.accel or "tcg", mac=mac_for(ip), tap_fd=tap_fd, cpu=cpu,
+                    boot_timeout=vm_config.boot_timeout, stop_timeout=vm_config.stop_timeout,
+                    run_dir=self.run_dir, netns=self.config.network.netns,
+                )
+                host, port = str(ip), vm_config.port
+            else:
+                # User networking: QEMU forwards a loopback port to the guest; no root needed.
+                hostfwd = free_loopback_port()
+                spec = VmSpec(
+                    vm_id=vm_id, image=vm_config.image, service_args=vm_config.args,
+                    ip=ipaddress.IPv4Interface("10.0.2.15/24"), gateway=ipaddress.IPv4Address("10.0.2.2"),
+                    port=vm_config.port, memory_mib=vm_config.memory_mib, accel=self.accel or "tcg",
+                    mac="52:54:00:12:34:56", hostfwd_port=hostfwd, cpu=cpu,
+                    boot_timeout=vm_config.boot_timeout, stop_timeout=vm_config.stop_timeout,
+                    run_dir=self.run_dir, netns=self.config.network.netns,
+                )
+                host, port = "127.0.0.1", hostfwd
+            qemu = QemuVm(spec, self.reaper)
+            vm = FleetVm(vm_id, upstream, slot, host, port, cpu, qemu, tap=tap, ip=ip)
+            vm.boot_seconds = await qemu.start()
+        except BaseException:
+            if tap_fd is not None:
+                os.close(tap_fd)
+            await self._release_network(tap, ip)
+            raise
+        if tap_fd is not None:
+            os.close(tap_fd)  # QEMU has its own copy
+        self.vms[vm_id] = vm
+        self.loop_exit_watch(vm)
+        log.info("VM %s up: %s:%d on CPU %s, pid %d, ready in %.0f ms",
+                 vm_id, host, port, cpu, qemu.pid, (vm.boot_seconds or 0) * 1000)
+        return vm
+
+    def loop_exit_watch(self, vm: FleetVm) -> None:
+        def exited(fut: asyncio.Future[int]) -> None:
+            status = fut.result() if not fut.cancelled() else -1
+            asyncio.get_running_loop().create_task(self._vm_exited(vm, status))
+
+        vm.qemu.exited.add_done_callback(exited)
+
+    async def _vm_exited(self, vm: FleetVm, status: int) -> None:
+        if self.vms.pop(vm.vm_id, None) is None:
+            return
+        if self.scheduler is not None:
+            with contextlib.suppress(KeyError):
+                self.scheduler.release(vm.vm_id)
+        await self._release_network(vm.tap, vm.ip)
+        if not vm.stopping:
+            log.error("VM %s (pid %d) died: status %d; console:\n%s",
+                      vm.vm_id, vm.qemu.pid, status, vm.qemu.console_tail(10))
+            self.on_vm_exit(vm, status)
+
+    async def _release_network(self, tap: str | None, ip: ipaddress.IPv4Address | None) -> None:
+        if tap is not None and self.network is not None:
+            with contextlib.suppress(Exception):
+                await self.network.remove_tap_async(tap)
+        if ip is not None and self.addresses is not None:
+            self.addresses.release(ip)
+
+    async def stop(self, vm_id: str) -> None:
+        vm = self.vms.get(vm_id)
+        if vm is None:
+            return
+        vm.stopping = True
+        await vm.qemu.stop()
+        await self._vm_exited(vm, 0)
+        log.info("VM %s stopped", vm_id)
+
+    def owned_by(self, slot: int, upstreams: set[str] | None = None) -> list[FleetVm]:
+        return [vm for vm in self.vms.values()
+                if vm.slot == slot and not vm.stopping and (upstreams is None or vm.upstream in upstreams)]
