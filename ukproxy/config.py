@@ -488,6 +488,6 @@ def _check_references(config: Config, top: Table) -> None:
             issues.add(f"route[{i}].upstream", f"no upstream named {route.upstream!r}")
     if not config.listen:
         issues.add("listen", "at least one [[listen]] is needed")
-    if config.cpu_affinity is not None and len(config.cpu_affinity) < config.workers and top.has("cpu_affinity"):
-        if isinstance(top.data.get("cpu_affinity"), list):
-            issues.add("cpu_affinity", f"lists {len(config.cpu_affinity)} CPUs for {config.workers} workers")
+    listed = top.data.get("cpu_affinity")
+    if isinstance(listed, list) and config.cpu_affinity is not None and len(config.cpu_affinity) < config.workers:
+        issues.add("cpu_affinity", f"lists {len(config.cpu_affinity)} CPUs for {config.workers} workers")

@@ -13,7 +13,8 @@ class AlreadyRunning(Exception):
 def read_pid(path: str) -> int | None:
     """The pid in `path` if that process is alive, else None."""
     try:
-        pid = int(open(path).read().strip())
+        with open(path) as f:
+            pid = int(f.read().strip())
     except (OSError, ValueError):
         return None
     try:
@@ -57,7 +58,8 @@ class PidFile:
 
 def read_status(pid_path: str) -> tuple[int, int, str] | None:
     try:
-        pid, seq, result = open(pid_path + ".status").read().split()
+        with open(pid_path + ".status") as f:
+            pid, seq, result = f.read().split()
         return int(pid), int(seq), result
     except (OSError, ValueError):
         return None
