@@ -34,7 +34,7 @@ void irq_register(int irq, irq_handler_t h);
 void irq_unmask(int irq);
 
 /* timer.c */
-#define TIMER_HZ 100
+#define TIMER_HZ 20   /* lwIP timeouts need ~250 ms granularity; fewer wake-ups, less idle CPU */
 void timer_init(void);
 uint32_t uptime_ms(void);
 void busy_wait_ms(uint32_t ms);
