@@ -79,6 +79,7 @@ asyncio.run(main())
 ECHO = r'''
 import asyncio, hashlib, json, os, sys
 ip, port, size = sys.argv[1], int(sys.argv[2]), int(sys.argv[3])
+pause = float(sys.argv[4]) if len(sys.argv) > 4 else 0.0   # seconds before reading starts
 
 async def main():
     payload = os.urandom(size)
@@ -89,6 +90,7 @@ async def main():
             await writer.drain()
         writer.write_eof()
     sender = asyncio.create_task(send())
+    await asyncio.sleep(pause)
     got = await asyncio.wait_for(reader.read(-1), 60)   # until the server closes after our EOF
     await sender
     writer.close()

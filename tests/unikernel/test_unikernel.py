@@ -253,17 +253,55 @@ def test_gratuitous_arp_announces_the_vm(lab: Lab) -> None:
         cap.wait()
 
 
+@needs_root
+def test_many_pipelined_requests_with_large_replies(lab: Lab, web: Vm) -> None:
+    # ~9 KiB of requests asking for ~3.2 MiB: replies must follow the send buffer
+    # while the unread requests wait in the receive window.
+    n = 50
+    reqs = b"GET /static/large.txt HTTP/1.1\r\nHost: vm\r\n\r\n" * n
+    got = raw(lab, web, reqs + b"GET /health HTTP/1.1\r\nHost: vm\r\nConnection: close\r\n\r\n")
+    assert statuses(got["data"]) == [200] * (n + 1)
+    assert got["data"].count((STATIC / "large.txt").read_text()) == n
+
+
 # ---- echo ----
 
+@pytest.fixture(scope="module")
+def echo(lab: Lab) -> Vm:
+    return lab.boot("echo-0", service="echo", port=7)
+
+
 @needs_root
-def test_echo_returns_one_mebibyte_intact(lab: Lab) -> None:
-    vm = lab.boot("echo-0", service="echo", port=7)
-    got = lab.netns.python(clients.ECHO, vm.ip, "7", str(1 << 20))
+def test_echo_returns_one_mebibyte_intact(lab: Lab, echo: Vm) -> None:
+    got = lab.netns.python(clients.ECHO, echo.ip, "7", str(1 << 20))
+    assert got["len"] == 1 << 20
+    assert got["got"] == got["sent"]
+
+
+@needs_root
+def test_echo_holds_back_a_writer_whose_reader_waits(lab: Lab, echo: Vm) -> None:
+    # The client writes 1 MiB but reads nothing for 2 s: the echo must stop
+    # acknowledging (closed windows), not buffer or drop, and resume intact.
+    got = lab.netns.python(clients.ECHO, echo.ip, "7", str(1 << 20), "2")
     assert got["len"] == 1 << 20
     assert got["got"] == got["sent"]
 
 
 # ---- lifecycle ----
+
+def test_missing_nic_is_a_fatal_error(image: Path, tmp_path: Path) -> None:
+    argv = qemu_argv(append="ip=10.0.2.15/24 gw=10.0.2.2 port=80 name=x service=httpd", netdev="user,id=n0")
+    cut = argv.index("-netdev")
+    argv = argv[:cut] + argv[cut + 4:]   # drop -netdev ... -device virtio-net-pci ...
+    vm = Vm(argv=argv, workdir=tmp_path, name="nonic")
+    try:
+        vm.start()
+        rc = vm.wait_exit(timeout=30)
+    finally:
+        vm.stop()
+    assert rc != 0
+    assert any(line.startswith("error: no virtio-net device") for line in vm.lines), vm.output()
+
 
 @needs_root
 def test_qmp_system_powerdown_exits_cleanly(lab: Lab) -> None:
