@@ -1,0 +1,442 @@
+"""L7 proxying for `protocol = "http"` listeners: one client connection, its requests one after another.
+
+The connection parses requests (`http_request.RequestReader`) into a queue of events and hands them
+to one exchange at a time (`http_exchange.Exchange`, or a `LocalReply` when the proxy answers itself),
+so pipelined requests are answered in order and the next request's bytes never reach the current one.
+Reading pauses while a later request waits in the queue, while the current request's body has nowhere
+to go, and while the upstream's send buffer is above its high-water mark; the queue is therefore
+bounded by one read. Timers: client_header_timeout from a request's first byte (the connection's
+start for the first request) to the end of its head; client_body_timeout between two reads of a body
+(and while the client does not take our writes); keepalive_timeout while idle between requests.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import weakref
+from collections import deque
+from collections.abc import Callable
+from typing import Any
+
+from ukproxy.config import Config, ListenConfig
+from ukproxy.proxy import http_messages as msg
+from ukproxy.proxy.http_exchange import Exchange
+from ukproxy.proxy.http_request import BODY, END, ERROR, HEAD, TAIL, HttpError, RequestHead, RequestReader
+from ukproxy.proxy.routing import Router
+from ukproxy.upstream.group import UpstreamGroup
+from ukproxy.upstream.keepalive import KeepalivePool
+from ukproxy.worker_state import WorkerState
+
+log = logging.getLogger("ukproxy.http")
+
+LINGER_TIMEOUT = 2.0  # after our last answer on a connection the client may still be sending: read and drop
+
+# One keep-alive pool per upstream group in this worker, shared by every http listener.
+_pools: weakref.WeakKeyDictionary[UpstreamGroup, KeepalivePool] = weakref.WeakKeyDictionary()
+
+
+def http_protocol_factory(
+    state: WorkerState, config: Config, listen: ListenConfig, groups: dict[str, UpstreamGroup]
+) -> Callable[[], asyncio.Protocol]:
+    site = HttpSite(state, config, listen, groups)
+    return lambda: HttpClientConnection(site)
+
+
+def keepalive_pool(state: WorkerState, group: UpstreamGroup) -> KeepalivePool:
+    pool = _pools.get(group)
+    if pool is None:
+        pool = _pools[group] = KeepalivePool(state.loop, group.config.keepalive, group.config.keepalive_timeout)
+    return pool
+
+
+class HttpSite:
+    """What every connection of one http listener shares: limits, routes, upstreams and their pools."""
+
+    def __init__(self, state: WorkerState, config: Config, listen: ListenConfig, groups: dict[str, UpstreamGroup]):
+        self.state = state
+        self.limits = config.http
+        self.listener = listen.address
+        self.router = Router(config.routes, listen.upstream)
+        self.groups = groups
+        self.pools = {name: keepalive_pool(state, group) for name, group in groups.items()}
+
+    @staticmethod
+    def balance_key(group: UpstreamGroup, head: RequestHead, client_ip: bytes) -> bytes | None:
+        config = group.config
+        if config.balance == "ip_hash":
+            return client_ip
+        if config.balance != "hash":
+            return None
+        key = config.hash_key
+        if key == "remote_addr":
+            return client_ip
+        if key == "uri":
+            return head.target
+        if key.startswith("header:"):
+            return head.header(key[7:].strip().lower().encode())
+        return None
+
+
+class LocalReply:
+    """The proxy's own answer to a request it forwards nowhere (no route): the body is read and dropped."""
+
+    upstream_name = None
+    upstream_time = None
+    upstream_addr = None
+    tunnel = False
+
+    def __init__(self, client: HttpClientConnection, head: RequestHead, status: int):
+        self.client = client
+        self.head = head
+        self.status = status
+        self.started_at = client.loop.time()
+        self.body_done = not head.has_body
+        self.finished = False
+        self.bytes_sent = 0
+
+    def begin(self) -> None:
+        keep_alive = self.head.keep_alive and self.client.may_keep_alive()
+        self.client.write(msg.error_response(self.status, keep_alive, head_only=self.head.method == b"HEAD"))
+        if self.body_done:
+            self._finish(keep_alive)
+
+    def request_body(self, data: bytes) -> None:
+        pass
+
+    def request_tail(self, data: bytes) -> None:
+        pass
+
+    def request_end(self) -> None:
+        self.body_done = True
+        self._finish(self.head.keep_alive and self.client.may_keep_alive())
+
+    def request_error(self, error: HttpError) -> None:
+        self._finish(False)
+
+    def client_gone(self) -> None:
+        self._finish(False)
+
+    def client_write_paused(self) -> None:
+        pass
+
+    def client_write_resumed(self) -> None:
+        pass
+
+    def _finish(self, keep_alive: bool) -> None:
+        if not self.finished:
+            self.finished = True
+            self.client.exchange_finished(self, keep_alive)
+
+
+class HttpClientConnection(asyncio.Protocol):
+    def __init__(self, site: HttpSite):
+        self.site = site
+        self.state = site.state
+        self.loop = site.state.loop
+        self.limits = site.limits
+        self.transport: asyncio.Transport | None = None
+        self.events: deque[tuple[int, Any]] = deque()
+        self.reader = RequestReader(site.limits, self.events)
+        self.exchange: Exchange | LocalReply | None = None
+        self.tunnel: Exchange | None = None
+        self.requests = 0
+        self.closed = False
+        self.lingering = False
+        self.writing_paused = False
+        self.peer_ip = b"-"
+        self.peer = "-"
+        self._pause_reasons: set[str] = set()
+        self._dispatching = False
+        self._timer: asyncio.TimerHandle | None = None
+        self._timer_kind = ""
+        self._last_read = 0.0
+        self._stall_timer: asyncio.TimerHandle | None = None
+        self._tunnel_idle = 0.0
+
+    # asyncio.Protocol
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        self.transport = transport  # type: ignore[assignment]
+        peer = transport.get_extra_info("peername")
+        if peer:
+            self.peer_ip = peer[0].encode()
+            self.peer = f"{peer[0]}:{peer[1]}"
+        self._last_read = self.loop.time()
+        self._set_timer("header", self.limits.client_header_timeout)
+
+    def data_received(self, data: bytes) -> None:
+        self._last_read = self.loop.time()
+        if self.tunnel is not None:
+            self.tunnel.tunnel_from_client(data)
+            return
+        if self.lingering:
+            return
+        if self._timer_kind == "keepalive":
+            self._set_timer("header", self.limits.client_header_timeout)  # a new request has begun
+        self.reader.feed(data)
+        self._dispatch()
+
+    def eof_received(self) -> bool:
+        if self.tunnel is not None:
+            self.tunnel.tunnel_client_eof()
+            return True
+        exchange = self.exchange
+        if exchange is not None and not exchange.finished:
+            if not exchange.body_done:
+                exchange.request_error(HttpError(400, "client closed the connection inside the body"))
+                return False
+            self.reader.done = True  # answer this request, then close
+            return True
+        return False
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        if self.closed:
+            return
+        self.closed = True
+        self.state.connection_closed()
+        self._cancel_timer()
+        self._cancel_stall_timer()
+        exchange = self.exchange or self.tunnel
+        if exchange is not None:
+            exchange.client_gone()
+
+    def pause_writing(self) -> None:
+        self.writing_paused = True
+        exchange = self.exchange or self.tunnel
+        if exchange is not None:
+            exchange.client_write_paused()
+        # No send_timeout key yet: a client that stops taking our writes gets client_body_timeout.
+        if self.limits.client_body_timeout > 0:
+            self._stall_timer = self.loop.call_later(self.limits.client_body_timeout, self._write_stalled)
+
+    def resume_writing(self) -> None:
+        self.writing_paused = False
+        self._cancel_stall_timer()
+        exchange = self.exchange or self.tunnel
+        if exchange is not None:
+            exchange.client_write_resumed()
+
+    # used by exchanges
+
+    def write(self, data: bytes) -> None:
+        if not self.closed and self.transport is not None:
+            self.transport.write(data)
+            if self.tunnel is not None:
+                self._last_read = self.loop.time()  # a tunnel is idle only when neither side talks
+
+    def write_eof(self) -> None:
+        if not self.closed and self.transport is not None and self.transport.can_write_eof():
+            self.transport.write_eof()
+
+    def may_keep_alive(self) -> bool:
+        return self.requests < self.limits.keepalive_requests and not self.reader.done
+
+    def pause_reading(self, reason: str) -> None:
+        if not self._pause_reasons and not self.closed and self.transport is not None:
+            self.transport.pause_reading()
+        self._pause_reasons.add(reason)
+
+    def resume_reading(self, reason: str) -> None:
+        if reason in self._pause_reasons:
+            self._pause_reasons.discard(reason)
+            if not self._pause_reasons and not self.closed and self.transport is not None:
+                self._last_read = self.loop.time()  # the pause was ours, not the client's
+                self.transport.resume_reading()
+
+    def start_tunnel(self, exchange: Exchange, idle_timeout: float) -> None:
+        self.tunnel = exchange
+        self.exchange = None
+        self.events.clear()
+        for reason in list(self._pause_reasons):
+            if reason != "upstream":
+                self.resume_reading(reason)
+        self._tunnel_idle = idle_timeout
+        self._cancel_timer()
+        if idle_timeout > 0:
+            self._set_timer("tunnel", idle_timeout)
+
+    def exchange_finished(self, exchange: Exchange | LocalReply, keep_alive: bool, abort: bool = False) -> None:
+        if self.exchange is exchange:
+            self.exchange = None
+        if self.tunnel is exchange:
+            self.tunnel = None
+        self._account(exchange)
+        if self.closed:
+            return
+        if not keep_alive or (self.reader.done and not self.events):
+            self._finish_connection(exchange.body_done and not abort)
+            return
+        if self.events:
+            self._dispatch()
+        if self.exchange is None and not self.closed:
+            if self.reader.in_head:
+                self._set_timer("header", self.limits.client_header_timeout)
+            else:
+                self._set_timer("keepalive", self.limits.keepalive_timeout)
+
+    # requests, in order
+
+    def _dispatch(self) -> None:
+        if self._dispatching:
+            return  # an exchange finished while we were handing it events: the outer loop carries on
+        self._dispatching = True
+        try:
+            self._dispatch_events()
+        finally:
+            self._dispatching = False
+        if self.events and self.exchange is not None:
+            self.pause_reading("inbox")  # a later request waits: read no further until it is its turn
+        else:
+            self.resume_reading("inbox")
+
+    def _dispatch_events(self) -> None:
+        events = self.events
+        while events and not self.closed and not self.lingering:
+            kind, value = events[0]
+            exchange = self.exchange
+            if kind == HEAD:
+                if exchange is not None:
+                    return
+                events.popleft()
+                self._start(value)
+            elif kind == BODY:
+                events.popleft()
+                if exchange is not None:
+                    exchange.request_body(value)
+            elif kind == END:
+                events.popleft()
+                if exchange is not None:
+                    if self._timer_kind == "body":
+                        self._cancel_timer()
+                    exchange.request_end()
+            elif kind == TAIL:
+                events.popleft()
+                if exchange is not None:
+                    exchange.request_tail(value)
+            elif kind == ERROR:
+                if exchange is not None and exchange.body_done:
+                    return  # the next request is bad: answer it after the current one
+                events.popleft()
+                if exchange is not None:
+                    exchange.request_error(value)
+                else:
+                    self._reject(value)
+
+    def _start(self, head: RequestHead) -> None:
+        self.requests += 1
+        match = self.site.router.match(head.host, head.path)
+        if match is None:
+            reply = LocalReply(self, head, 404)
+            self.exchange = reply
+            reply.begin()  # may be over at once
+        else:
+            if head.expect_continue and head.has_body and head.version == b"1.1":
+                self.write(msg.CONTINUE)
+            group = self.site.groups[match.upstream]
+            self.exchange = Exchange(self, head, match.path, group, self.site.pools[match.upstream])
+        if self.exchange is not None and not self.exchange.body_done:
+            self._set_timer("body", self.limits.client_body_timeout)
+        elif self.exchange is not None:
+            self._cancel_timer()
+
+    def _reject(self, error: HttpError) -> None:
+        """A request we will not read: answer its status, count it, and close."""
+        self.state.counters[f"http_rejected:{error.status}"] += 1
+        log.info("http: %d %s from %s", error.status, error.reason, self.peer)
+        self.write(msg.error_response(error.status, keep_alive=False))
+        self.state.counters[f"http_responses:-:{error.status // 100}xx"] += 1
+        self.state.request_finished(self.site.listener, None, error.status, 0.0, None, None, "-", "-",
+                                    self.peer_ip.decode(), 0, None, None)
+        self._finish_connection(lingering=True)
+
+    # endings
+
+    def _account(self, exchange: Exchange | LocalReply) -> None:
+        upstream = exchange.group.name if isinstance(exchange, Exchange) else None
+        status = exchange.status
+        self.state.counters[f"http_responses:{upstream or '-'}:{status // 100}xx"] += 1
+        head = exchange.head
+        self.state.request_finished(
+            self.site.listener, upstream, status, self.loop.time() - exchange.started_at, exchange.upstream_time,
+            exchange.upstream_addr, head.method.decode(), head.target.decode("latin-1"), self.peer_ip.decode(),
+            exchange.bytes_sent, _text(head.header(b"user-agent")), _text(head.header(b"referer")),
+        )
+
+    def _finish_connection(self, clean: bool = True, lingering: bool = False) -> None:
+        """Close after our last answer. If the client may still be sending (`lingering`, or a body we did
+        not read to its end), shut our side and read and drop for a while, so that its unread bytes do
+        not turn our close into a reset that destroys the answer in flight."""
+        if self.closed or self.transport is None:
+            return
+        self._cancel_timer()
+        self.events.clear()
+        if not (lingering or not clean) or not self.transport.can_write_eof():
+            self.transport.close()
+            return
+        self.lingering = True
+        self._pause_reasons.clear()
+        self.transport.resume_reading()
+        self.transport.write_eof()
+        self._set_timer("linger", LINGER_TIMEOUT)
+
+    # timers
+
+    def _set_timer(self, kind: str, timeout: float) -> None:
+        self._cancel_timer()
+        self._timer_kind = kind
+        if timeout > 0:
+            self._timer = self.loop.call_later(timeout, self._timed_out, kind, timeout)
+
+    def _cancel_timer(self) -> None:
+        if self._timer is not None:
+            self._timer.cancel()
+            self._timer = None
+        self._timer_kind = ""
+
+    def _timed_out(self, kind: str, timeout: float) -> None:
+        self._timer = None
+        if self.closed or self.transport is None:
+            return
+        if kind in ("body", "tunnel"):
+            # Lazily re-armed from the last read, so reads never touch the timer; a pause of ours is not idleness.
+            quiet = self.loop.time() - self._last_read
+            if quiet < timeout or (kind == "body" and self._pause_reasons):
+                if self._pause_reasons:
+                    self._last_read = self.loop.time()
+                self._timer = self.loop.call_at(self._last_read + timeout, self._timed_out, kind, timeout)
+                return
+        self._timer_kind = ""
+        if kind == "keepalive":
+            self.state.timeout_fired("keepalive")
+            self.transport.close()
+        elif kind == "header":
+            self.state.timeout_fired("client_header")
+            self._reject(HttpError(408, "client header timeout"))
+        elif kind == "body":
+            self.state.timeout_fired("client_body")
+            if self.exchange is not None:
+                self.exchange.request_error(HttpError(408, "client body timeout"))
+        elif kind == "tunnel":
+            self.state.timeout_fired("tunnel_idle")
+            if self.tunnel is not None:
+                self.tunnel.tunnel_closed()
+            self.transport.close()
+        else:  # linger
+            self.transport.close()
+
+    def _write_stalled(self) -> None:
+        self._stall_timer = None
+        if not self.closed and self.transport is not None:
+            log.info("http: %s took none of our writes for %ss, closing", self.peer, self.limits.client_body_timeout)
+            self.state.timeout_fired("client_send")
+            self.transport.abort()
+
+    def _cancel_stall_timer(self) -> None:
+        if self._stall_timer is not None:
+            self._stall_timer.cancel()
+            self._stall_timer = None
+
+
+def _text(value: bytes | None) -> str | None:
+    return value.decode("latin-1") if value is not None else None

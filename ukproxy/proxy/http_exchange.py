@@ -1,0 +1,467 @@
+"""One request through the proxy: pick a server, connect (or reuse), send, retry, relay the response.
+
+The connect-and-retry phase is a coroutine; once a response head is on its way to the client the rest
+is driven by the upstream connection's callbacks. Retries follow nginx's proxy_next_upstream: on a
+connect error or timeout always; after the request went out only when it is idempotent and its body
+is still held (`REPLAY_LIMIT`); on a configured 502/503/504 likewise; never once the client has seen
+a byte of the response; at most `tries` servers within `next_upstream_timeout`. A reused keep-alive
+connection that fails before any response byte is retried once on a fresh connection to the same
+server (the server closed it as we reused it), idempotent requests only.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from typing import TYPE_CHECKING
+
+from ukproxy.proxy import http_messages as msg
+from ukproxy.proxy.http_request import HttpError, RequestHead
+from ukproxy.proxy.http_upstream import (
+    READ_TIMEOUT,
+    RESET,
+    SEND_TIMEOUT,
+    UpstreamConnection,
+    UpstreamResponse,
+)
+from ukproxy.upstream.keepalive import KeepalivePool
+from ukproxy.upstream.server import Server
+
+if TYPE_CHECKING:
+    from ukproxy.proxy.http import HttpClientConnection
+    from ukproxy.upstream.group import UpstreamGroup
+
+log = logging.getLogger("ukproxy.http")
+
+REPLAY_LIMIT = 256 * 1024  # request body kept for a retry; past it the request cannot be replayed
+PENDING_HIGH = 64 * 1024  # request body waiting for an upstream connection before the client is paused
+
+
+class _Outcome:
+    """Why an attempt on one server did not produce a response head."""
+
+    __slots__ = ("detail", "retryable", "status", "why")
+
+    def __init__(self, status: int, why: str, detail: str, retryable: bool):
+        self.status = status
+        self.why = why
+        self.detail = detail
+        self.retryable = retryable
+
+
+class Exchange:
+    def __init__(self, client: HttpClientConnection, head: RequestHead, path: bytes,
+                 group: UpstreamGroup, pool: KeepalivePool):
+        self.client = client
+        self.state = client.state
+        self.loop = client.loop
+        self.head = head
+        self.group = group
+        self.pool = pool
+        self.started_at = self.loop.time()
+        self.request_bytes = msg.upstream_request_head(
+            head.method, path, head.version, head.headers, head.connection_tokens, client.peer_ip,
+            head.content_length, head.chunked, head.upgrade,
+        )
+        # the request body
+        self.body_done = not head.has_body
+        self.pending: list[bytes] = []  # framed body (or upgrade tail) not yet sent
+        self.pending_size = 0
+        self.replay: list[bytes] | None = [] if head.idempotent else None  # framed body already sent
+        self.replay_size = 0
+        self.tail: list[bytes] = []  # bytes after an upgrade request, held until the 101
+        # the upstream
+        self.upstream: UpstreamConnection | None = None
+        self.server: Server | None = None
+        self.tried: list[Server] = []
+        self.deadline: float | None = None
+        self.attempt: asyncio.Future[_Outcome | None] | None = None
+        self.attempt_started = 0.0
+        self.upstream_time: float | None = None
+        self.upstream_addr: str | None = None
+        # the response
+        self.response_started = False
+        self.rechunk = False
+        self.keep_alive = False
+        self.status = 0
+        self.bytes_sent = 0
+        self.finished = False
+        self.tunnel = False
+        self.tunnel_eofs = 0
+        self.task: asyncio.Task[None] = self.loop.create_task(self._run())
+
+    # the connect-and-retry phase
+
+    async def _run(self) -> None:
+        try:
+            await self._proxy()
+        except asyncio.CancelledError:
+            pass
+        except Exception:
+            log.exception("http: internal error proxying %s", self._describe())
+            self._fail(500, "internal_error", "internal error")
+
+    async def _proxy(self) -> None:
+        config = self.group.config
+        if config.next_upstream_timeout > 0:
+            self.deadline = self.started_at + config.next_upstream_timeout
+        key = self.client.site.balance_key(self.group, self.head, self.client.peer_ip)
+        last: _Outcome | None = None
+        while True:
+            server = self.group.balancer.pick(key, self.tried)
+            if server is None:
+                if last is None:
+                    self.state.no_upstream(self.group.name)
+                    self._fail(503, "no_server", f"upstream {self.group.name}: no server available")
+                else:
+                    self._fail(last.status, last.why, last.detail)
+                return
+            self.tried.append(server)
+            self.server = server
+            self.upstream_addr = server.name
+            server.connection_started()
+            outcome = await self._attempt(server)
+            if outcome is None or self.finished:
+                return  # the response is on its way (or the client left)
+            last = outcome
+            self._let_go_of_server()
+            server.record_failure(self.loop.time())
+            self.state.upstream_failed(self.group.name, outcome.why)
+            log.warning("upstream %s server %s: %s (%s) for %s", self.group.name, server.name, outcome.why,
+                        outcome.detail, self._describe())
+            if not (outcome.retryable and self._may_try_again()):
+                self._fail(outcome.status, outcome.why, outcome.detail)
+                return
+            self.state.counters[f"http_retries:{self.group.name}"] += 1
+
+    def _may_try_again(self) -> bool:
+        return (
+            len(self.tried) < self.group.config.tries
+            and (self.deadline is None or self.loop.time() < self.deadline)
+            and not self.client.closed
+        )
+
+    def _replayable(self) -> bool:
+        """May the request go out again? Only an idempotent one whose body we still hold, before any response."""
+        return self.replay is not None and not self.response_started
+
+    async def _attempt(self, server: Server) -> _Outcome | None:
+        conn = self.pool.take(server)
+        reused = conn is not None
+        while True:
+            if conn is None:
+                conn, failure = await self._connect(server)
+                if failure is not None:
+                    return failure
+                assert conn is not None
+                if self.finished or self.client.closed:
+                    conn.close()
+                    return None
+            self.attempt = self.loop.create_future()
+            self.attempt_started = self.loop.time()
+            self.upstream = conn
+            self._send_request(conn)
+            outcome = await self.attempt
+            self.attempt = None
+            if outcome is None:
+                return None
+            self.upstream = None
+            stale = reused and outcome.why == RESET and not conn.got_bytes
+            if stale and self._replayable():
+                self.state.counters[f"http_stale_keepalive:{self.group.name}"] += 1
+                log.info("upstream %s server %s: reused connection was closed, retrying on a new one",
+                         self.group.name, server.name)
+                conn, reused = None, False
+                continue
+            return outcome
+
+    async def _connect(self, server: Server) -> tuple[UpstreamConnection | None, _Outcome | None]:
+        config = self.group.config
+        if self.state.free_connections <= 0:
+            return None, _Outcome(503, "worker_connections", "worker_connections are not enough", False)
+        conn = UpstreamConnection(self.state, server, self.pool, config.read_timeout, config.send_timeout)
+        try:
+            await asyncio.wait_for(
+                self.loop.create_connection(lambda: conn, server.host, server.port), config.connect_timeout
+            )
+        except TimeoutError:
+            self.state.timeout_fired("upstream_connect")
+            return None, _Outcome(504, "connect_timeout", f"no connection within {config.connect_timeout}s", True)
+        except OSError as e:
+            return None, _Outcome(502, "connect_error", e.strerror or str(e), True)
+        return conn, None
+
+    def _send_request(self, conn: UpstreamConnection) -> None:
+        parts = [self.request_bytes]
+        if self.replay:
+            parts.extend(self.replay)
+        parts.extend(self.pending)
+        pending, self.pending = self.pending, []
+        self._keep_for_replay(pending)
+        if self.pending_size:
+            self.pending_size = 0
+            self.client.resume_reading("pending")
+        conn.start(self, b"".join(parts), self.head.method == b"HEAD")
+        if self.client.writing_paused:
+            conn.pause_reading()
+
+    def _keep_for_replay(self, framed: list[bytes]) -> None:
+        """Body bytes went upstream: keep them for a replay while that is possible."""
+        if self.replay is not None and framed:
+            size = sum(map(len, framed))
+            if self.replay_size + size > REPLAY_LIMIT:
+                self.replay = None
+            else:
+                self.replay.extend(framed)
+                self.replay_size += size
+
+    # the request body, from the client connection
+
+    def request_body(self, data: bytes) -> None:
+        self._forward_body(msg.chunk(data) if self.head.chunked else data)
+
+    def request_end(self) -> None:
+        self.body_done = True
+        if self.head.chunked:
+            self._forward_body(msg.LAST_CHUNK)
+
+    def request_tail(self, data: bytes) -> None:
+        """Bytes after an upgrade request: the first of the tunnel, held until the upstream agrees."""
+        if self.tunnel and self.upstream is not None:
+            self.upstream.send(data)
+        else:
+            self.tail.append(data)
+            self.pending_size += len(data)
+            if self.pending_size > PENDING_HIGH:
+                self.client.pause_reading("pending")
+
+    def _forward_body(self, framed: bytes) -> None:
+        if self.finished:
+            return
+        conn = self.upstream
+        if conn is not None and (self.attempt is not None or self.response_started):
+            conn.send(framed)
+            self._keep_for_replay([framed])
+        else:
+            self.pending.append(framed)
+            self.pending_size += len(framed)
+            if self.pending_size > PENDING_HIGH:
+                self.client.pause_reading("pending")
+
+    def request_error(self, error: HttpError) -> None:
+        """The client's body went wrong (too large, malformed, too slow)."""
+        if self.finished:
+            return
+        self.body_done = False
+        self._abort_upstream()
+        if self.response_started:
+            log.warning("http: %s while streaming the request body of %s", error.reason, self._describe())
+            self.state.counters[f"http_errors:{error.reason}"] += 1
+            self._done(keep_alive=False, abort=True)
+        else:
+            self._fail(error.status, error.reason, error.reason, keep_alive=False)
+
+    # the client connection's own events
+
+    def client_gone(self) -> None:
+        if self.finished:
+            return
+        if not self.response_started:
+            self.status = 499  # nginx's "client closed request"
+        self._abort_upstream()
+        self._done(keep_alive=False)
+
+    def client_write_paused(self) -> None:
+        if self.upstream is not None:
+            self.upstream.pause_reading()
+
+    def client_write_resumed(self) -> None:
+        if self.upstream is not None:
+            self.upstream.resume_reading()
+
+    def tunnel_from_client(self, data: bytes) -> None:
+        if self.upstream is not None:
+            self.upstream.send(data)
+
+    def tunnel_client_eof(self) -> None:
+        conn = self.upstream
+        if conn is not None and conn.transport is not None and not conn.closed and conn.transport.can_write_eof():
+            conn.transport.write_eof()
+        self._tunnel_eof()
+
+    # the upstream connection's events (ResponseSink)
+
+    def upstream_head(self, response: UpstreamResponse) -> None:
+        if self.finished:
+            return
+        config = self.group.config
+        server = self.server
+        if response.status in config.next_upstream_statuses and self._replayable() and self._may_try_again():
+            self._resolve(_Outcome(response.status, f"status_{response.status}", "answered", True))
+            if self.upstream is not None:
+                self.upstream.abort()
+            return
+        if response.status == 101 and self.head.upgrade is None:
+            self._resolve(_Outcome(502, "invalid_response", "101 to a request that did not ask to upgrade", False))
+            if self.upstream is not None:
+                self.upstream.abort()
+            return
+        self.upstream_time = self.loop.time() - self.attempt_started
+        if server is not None:
+            server.record_success(self.upstream_time)
+        self.status = response.status
+        client_version = self.head.version
+        close_delimited = False
+        content_length = response.content_length
+        if response.bodyless:
+            self.rechunk = False
+        elif response.chunked or response.until_close:
+            content_length = None
+            self.rechunk = client_version == b"1.1"
+            close_delimited = not self.rechunk
+        self.keep_alive = (
+            self.head.keep_alive and not close_delimited and self.body_done and self.client.may_keep_alive()
+            and response.status != 101 and self.head.upgrade is None
+        )
+        head = msg.client_response_head(
+            client_version, response.status, response.reason, response.headers, content_length,
+            self.rechunk, self.keep_alive, upgrade=response.status == 101,
+        )
+        self.response_started = True
+        self.replay = None
+        self.client.write(head)
+        if response.status == 101:
+            self._start_tunnel()
+        self._resolve(None)
+
+    def upstream_body(self, data: bytes) -> None:
+        if self.finished:
+            return
+        self.bytes_sent += len(data)
+        self.client.write(msg.chunk(data) if self.rechunk else data)
+
+    def upstream_end(self) -> None:
+        if self.finished:
+            return
+        if self.rechunk:
+            self.client.write(msg.LAST_CHUNK)
+        conn, self.upstream = self.upstream, None
+        if conn is not None:
+            if not self.body_done or self.pending:
+                conn.reusable = False  # the upstream did not take the whole request: its state is unknown
+            conn.release()
+        self._done(keep_alive=self.keep_alive and self.body_done)
+
+    def upstream_failed(self, why: str, detail: str) -> None:
+        if self.finished:
+            return
+        if self.attempt is not None and not self.attempt.done():
+            status = 504 if why in (READ_TIMEOUT, SEND_TIMEOUT) else 502
+            if why in (READ_TIMEOUT, SEND_TIMEOUT):
+                self.state.timeout_fired(f"upstream_{why}")
+            self._resolve(_Outcome(status, why, detail, self._replayable()))
+            return
+        # The response was under way: the client gets a truncated one and a closed connection.
+        self.upstream = None
+        log.warning("upstream %s server %s: %s (%s) while relaying the response to %s", self.group.name,
+                    self.upstream_addr, why, detail, self._describe())
+        self.state.upstream_failed(self.group.name, why)
+        if self.server is not None:
+            self.server.record_failure(self.loop.time())
+        self._done(keep_alive=False, abort=True)
+
+    def upstream_tunnel_data(self, data: bytes) -> None:
+        self.bytes_sent += len(data)
+        self.client.write(data)
+
+    def upstream_tunnel_eof(self) -> None:
+        self.client.write_eof()
+        self._tunnel_eof()
+
+    def upstream_tunnel_lost(self) -> None:
+        self.upstream = None
+        self.tunnel_closed()
+
+    def upstream_write_paused(self) -> None:
+        self.client.pause_reading("upstream")
+
+    def upstream_write_resumed(self) -> None:
+        self.client.resume_reading("upstream")
+
+    # the tunnel after a 101
+
+    def _start_tunnel(self) -> None:
+        self.tunnel = True
+        conn = self.upstream
+        assert conn is not None
+        conn.reusable = False
+        for data in self.tail:
+            conn.send(data)
+        self.tail = []
+        if self.pending_size:
+            self.pending_size = 0
+            self.client.resume_reading("pending")
+        self.client.start_tunnel(self, self.group.config.idle_timeout)
+
+    def _tunnel_eof(self) -> None:
+        self.tunnel_eofs += 1
+        if self.tunnel_eofs >= 2:
+            self.tunnel_closed()
+
+    def tunnel_closed(self) -> None:
+        """Either side of the tunnel is gone, or both said EOF: close the other and account."""
+        if self.finished:
+            return
+        conn, self.upstream = self.upstream, None
+        if conn is not None:
+            conn.close()
+        self._done(keep_alive=False)
+
+    # endings
+
+    def _resolve(self, outcome: _Outcome | None) -> None:
+        if self.attempt is not None and not self.attempt.done():
+            self.attempt.set_result(outcome)
+
+    def _abort_upstream(self) -> None:
+        conn, self.upstream = self.upstream, None
+        if conn is not None:
+            conn.abort()
+        if self.attempt is not None and not self.attempt.done():
+            self.attempt.set_result(None)
+        if not self.task.done() and self.attempt is None:
+            self.task.cancel()  # still connecting
+
+    def _fail(self, status: int, why: str, detail: str, keep_alive: bool | None = None) -> None:
+        """Answer with the proxy's own error, if the client has not seen a byte of a response yet."""
+        if self.finished:
+            return
+        self.state.counters[f"http_errors:{why}"] += 1
+        if self.response_started:
+            self._done(keep_alive=False, abort=True)
+            return
+        log.warning("http: %d (%s: %s) for %s", status, why, detail, self._describe())
+        if keep_alive is None:
+            keep_alive = self.head.keep_alive and self.body_done and self.client.may_keep_alive()
+        self.status = status
+        self.client.write(msg.error_response(status, keep_alive, head_only=self.head.method == b"HEAD"))
+        self.response_started = True
+        self._done(keep_alive)
+
+    def _let_go_of_server(self) -> None:
+        if self.server is not None:
+            self.server.connection_finished()
+            self.server = None
+
+    def _done(self, keep_alive: bool, abort: bool = False) -> None:
+        self.finished = True
+        self._let_go_of_server()
+        if not self.task.done() and asyncio.current_task() is not self.task:
+            self.task.cancel()
+        if self.upstream is not None and not self.tunnel:
+            self.upstream.abort()
+            self.upstream = None
+        self.client.exchange_finished(self, keep_alive, abort)
+
+    def _describe(self) -> str:
+        return f"{self.head.method.decode()} {self.head.target.decode('latin-1')} from {self.client.peer}"

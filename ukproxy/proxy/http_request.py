@@ -1,0 +1,268 @@
+"""Client requests off the wire: llhttp (via httptools) plus the limits and checks a proxy needs on top.
+
+`RequestReader.feed(data)` turns bytes into events appended to a queue, in wire order:
+(HEAD, RequestHead), (BODY, bytes)..., (END, None) per request; (TAIL, bytes) for the bytes after an
+upgrade request; (ERROR, HttpError) once, after which the reader ignores its input. Bodies are never
+buffered whole: each BODY is a slice of one read, de-chunked.
+
+llhttp in strict mode already refuses the classic smuggling shapes (Content-Length with
+Transfer-Encoding, duplicate Content-Length, bad chunk sizes, obs-fold, bare CR/LF, invalid tokens).
+On top of it: HTTP/1.0 or 1.1 only, Host required (once) on 1.1 and well formed, Transfer-Encoding
+exactly "chunked" and only on 1.1, size and count limits, CONNECT refused, upgrades only on body-less GETs.
+"""
+
+from __future__ import annotations
+
+import re
+from collections import deque
+from dataclasses import dataclass, field
+from typing import Any
+
+import httptools
+
+from ukproxy.config import HttpConfig
+
+HEAD, BODY, END, TAIL, ERROR = range(5)
+
+IDEMPOTENT = frozenset((b"GET", b"HEAD", b"PUT", b"DELETE", b"OPTIONS", b"TRACE"))
+_HOST = re.compile(rb"(?:\[[0-9A-Fa-f:.]+\]|[A-Za-z0-9\-._~!$&'()*+,;=%]*)(?::[0-9]*)?")
+_START_LINE_OVERHEAD = 16  # method, spaces, "HTTP/1.1\r\n": counted against max_header_size like nginx's buffer
+
+
+class HttpError(Exception):
+    """A request we refuse: the status to answer and a short reason for the log and the counter."""
+
+    def __init__(self, status: int, reason: str):
+        super().__init__(f"{status} {reason}")
+        self.status = status
+        self.reason = reason
+
+
+@dataclass(slots=True)
+class RequestHead:
+    method: bytes
+    target: bytes  # as received
+    path: bytes  # origin-form (path and query) for routing; b"*" for OPTIONS *
+    version: bytes  # b"1.0" or b"1.1"
+    headers: list[tuple[bytes, bytes]]  # as received, values without surrounding whitespace
+    host: str = ""  # lower-cased, without port
+    host_header: bytes = b""  # as received (with port), or from an absolute-form target
+    keep_alive: bool = True
+    chunked: bool = False
+    content_length: int | None = None
+    upgrade: bytes | None = None  # the Upgrade header of an upgrade request
+    expect_continue: bool = False
+    connection_tokens: frozenset[bytes] = field(default_factory=frozenset)
+    size: int = 0  # bytes of the head, roughly
+
+    @property
+    def has_body(self) -> bool:
+        return self.chunked or bool(self.content_length)
+
+    @property
+    def idempotent(self) -> bool:
+        return self.method in IDEMPOTENT
+
+    def header(self, lower_name: bytes) -> bytes | None:
+        for name, value in self.headers:
+            if name.lower() == lower_name:
+                return value
+        return None
+
+
+class RequestReader:
+    """httptools callbacks in, events out; one per client connection."""
+
+    def __init__(self, limits: HttpConfig, events: deque[tuple[int, Any]]):
+        self.limits = limits
+        self.events = events
+        self.parser = httptools.HttpRequestParser(self)
+        self.in_head = False  # between the first byte of a request and the end of its head
+        self.head_bytes = 0
+        self.done = False  # after an error, an upgrade or a request that closes the connection
+        self.upgraded = False
+        self._url = b""
+        self._headers: list[tuple[bytes, bytes]] = []
+        self._head: RequestHead | None = None
+        self._body_bytes = 0
+        self._began_this_feed = False
+
+    def feed(self, data: bytes) -> None:
+        if self.upgraded:
+            self.events.append((TAIL, data))
+            return
+        if self.done:
+            return
+        self._began_this_feed = False
+        was_in_head = self.in_head
+        try:
+            self.parser.feed_data(data)
+        except httptools.HttpParserUpgrade as e:
+            self.upgraded = True
+            offset = e.args[0]
+            if offset < len(data):
+                self.events.append((TAIL, data[offset:]))
+            return
+        except httptools.HttpParserCallbackError as e:
+            context = e.__context__
+            self._error(context if isinstance(context, HttpError) else HttpError(400, f"bad request: {e}"))
+            return
+        except httptools.HttpParserInvalidMethodError:
+            self._error(HttpError(400, "invalid method"))
+            return
+        except httptools.HttpParserInvalidURLError:
+            self._error(HttpError(400, "invalid request target"))
+            return
+        except httptools.HttpParserError as e:
+            if self.done:
+                return  # data after a request that closes the connection: ignored, not an error
+            self._error(HttpError(400, f"malformed request: {e}"))
+            return
+        if self.in_head:
+            # A head still incomplete: bound what it holds even if no header line ends (slowloris, huge value).
+            self.head_bytes = self.head_bytes + len(data) if was_in_head and not self._began_this_feed \
+                else max(self.head_bytes, self._precise_head_bytes())
+            if self.head_bytes > self.limits.max_header_size:
+                self._error(HttpError(431, "request head too large"))
+
+    def _error(self, error: HttpError) -> None:
+        self.done = True
+        self.in_head = False
+        self.events.append((ERROR, error))
+
+    def _precise_head_bytes(self) -> int:
+        return _START_LINE_OVERHEAD + len(self._url) + sum(len(n) + len(v) + 4 for n, v in self._headers)
+
+    # httptools callbacks
+
+    def on_message_begin(self) -> None:
+        self.in_head = True
+        self._began_this_feed = True
+        self.head_bytes = 0
+        self._url = b""
+        self._headers = []
+        self._body_bytes = 0
+
+    def on_url(self, url: bytes) -> None:
+        self._url += url
+        if len(self._url) > self.limits.max_uri_size:
+            raise HttpError(414, "request target too long")
+
+    def on_header(self, name: bytes, value: bytes) -> None:
+        self._headers.append((name, value.rstrip(b" \t")))
+        if len(self._headers) > self.limits.max_headers:
+            raise HttpError(431, "too many header fields")
+        if self._precise_head_bytes() > self.limits.max_header_size:
+            raise HttpError(431, "request head too large")
+
+    def on_headers_complete(self) -> None:
+        self.in_head = False
+        head = self._make_head()
+        self._head = head
+        self.events.append((HEAD, head))
+
+    def on_body(self, data: bytes) -> None:
+        self._body_bytes += len(data)
+        limit = self.limits.client_max_body_size
+        if limit and self._body_bytes > limit:
+            raise HttpError(413, "request body too large")
+        self.events.append((BODY, data))
+
+    def on_message_complete(self) -> None:
+        self.events.append((END, None))
+        if self._head is not None and not self._head.keep_alive:
+            self.done = True  # whatever follows is never read as a request
+
+    # the head
+
+    def _make_head(self) -> RequestHead:
+        parser = self.parser
+        version = parser.get_http_version().encode()
+        if version not in (b"1.1", b"1.0"):
+            if version == b"0.9":
+                raise HttpError(400, "HTTP/0.9 is not supported")
+            raise HttpError(505, f"HTTP/{version.decode()} is not supported")
+        method: bytes = parser.get_method()
+        if method == b"CONNECT":
+            raise HttpError(405, "CONNECT is not supported by a reverse proxy")
+        head = RequestHead(method, self._url, self._url, version, self._headers, size=self._precise_head_bytes())
+        self._read_headers(head)
+        self._read_target(head)
+        head.keep_alive = _keep_alive(version, head.connection_tokens)
+        if parser.should_upgrade():
+            if method != b"GET" or head.has_body or head.upgrade is None:
+                raise HttpError(400, "an upgrade must be a GET without a body")
+        else:
+            head.upgrade = None
+        limit = self.limits.client_max_body_size
+        if limit and head.content_length is not None and head.content_length > limit:
+            raise HttpError(413, "request body too large")
+        return head
+
+    def _read_headers(self, head: RequestHead) -> None:
+        hosts: list[bytes] = []
+        transfer_encodings: list[bytes] = []
+        tokens: set[bytes] = set()
+        for name, value in head.headers:
+            lname = name.lower()
+            if lname == b"host":
+                hosts.append(value)
+            elif lname == b"content-length":
+                head.content_length = int(value)  # llhttp allows digits only, once
+            elif lname == b"transfer-encoding":
+                transfer_encodings.append(value)
+            elif lname == b"connection":
+                tokens.update(t.strip().lower() for t in value.split(b","))
+            elif lname == b"upgrade":
+                head.upgrade = value
+            elif lname == b"expect":
+                if value.lower() != b"100-continue":
+                    raise HttpError(417, "unsupported expectation")
+                head.expect_continue = True
+        head.connection_tokens = frozenset(tokens)
+        if transfer_encodings:
+            if head.version == b"1.0":
+                raise HttpError(400, "Transfer-Encoding in an HTTP/1.0 request")
+            if len(transfer_encodings) != 1 or transfer_encodings[0].lower() != b"chunked":
+                raise HttpError(400, "Transfer-Encoding other than chunked")
+            head.chunked = True
+        if len(hosts) > 1:
+            raise HttpError(400, "more than one Host header")
+        if hosts:
+            if not _HOST.fullmatch(hosts[0]):
+                raise HttpError(400, "invalid Host header")
+            head.host_header = hosts[0]
+        elif head.version == b"1.1":
+            raise HttpError(400, "HTTP/1.1 request without Host")
+
+    def _read_target(self, head: RequestHead) -> None:
+        target = head.target
+        if target.startswith(b"/"):
+            head.path = target
+        elif target[:7].lower() == b"http://" or target[:8].lower() == b"https://":
+            # absolute-form: its authority replaces Host (RFC 9112 3.2.2)
+            rest = target.split(b"//", 1)[1]
+            slash = min((i for i in (rest.find(b"/"), rest.find(b"?")) if i >= 0), default=len(rest))
+            authority, path = rest[:slash], rest[slash:]
+            if b"@" in authority or not _HOST.fullmatch(authority):
+                raise HttpError(400, "invalid authority in request target")
+            head.host_header = authority
+            head.path = path if path.startswith(b"/") else b"/" + path
+        elif target == b"*" and head.method == b"OPTIONS":
+            head.path = b"*"
+        else:
+            raise HttpError(400, "invalid request target")
+        head.host = host_name(head.host_header)
+
+
+def host_name(host_header: bytes) -> str:
+    """The host part of a Host value, lower-cased and without port or trailing dot."""
+    if host_header.startswith(b"["):
+        return host_header[: host_header.find(b"]") + 1].decode("ascii").lower()
+    return host_header.rsplit(b":", 1)[0].rstrip(b".").decode("ascii", "replace").lower()
+
+
+def _keep_alive(version: bytes, tokens: frozenset[bytes]) -> bool:
+    if b"close" in tokens:
+        return False
+    return version == b"1.1" or b"keep-alive" in tokens

@@ -1,0 +1,335 @@
+"""One HTTP/1.1 connection to an upstream server: sends a request, parses the response, reports to its user.
+
+A connection serves one exchange at a time (no pipelining upstream) and may then be parked in the
+worker's keep-alive pool. Responses are parsed with httptools' HttpResponseParser; interim 1xx
+responses (other than 101) are dropped, as nginx does. The read timeout is nginx's: the longest gap
+between two reads while a response is awaited (suspended while the client side holds us back).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Protocol
+
+import httptools
+
+from ukproxy.upstream.keepalive import KeepalivePool
+from ukproxy.upstream.server import Server
+
+if TYPE_CHECKING:
+    from ukproxy.worker_state import WorkerState
+
+log = logging.getLogger("ukproxy.http")
+
+MAX_RESPONSE_HEAD = 64 * 1024  # nginx's proxy_buffer_size is far smaller; past this the upstream is broken
+
+# Why an attempt failed, as the exchange and the counters name it.
+RESET, INVALID, READ_TIMEOUT, SEND_TIMEOUT = "reset", "invalid_response", "read_timeout", "send_timeout"
+
+
+@dataclass(slots=True)
+class UpstreamResponse:
+    status: int
+    reason: bytes
+    headers: list[tuple[bytes, bytes]]
+    keep_alive: bool
+    chunked: bool
+    content_length: int | None
+    bodyless: bool  # HEAD, 1xx, 204, 304
+    until_close: bool  # no framing: the body ends when the connection does
+
+
+class ResponseSink(Protocol):
+    """What an upstream connection reports to the exchange using it."""
+
+    def upstream_head(self, response: UpstreamResponse) -> None: ...
+    def upstream_body(self, data: bytes) -> None: ...
+    def upstream_end(self) -> None: ...
+    def upstream_failed(self, why: str, detail: str) -> None: ...
+    def upstream_tunnel_data(self, data: bytes) -> None: ...
+    def upstream_tunnel_eof(self) -> None: ...
+    def upstream_tunnel_lost(self) -> None: ...
+    def upstream_write_paused(self) -> None: ...
+    def upstream_write_resumed(self) -> None: ...
+
+
+class _BodylessDone(Exception):
+    """Raised inside the parser to stop it after a response head that has no body (a HEAD answer)."""
+
+
+class _OutOfStep(Exception):
+    """Raised inside the parser when the server sends a response nobody asked for."""
+
+
+class UpstreamConnection(asyncio.Protocol):
+    def __init__(self, state: WorkerState, server: Server, pool: KeepalivePool,
+                 read_timeout: float, send_timeout: float):
+        self.state = state
+        self.loop = state.loop
+        self.server = server
+        self.pool = pool
+        self.read_timeout = read_timeout
+        self.send_timeout = send_timeout
+        self.transport: asyncio.Transport | None = None
+        self.parser = httptools.HttpResponseParser(self)
+        self.sink: ResponseSink | None = None
+        self.requests = 0  # requests sent on this connection; > 1 means it was reused
+        self.closed = False
+        self.reusable = True
+        self.tunnel = False
+        self.got_bytes = False  # any byte of the current response
+        self.reading_paused = False
+        self.head_request = False
+        self._response: UpstreamResponse | None = None
+        self._head_done = False
+        self._head_bytes = 0
+        self._interim = False
+        self._reason = b""
+        self._headers: list[tuple[bytes, bytes]] = []
+        self._last_read = 0.0
+        self._read_timer: asyncio.TimerHandle | None = None
+        self._send_timer: asyncio.TimerHandle | None = None
+
+    # used by the exchange
+
+    def start(self, sink: ResponseSink, data: bytes, head_request: bool) -> None:
+        """Send a request (head, and whatever body is already here) and await its response."""
+        self.sink = sink
+        self.requests += 1
+        self.head_request = head_request
+        self.got_bytes = False
+        self._head_done = False
+        self._head_bytes = 0
+        self._response = None
+        self.transport.write(data)  # type: ignore[union-attr]
+        self._last_read = self.loop.time()
+        self._arm_read_timer()
+
+    def send(self, data: bytes) -> None:
+        if not self.closed:
+            self.transport.write(data)  # type: ignore[union-attr]
+
+    def release(self) -> None:
+        """The exchange is done with us: park in the pool if we can carry another request, else close."""
+        self.sink = None
+        self._cancel_timers()
+        if self.reading_paused:
+            self.resume_reading()
+        if self.closed or not self.reusable or not self.pool.put(self.server, self):
+            self.close()
+
+    def close(self) -> None:
+        self.sink = None
+        if self.transport is not None and not self.closed:
+            self.transport.close()
+
+    def abort(self) -> None:
+        self.sink = None
+        self.reusable = False
+        if self.transport is not None and not self.closed:
+            self.transport.abort()
+
+    def pause_reading(self) -> None:
+        if not self.reading_paused and self.transport is not None and not self.closed:
+            self.reading_paused = True
+            self.transport.pause_reading()
+
+    def resume_reading(self) -> None:
+        if self.reading_paused and self.transport is not None and not self.closed:
+            self.reading_paused = False
+            self._last_read = self.loop.time()  # the wait was the client's, not the upstream's
+            self.transport.resume_reading()
+
+    # asyncio.Protocol
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        self.transport = transport  # type: ignore[assignment]
+        self.state.upstream_opened()
+
+    def data_received(self, data: bytes) -> None:
+        sink = self.sink
+        if sink is None:
+            # Parked (or between users): a server speaking out of turn cannot be trusted with a request.
+            self.reusable = False
+            self.pool.discard(self)
+            self.close()
+            return
+        if self.tunnel:
+            sink.upstream_tunnel_data(data)
+            return
+        self.got_bytes = True
+        self._last_read = self.loop.time()
+        if not self._head_done:
+            self._head_bytes += len(data)
+            if self._head_bytes > MAX_RESPONSE_HEAD:
+                self._fail(INVALID, "response head too large")
+                return
+        try:
+            self.parser.feed_data(data)
+        except httptools.HttpParserUpgrade as e:
+            self.tunnel = True
+            self._cancel_timers()
+            tail = data[e.args[0]:]
+            if tail and self.sink is not None:
+                self.sink.upstream_tunnel_data(tail)
+        except httptools.HttpParserCallbackError as e:
+            if isinstance(e.__context__, _BodylessDone):
+                self.reusable = False  # we cannot know whether a body follows anyway: never reuse
+                self._finish()
+            elif self.sink is not None:
+                log.exception("upstream %s: error handling the response", self.server.name)
+                self._fail(INVALID, f"callback: {e}")
+        except httptools.HttpParserError as e:
+            self._fail(INVALID, str(e))
+
+    def eof_received(self) -> bool:
+        sink = self.sink
+        self.reusable = False
+        if sink is None:
+            return False
+        if self.tunnel:
+            sink.upstream_tunnel_eof()
+            return True  # half-open: the client may still be talking
+        if self._response is not None and self._response.until_close:
+            self._finish()
+        else:
+            self._fail(RESET, "connection closed before the response was complete")
+        return False
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        self.closed = True
+        self.reusable = False
+        self._cancel_timers()
+        self.pool.discard(self)
+        self.state.upstream_closed()
+        if self.sink is not None:
+            sink, self.sink = self.sink, None
+            if self.tunnel:
+                sink.upstream_tunnel_lost()
+            else:
+                sink.upstream_failed(RESET, str(exc) if exc else "connection closed")
+
+    def pause_writing(self) -> None:
+        if self.send_timeout > 0:
+            self._send_timer = self.loop.call_later(self.send_timeout, self._send_timed_out)
+        if self.sink is not None:
+            self.sink.upstream_write_paused()
+
+    def resume_writing(self) -> None:
+        if self._send_timer is not None:
+            self._send_timer.cancel()
+            self._send_timer = None
+        if self.sink is not None:
+            self.sink.upstream_write_resumed()
+
+    # httptools callbacks
+
+    def on_message_begin(self) -> None:
+        if self.sink is None:
+            # A second response in one read, after ours was complete: the server is out of step.
+            self.reusable = False
+            self.pool.discard(self)
+            self.close()
+            raise _OutOfStep()
+        self._headers = []
+        self._reason = b""
+        self._interim = False
+
+    def on_status(self, reason: bytes) -> None:
+        self._reason += reason
+
+    def on_header(self, name: bytes, value: bytes) -> None:
+        self._headers.append((name, value.rstrip(b" \t")))
+
+    def on_headers_complete(self) -> None:
+        status = self.parser.get_status_code()
+        if 100 <= status < 200 and status != 101:
+            self._interim = True
+            return
+        self._head_done = True
+        content_length = None
+        chunked = False
+        for name, value in self._headers:
+            lname = name.lower()
+            if lname == b"content-length":
+                content_length = int(value)
+            elif lname == b"transfer-encoding":
+                chunked = value.rsplit(b",", 1)[-1].strip().lower() == b"chunked"
+        bodyless = self.head_request or status in (101, 204, 304)
+        response = UpstreamResponse(
+            status=status,
+            reason=self._reason,
+            headers=self._headers,
+            keep_alive=self.parser.should_keep_alive(),
+            chunked=chunked and not bodyless,
+            content_length=content_length,
+            bodyless=bodyless,
+            until_close=not bodyless and not chunked and content_length is None,
+        )
+        self._response = response
+        if response.until_close or not response.keep_alive:
+            self.reusable = False
+        if self.sink is not None:
+            self.sink.upstream_head(response)
+        if self.head_request:
+            raise _BodylessDone()
+
+    def on_body(self, data: bytes) -> None:
+        if self.sink is not None:
+            self.sink.upstream_body(data)
+
+    def on_message_complete(self) -> None:
+        if self._interim:
+            self._interim = False
+            self._head_bytes = 0
+            return
+        if self._response is not None and self._response.status == 101:
+            return  # the tunnel starts; HttpParserUpgrade follows
+        self._finish()
+
+    # internals
+
+    def _finish(self) -> None:
+        self._cancel_timers()
+        if self.sink is not None:
+            self.sink.upstream_end()
+
+    def _fail(self, why: str, detail: str) -> None:
+        self.reusable = False
+        self._cancel_timers()
+        sink, self.sink = self.sink, None
+        if self.transport is not None and not self.closed:
+            self.transport.abort()
+        if sink is not None:
+            sink.upstream_failed(why, detail)
+
+    def _arm_read_timer(self) -> None:
+        if self.read_timeout > 0:
+            self._read_timer = self.loop.call_at(self._last_read + self.read_timeout, self._read_check)
+
+    def _read_check(self) -> None:
+        # Re-armed lazily from the last read so that reads never touch the timer.
+        self._read_timer = None
+        if self.sink is None or self.tunnel:
+            return
+        if self.reading_paused or self.loop.time() - self._last_read < self.read_timeout:
+            if self.reading_paused:
+                self._last_read = self.loop.time()
+            self._arm_read_timer()
+            return
+        self._fail(READ_TIMEOUT, f"no response within {self.read_timeout}s")
+
+    def _send_timed_out(self) -> None:
+        self._send_timer = None
+        if self.sink is not None:
+            self._fail(SEND_TIMEOUT, f"could not send for {self.send_timeout}s")
+
+    def _cancel_timers(self) -> None:
+        if self._read_timer is not None:
+            self._read_timer.cancel()
+            self._read_timer = None
+        if self._send_timer is not None:
+            self._send_timer.cancel()
+            self._send_timer = None
