@@ -27,6 +27,7 @@ from ukproxy import control
 from ukproxy.config import Config, ConfigError, load
 from ukproxy.listeners import ListeningSockets
 from ukproxy.logs import setup_logging
+from ukproxy.metrics.master_side import MasterObservability
 from ukproxy.pidfile import PidFile
 from ukproxy.reaper import ChildReaper
 from ukproxy.vm.fleet import Fleet, FleetVm
@@ -83,6 +84,8 @@ class Master:
         self.last_reload_ok = True
         self.fleet = Fleet(config, self.reaper, self.run_dir)
         self.fleet.on_vm_exit = self._vm_died
+        # Metrics directory and PROMETHEUS_MULTIPROC_DIR, before any child starts; /metrics + /status.
+        self.observability = MasterObservability(self)
 
     # start and stop
 
@@ -92,14 +95,15 @@ class Master:
         try:
             self.sockets.open(self.config)
             for sig, handler in (
-                (signal.SIGTERM, lambda: self.stop(graceful=False)),
-                (signal.SIGINT, lambda: self.stop(graceful=False)),
-                (signal.SIGQUIT, lambda: self.stop(graceful=True)),
+                (signal.SIGTERM, lambda: self.stop(graceful=False, why="SIGTERM")),
+                (signal.SIGINT, lambda: self.stop(graceful=False, why="SIGINT")),
+                (signal.SIGQUIT, lambda: self.stop(graceful=True, why="SIGQUIT")),
                 (signal.SIGHUP, lambda: self.loop.create_task(self.reload())),
                 (signal.SIGUSR1, self.reopen_logs),
             ):
                 self.loop.add_signal_handler(sig, handler)
             self.reaper.install(self.loop)
+            await self.observability.start()
             try:
                 await self.fleet.start()
             except Exception as e:
@@ -114,18 +118,19 @@ class Master:
         finally:
             self.sockets.close()
             await self.fleet.shutdown()
+            await self.observability.stop()
             self.pid_file.release()
             shutil.rmtree(self.run_dir, ignore_errors=True)
         return self.exit_code
 
-    def stop(self, graceful: bool, exit_code: int = 0) -> None:
+    def stop(self, graceful: bool, exit_code: int = 0, why: str = "") -> None:
         # A second graceful stop changes nothing; a fast stop may cut a graceful one short, once.
         if self.stopping and (graceful or self.stopping_fast):
             return
         self.stopping = True
         self.stopping_fast = not graceful
         self.exit_code = exit_code or self.exit_code
-        log.info("master: %s stop", "graceful" if graceful else "fast")
+        log.info("master: %s stop%s", "graceful" if graceful else "fast", f" ({why})" if why else "")
         sig = signal.SIGQUIT if graceful else signal.SIGTERM
         for w in self.workers.values():
             w.quitting = True
@@ -241,6 +246,7 @@ class Master:
         self.workers.pop(worker.pid, None)
         worker.proc.returncode = os.waitstatus_to_exitcode(status)  # reaped by us, not by Popen
         worker.channel.close()
+        self.observability.worker_exited(worker)  # its live gauges leave the sums
         how = describe_exit(status)
         if worker.quitting or self.stopping:
             log.info("worker %d (pid %d) %s", worker.slot, worker.pid, how)
@@ -262,6 +268,7 @@ class Master:
             self.stop(graceful=False, exit_code=1)
             return
         self.respawns += 1
+        self.observability.worker_restarted(worker)
         delay = self.backoff if self.quick_deaths else 0.0
         self.loop.call_later(delay, lambda: self.loop.create_task(self._respawn(worker)))
 
@@ -292,6 +299,7 @@ class Master:
         self.config = new
         self.generation += 1
         setup_logging(new.log, "master")
+        await self.observability.reconfigure(new)
         for slot in range(new.workers):
             await self.spawn(slot)
         for w in old:

@@ -25,6 +25,7 @@ from ukproxy.accept import AcceptMutex
 from ukproxy.accept_cycle import AcceptCycle, Listener
 from ukproxy.config import Config, ListenConfig, loads
 from ukproxy.logs import setup_logging
+from ukproxy.metrics.worker_side import WorkerObservability
 from ukproxy.proxy.tcp import TcpClientSide
 from ukproxy.upstream.group import UpstreamGroup
 from ukproxy.upstream.vm_pool import VmPool
@@ -55,6 +56,7 @@ class Worker:
         ]
         mutex = AcceptMutex(lock_path) if lock_path else None
         self.cycle = AcceptCycle(self.state, self.listeners, mutex, config.accept_mutex_delay, config.multi_accept)
+        self.observability = WorkerObservability(config, worker_id, self.state, self.cycle)  # metrics, access log
         self.stopped = asyncio.Event()
         self.graceful = False
 
@@ -71,15 +73,18 @@ class Worker:
         self.loop.add_signal_handler(signal.SIGQUIT, self.quit)
         self.loop.add_signal_handler(signal.SIGTERM, self.terminate)
         self.loop.add_signal_handler(signal.SIGINT, self.terminate)
+        self.loop.add_signal_handler(signal.SIGUSR1, self.observability.reopen_logs)  # logrotate
         for name, pool in self.pools.items():
             pool.start([vm for vm in adopted_vms or [] if vm["upstream"] == name])
         self.cycle.start()
+        self.observability.start()
         self.channel.send({"type": "ready", "worker": self.worker_id, "pid": os.getpid()})
         listener = self.loop.create_task(self._listen_to_master())
         await self.stopped.wait()
         listener.cancel()
         if self.graceful:
             await self._drain()
+        self.observability.stop()  # last metrics flush, access log written out
 
     async def _listen_to_master(self) -> None:
         while True:

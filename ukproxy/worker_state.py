@@ -9,6 +9,13 @@ from __future__ import annotations
 import asyncio
 from collections import Counter
 from collections.abc import Callable
+from typing import TYPE_CHECKING
+
+from ukproxy.metrics.buckets import LATENCY
+from ukproxy.metrics.tally import RequestTally
+
+if TYPE_CHECKING:
+    from ukproxy.access_log import AccessLog
 
 
 class WorkerState:
@@ -23,6 +30,12 @@ class WorkerState:
         self.counters: Counter[str] = Counter()
         # Called when a connection closes: the accept cycle may want another turn at the mutex.
         self.on_connection_closed: Callable[[], None] | None = None
+        # Observability: plain tallies on the request path, moved into Prometheus once a second
+        # (ukproxy.metrics.flush), and the access log (ukproxy.access_log), set by the worker.
+        self.reading = 0  # client connections reading a request head (stub_status "reading")
+        self.writing = 0  # client connections with a request in flight, and tcp splices ("writing")
+        self.tally = RequestTally(LATENCY)
+        self.access_log: AccessLog | None = None
 
     @property
     def free_connections(self) -> int:
@@ -52,3 +65,26 @@ class WorkerState:
 
     def timeout_fired(self, which: str) -> None:
         self.counters[f"timeout:{which}"] += 1
+
+    # observability hooks, called by the proxies
+
+    def request_finished(self, listener: str, upstream: str, status: int, request_time: float,
+                         upstream_time: float | None, upstream_addr: str | None, method: str, uri: str,
+                         client: str, bytes_sent: int, user_agent: str | None, referer: str | None) -> None:
+        """One HTTP request answered. Times in seconds; upstream_* None when no upstream answered."""
+        self.tally.request(listener, upstream, status, request_time, upstream_time)
+        if self.access_log is not None:
+            self.access_log.request(listener, upstream, status, request_time, upstream_time, upstream_addr,
+                                    method, uri, client, bytes_sent, user_agent, referer)
+
+    def tcp_session_finished(self, listener: str, upstream: str, status: int, session_time: float,
+                             connect_time: float | None, upstream_addr: str | None, client: str,
+                             bytes_sent: int, bytes_received: int) -> None:
+        """One TCP session closed: status 200 when an upstream was reached, 502 when none could be."""
+        self.tally.tcp_session(listener, upstream, status, bytes_sent, bytes_received)
+        if self.access_log is not None:
+            self.access_log.tcp_session(listener, upstream, status, session_time, connect_time, upstream_addr,
+                                        client, bytes_sent, bytes_received)
+
+    def upstream_retried(self, upstream: str) -> None:
+        self.counters[f"upstream_retry:{upstream}"] += 1

@@ -1,0 +1,82 @@
+"""Every Prometheus metric ukproxy exports, in one place, named by Prometheus conventions.
+
+Import this module only after `PROMETHEUS_MULTIPROC_DIR` is set (see `multiproc.prepare`):
+prometheus_client picks its value storage once, at import. Workers and the master both write
+here; the master's /metrics merges every process's files.
+
+Live gauges use 'livesum' (or 'liveall' where a per-process row is the point): a dead worker's
+files are removed by `mark_process_dead`, so its connections vanish from the sums.
+"""
+
+from __future__ import annotations
+
+from prometheus_client import Counter, Gauge, Histogram
+
+from ukproxy.metrics.buckets import BOOT, LATENCY, QUEUE_WAIT
+
+# connections, as nginx's stub_status
+CONNECTIONS_ACCEPTED = Counter("ukproxy_connections_accepted", "Client connections accepted.")
+CONNECTIONS_HANDLED = Counter("ukproxy_connections_handled", "Client connections handled (not dropped at once).")
+CONNECTIONS_ACTIVE = Gauge(
+    "ukproxy_connections_active", "Open client connections by state (reading, writing, waiting).",
+    ["state"], multiprocess_mode="livesum")
+WORKER_CONNECTIONS = Gauge(
+    "ukproxy_worker_connections", "Open client connections of each live worker process.",
+    ["worker"], multiprocess_mode="liveall")
+WORKER_ACCEPTED = Gauge(
+    "ukproxy_worker_accepted_connections", "Connections accepted by each live worker process since it started.",
+    ["worker"], multiprocess_mode="liveall")
+ACCEPT_ERRORS = Counter("ukproxy_accept_errors", "accept() failures (EMFILE and the like).")
+
+# the accept mutex, per worker slot
+ACCEPT_MUTEX_ACQUISITIONS = Counter(
+    "ukproxy_accept_mutex_acquisitions", "Times a worker took the accept mutex.", ["worker"])
+ACCEPT_DISABLED_SKIPS = Counter(
+    "ukproxy_accept_disabled_skips", "Turns at the accept mutex a busy worker skipped (nginx's accept_disabled).",
+    ["worker"])
+
+# requests (http) and sessions (tcp)
+REQUESTS = Counter(
+    "ukproxy_requests", "HTTP requests answered, by listener, upstream and status class.",
+    ["listener", "upstream", "status_class"])
+REQUEST_DURATION = Histogram(
+    "ukproxy_request_duration_seconds", "Time from the first byte of a request to the last byte of its answer.",
+    ["listener", "upstream"], buckets=LATENCY)
+UPSTREAM_RESPONSE_TIME = Histogram(
+    "ukproxy_upstream_response_time_seconds", "Time spent with the upstream, from connect to the end of its answer.",
+    ["upstream"], buckets=LATENCY)
+TCP_SESSIONS = Counter(
+    "ukproxy_tcp_sessions", "TCP (L4) sessions finished, by listener, upstream and status (200 or 502).",
+    ["listener", "upstream", "status"])
+TCP_SENT_BYTES = Counter("ukproxy_tcp_sent_bytes", "Bytes sent to TCP clients.", ["listener"])
+TCP_RECEIVED_BYTES = Counter("ukproxy_tcp_received_bytes", "Bytes received from TCP clients.", ["listener"])
+
+# upstreams
+UPSTREAM_FAILURES = Counter(
+    "ukproxy_upstream_failures", "Failed upstream attempts by reason (connect, timeout, reset, protocol).",
+    ["upstream", "reason"])
+UPSTREAM_RETRIES = Counter("ukproxy_upstream_retries", "Requests or sessions tried again on another server.",
+                           ["upstream"])
+UPSTREAM_UNAVAILABLE = Counter(
+    "ukproxy_upstream_unavailable", "Requests or sessions for which no server of the upstream could be reached.",
+    ["upstream"])
+TIMEOUTS = Counter("ukproxy_timeouts", "Timeouts that fired, by which one.", ["timeout"])
+
+# workers (master side)
+WORKER_RESTARTS = Counter("ukproxy_worker_restarts", "Workers that died unexpectedly and were started again.",
+                          ["worker"])
+
+# the VM fleet (called by the master's fleet and the workers' pools)
+VMS = Gauge("ukproxy_vms", "VMs by upstream, worker and state (booting, idle, busy, down).",
+            ["upstream", "worker", "state"], multiprocess_mode="livesum")
+VM_BOOT_DURATION = Histogram("ukproxy_vm_boot_duration_seconds", "From QEMU start to the unikernel's ready line.",
+                             ["upstream"], buckets=BOOT)
+VM_REPLACEMENTS = Counter("ukproxy_vm_replacements", "VMs replaced, by reason (crashed, unhealthy, ...).",
+                          ["upstream", "reason"])
+VM_PLACEMENTS = Counter("ukproxy_vm_placements", "VMs placed on each CPU by the scheduler.", ["cpu"])
+POOL_QUEUE_LENGTH = Gauge("ukproxy_pool_queue_length", "Requests waiting for a VM of the upstream's pools.",
+                          ["upstream"], multiprocess_mode="livesum")
+POOL_QUEUE_WAIT = Histogram("ukproxy_pool_queue_wait_seconds", "Time a request waited in a pool queue for a VM.",
+                            ["upstream"], buckets=QUEUE_WAIT)
+WORKER_EVENTS = Counter("ukproxy_worker_events", "Other events the proxies count, by their key (http_errors:...).",
+                        ["event"])

@@ -1,0 +1,132 @@
+"""Moves one worker's plain counters and tallies into the Prometheus values, once a second and at stop.
+
+The request path only touches ints and dicts (see `tally`); here the deltas since the last
+flush become `inc()`s on the multiprocess values and the live gauges are set, so a scrape is
+at most a second behind. Histogram deltas are added bucket by bucket: prometheus-client's
+multiprocess histogram stores per-bucket (non-cumulative) counts and a sum, which `observe()`
+would update one observation at a time.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import Hashable
+from typing import TYPE_CHECKING, Any
+
+from ukproxy.metrics import families as f
+
+if TYPE_CHECKING:
+    from ukproxy.accept_cycle import AcceptCycle
+    from ukproxy.metrics.tally import HistogramTally
+    from ukproxy.worker_state import WorkerState
+
+log = logging.getLogger("ukproxy.metrics")
+
+FLUSH_INTERVAL = 1.0
+STATUS_CLASSES = {1: "1xx", 2: "2xx", 3: "3xx", 4: "4xx", 5: "5xx"}
+
+
+def _status_class(klass: int) -> str:
+    return STATUS_CLASSES.get(klass, "other")
+
+
+def add_histogram(histogram: Any, tally: HistogramTally, labels: Any) -> None:
+    """Add a tally's buckets and sums to a labelled prometheus Histogram (bucket order matches)."""
+    counts, sums = tally.take()
+    for key, buckets in counts.items():
+        child = histogram.labels(*labels(key))
+        for bucket, n in zip(child._buckets, buckets, strict=True):
+            if n:
+                bucket.inc(n)
+        child._sum.inc(sums[key])
+
+
+class WorkerMetricsFlusher:
+    def __init__(self, state: WorkerState, cycle: AcceptCycle, worker: int):
+        self.state = state
+        self.cycle = cycle
+        self.worker = str(worker)
+        self.loop = state.loop
+        self.flushed: dict[Hashable, int] = {}  # running totals as of the last flush
+        self.timer: asyncio.TimerHandle | None = None
+        # The per-worker children, bound once.
+        self.acquisitions = f.ACCEPT_MUTEX_ACQUISITIONS.labels(self.worker)
+        self.skips = f.ACCEPT_DISABLED_SKIPS.labels(self.worker)
+        self.connections = f.WORKER_CONNECTIONS.labels(self.worker)
+        self.accepted = f.WORKER_ACCEPTED.labels(self.worker)
+        self.by_state = {s: f.CONNECTIONS_ACTIVE.labels(s) for s in ("reading", "writing", "waiting")}
+
+    def start(self) -> None:
+        self.flush()  # the live gauges exist (at zero) from the start
+        self.timer = self.loop.call_later(FLUSH_INTERVAL, self._tick)
+
+    def stop(self) -> None:
+        if self.timer is not None:
+            self.timer.cancel()
+            self.timer = None
+        self.flush()
+
+    def _tick(self) -> None:
+        try:
+            self.flush()
+        except Exception:  # metrics must never take a worker down
+            log.exception("metrics flush failed")
+        self.timer = self.loop.call_later(FLUSH_INTERVAL, self._tick)
+
+    def _delta(self, key: Hashable, total: int) -> int:
+        delta = total - self.flushed.get(key, 0)
+        self.flushed[key] = total
+        return delta
+
+    def flush(self) -> None:
+        state = self.state
+        f.CONNECTIONS_ACCEPTED.inc(self._delta("accepted", state.accepted))
+        f.CONNECTIONS_HANDLED.inc(self._delta("handled", state.handled))
+        self.acquisitions.inc(self._delta("acquisitions", self.cycle.acquisitions))
+        self.skips.inc(self._delta("skips", self.cycle.disabled.skips))
+        self._flush_counters()
+        self._flush_tallies()
+        reading, writing = state.reading, state.writing
+        self.by_state["reading"].set(reading)
+        self.by_state["writing"].set(writing)
+        self.by_state["waiting"].set(max(state.clients - reading - writing, 0))
+        self.connections.set(state.clients)
+        self.accepted.set(state.accepted)
+
+    def _flush_counters(self) -> None:
+        """WorkerState.counters: "kind:labels" keys, running totals."""
+        for key, total in list(self.state.counters.items()):
+            delta = self._delta(("counter", key), total)
+            if delta:
+                self._count_event(key, delta)
+
+    @staticmethod
+    def _count_event(key: str, n: int) -> None:
+        kind, _, rest = key.partition(":")
+        if kind == "upstream_failed":
+            upstream, _, reason = rest.rpartition(":")
+            f.UPSTREAM_FAILURES.labels(upstream, reason).inc(n)
+        elif kind in ("upstream_retry", "http_retries"):
+            f.UPSTREAM_RETRIES.labels(rest).inc(n)
+        elif kind == "no_upstream":
+            f.UPSTREAM_UNAVAILABLE.labels(rest).inc(n)
+        elif kind == "timeout":
+            f.TIMEOUTS.labels(rest).inc(n)
+        elif kind == "accept_errors":
+            f.ACCEPT_ERRORS.inc(n)
+        else:  # anything else the proxies count (http_errors:..., ...): kept, by its key
+            f.WORKER_EVENTS.labels(key).inc(n)
+
+    def _flush_tallies(self) -> None:
+        tally = self.state.tally
+        for (listener, upstream, klass), n in tally.requests.take().items():
+            f.REQUESTS.labels(listener, upstream, _status_class(klass)).inc(n)
+        add_histogram(f.REQUEST_DURATION, tally.request_times, lambda key: key)
+        add_histogram(f.UPSTREAM_RESPONSE_TIME, tally.upstream_times, lambda key: (key,))
+        for (listener, upstream, status), n in tally.tcp_sessions.take().items():
+            f.TCP_SESSIONS.labels(listener, upstream, str(status)).inc(n)
+        for listener, n in tally.tcp_sent.take().items():
+            f.TCP_SENT_BYTES.labels(listener).inc(n)
+        for listener, n in tally.tcp_received.take().items():
+            f.TCP_RECEIVED_BYTES.labels(listener).inc(n)

@@ -1,0 +1,62 @@
+"""The master's observability listener: GET /metrics (Prometheus text) and GET /status (JSON).
+
+An aiohttp server on the master's own loop and address ([metrics] listen, default
+127.0.0.1:9145), off the data path: workers never serve it, so it answers however busy they are.
+Both pages are made from the multiprocess files at request time (a few milliseconds).
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+from collections.abc import Callable
+from typing import Any
+
+from aiohttp import web
+from prometheus_client import CollectorRegistry, generate_latest
+from prometheus_client.exposition import CONTENT_TYPE_LATEST
+from prometheus_client.multiprocess import MultiProcessCollector
+
+from ukproxy.metrics.master_collector import MasterCollector
+
+log = logging.getLogger("ukproxy.metrics")
+
+
+class MetricsServer:
+    def __init__(self, directory: str, master_collector: MasterCollector, status: Callable[[list[Any]], dict]):
+        self.directory = directory
+        self.registry = CollectorRegistry()
+        self.files = MultiProcessCollector(self.registry, path=self.directory)
+        self.registry.register(master_collector)
+        self.status = status
+        self.runner: web.AppRunner | None = None
+
+    async def start(self, host: str, port: int) -> None:
+        app = web.Application()
+        app.router.add_get("/metrics", self._metrics)
+        app.router.add_get("/status", self._status)
+        app.router.add_get("/", self._index)
+        # A scraper's keep-alive connection must not hold up a stop.
+        runner = web.AppRunner(app, access_log=None, shutdown_timeout=1.0)
+        await runner.setup()
+        try:
+            await web.TCPSite(runner, host, port, reuse_address=True).start()
+        except OSError:
+            await runner.cleanup()
+            raise
+        self.runner = runner
+
+    async def stop(self) -> None:
+        if self.runner is not None:
+            await self.runner.cleanup()
+            self.runner = None
+
+    async def _metrics(self, request: web.Request) -> web.Response:
+        return web.Response(body=generate_latest(self.registry), headers={"Content-Type": CONTENT_TYPE_LATEST})
+
+    async def _status(self, request: web.Request) -> web.Response:
+        families = list(self.files.collect())
+        return web.Response(text=json.dumps(self.status(families), indent=1) + "\n", content_type="application/json")
+
+    async def _index(self, request: web.Request) -> web.Response:
+        return web.Response(text="ukproxy: /metrics (Prometheus), /status (JSON)\n")
