@@ -264,6 +264,16 @@ def test_many_pipelined_requests_with_large_replies(lab: Lab, web: Vm) -> None:
     assert got["data"].count((STATIC / "large.txt").read_text()) == n
 
 
+@needs_root
+def test_idle_keep_alive_connections_are_closed(lab: Lab) -> None:
+    vm = lab.boot("idle-0", extra="idle_timeout=1")
+    started = time.monotonic()
+    got = raw(lab, vm, b"GET /health HTTP/1.1\r\nHost: vm\r\n\r\n")
+    assert statuses(got["data"]) == [200]
+    assert got["closed"]
+    assert time.monotonic() - started < 15
+
+
 # ---- echo ----
 
 @pytest.fixture(scope="module")
@@ -320,8 +330,11 @@ def test_qmp_system_powerdown_exits_cleanly(lab: Lab) -> None:
         ("ip=10.0.2.15/24 gw=10.0.2.2 port=99999 name=x service=httpd", "port must be"),
         ("ip=10.0.2.15/24 gw=10.0.2.2 port=80 name=x service=ftp", "service must be"),
         ("ip=10.0.2.15/24 gw=10.0.2.2 port=80 name=x service=httpd color=red", "unknown argument"),
+        ("ip=10.0.2.15/24 gw=10.0.2.2 port=80 name=x service=httpd idle_timeout=0", "idle_timeout must be"),
+        ("ip=10.0.2.300/24 gw=10.0.2.2 port=80 name=x service=httpd", "ip must be"),
+        ("ip=10.0.2.15/24 gw=10.0.2.2 port=80 name=a/b service=httpd", "name may hold only"),
     ],
-    ids=["missing-ip", "no-prefix", "bad-port", "bad-service", "unknown"],
+    ids=["missing-ip", "no-prefix", "bad-port", "bad-service", "unknown", "bad-idle", "bad-octet", "bad-name"],
 )
 def test_bad_command_line_prints_one_error_and_exits_nonzero(image: Path, tmp_path: Path, append: str,
                                                              message: str) -> None:

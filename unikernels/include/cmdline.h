@@ -12,6 +12,7 @@ struct boot_args {
     char name[64];
     enum service service;
     char ip_str[16];
+    uint32_t idle_timeout_s;    /* httpd: close keep-alive connections idle this long */
 };
 
 void cmdline_copy(const char *src);

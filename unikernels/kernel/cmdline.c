@@ -1,4 +1,5 @@
-/* Parses `ip=ADDR/PREFIX gw=ADDR port=N name=NAME service=httpd|echo`.
+/* Parses `ip=ADDR/PREFIX gw=ADDR port=N name=NAME service=httpd|echo`
+ * plus the optional service option `idle_timeout=SECONDS` (httpd, default 75).
  * QEMU prefixes the multiboot command line with the kernel's file name, so
  * words without '=' are skipped. Anything missing or malformed is one clear
  * error line and a non-zero exit: a half-configured backend is worse than none. */
@@ -71,6 +72,7 @@ void cmdline_parse(struct boot_args *a)
     char *p = line;
 
     memset(a, 0, sizeof(*a));
+    a->idle_timeout_s = 75;
     while (*p) {
         while (*p == ' ')
             p++;
@@ -129,6 +131,11 @@ void cmdline_parse(struct boot_args *a)
             else
                 die("service must be httpd or echo", val);
             have_service = 1;
+        } else if (!strcmp(key, "idle_timeout")) {
+            unsigned s;
+            if (parse_uint(val, 86400, &s) || s == 0)
+                die("idle_timeout must be 1..86400 seconds", val);
+            a->idle_timeout_s = s;
         } else {
             die("unknown argument", key);
         }

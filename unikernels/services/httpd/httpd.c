@@ -18,7 +18,7 @@
 #define HEAD_MAX 8192           /* request line + headers; beyond: 431 */
 #define URI_MAX 2048            /* request target; beyond: 414 */
 #define OUT_MAX 1024            /* response head + generated body */
-#define IDLE_POLLS 38           /* x 2 s: close keep-alive connections idle ~75 s */
+#define POLL_S 2                /* tcp_poll every 4 x 500 ms */
 #define WORK_MAX_MS 10000
 
 struct conn {
@@ -28,7 +28,8 @@ struct conn {
     const uint8_t *body;        /* static body still to queue, by reference */
     uint32_t body_left;
     uint16_t out_len, out_off;
-    uint8_t close_after, peer_closed, idle;
+    uint8_t close_after, peer_closed;
+    uint16_t idle;              /* polls since the last progress */
     char out[OUT_MAX];
 };
 
@@ -508,7 +509,7 @@ static err_t on_poll(void *arg, struct tcp_pcb *pcb)
     struct conn *c = arg;
     if (!c)
         return ERR_OK;
-    if (++c->idle >= IDLE_POLLS)
+    if (++c->idle * POLL_S >= args->idle_timeout_s)
         return response_pending(c) ? conn_abort(c) : conn_close(c);
     return process(c);   /* retries a tcp_write that failed for lack of memory */
 }
