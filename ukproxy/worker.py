@@ -64,7 +64,7 @@ class Worker:
         if lc.protocol == "tcp":
             group = self.groups[lc.upstream]  # type: ignore[index]
             state = self.state
-            return lambda: TcpClientSide(state, group)
+            return lambda: TcpClientSide(state, group, lc.address)
         from ukproxy.proxy.http import http_protocol_factory
 
         return http_protocol_factory(self.state, self.config, lc, self.groups)

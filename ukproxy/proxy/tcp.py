@@ -52,7 +52,7 @@ class UpstreamSide(asyncio.Protocol):
 class TcpClientSide(asyncio.Protocol):
     """One client connection on a tcp listener, and the upstream connection it is spliced to."""
 
-    def __init__(self, state: WorkerState, group: UpstreamGroup):
+    def __init__(self, state: WorkerState, group: UpstreamGroup, listener: str = ""):
         self.state = state
         self.group = group
         self.loop = state.loop
@@ -65,16 +65,25 @@ class TcpClientSide(asyncio.Protocol):
         self.closed = False
         self.last_activity = 0.0
         self.idle_timer: asyncio.TimerHandle | None = None
+        # For the access log and metrics (WorkerState.tcp_session_finished).
+        self.listener = listener
+        self.started = self.loop.time()
+        self.bytes_received = 0  # from the client
+        self.bytes_sent = 0  # to the client
+        self.upstream_addr: str | None = None
+        self.connect_time: float | None = None
 
     # client side
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         self.transport = transport  # type: ignore[assignment]
         self.last_activity = self.loop.time()
+        self.state.writing += 1  # a splice is busy both ways: stub_status "writing"
         self.loop.create_task(self._connect_upstream())
 
     def data_received(self, data: bytes) -> None:
         self.last_activity = self.loop.time()
+        self.bytes_received += len(data)
         upstream = self.upstream
         if upstream is not None and upstream.transport is not None:
             upstream.transport.write(data)
@@ -105,6 +114,8 @@ class TcpClientSide(asyncio.Protocol):
             return
         self.closed = True
         self.state.connection_closed()
+        self.state.writing -= 1
+        self._session_finished()
         self._cancel_idle_timer()
         if self.upstream is not None and self.upstream.transport is not None:
             self.upstream.transport.close()
@@ -113,6 +124,7 @@ class TcpClientSide(asyncio.Protocol):
 
     def from_upstream(self, data: bytes) -> None:
         self.last_activity = self.loop.time()
+        self.bytes_sent += len(data)
         self.transport.write(data)  # type: ignore[union-attr]
 
     def upstream_eof(self) -> None:
@@ -148,6 +160,8 @@ class TcpClientSide(asyncio.Protocol):
             if server is None:
                 break
             tried.append(server)
+            if len(tried) > 1:
+                self.state.upstream_retried(group.name)
             upstream = UpstreamSide(self)
             started = self.loop.time()
             try:
@@ -155,7 +169,7 @@ class TcpClientSide(asyncio.Protocol):
                     self.loop.create_connection(lambda u=upstream: u, server.host, server.port),
                     group.config.connect_timeout,
                 )
-            except (OSError, asyncio.TimeoutError) as e:
+            except (TimeoutError, OSError) as e:
                 group.release(server)
                 reason = "timeout" if isinstance(e, asyncio.TimeoutError) else "connect"
                 server.record_failure(self.loop.time())
@@ -168,7 +182,9 @@ class TcpClientSide(asyncio.Protocol):
                 group.release(server)
                 upstream.transport.close()  # type: ignore[union-attr]
                 return
-            server.record_success(self.loop.time() - started)  # connect time feeds least_time
+            self.connect_time = self.loop.time() - started
+            self.upstream_addr = server.name
+            server.record_success(self.connect_time)  # connect time feeds least_time
             self.state.upstream_opened()
             self.server = server
             self.upstream = upstream
@@ -196,6 +212,13 @@ class TcpClientSide(asyncio.Protocol):
         return f"{peer[0]}:{peer[1]}" if peer else "?"
 
     # closing
+
+    def _session_finished(self) -> None:
+        peer = self.transport.get_extra_info("peername") if self.transport else None
+        self.state.tcp_session_finished(
+            self.listener, self.group.name, 200 if self.upstream_addr is not None else 502,
+            self.loop.time() - self.started, self.connect_time, self.upstream_addr,
+            peer[0] if peer else "-", self.bytes_sent, self.bytes_received)
 
     def _close_if_done(self) -> None:
         if self.client_eof and self.upstream_eof_seen:
