@@ -97,6 +97,27 @@ def wrk(lab: Lab, ip: str, conns: int, seconds: int, path: str = "/health") -> f
     return float(m.group(1))
 
 
+def ok(cond: bool) -> str:
+    return "ok" if cond else "MISSED"
+
+
+def summary(r: dict) -> str:
+    return "\n".join([
+        f"boots (TCG)         {r['boots']}",
+        f"exec -> ready       median {r['ready_ms']['median']:.1f} ms, p95 {r['ready_ms']['p95']:.1f} ms",
+        f"exec -> first 200   median {r['first_200_ms']['median']:.1f} ms, p95 {r['first_200_ms']['p95']:.1f} ms"
+        f"   [target 150 ms: {ok(r['first_200_ms']['median'] <= 150)}]",
+        f"image               {r['image_bytes'] / 1024:.0f} KiB   [target 1 MiB: {ok(r['image_bytes'] <= 2**20)}]",
+        f"guest RAM           runs with -m {r['min_guest_ram_mib']} MiB, benched at -m {r['guest_ram_mib']}"
+        f"   [target 16: {ok(0 < r['min_guest_ram_mib'] <= 16)}]",
+        f"QEMU RSS            {r['qemu_rss_mib_idle']:.1f} MiB idle, {r['qemu_rss_mib_after_load']:.1f} MiB after wrk",
+        f"idle host CPU       {r['idle_cpu_percent']:.2f} % of a core over {r['idle_seconds']:.0f} s"
+        f"   [target 1 %: {ok(r['idle_cpu_percent'] < 1)}]",
+        f"wrk /health         {r['wrk_rps']['c1']:.0f} req/s (1 conn), {r['wrk_rps']['c32']:.0f} req/s (32 conns)",
+        f"wrk /static/4 KiB   {r['wrk_rps']['c32_static_4k']:.0f} req/s (32 conns)",
+    ])
+
+
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--boots", type=int, default=30)
@@ -129,19 +150,22 @@ def main() -> int:
             vm = lab.boot("bench-0")
             qemu = psutil.Process(vm.proc.pid)
             time.sleep(1)
+            res["qemu_rss_mib_idle"] = qemu.memory_info().rss / 2**20
             qemu.cpu_percent(None)
             time.sleep(args.idle_seconds)
             res["idle_cpu_percent"] = qemu.cpu_percent(None)
+            res["idle_seconds"] = args.idle_seconds
             res["wrk_rps"] = {
                 "c1": wrk(lab, vm.ip, 1, args.wrk_seconds),
                 "c32": wrk(lab, vm.ip, 32, args.wrk_seconds),
                 "c32_static_4k": wrk(lab, vm.ip, 32, args.wrk_seconds, "/static/small.txt"),
             }
-            res["qemu_rss_mib"] = qemu.memory_info().rss / 2**20
+            res["qemu_rss_mib_after_load"] = qemu.memory_info().rss / 2**20
             res["guest_ram_mib"] = 16
         finally:
             lab.close()
 
+    print(summary(res))
     print(json.dumps(res, indent=2))
     if args.json:
         args.json.parent.mkdir(parents=True, exist_ok=True)
