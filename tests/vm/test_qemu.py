@@ -19,6 +19,7 @@ import pytest
 
 from tests.vm.conftest import curl_in_netns, needs_qemu, needs_root
 from ukproxy.reaper import ChildReaper
+from ukproxy.vm.console import Console
 from ukproxy.vm.cpu_pinning import read_affinity
 from ukproxy.vm.qemu import QemuVm, VmBootError, VmSpec, find_leftover_vms, leftover_vm_id, qemu_command
 
@@ -191,3 +192,49 @@ async def test_master_reaper_delivers_the_exit_status(user_spec: MakeSpec, vms: 
 def test_popen_of_others_is_unaffected_without_reaper() -> None:
     # the standalone watcher reaps only its own pid (a pidfd, then waitpid(pid)), never waitpid(-1)
     assert subprocess.run(["true"]).returncode == 0
+
+
+async def test_standalone_poll_fallback_without_pidfd(
+    user_spec: MakeSpec, vms: MakeVm, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    def no_pidfd(pid: int) -> int:
+        raise OSError(38, "Function not implemented")
+
+    monkeypatch.setattr(os, "pidfd_open", no_pidfd)
+    vm = vms(user_spec("user-4"))
+    await vm.start()
+    assert exit_code(await vm.stop()) == 0
+
+
+async def test_pause_and_resume_follow_the_guest(user_spec: MakeSpec, vms: MakeVm) -> None:
+    vm = vms(user_spec("user-5"))
+    await vm.start()
+    await vm.pause()
+    assert vm.state == "paused"
+    assert (await vm.qmp("query-status"))["status"] == "paused"
+    await vm.resume()
+    assert vm.state == "running"
+    assert (await vm.qmp("query-status"))["status"] == "running"
+    vm.kill()
+    vm.kill()  # a second kill, and one after the exit, are harmless
+    status = await vm.exited
+    vm.kill()
+    assert os.WTERMSIG(status) == signal.SIGKILL
+    assert await vm.stop() == status  # stop on an exited VM just reports
+
+
+# -- the console ring -----------------------------------------------------------------------------
+
+
+async def test_console_keeps_recent_lines_and_spots_ready() -> None:
+    read_end, write_end = os.pipe()
+    console = Console(read_end, keep_lines=3)
+    os.write(write_end, b"boot\r\nnet up\r\nready name=x\npart")
+    ready = await asyncio.wait_for(console.ready_line, 5)
+    assert ready == "ready name=x"
+    assert console.tail(2) == "ready name=x\npart"  # an unfinished line counts
+    os.write(write_end, b"ial\nmore\nlast\n")
+    os.close(write_end)
+    await asyncio.wait_for(console.closed, 5)
+    assert console.tail() == "partial\nmore\nlast"  # only keep_lines are kept
+    assert console.tail(0) == ""

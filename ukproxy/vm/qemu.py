@@ -43,6 +43,7 @@ SANDBOX_AS_ROOT = SANDBOX + ",elevateprivileges=deny"
 SANDBOX_RUNAS = SANDBOX + ",elevateprivileges=allow"
 # sun_path is 108 bytes including the terminating NUL.
 _UNIX_PATH_MAX = 107
+_EXIT_POLL_INTERVAL = 0.05  # seconds; only without pidfd support
 _SAFE_NAME = re.compile(r"[A-Za-z0-9_.@-]+")
 
 VmState = Literal["new", "booting", "running", "paused", "stopping", "exited"]
@@ -64,7 +65,7 @@ class VmSpec:
     accel: str  # "tcg" | "kvm", already resolved (see ukproxy.vm.accel)
     mac: str
     netns: str = "ukproxy"  # the backend namespace of the ukproxy that owns the VM; part of the marker
-    tap_fd: int | None = None  # bridge mode: an open TAP fd handed to QEMU (the caller keeps and closes it)
+    tap_fd: int | None = None  # bridge mode: an open TAP fd for QEMU; the caller may close its copy after start()
     hostfwd_port: int | None = None  # user-net fallback: 127.0.0.1:hostfwd_port -> guest port
     cpu: int | None = None  # pin QEMU (all threads) to this CPU after launch
     boot_timeout: float = 10.0
@@ -254,8 +255,17 @@ class QemuVm:
             self._reaper.watch(self.pid, self._on_exit)
             return
         # Standalone: the pidfd turns readable when QEMU exits; then reap that one pid.
-        self._pidfd = os.pidfd_open(self.pid)
+        try:
+            self._pidfd = os.pidfd_open(self.pid)
+        except OSError:
+            self._poll_own_child(loop)  # a kernel without pidfds (before 5.3): poll instead
+            return
         loop.add_reader(self._pidfd, self._reap_own_child)
+
+    def _poll_own_child(self, loop: asyncio.AbstractEventLoop) -> None:
+        self._reap_own_child()
+        if not self.exited.done():
+            loop.call_later(_EXIT_POLL_INTERVAL, self._poll_own_child, loop)
 
     def _reap_own_child(self) -> None:
         assert self.pid is not None
