@@ -76,9 +76,9 @@ class AccessLog:
 
     # lines
 
-    def request(self, listener: str, upstream: str, status: int, request_time: float, upstream_time: float | None,
-                upstream_addr: str | None, method: str, uri: str, client: str, bytes_sent: int,
-                user_agent: str | None, referer: str | None) -> None:
+    def request(self, listener: str, upstream: str | None, status: int, request_time: float,
+                upstream_time: float | None, upstream_addr: str | None, method: str, uri: str, client: str,
+                bytes_sent: int, user_agent: str | None, referer: str | None) -> None:
         if self.json_lines:
             line = json.dumps({
                 "time": time.strftime("%Y-%m-%dT%H:%M:%S%z"), "remote_addr": client, "protocol": "http",

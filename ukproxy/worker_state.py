@@ -68,10 +68,10 @@ class WorkerState:
 
     # observability hooks, called by the proxies
 
-    def request_finished(self, listener: str, upstream: str, status: int, request_time: float,
+    def request_finished(self, listener: str, upstream: str | None, status: int, request_time: float,
                          upstream_time: float | None, upstream_addr: str | None, method: str, uri: str,
                          client: str, bytes_sent: int, user_agent: str | None, referer: str | None) -> None:
-        """One HTTP request answered. Times in seconds; upstream_* None when no upstream answered."""
+        """One HTTP request answered. Times in seconds; upstream and upstream_* None when no upstream answered."""
         self.tally.request(listener, upstream, status, request_time, upstream_time)
         if self.access_log is not None:
             self.access_log.request(listener, upstream, status, request_time, upstream_time, upstream_addr,

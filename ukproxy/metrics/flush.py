@@ -120,10 +120,11 @@ class WorkerMetricsFlusher:
 
     def _flush_tallies(self) -> None:
         tally = self.state.tally
+        # upstream is None for requests answered without one (400s, 404 without a route): an empty label.
         for (listener, upstream, klass), n in tally.requests.take().items():
-            f.REQUESTS.labels(listener, upstream, _status_class(klass)).inc(n)
-        add_histogram(f.REQUEST_DURATION, tally.request_times, lambda key: key)
-        add_histogram(f.UPSTREAM_RESPONSE_TIME, tally.upstream_times, lambda key: (key,))
+            f.REQUESTS.labels(listener, upstream or "", _status_class(klass)).inc(n)
+        add_histogram(f.REQUEST_DURATION, tally.request_times, lambda key: (key[0], key[1] or ""))
+        add_histogram(f.UPSTREAM_RESPONSE_TIME, tally.upstream_times, lambda key: (key or "",))
         for (listener, upstream, status), n in tally.tcp_sessions.take().items():
             f.TCP_SESSIONS.labels(listener, upstream, str(status)).inc(n)
         for listener, n in tally.tcp_sent.take().items():

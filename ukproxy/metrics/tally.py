@@ -64,7 +64,7 @@ class RequestTally:
         self.tcp_sent = Tally()  # listener → bytes
         self.tcp_received = Tally()  # listener → bytes
 
-    def request(self, listener: str, upstream: str, status: int, request_time: float,
+    def request(self, listener: str, upstream: str | None, status: int, request_time: float,
                 upstream_time: float | None) -> None:
         self.requests.add((listener, upstream, status // 100))
         self.request_times.observe((listener, upstream), request_time)
