@@ -119,3 +119,31 @@ try:
 except socket.timeout:
     print(json.dumps({"mac": None}))
 '''
+
+# One ICMP echo request, raw socket (no ping binary needed); prints whether the reply came back.
+PING = r'''
+import json, os, socket, struct, sys
+ip = sys.argv[1]
+
+def csum(b):
+    b += b"\0" * (len(b) % 2)
+    s = sum(struct.unpack(f"!{len(b) // 2}H", b))
+    s = (s >> 16) + (s & 0xFFFF)
+    s += s >> 16
+    return ~s & 0xFFFF
+
+s = socket.socket(socket.AF_INET, socket.SOCK_RAW, socket.IPPROTO_ICMP)
+s.settimeout(5)
+ident, payload = os.getpid() & 0xFFFF, b"ukproxy-ping"
+hdr = struct.pack("!BBHHH", 8, 0, 0, ident, 1)
+s.sendto(struct.pack("!BBHHH", 8, 0, csum(hdr + payload), ident, 1) + payload, (ip, 0))
+ok = False
+try:
+    while not ok:
+        data, addr = s.recvfrom(2048)
+        icmp = data[(data[0] & 0x0F) * 4:]
+        ok = addr[0] == ip and icmp[0] == 0 and icmp[4:6] == struct.pack("!H", ident) and icmp[8:] == payload
+except socket.timeout:
+    pass
+print(json.dumps({"reply": ok}))
+'''

@@ -84,6 +84,12 @@ def statuses(data: str) -> list[int]:
 @needs_root
 def test_ready_line_names_vm(web: Vm) -> None:
     assert web.wait_ready() == f"ready name=web-0 ip={web.ip} port=80 service=httpd"
+    assert sum(line.startswith("ready") for line in web.lines) == 1
+
+
+@needs_root
+def test_answers_ping(lab: Lab, web: Vm) -> None:
+    assert lab.netns.python(clients.PING, web.ip) == {"reply": True}
 
 
 @needs_root
