@@ -69,8 +69,12 @@ async def main():
                     await r.read()
                     bad += r.status != 200
                 done += 1
-    await asyncio.sleep(1)   # let the last FIN/ACKs settle
-    after = await info()
+    # Closing connections may hold a segment until their last ACK: settle, bounded.
+    for _ in range(20):
+        await asyncio.sleep(0.5)
+        after = await info()
+        if after["free_heap"] == before["free_heap"] and after["connections"] == 1:
+            break
     print(json.dumps({"before": before, "after": after, "done": done, "bad": bad}))
 
 asyncio.run(main())
