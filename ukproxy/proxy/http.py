@@ -230,7 +230,8 @@ class HttpClientConnection(asyncio.Protocol):
             self.transport.write_eof()
 
     def may_keep_alive(self) -> bool:
-        return self.requests < self.limits.keepalive_requests and not self.reader.done
+        # A reader that is done (an error, EOF, "close") still owes answers to the requests already queued.
+        return self.requests < self.limits.keepalive_requests and not (self.reader.done and not self.events)
 
     def pause_reading(self, reason: str) -> None:
         if not self._pause_reasons and not self.closed and self.transport is not None:

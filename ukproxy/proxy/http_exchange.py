@@ -60,7 +60,8 @@ class Exchange:
         self.pool = pool
         self.started_at = self.loop.time()
         self.request_bytes = msg.upstream_request_head(
-            head.method, path, head.version, head.headers, head.connection_tokens, client.peer_ip,
+            head.method, path, head.host_header or group.name.encode(), head.version, head.headers,
+            head.connection_tokens, client.peer_ip,
             head.content_length, head.chunked, head.upgrade,
         )
         # the request body

@@ -11,6 +11,8 @@ from http import HTTPStatus
 
 HOP_BY_HOP = frozenset((b"connection", b"keep-alive", b"te", b"trailer", b"transfer-encoding", b"upgrade"))
 VIA = b"ukproxy"
+# Request headers the proxy writes itself (Expect: it answered 100-continue already).
+_REPLACED = frozenset((b"host", b"content-length", b"x-real-ip", b"x-forwarded-proto", b"expect"))
 
 
 def is_hop_by_hop(lname: bytes, named: frozenset[bytes] | set[bytes]) -> bool:
@@ -28,6 +30,7 @@ def connection_tokens(headers: list[tuple[bytes, bytes]]) -> frozenset[bytes]:
 def upstream_request_head(
     method: bytes,
     path: bytes,
+    host: bytes,
     version: bytes,
     headers: list[tuple[bytes, bytes]],
     named: frozenset[bytes],
@@ -36,14 +39,15 @@ def upstream_request_head(
     chunked: bool,
     upgrade: bytes | None,
 ) -> bytes:
-    """The request as it goes upstream: HTTP/1.1, keep-alive, forwarding headers, our own framing."""
-    lines = [method + b" " + path + b" HTTP/1.1\r\n"]
+    """The request as it goes upstream: HTTP/1.1, keep-alive, forwarding headers, our own framing.
+    `host` is the client's Host (or absolute-form authority); HTTP/1.1 needs one, so never empty."""
+    lines = [method + b" " + path + b" HTTP/1.1\r\nHost: " + host + b"\r\n"]
     forwarded_for = None
     via = None
     for name, value in headers:
         lname = name.lower()
-        if is_hop_by_hop(lname, named) or lname in (b"content-length", b"x-real-ip", b"x-forwarded-proto", b"expect"):
-            continue  # Expect: the proxy answered 100-continue itself
+        if is_hop_by_hop(lname, named) or lname in _REPLACED:
+            continue
         if lname == b"x-forwarded-for":
             forwarded_for = value if forwarded_for is None else forwarded_for + b", " + value
             continue

@@ -161,11 +161,6 @@ class UpstreamConnection(asyncio.Protocol):
             return
         self.got_bytes = True
         self._last_read = self.loop.time()
-        if not self._head_done:
-            self._head_bytes += len(data)
-            if self._head_bytes > MAX_RESPONSE_HEAD:
-                self._fail(INVALID, "response head too large")
-                return
         try:
             self.parser.feed_data(data)
         except httptools.HttpParserUpgrade as e:
@@ -183,6 +178,12 @@ class UpstreamConnection(asyncio.Protocol):
                 self._fail(INVALID, f"callback: {e}")
         except httptools.HttpParserError as e:
             self._fail(INVALID, str(e))
+            return
+        if not self._head_done and self.sink is not None:
+            # Still in the head after this read (we never pipeline upstream, so every byte so far was head).
+            self._head_bytes += len(data)
+            if self._head_bytes > MAX_RESPONSE_HEAD:
+                self._fail(INVALID, "response head too large")
 
     def eof_received(self) -> bool:
         sink = self.sink
