@@ -37,9 +37,11 @@ pytestmark = [
     pytest.mark.timeout(180),
     pytest.mark.skipif(not qemu_available(), reason="qemu-system-x86_64 is not installed"),
 ]
-needs_root = pytest.mark.skipif(
-    not is_root(), reason="needs root: network namespaces, bridges and TAPs"
-)
+_skip_unless_root = pytest.mark.skipif(not is_root(), reason="needs root: network namespaces, bridges and TAPs")
+
+
+def needs_root(test):
+    return pytest.mark.root(_skip_unless_root(test))
 
 
 @pytest.fixture(scope="session")
