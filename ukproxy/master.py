@@ -317,9 +317,24 @@ class Master:
                 os.kill(w.pid, signal.SIGUSR1)
 
 
+MASTER_SIGNALS = (signal.SIGTERM, signal.SIGINT, signal.SIGQUIT, signal.SIGHUP, signal.SIGUSR1, signal.SIGCHLD)
+
+
+def _forked_child_forgets_master_signals() -> None:
+    """Libraries fork helpers from the master (pyroute2 does, for namespaces). Such a child shares the
+    event loop's signal wakeup fd: a SIGTERM sent to the helper would reach the master's loop as its
+    own SIGTERM. The child drops the wakeup fd and gets default dispositions back."""
+    with contextlib.suppress(ValueError, OSError):
+        signal.set_wakeup_fd(-1)
+    for sig in MASTER_SIGNALS:
+        with contextlib.suppress(ValueError, OSError):
+            signal.signal(sig, signal.SIG_DFL)
+
+
 def run_master(config: Config) -> int:
     # The master runs asyncio's own loop, not uvloop: it needs SIGCHLD for itself (uvloop keeps that
     # signal for its subprocess support) and it is off the data path.
     setup_logging(config.log, "master")
+    os.register_at_fork(after_in_child=_forked_child_forgets_master_signals)
     master = Master(config)
     return asyncio.run(master.run())

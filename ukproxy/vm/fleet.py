@@ -76,6 +76,8 @@ class Fleet:
         self.scheduler: Scheduler | None = None
         self.on_vm_exit: Callable[[FleetVm, int], None] = lambda vm, status: None
         self.replacements = 0
+        self.closing = False
+        self.launching: set[asyncio.Task[FleetVm]] = set()
         self.boots = 0
         self.boot_failures = 0
 
@@ -136,11 +138,13 @@ class Fleet:
         from ukproxy.vm.accel import probe_accel
 
         image = self.vm_upstreams()[0].vm.image  # type: ignore[union-attr]
-        choice = await probe_accel(image)
-        log.info("accel auto: %s (%s)", choice.accel, choice.reason)
+        choice = await probe_accel(image, reaper=self.reaper, netns=self.config.network.netns)
         return choice.accel
 
     async def shutdown(self) -> None:
+        self.closing = True
+        # Boots in flight finish first (a VM must not come up after the fleet was emptied).
+        await asyncio.gather(*self.launching, return_exceptions=True)
         await asyncio.gather(*(self.stop(vm_id) for vm_id in list(self.vms)), return_exceptions=True)
         if self.network is not None:
             with contextlib.suppress(Exception):
@@ -154,6 +158,8 @@ class Fleet:
         vm_config = upstream.vm
         if vm_config is None or self.scheduler is None:
             raise VmBootError(f"upstream {upstream_name} has no [vm] section")
+        if self.closing:
+            raise VmBootError("ukproxy is stopping")
         number = next(self.ids)
         vm_id = f"{upstream_name}-{number}"
         request = VmRequest(upstream=upstream_name, memory_mib=vm_config.memory_mib,
@@ -164,13 +170,21 @@ class Fleet:
         except Unschedulable as e:
             raise VmBootError(f"no CPU can take VM {vm_id}: {e}") from None
         log.info("placing %s: %s", vm_id, placement.describe())
+        launch = asyncio.ensure_future(self._launch(vm_id, number, upstream_name, slot, placement.cpu, vm_config))
+        self.launching.add(launch)
         try:
-            vm = await self._launch(vm_id, number, upstream_name, slot, placement.cpu, vm_config)
+            vm = await asyncio.shield(launch)
         except BaseException:
-            self.scheduler.release(vm_id)
+            with contextlib.suppress(KeyError):
+                self.scheduler.release(vm_id)
             self.boot_failures += 1
             raise
+        finally:
+            self.launching.discard(launch)
         self.boots += 1
+        if self.closing:
+            await self.stop(vm_id)
+            raise VmBootError("ukproxy is stopping")
         return vm
 
     async def _launch(self, vm_id: str, number: int, upstream: str, slot: int, cpu: int,

@@ -1,0 +1,62 @@
+"""Fixtures for tests that run ukproxy with real unikernel VMs on TAPs in a namespace of their own."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import subprocess
+import uuid
+from collections.abc import Iterator
+from pathlib import Path
+
+import psutil
+import pytest
+
+from tests.running import REPO
+
+IMAGE = REPO / "unikernels" / "build" / "httpd.elf"
+
+
+def needs_vms() -> None:
+    if os.geteuid() != 0:
+        pytest.skip("needs root: namespaces, bridges and TAPs (CI runs as root)")
+    if shutil.which("qemu-system-x86_64") is None:
+        pytest.skip("qemu-system-x86_64 is missing: `make test` installs it")
+
+
+@pytest.fixture(scope="session")
+def unikernel_image() -> Path:
+    needs_vms()
+    result = subprocess.run(["make", "-C", str(REPO / "unikernels")], capture_output=True, text=True, timeout=600)
+    assert result.returncode == 0, f"unikernel build failed:\n{result.stdout[-3000:]}\n{result.stderr[-3000:]}"
+    assert IMAGE.exists()
+    return IMAGE
+
+
+def qemu_of(netns: str) -> list[psutil.Process]:
+    """QEMU processes carrying our marker for this namespace."""
+    found = []
+    for p in psutil.process_iter(["cmdline", "status"]):
+        if p.info["status"] == psutil.STATUS_ZOMBIE:
+            continue  # exited, waiting for its parent to reap it
+        cmdline = p.info["cmdline"] or []
+        if any(arg.startswith(f"ukproxy:{netns}:") for arg in cmdline):
+            found.append(p)
+    return found
+
+
+@pytest.fixture
+def netns_name() -> Iterator[str]:
+    """A unique backend namespace name; afterwards, nothing of it may remain.
+
+    Request it before `ukproxy` so it is torn down after the proxies stop."""
+    name = f"ukt-fleet-{uuid.uuid4().hex[:8]}"
+    yield name
+    leftovers = qemu_of(name)
+    for p in leftovers:
+        p.kill()
+    namespace_left = os.path.exists(f"/run/netns/{name}")
+    if namespace_left:
+        subprocess.run(["ip", "netns", "delete", name], check=False)
+    assert not leftovers, f"QEMU processes left behind: {[p.pid for p in leftovers]}"
+    assert not namespace_left, f"namespace {name} left behind"
