@@ -11,12 +11,12 @@
 #include "kernel.h"
 #include "services.h"
 #include "static.h"
+#include "request.h"
 #include "lwip/tcp.h"
 #include "lwip/mem.h"
 #include "lwip/stats.h"
 
 #define HEAD_MAX 8192           /* request line + headers; beyond: 431 */
-#define URI_MAX 2048            /* request target; beyond: 414 */
 #define OUT_MAX 1024            /* response head + generated body */
 #define POLL_S 2                /* tcp_poll every 4 x 500 ms */
 #define WORK_MAX_MS 10000
@@ -36,12 +36,6 @@ struct conn {
 static const struct boot_args *args;
 static uint32_t requests_served, open_conns;
 static char head[HEAD_MAX + 1];   /* one request head at a time: single-threaded */
-
-struct request {
-    char *method, *path, *query;
-    int http10, keep_alive, has_host;
-    uint32_t content_length;
-};
 
 /* ---- connection lifetime ---- */
 
@@ -189,138 +183,6 @@ static err_t send_more(struct conn *c)
     return ERR_OK;
 }
 
-/* ---- request parsing ---- */
-
-static int lower(int ch) { return ch >= 'A' && ch <= 'Z' ? ch + 32 : ch; }
-
-static int ieq(const char *a, const char *b)
-{
-    while (*a && lower(*a) == lower(*b))
-        a++, b++;
-    return !*a && !*b;
-}
-
-static int has_token(const char *v, const char *token)
-{
-    size_t tl = strlen(token);
-    while (*v) {
-        while (*v == ' ' || *v == '\t' || *v == ',')
-            v++;
-        const char *start = v;
-        while (*v && *v != ',' && *v != ' ' && *v != '\t')
-            v++;
-        if ((size_t)(v - start) == tl) {
-            size_t i = 0;
-            while (i < tl && lower(start[i]) == token[i])
-                i++;
-            if (i == tl)
-                return 1;
-        }
-    }
-    return 0;
-}
-
-static int is_tchar(char ch)
-{
-    return (ch >= 'a' && ch <= 'z') || (ch >= 'A' && ch <= 'Z') || (ch >= '0' && ch <= '9') ||
-           (ch && strchr("!#$%&'*+-.^_`|~", ch));
-}
-
-/* Parses head[] (NUL-terminated, ends with CRLFCRLF); 0 or an HTTP status. */
-static int parse(char *h, struct request *r)
-{
-    memset(r, 0, sizeof(*r));
-    char *eol = strchr(h, '\r');
-    if (!eol || eol[1] != '\n')
-        return 400;
-    *eol = 0;
-    char *next = eol + 2;
-
-    /* request line: method SP target SP HTTP/1.x */
-    char *sp1 = strchr(h, ' ');
-    if (!sp1 || sp1 == h)
-        return 400;
-    *sp1 = 0;
-    for (char *p = h; *p; p++)
-        if (!is_tchar(*p))
-            return 400;
-    char *target = sp1 + 1, *sp2 = strchr(target, ' ');
-    if (!sp2)
-        return 400;
-    *sp2 = 0;
-    if ((size_t)(sp2 - target) > URI_MAX)
-        return 414;
-    if (target[0] != '/')
-        return 400;
-    for (char *p = target; *p; p++)
-        if ((unsigned char)*p <= ' ' || (unsigned char)*p >= 0x7F)
-            return 400;
-    const char *ver = sp2 + 1;
-    if (strncmp(ver, "HTTP/", 5) || !(ver[5] >= '0' && ver[5] <= '9') || ver[6] != '.' ||
-        !(ver[7] >= '0' && ver[7] <= '9') || ver[8])
-        return 400;
-    if (ver[5] != '1')
-        return 505;
-    r->http10 = ver[7] == '0';
-    r->keep_alive = !r->http10;
-    r->method = h;
-    r->path = target;
-    char *q = strchr(target, '?');
-    if (q) {
-        *q = 0;
-        r->query = q + 1;
-    }
-
-    /* header fields */
-    int have_cl = 0;
-    for (char *line = next; *line != '\r';) {
-        eol = strchr(line, '\r');
-        if (!eol || eol[1] != '\n')
-            return 400;
-        *eol = 0;
-        char *colon = strchr(line, ':');
-        if (!colon || colon == line)
-            return 400;   /* also rejects obs-fold (line starting with space) */
-        *colon = 0;
-        for (char *p = line; *p; p++)
-            if (!is_tchar(*p))
-                return 400;
-        char *v = colon + 1;
-        while (*v == ' ' || *v == '\t')
-            v++;
-        char *end = eol;
-        while (end > v && (end[-1] == ' ' || end[-1] == '\t'))
-            *--end = 0;
-        if (ieq(line, "connection")) {
-            if (has_token(v, "close"))
-                r->keep_alive = 0;
-            else if (has_token(v, "keep-alive"))
-                r->keep_alive = 1;
-        } else if (ieq(line, "content-length")) {
-            uint32_t n = 0;
-            if (!*v || have_cl)
-                return 400;
-            for (; *v; v++) {
-                if (*v < '0' || *v > '9')
-                    return 400;
-                n = n * 10 + (uint32_t)(*v - '0');
-                if (n > 1024 * 1024)
-                    return 413;
-            }
-            r->content_length = n;
-            have_cl = 1;
-        } else if (ieq(line, "transfer-encoding")) {
-            return 501;   /* no request bodies worth streaming here */
-        } else if (ieq(line, "host")) {
-            r->has_host = 1;
-        }
-        line = eol + 2;
-    }
-    if (!r->http10 && !r->has_host)
-        return 400;   /* RFC 9112: HTTP/1.1 requests carry Host */
-    return 0;
-}
-
 /* ---- routes ---- */
 
 static const char *content_type(const char *name)
@@ -336,32 +198,6 @@ static const char *content_type(const char *name)
     if (!strcmp(dot, ".js")) return "application/javascript";
     if (!strcmp(dot, ".json")) return "application/json";
     return "application/octet-stream";
-}
-
-static int query_uint(const char *query, const char *key, uint32_t *out)
-{
-    size_t kl = strlen(key);
-    for (const char *p = query; p && *p;) {
-        if (!strncmp(p, key, kl) && p[kl] == '=') {
-            const char *v = p + kl + 1;
-            uint32_t n = 0;
-            if (*v < '0' || *v > '9')
-                return -1;
-            for (; *v >= '0' && *v <= '9'; v++) {
-                n = n * 10 + (uint32_t)(*v - '0');
-                if (n > 100000000)
-                    return -1;
-            }
-            if (*v && *v != '&')
-                return -1;
-            *out = n;
-            return 0;
-        }
-        p = strchr(p, '&');
-        if (p)
-            p++;
-    }
-    return -1;
 }
 
 static void route(struct conn *c, struct request *r)
@@ -395,7 +231,7 @@ static void route(struct conn *c, struct request *r)
         respond(c, 200, "application/json", body, (uint32_t)n, NULL, 0, head_only, r->keep_alive, r->http10);
     } else if (!strcmp(path, "/api/work")) {
         uint32_t ms;
-        if (query_uint(r->query, "ms", &ms) || ms > WORK_MAX_MS) {
+        if (request_query_uint(r->query, "ms", &ms) || ms > WORK_MAX_MS) {
             respond_text(c, 400, "expected /api/work?ms=N with N <= 10000\n", r);
             return;
         }
@@ -453,7 +289,7 @@ static err_t process(struct conn *c)
         head[head_len] = 0;
         consume(c, head_len);
         struct request r;
-        int status = parse(head, &r);
+        int status = request_parse(head, &r);
         if (status) {
             respond_error(c, status);
             continue;

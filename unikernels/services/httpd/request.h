@@ -1,0 +1,20 @@
+/* Parsing of HTTP/1.x request heads (see request.c). */
+#ifndef UK_HTTPD_REQUEST_H
+#define UK_HTTPD_REQUEST_H
+#include <stdint.h>
+
+#define URI_MAX 2048   /* request target; beyond: 414 */
+
+struct request {
+    char *method, *path, *query;   /* point into the parsed head */
+    int http10, keep_alive, has_host;
+    uint32_t content_length;
+};
+
+/* Parses a NUL-terminated head ending in CRLFCRLF, in place.
+ * Returns 0, or the HTTP status to answer with (400, 413, 414, 501, 505). */
+int request_parse(char *head, struct request *r);
+
+/* Reads unsigned `key=N` from a query string; 0 on success. */
+int request_query_uint(const char *query, const char *key, uint32_t *out);
+#endif
