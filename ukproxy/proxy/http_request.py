@@ -120,8 +120,10 @@ class RequestReader:
             return
         if self.in_head:
             # A head still incomplete: bound what it holds even if no header line ends (slowloris, huge value).
-            self.head_bytes = self.head_bytes + len(data) if was_in_head and not self._began_this_feed \
-                else max(self.head_bytes, self._precise_head_bytes())
+            if was_in_head and not self._began_this_feed:
+                self.head_bytes += len(data)  # all of this read went into the head
+            else:
+                self.head_bytes = self._partial_head_bytes(data)
             if self.head_bytes > self.limits.max_header_size:
                 self._error(HttpError(431, "request head too large"))
 
@@ -129,6 +131,14 @@ class RequestReader:
         self.done = True
         self.in_head = False
         self.events.append((ERROR, error))
+
+    def _partial_head_bytes(self, data: bytes) -> int:
+        """How much of `data` the head that began in it holds: from its request line to the end."""
+        if self._url:
+            start = data.rfind(b" " + self._url + b" HTTP/")
+            if start >= 0:
+                return len(data) - start
+        return self._precise_head_bytes()  # the request line is still incomplete: its target is counted
 
     def _precise_head_bytes(self) -> int:
         return _START_LINE_OVERHEAD + len(self._url) + sum(len(n) + len(v) + 4 for n, v in self._headers)
