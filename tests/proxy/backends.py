@@ -205,3 +205,37 @@ def read_head(conn: socket.socket, timeout: float = 10.0) -> bytes:
             break
         data += more
     return data
+
+
+class RequestStream:
+    """Reads whole requests (Content-Length bodies only) one after another off one raw connection."""
+
+    def __init__(self, conn: socket.socket, timeout: float = 10.0):
+        self.conn = conn
+        self.buffer = b""
+        conn.settimeout(timeout)
+
+    def next(self) -> tuple[bytes, bytes] | None:
+        """(head, body) of the next request, or None at EOF."""
+        while b"\r\n\r\n" not in self.buffer:
+            data = self.conn.recv(65536)
+            if not data:
+                return None
+            self.buffer += data
+        head, _, rest = self.buffer.partition(b"\r\n\r\n")
+        length = 0
+        for line in head.split(b"\r\n")[1:]:
+            name, _, value = line.partition(b":")
+            if name.strip().lower() == b"content-length":
+                length = int(value)
+        while len(rest) < length:
+            data = self.conn.recv(65536)
+            if not data:
+                return None
+            rest += data
+        self.buffer = rest[length:]
+        return head, rest[:length]
+
+
+def method_of(head: bytes) -> str:
+    return head.split(b" ", 1)[0].decode()

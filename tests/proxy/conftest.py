@@ -50,7 +50,7 @@ def http_config(
     listen_upstream: bool = True,
 ) -> str:
     """A config with one http listener on `port` and one upstream over `servers`; `more` adds sections."""
-    server_list = ", ".join(f'"{s}"' for s in servers)
+    server_list = ", ".join(s if s.startswith("{") else f'"{s}"' for s in servers)  # inline tables as they are
     listen_line = f'upstream = "{upstream}"' if listen_upstream else ""
     return f"""
 workers = {workers}

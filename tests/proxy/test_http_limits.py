@@ -88,7 +88,7 @@ def test_upstream_connect_timeout_is_504(http_proxy):
     blackhole = socket.socket()
     blackhole.bind(("127.0.0.1", 0))
     blackhole.listen(0)
-    address = "127.0.0.1:%d" % blackhole.getsockname()[1]
+    address = f"127.0.0.1:{blackhole.getsockname()[1]}"
     fillers = []
     for _ in range(3):
         s = socket.socket()
