@@ -50,6 +50,8 @@ struct vq {
 static uint16_t iobase;
 static struct vq rxq, txq;
 static uint16_t tx_free[MAX_SLOTS], tx_nfree;
+static int tx_blocked;              /* a send failed on a full ring */
+uint32_t vnet_tx_full_count;
 
 static void vq_setup(struct vq *q, uint16_t index)
 {
@@ -166,13 +168,29 @@ static int tx_slot = -1;
 void *vnet_tx_begin(size_t *cap)
 {
     tx_reclaim();
-    if (!tx_nfree)
-        return NULL;   /* ring full: the caller drops, TCP retransmits */
+    if (!tx_nfree) {
+        /* Ring full: the caller drops the frame; vnet_tx_unblocked() tells the
+         * loop when to retry, as soon as the device hands slots back. */
+        tx_blocked = 1;
+        vnet_tx_full_count++;
+        return NULL;
+    }
     tx_slot = tx_free[--tx_nfree];
     uint8_t *buf = txq.bufs + tx_slot * SLOT;
     memset(buf, 0, HDR_LEN);   /* no offloads requested: an all-zero header */
     *cap = SLOT - HDR_LEN;
     return buf + HDR_LEN;
+}
+
+int vnet_tx_unblocked(void)
+{
+    if (!tx_blocked)
+        return 0;
+    tx_reclaim();
+    if (!tx_nfree)
+        return 0;
+    tx_blocked = 0;
+    return 1;
 }
 
 void vnet_tx_commit(size_t len)

@@ -10,6 +10,7 @@
 #include "lwip/etharp.h"
 #include "lwip/pbuf.h"
 #include "netif/ethernet.h"
+#include "lwip/priv/tcp_priv.h"
 
 static struct netif nif;
 
@@ -51,7 +52,12 @@ static void deliver(const void *frame, size_t len)
 
 int net_poll(void)
 {
-    return vnet_poll_rx(deliver);
+    int n = vnet_poll_rx(deliver);
+    /* Segments refused by a full TX ring are flagged TF_NAGLEMEMERR; resend them
+     * now rather than at lwIP's next 250 ms timer. */
+    if (vnet_tx_unblocked())
+        tcp_txnow();
+    return n;
 }
 
 int net_rx_pending(void)

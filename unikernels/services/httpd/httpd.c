@@ -12,6 +12,7 @@
 #include "services.h"
 #include "static.h"
 #include "request.h"
+#include "virtio_net.h"
 #include "lwip/tcp.h"
 #include "lwip/mem.h"
 #include "lwip/stats.h"
@@ -221,9 +222,9 @@ static void route(struct conn *c, struct request *r)
     } else if (!strcmp(path, "/api/info")) {
         int n = snprintf(body, sizeof(body),
                          "{\"name\":\"%s\",\"ip\":\"%s\",\"port\":%u,\"uptime_ms\":%u,\"requests\":%u,"
-                         "\"connections\":%u,\"free_heap\":%u,\"heap_size\":%u,\"pbuf_pool_free\":%u}\n",
+                         "\"tx_ring_full\":%u,\"connections\":%u,\"free_heap\":%u,\"heap_size\":%u,\"pbuf_pool_free\":%u}\n",
                          args->name, args->ip_str, args->port, (unsigned)uptime_ms(),
-                         (unsigned)requests_served + 1, (unsigned)open_conns,
+                         (unsigned)requests_served + 1, (unsigned)vnet_tx_full_count, (unsigned)open_conns,
                          (unsigned)(lwip_stats.mem.avail - lwip_stats.mem.used),
                          (unsigned)lwip_stats.mem.avail,
                          (unsigned)(lwip_stats.memp[MEMP_PBUF_POOL]->avail -
