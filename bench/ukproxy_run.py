@@ -1,0 +1,108 @@
+"""ukproxy masters for the bench: config texts (static backends or a VM pool) and reading their logs and /status."""
+
+from __future__ import annotations
+
+import json
+import re
+import sys
+import time
+import urllib.request
+from dataclasses import dataclass
+from pathlib import Path
+
+from bench.procs import Processes, Started, wait_bound
+
+REPO = Path(__file__).resolve().parent.parent
+IMAGE = REPO / "unikernels" / "build" / "httpd.elf"
+
+VM_UP = re.compile(r"VM (\S+) up: (\S+):(\d+) on CPU (\S+), pid (\d+), ready in (\d+) ms")
+
+
+def config_text(*, workers: int, metrics_port: int, listeners: list[tuple[int, str]], upstream: str,
+                accept_mutex: bool = True, reuseport: bool = False, netns: str | None = None,
+                pool: str = "min = 1\nmax = 1\nmax_conns = 1024\noverflow = \"queue\"",
+                level: str = "info") -> str:
+    """listeners: (port, "tcp"|"http") all to upstream "b"; upstream: 'servers = [...]' or 'vm'."""
+    out = f"""workers = {workers}
+worker_connections = 4096
+accept_mutex = {str(accept_mutex).lower()}
+reuseport = {str(reuseport).lower()}
+[log]
+error_log = "stderr"
+level = "{level}"
+[metrics]
+listen = "127.0.0.1:{metrics_port}"
+"""
+    if netns:
+        out += f'[network]\nnetns = "{netns}"\nbridge = "ukbr0"\n'
+    for port, protocol in listeners:
+        out += f'[[listen]]\naddress = "127.0.0.1:{port}"\nprotocol = "{protocol}"\nupstream = "b"\nbacklog = 4096\n'
+    out += '[[upstream]]\nname = "b"\nbalance = "least_conn"\nconnect_timeout = "2s"\n'
+    if upstream == "vm":
+        out += f"""[upstream.vm]
+image = "{IMAGE}"
+args = "service=httpd"
+accel = "tcg"
+memory = 16
+boot_timeout = "20s"
+[upstream.pool]
+{pool}
+"""
+    else:
+        out += upstream + "\n"
+    return out
+
+
+@dataclass
+class VmUp:
+    vm_id: str
+    host: str
+    port: int
+    pid: int
+    ready_ms: float
+
+
+class Ukproxy:
+    def __init__(self, procs: Processes, name: str, text: str, metrics_port: int) -> None:
+        self.procs = procs
+        self.name = name
+        self.metrics_port = metrics_port
+        self.config_path = procs.raw_dir / f"{name}.toml"
+        self.config_path.write_text(f'pid_file = "{procs.raw_dir / name}.pid"\n' + text)
+        self.proc: Started | None = None
+
+    def start(self, ports: list[int]) -> Ukproxy:
+        self.proc = self.procs.start(self.name, [sys.executable, "-m", "ukproxy", "run", "-c", str(self.config_path)],
+                                     cwd=REPO)
+        for port in ports:
+            wait_bound(port, timeout=60, proc=self.proc)
+        return self
+
+    def stop(self) -> None:
+        if self.proc is not None:
+            self.procs.stop(self.proc)
+            self.proc = None
+
+    def log(self) -> str:
+        return self.proc.log() if self.proc else ""
+
+    def vms_up(self) -> list[VmUp]:
+        return [VmUp(m[0], m[1], int(m[2]), int(m[4]), float(m[5])) for m in VM_UP.findall(self.log())]
+
+    def wait_log(self, pattern: str, count: int, timeout: float) -> None:
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            if len(re.findall(pattern, self.log())) >= count:
+                return
+            if self.proc is None or self.proc.popen.poll() is not None:
+                break
+            time.sleep(0.05)
+        raise RuntimeError(f"{self.name}: waited {timeout}s for {count}x {pattern!r}:\n" + "\n".join(
+            self.log().splitlines()[-30:]))
+
+    def status(self) -> dict:
+        with urllib.request.urlopen(f"http://127.0.0.1:{self.metrics_port}/status", timeout=5) as r:
+            return json.load(r)
+
+    def worker_pids(self) -> list[int]:
+        return [w["pid"] for w in self.status()["workers"]]
