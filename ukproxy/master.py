@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import dataclasses
 import logging
 import os
 import shutil
@@ -29,6 +30,7 @@ from ukproxy.listeners import ListeningSockets
 from ukproxy.logs import setup_logging
 from ukproxy.metrics.master_side import MasterObservability
 from ukproxy.pidfile import PidFile
+from ukproxy.privileges import Identity, PrivilegeError, needed_nofile, worker_identity
 from ukproxy.reaper import ChildReaper
 from ukproxy.vm.fleet import Fleet, FleetVm
 
@@ -82,6 +84,7 @@ class Master:
         self.respawns = 0
         self.backoff = 0.1
         self.last_reload_ok = True
+        self.identity: Identity | None = None
         self.fleet = Fleet(config, self.reaper, self.run_dir)
         self.fleet.on_vm_exit = self._vm_died
         # Metrics directory and PROMETHEUS_MULTIPROC_DIR, before any child starts; /metrics + /status.
@@ -104,6 +107,12 @@ class Master:
                 self.loop.add_signal_handler(sig, handler)
             self.reaper.install(self.loop)
             await self.observability.start()
+            try:
+                self.identity = worker_identity(self.config)
+            except PrivilegeError as e:
+                log.critical("%s", e)
+                return 1
+            self._prepare_files_for_workers()
             try:
                 await self.fleet.start()
             except Exception as e:
@@ -155,6 +164,25 @@ class Master:
 
     # workers
 
+    def _prepare_files_for_workers(self) -> None:
+        """What unprivileged workers write to (the run directory with the accept lock and metrics files,
+        the log files) must be theirs; made before they start, and again when logs are reopened."""
+        open(self.lock_path, "a").close()
+        if self.identity is None:
+            return
+        uid, gid = self.identity.uid, self.identity.gid
+        for root, _dirs, files in os.walk(self.run_dir):
+            for name in [root, *(os.path.join(root, f) for f in files)]:
+                with contextlib.suppress(OSError):
+                    os.chown(name, uid, gid)
+        for path in (self.config.log.access_log, self.config.log.error_log):
+            if path in ("off", "stderr"):
+                continue
+            os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
+            open(path, "a").close()
+            with contextlib.suppress(OSError):
+                os.chown(path, uid, gid)
+
     def cpu_for(self, slot: int) -> int | None:
         cpus = self.config.cpu_affinity
         return cpus[slot % len(cpus)] if cpus else None
@@ -189,6 +217,8 @@ class Master:
             "listen_fds": fds,
             "lock_path": self.lock_path if config.accept_mutex and not config.reuseport else None,
             "netns": self.fleet.netns,
+            "identity": dataclasses.asdict(self.identity) if self.identity else None,
+            "nofile": needed_nofile(config),
             "vms": [vm.describe() for vm in self.fleet.owned_by(slot)],
         })
         self.loop.create_task(self._listen_to_worker(worker))
@@ -312,6 +342,7 @@ class Master:
 
     def reopen_logs(self) -> None:
         setup_logging(self.config.log, "master")
+        self._prepare_files_for_workers()
         for w in self.workers.values():
             with contextlib.suppress(ProcessLookupError):
                 os.kill(w.pid, signal.SIGUSR1)

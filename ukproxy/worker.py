@@ -26,6 +26,7 @@ from ukproxy.accept_cycle import AcceptCycle, Listener
 from ukproxy.config import Config, ListenConfig, loads
 from ukproxy.logs import setup_logging
 from ukproxy.metrics.worker_side import WorkerObservability
+from ukproxy.privileges import Identity, PrivilegeError, drop_privileges, preload_late_imports, raise_nofile_limit
 from ukproxy.proxy.tcp import TcpClientSide
 from ukproxy.upstream.group import UpstreamGroup
 from ukproxy.upstream.vm_pool import VmPool
@@ -141,10 +142,19 @@ def main() -> None:
         from bridge import enter_netns
 
         enter_netns(init["netns"])
+    try:
+        raise_nofile_limit(init.get("nofile") or 0)
+    except PrivilegeError as e:
+        log.critical("%s", e)
+        sys.exit(EXIT_CONFIG)
 
     async def start() -> None:
         channel = await control.ControlChannel.open(sock)
         worker = Worker(config, worker_id, sockets, channel, init.get("lock_path"))
+        if init.get("identity"):
+            # Last: the sockets, the namespace and every import are in place.
+            preload_late_imports()
+            drop_privileges(Identity(**init["identity"]))
         await worker.run(init.get("vms"))
 
     try:

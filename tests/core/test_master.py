@@ -151,3 +151,34 @@ def test_crash_loop_at_startup_gives_up(ukproxy: Callable[..., RunningProxy], tm
     assert proxy.wait(30) == 1
     log = proxy.log()
     assert "exited with code 7" in log and "crash at start-up" in log
+
+
+@pytest.mark.parametrize(("setting", "user"), [("", "nobody"), ('user = "daemon"', "daemon")])
+def test_workers_drop_to_the_configured_user(ukproxy: Callable[..., RunningProxy], setting: str, user: str) -> None:
+    if os.geteuid() != 0:
+        pytest.skip("dropping privileges needs a root master")
+    port = free_port()
+    with echo_servers(1) as (b,):
+        proxy = ukproxy(tcp_config(port, [b.port], extra=setting)).start([port], expect_workers=2)
+        assert exchange(port, b"served unprivileged") == b"served unprivileged"
+        import pwd
+
+        uid = pwd.getpwnam(user).pw_uid
+        deadline = time.monotonic() + 10  # each worker drops once its loop is about to start
+        while any(w.uids().effective != uid for w in proxy.workers()) and time.monotonic() < deadline:
+            time.sleep(0.05)
+        for w in proxy.workers():
+            assert w.uids().real == uid and w.uids().effective == uid and w.uids().saved == uid
+            limits = Path(f"/proc/{w.pid}/limits").read_text()
+            soft = int(next(line for line in limits.splitlines() if line.startswith("Max open files")).split()[3])
+            assert soft >= 1024 + 128  # raised to fit worker_connections before the drop
+        assert psutil.Process(proxy.pid).uids().effective == 0  # the master keeps root for the fleet
+
+
+def test_unknown_user_is_refused_clearly(ukproxy: Callable[..., RunningProxy]) -> None:
+    if os.geteuid() != 0:
+        pytest.skip("privileges are only dropped by a root master")
+    port = free_port()
+    proxy = ukproxy(tcp_config(port, [free_port()], extra='user = "no-such-user-here"')).start()
+    assert proxy.wait(20) == 1
+    assert "user: no user named 'no-such-user-here'" in proxy.log()
