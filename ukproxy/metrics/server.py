@@ -52,7 +52,12 @@ class MetricsServer:
             self.runner = None
 
     async def _metrics(self, request: web.Request) -> web.Response:
-        return web.Response(body=generate_latest(self.registry), headers={"Content-Type": CONTENT_TYPE_LATEST})
+        try:
+            body = generate_latest(self.registry)
+        except Exception:
+            log.exception("metrics: cannot read the metric files")
+            raise
+        return web.Response(body=body, headers={"Content-Type": CONTENT_TYPE_LATEST})
 
     async def _status(self, request: web.Request) -> web.Response:
         families = list(self.files.collect())

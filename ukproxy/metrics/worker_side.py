@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 from typing import TYPE_CHECKING
 
 from ukproxy.access_log import AccessLog
@@ -13,6 +14,8 @@ if TYPE_CHECKING:
     from ukproxy.config import Config
     from ukproxy.metrics.flush import WorkerMetricsFlusher
     from ukproxy.worker_state import WorkerState
+
+log = logging.getLogger("ukproxy.worker")
 
 
 class WorkerObservability:
@@ -44,3 +47,4 @@ class WorkerObservability:
         setup_logging(self.config.log, self.role)
         if self.state.access_log is not None:
             self.state.access_log.reopen()
+        log.info("%s: logs reopened", self.role)

@@ -1,0 +1,162 @@
+"""Scraping a running ukproxy's /metrics and /status, and configs with a metrics listener of their own."""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import math
+import socket
+import threading
+import time
+import urllib.request
+from collections import defaultdict
+from collections.abc import Callable
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from typing import Any, TypeVar
+
+from prometheus_client.parser import text_string_to_metric_families
+from prometheus_client.samples import Sample
+
+T = TypeVar("T")
+
+
+def get(port: int, path: str, timeout: float = 10.0) -> tuple[int, bytes]:
+    with urllib.request.urlopen(f"http://127.0.0.1:{port}{path}", timeout=timeout) as r:
+        return r.status, r.read()
+
+
+class Scrape:
+    """One /metrics page, parsed by Prometheus's own text parser."""
+
+    def __init__(self, text: str):
+        self.text = text
+        self.families = {f.name: f for f in text_string_to_metric_families(text)}
+        self.samples: dict[str, list[Sample]] = defaultdict(list)
+        for family in self.families.values():
+            for s in family.samples:
+                self.samples[s.name].append(s)
+
+    def value(self, name: str, **labels: str) -> float:
+        """The sum of the samples called `name` whose labels include `labels`."""
+        return sum(s.value for s in self.samples.get(name, ()) if all(s.labels.get(k) == v for k, v in labels.items()))
+
+    def by_label(self, name: str, label: str) -> dict[str, float]:
+        return {s.labels[label]: s.value for s in self.samples.get(name, ()) if label in s.labels}
+
+
+def scrape(port: int) -> Scrape:
+    status, body = get(port, "/metrics")
+    assert status == 200
+    return Scrape(body.decode())
+
+
+def status(port: int) -> dict[str, Any]:
+    code, body = get(port, "/status")
+    assert code == 200
+    return json.loads(body)
+
+
+def wait_until(probe: Callable[[], T], accept: Callable[[T], bool], what: str, timeout: float = 20.0) -> T:
+    """Probe until `accept` is happy (metrics are flushed once a second); fail with the last value seen."""
+    deadline = time.monotonic() + timeout
+    while True:
+        value = probe()
+        if accept(value):
+            return value
+        if time.monotonic() > deadline:
+            raise AssertionError(f"gave up waiting for {what}; last seen: {value!r}")
+        time.sleep(0.1)
+
+
+def histograms_consistent(page: Scrape) -> list[str]:
+    """Every histogram series: cumulative buckets never decrease and +Inf equals _count. Returns the series checked."""
+    checked = []
+    for family in page.families.values():
+        if family.type != "histogram":
+            continue
+        series: dict[tuple, dict[str, Any]] = defaultdict(lambda: {"buckets": []})
+        for s in family.samples:
+            key = tuple(sorted((k, v) for k, v in s.labels.items() if k != "le"))
+            if s.name.endswith("_bucket"):
+                series[key]["buckets"].append((float(s.labels["le"]), s.value))
+            elif s.name.endswith("_count"):
+                series[key]["count"] = s.value
+        for key, data in series.items():
+            buckets = sorted(data["buckets"])
+            counts = [n for _, n in buckets]
+            assert counts == sorted(counts), f"{family.name}{key}: buckets decrease: {buckets}"
+            assert buckets[-1][0] == math.inf, f"{family.name}{key}: no +Inf bucket"
+            inf, count = buckets[-1][1], data["count"]
+            assert inf == count, f"{family.name}{key}: +Inf {inf} != _count {count}"
+            checked.append(f"{family.name}{dict(key)}")
+    return checked
+
+
+def tcp_config(port: int, metrics_port: int, servers: list[int], workers: int = 2, extra: str = "",
+               log: str = "", upstream_extra: str = "") -> str:
+    listed = ", ".join(f'"127.0.0.1:{p}"' for p in servers)
+    return f"""
+workers = {workers}
+{extra}
+[log]
+{log}
+[metrics]
+listen = "127.0.0.1:{metrics_port}"
+[[listen]]
+address = "127.0.0.1:{port}"
+upstream = "u"
+[[upstream]]
+name = "u"
+servers = [{listed}]
+connect_timeout = "1s"
+{upstream_extra}
+"""
+
+
+def exchange(port: int, payload: bytes) -> bytes:
+    """Send everything, half-close, read the echo until the proxy closes."""
+    with socket.create_connection(("127.0.0.1", port), timeout=20) as s:
+        received = bytearray()
+        reader = threading.Thread(target=lambda: _read_all(s, received))
+        reader.start()
+        # The proxy may close first (no upstream): then sending fails, and that is the answer.
+        with contextlib.suppress(OSError):
+            s.sendall(payload)
+            s.shutdown(socket.SHUT_WR)
+        reader.join(30)
+        return bytes(received)
+
+
+def _read_all(s: socket.socket, into: bytearray) -> None:
+    with contextlib.suppress(ConnectionResetError):
+        while data := s.recv(65536):
+            into.extend(data)
+
+
+class HttpBackend:
+    """A threaded HTTP/1.1 backend: GET /status/<code> answers that code, anything else 200 with the path."""
+
+    def __init__(self) -> None:
+        class Handler(BaseHTTPRequestHandler):
+            protocol_version = "HTTP/1.1"
+
+            def do_GET(self) -> None:
+                code = int(self.path.rsplit("/", 1)[1]) if self.path.startswith("/status/") else 200
+                body = f"{self.path}\n".encode()
+                self.send_response(code)
+                self.send_header("Content-Length", str(len(body)))
+                self.end_headers()
+                self.wfile.write(body)
+
+            def log_message(self, *args: object) -> None:
+                pass
+
+        self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self.server.daemon_threads = True
+        self.port = self.server.server_address[1]
+        self.thread = threading.Thread(target=self.server.serve_forever, daemon=True)
+        self.thread.start()
+
+    def close(self) -> None:
+        self.server.shutdown()
+        self.server.server_close()
