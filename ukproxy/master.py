@@ -32,7 +32,7 @@ from ukproxy.metrics.master_side import MasterObservability
 from ukproxy.pidfile import PidFile
 from ukproxy.privileges import Identity, PrivilegeError, needed_nofile, worker_identity
 from ukproxy.reaper import ChildReaper
-from ukproxy.vm.fleet import Fleet, FleetVm
+from ukproxy.vm.fleet import Fleet, FleetConfigError, FleetVm
 
 log = logging.getLogger("ukproxy.master")
 
@@ -280,6 +280,8 @@ class Master:
         how = describe_exit(status)
         if worker.quitting or self.stopping:
             log.info("worker %d (pid %d) %s", worker.slot, worker.pid, how)
+            if not self.stopping and not any(w.generation < self.generation for w in self.workers.values()):
+                self.loop.create_task(self.fleet.stop_retired())  # the last old worker has drained
             return
         log.error("worker %d (pid %d) died: %s", worker.slot, worker.pid, how)
         if os.WIFEXITED(status) and os.WEXITSTATUS(status) == EXIT_CONFIG:
@@ -319,13 +321,17 @@ class Master:
             self.pid_file.write_status("reload-failed")
             return
         try:
+            self.fleet.check_reconfigure(new)
             self.sockets.open(new)
-        except OSError as e:
+        except (OSError, FleetConfigError) as e:
             self.last_reload_ok = False
             log.error("reload refused, keeping the running config: %s", e)
             self.pid_file.write_status("reload-failed")
             return
         old = [w for w in self.workers.values()]
+        retiring = await self.fleet.reconfigure(new)
+        if retiring:
+            log.info("reload: VMs %s retire once the old workers have drained", ", ".join(retiring))
         self.config = new
         self.generation += 1
         setup_logging(new.log, "master")

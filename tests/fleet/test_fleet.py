@@ -266,3 +266,48 @@ def test_master_sigkill_then_restart_cleans_up(
     assert get(port)[0] == 200
     second.signal(signal.SIGTERM)
     assert second.wait(30) == 0
+
+
+def two_upstreams(port_a: int, port_b: int, netns: str, image: Path, a: tuple[str, str], b: tuple[str, str]) -> str:
+    """Two VM-backed upstreams behind two tcp listeners; each given as (name, pool settings)."""
+    text = f'workers = 1\n[network]\nnetns = "{netns}"\n'
+    for port, (name, pool) in ((port_a, a), (port_b, b)):
+        text += f'[[listen]]\naddress = "127.0.0.1:{port}"\nupstream = "{name}"\n'
+    for name, pool in (a, b):
+        text += (f'[[upstream]]\nname = "{name}"\n[upstream.vm]\nimage = "{image}"\nargs = "service=httpd"\n'
+                 f'accel = "tcg"\nboot_timeout = "20s"\n[upstream.pool]\n{pool}\n')
+    return text
+
+
+def vm_pids_by_upstream(netns: str) -> dict[str, set[int]]:
+    found: dict[str, set[int]] = {}
+    for p in qemu_of(netns):
+        marker = next(a for a in p.cmdline() if a.startswith(f"ukproxy:{netns}:"))
+        upstream = marker.rsplit(":", 1)[1].rsplit("-", 1)[0]
+        found.setdefault(upstream, set()).add(p.pid)
+    return found
+
+
+def test_reload_keeps_resizes_adds_and_removes_vm_upstreams(
+    netns_name: str, unikernel_image: Path, ukproxy: Callable[..., RunningProxy]
+) -> None:
+    port_a, port_b, port_c = free_port(), free_port(), free_port()
+    before = two_upstreams(port_a, port_b, netns_name, unikernel_image, ("web", "min = 1\nmax = 3"),
+                           ("old", "min = 1\nmax = 1"))
+    proxy = start_fleet(ukproxy, before, port_a, 2)
+    first = vm_pids_by_upstream(netns_name)
+    assert len(first["web"]) == 1 and len(first["old"]) == 1
+    after = two_upstreams(port_a, port_c, netns_name, unikernel_image, ("web", "min = 2\nmax = 3"),
+                          ("new", "min = 1\nmax = 1"))
+    proxy.config_path.write_text(proxy.config_path.read_text().split("\n", 1)[0] + "\n" + after)
+    assert proxy.cli("reload").returncode == 0
+
+    def settled() -> bool:
+        now = vm_pids_by_upstream(netns_name)
+        return len(now.get("web", ())) == 2 and len(now.get("new", ())) == 1 and "old" not in now
+
+    wait_until(settled, 60, "web resized to 2, new booted, old stopped", proxy)
+    assert first["web"] <= vm_pids_by_upstream(netns_name)["web"]  # the unchanged upstream kept its VM
+    assert get(port_a)[0] == 200 and get(port_c)[0] == 200
+    with pytest.raises(OSError):  # the removed listener is closed
+        get(port_b, timeout=2)

@@ -66,6 +66,8 @@ class VmPool:
         self.running = True
         for vm in adopted:
             self._add(vm)
+        for entry in list(self.vms.values())[self.pool.max:]:
+            self._retire(entry, f"above max ({self.pool.max}) after a reload")
         self._fill_to_min()
         if self.pool.surplus == "destroy":
             self._surplus_task = self.loop.create_task(self._surplus_loop())

@@ -43,11 +43,16 @@ class FleetVm:
     started_at: float = field(default_factory=time.monotonic)
     boot_seconds: float | None = None
     stopping: bool = False
+    retiring: bool = False  # its upstream left or changed at a reload: stopped once old workers drained
 
     def describe(self) -> dict[str, object]:
         """What a worker needs to know about the VM."""
         return {"id": self.vm_id, "upstream": self.upstream, "host": self.host, "port": self.port,
                 "cpu": self.cpu, "boot_seconds": self.boot_seconds}
+
+
+class FleetConfigError(Exception):
+    pass
 
 
 def free_loopback_port() -> int:
@@ -273,4 +278,33 @@ class Fleet:
 
     def owned_by(self, slot: int, upstreams: set[str] | None = None) -> list[FleetVm]:
         return [vm for vm in self.vms.values()
-                if vm.slot == slot and not vm.stopping and (upstreams is None or vm.upstream in upstreams)]
+                if vm.slot == slot and not vm.stopping and not vm.retiring
+                and (upstreams is None or vm.upstream in upstreams)]
+
+    # reload
+
+    def check_reconfigure(self, new: Config) -> None:
+        """Raise FleetConfigError when `new` cannot be taken without a restart."""
+        if self.mode != "none" and new.network != self.config.network:
+            raise FleetConfigError(f"{new.path}: network: the backend network cannot change on reload; restart ukproxy")
+
+    async def reconfigure(self, new: Config) -> list[str]:
+        """Take `new`: VMs of unchanged upstreams stay (new workers adopt them; pools resize themselves);
+        VMs whose upstream is gone or whose [vm] changed retire. Returns the retiring VM ids."""
+        self.check_reconfigure(new)
+        old = self.config
+        retiring = []
+        for vm in self.vms.values():
+            new_upstream = next((u for u in new.upstreams if u.name == vm.upstream), None)
+            old_upstream = next((u for u in old.upstreams if u.name == vm.upstream), None)
+            if new_upstream is None or old_upstream is None or new_upstream.vm != old_upstream.vm:
+                vm.retiring = True
+                retiring.append(vm.vm_id)
+        self.config = new
+        if self.mode == "none" and self.vm_upstreams():
+            await self.start()
+        return retiring
+
+    async def stop_retired(self) -> None:
+        await asyncio.gather(*(self.stop(vm.vm_id) for vm in list(self.vms.values()) if vm.retiring),
+                             return_exceptions=True)
