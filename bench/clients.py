@@ -91,28 +91,48 @@ def parse_ab(out: str, connections: int, keepalive: bool) -> RunResult:
     )
 
 
-def _run(argv: list[str], timeout: float) -> str:
-    try:
-        p = subprocess.run(argv, capture_output=True, text=True, timeout=timeout)
-    except subprocess.TimeoutExpired:
-        raise ClientFailed(f"{' '.join(argv)} did not finish in {timeout:.0f}s") from None
-    if p.returncode != 0:
-        raise ClientFailed(f"{' '.join(argv)} exited {p.returncode}:\n{p.stdout[-2000:]}\n{p.stderr[-2000:]}")
-    return p.stdout
-
-
-def wrk(url: str, connections: int, seconds: float, threads: int = 2, prefix: list[str] | None = None,
-        timeout_s: float = 5.0) -> RunResult:
+def wrk_argv(url: str, connections: int, seconds: float, threads: int = 2) -> list[str]:
     threads = max(1, min(threads, connections))
-    argv = [*(prefix or []), "wrk", f"-t{threads}", f"-c{connections}", f"-d{seconds:g}s",
-            f"--timeout={timeout_s:g}s", "--latency", url]
-    return parse_wrk(_run(argv, seconds + 30), connections)
+    return ["wrk", f"-t{threads}", f"-c{connections}", f"-d{seconds:g}s", "--timeout=5s", "--latency", url]
+
+
+def ab_argv(url: str, connections: int, requests: int, keepalive: bool, time_limit: float) -> list[str]:
+    """ab stops at `requests` or `time_limit` seconds, whichever first. -t resets -n to 50000, so -n comes after."""
+    return ["ab", "-q", "-r", "-s", "5", "-t", f"{time_limit:g}", "-n", str(requests), "-c", str(connections),
+            *(["-k"] if keepalive else []), url]
+
+
+def run_parallel(argvs: list[list[str]], timeout: float) -> list[str]:
+    """Runs the client processes side by side; their outputs, or ClientFailed naming the one that failed."""
+    procs = [subprocess.Popen(a, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
+                              text=True) for a in argvs]
+    outs = []
+    try:
+        for argv, p in zip(argvs, procs, strict=True):
+            try:
+                out, _ = p.communicate(timeout=timeout)
+            except subprocess.TimeoutExpired:
+                raise ClientFailed(f"{' '.join(argv)} did not finish in {timeout:.0f}s") from None
+            if p.returncode != 0:
+                raise ClientFailed(f"{' '.join(argv)} exited {p.returncode}:\n{out[-3000:]}")
+            outs.append(out)
+    except FileNotFoundError as e:
+        raise ClientFailed(f"cannot run {e.filename}") from None
+    finally:
+        for p in procs:
+            if p.poll() is None:
+                p.kill()
+                p.wait()
+    return outs
+
+
+def wrk(url: str, connections: int, seconds: float, prefix: list[str] | None = None) -> RunResult:
+    out = run_parallel([[*(prefix or []), *wrk_argv(url, connections, seconds)]], seconds + 30)[0]
+    return parse_wrk(out, connections)
 
 
 def ab(url: str, connections: int, requests: int, keepalive: bool, time_limit: float,
        prefix: list[str] | None = None) -> RunResult:
-    """ab stops at `requests` or `time_limit` seconds, whichever first (-t alone would imply -n 50000)."""
-    # -t resets -n to 50000, so -n must come after -t for the count bound to hold.
-    argv = [*(prefix or []), "ab", "-q", "-r", "-s", "5", "-t", f"{time_limit:g}", "-n", str(requests),
-            "-c", str(connections), *(["-k"] if keepalive else []), url]
-    return parse_ab(_run(argv, time_limit + 30), connections, keepalive)
+    out = run_parallel([[*(prefix or []), *ab_argv(url, connections, requests, keepalive, time_limit)]],
+                       time_limit + 30)[0]
+    return parse_ab(out, connections, keepalive)

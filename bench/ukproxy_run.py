@@ -67,8 +67,10 @@ class Ukproxy:
         self.procs = procs
         self.name = name
         self.metrics_port = metrics_port
-        self.config_path = procs.raw_dir / f"{name}.toml"
-        self.config_path.write_text(f'pid_file = "{procs.raw_dir / name}.pid"\n' + text)
+        home = procs.raw_dir / name  # its own pid file: the master names its run dir (metrics, lock) after it
+        home.mkdir(parents=True, exist_ok=True)
+        self.config_path = home / "ukproxy.toml"
+        self.config_path.write_text(f'pid_file = "{home / "ukproxy.pid"}"\n' + text)
         self.proc: Started | None = None
 
     def start(self, ports: list[int]) -> Ukproxy:
