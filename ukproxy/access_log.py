@@ -119,12 +119,15 @@ class AccessLog:
     # the file
 
     def open(self) -> None:
+        self.fd = self._open_path()
+
+    def _open_path(self) -> int:
         try:
             os.makedirs(os.path.dirname(self.path), exist_ok=True)
-            self.fd = os.open(self.path, os.O_WRONLY | os.O_APPEND | os.O_CREAT | os.O_CLOEXEC, 0o644)
+            return os.open(self.path, os.O_WRONLY | os.O_APPEND | os.O_CREAT | os.O_CLOEXEC, 0o644)
         except OSError as e:
-            self.fd = -1
             log.error("cannot open the access log %s: %s", self.path, e.strerror)
+            return -1
 
     def flush(self) -> None:
         if self.timer is not None:
@@ -146,10 +149,13 @@ class AccessLog:
             log.error("access log %s: write failed, %d bytes lost: %s", self.path, len(view), e.strerror)
 
     def reopen(self) -> None:
-        """logrotate: finish the old file, then open the configured path (a new file if it was moved)."""
+        """logrotate: finish the old file, then open the configured path (a new file if it was moved).
+        If the path cannot be opened, the old file is kept: lines are better late than lost."""
         self.flush()
-        self._close_fd()
-        self.open()
+        fd = self._open_path()
+        if fd >= 0:
+            self._close_fd()
+            self.fd = fd
 
     def close(self) -> None:
         self.flush()

@@ -22,11 +22,11 @@ class _RoleFilter(logging.Filter):
 
 
 def setup_logging(config: LogConfig, role: str) -> None:
-    """Point the root logger at the configured error log; called once per process (and on reload)."""
-    root = logging.getLogger()
-    for handler in list(root.handlers):
-        root.removeHandler(handler)
-        handler.close()
+    """Point the root logger at the configured error log; called once per process, on reload and on SIGUSR1.
+
+    The new file is opened before the old handler goes, so a path that cannot be opened (raises
+    OSError) leaves the process logging where it did.
+    """
     if config.error_log == "stderr":
         handler: logging.Handler = logging.StreamHandler(sys.stderr)
     else:
@@ -34,5 +34,9 @@ def setup_logging(config: LogConfig, role: str) -> None:
         handler = logging.FileHandler(config.error_log)
     handler.setFormatter(logging.Formatter(FORMAT))
     handler.addFilter(_RoleFilter(role))
+    root = logging.getLogger()
+    for old in list(root.handlers):
+        root.removeHandler(old)
+        old.close()
     root.addHandler(handler)
     root.setLevel(config.level.upper())

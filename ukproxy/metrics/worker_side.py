@@ -44,7 +44,13 @@ class WorkerObservability:
             self.state.access_log.close()
 
     def reopen_logs(self) -> None:
-        setup_logging(self.config.log, self.role)
+        """SIGUSR1 (logrotate). The master has made the files ours; the directories must be reachable
+        by the worker's user, or the old files are kept."""
+        try:
+            setup_logging(self.config.log, self.role)
+        except OSError as e:
+            log.error("%s: cannot reopen the error log %s (%s); still writing to the old file",
+                      self.role, self.config.log.error_log, e.strerror)
         if self.state.access_log is not None:
             self.state.access_log.reopen()
         log.info("%s: logs reopened", self.role)
