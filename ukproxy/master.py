@@ -12,6 +12,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import dataclasses
+import hashlib
 import logging
 import os
 import shutil
@@ -65,6 +66,14 @@ def describe_exit(status: int) -> str:
     return f"exited with code {os.waitstatus_to_exitcode(status)}"
 
 
+def run_dir_for(pid_file: str) -> str:
+    """The master's scratch directory (accept lock, metrics files, QMP sockets): named after the pid file,
+    so a master restarted after a SIGKILL finds and wipes what its predecessor left; short, because
+    unix socket paths are limited to 107 bytes."""
+    digest = hashlib.sha256(os.path.abspath(pid_file).encode()).hexdigest()[:12]
+    return os.path.join(tempfile.gettempdir(), f"ukproxy-{digest}")
+
+
 class Master:
     def __init__(self, config: Config):
         self.config = config
@@ -72,7 +81,7 @@ class Master:
         self.sockets = ListeningSockets()
         self.workers: dict[int, WorkerProcess] = {}  # pid → worker
         self.reaper = ChildReaper()
-        self.run_dir = tempfile.mkdtemp(prefix="ukproxy-")
+        self.run_dir = run_dir_for(config.pid_file)
         self.lock_path = os.path.join(self.run_dir, "accept.lock")
         self.pid_file = PidFile(config.pid_file)
         self.stopping = False
@@ -95,6 +104,14 @@ class Master:
     async def run(self) -> int:
         self.loop = asyncio.get_running_loop()
         self.pid_file.acquire()
+        # Only one master per pid file runs (acquire checked), so anything here is a predecessor's
+        # (the metrics directory was already wiped and prepared by the observability set-up).
+        os.makedirs(self.run_dir, mode=0o700, exist_ok=True)
+        for entry in os.listdir(self.run_dir):
+            if entry != "metrics":
+                path = os.path.join(self.run_dir, entry)
+                shutil.rmtree(path, ignore_errors=True) if os.path.isdir(path) else os.unlink(path)
+        log.info("run directory %s", self.run_dir)
         try:
             self.sockets.open(self.config)
             for sig, handler in (
