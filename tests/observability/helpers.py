@@ -141,7 +141,7 @@ class HttpBackend:
             protocol_version = "HTTP/1.1"
 
             def do_GET(self) -> None:
-                code = int(self.path.rsplit("/", 1)[1]) if self.path.startswith("/status/") else 200
+                code = int(self.path.split("?")[0].rsplit("/", 1)[1]) if self.path.startswith("/status/") else 200
                 body = f"{self.path}\n".encode()
                 self.send_response(code)
                 self.send_header("Content-Length", str(len(body)))
