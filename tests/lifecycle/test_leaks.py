@@ -1,0 +1,67 @@
+"""Nothing leaks: many connections and many VM replacements leave fds, processes, TAPs and files as they were."""
+
+from __future__ import annotations
+
+import os
+import socket
+import subprocess
+import time
+from collections.abc import Callable
+from pathlib import Path
+
+import psutil
+import pytest
+
+from tests.fleet.conftest import qemu_of
+from tests.fleet.test_fleet import fleet_config, get, start_fleet, wait_until
+from tests.running import RunningProxy, free_port
+
+pytestmark = [pytest.mark.root, pytest.mark.qemu]
+
+
+def fd_count(pid: int) -> int:
+    return len(os.listdir(f"/proc/{pid}/fd"))
+
+
+def taps(netns: str) -> list[str]:
+    out = subprocess.run(["ip", "-n", netns, "-o", "link", "show"], capture_output=True, text=True).stdout
+    return sorted(line.split(": ")[1].split("@")[0] for line in out.splitlines() if ": uktap" in line)
+
+
+def test_connect_disconnect_cycles_and_vm_replacements_leak_nothing(
+    netns_name: str, unikernel_image: Path, ukproxy: Callable[..., RunningProxy]
+) -> None:
+    port = free_port()
+    proxy = start_fleet(ukproxy, fleet_config(port, netns_name, unikernel_image, workers=2), port, 2)
+    assert get(port)[0] == 200
+    workers = proxy.workers()
+    before = {p.pid: fd_count(p.pid) for p in [psutil.Process(proxy.pid), *workers]}
+
+    for i in range(1000):  # half served, half dropped before a byte is answered
+        with socket.create_connection(("127.0.0.1", port), timeout=10) as s:
+            if i % 2:
+                s.sendall(b"GET /health HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
+                assert s.recv(12) == b"HTTP/1.1 200"
+    time.sleep(0.5)
+    after = {pid: fd_count(pid) for pid in before}
+    assert after == before, f"fds before {before}, after {after}"
+
+    run_dir = next(line.split("run directory ")[1].strip() for line in proxy.log().splitlines()
+                   if "run directory " in line)
+    metrics_files_before = sorted(os.listdir(os.path.join(run_dir, "metrics")))
+    for n in range(100):
+        victim = qemu_of(netns_name)[0]
+        victim.kill()
+        wait_until(lambda v=victim, n=n: v.pid not in {p.pid for p in qemu_of(netns_name)}
+                   and len(qemu_of(netns_name)) == 2 and proxy.log().count("in rotation") >= 3 + n,
+                   30, f"replacement {n + 1}", proxy)
+    assert get(port)[0] == 200
+    assert len(taps(netns_name)) == 2  # one TAP per live VM: the dead ones' TAPs were removed
+    assert fd_count(proxy.pid) == before[proxy.pid]
+    assert sorted(os.listdir(os.path.join(run_dir, "metrics"))) == metrics_files_before
+    assert {w.pid for w in proxy.workers()} == {w.pid for w in workers}  # no worker died on the way
+
+    proxy.signal(15)
+    assert proxy.wait(30) == 0
+    assert not os.path.exists(run_dir)
+    assert not qemu_of(netns_name)
