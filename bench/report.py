@@ -58,7 +58,8 @@ def render(run: dict[str, Any]) -> str:
         lines += ["Client placement differs for the VM pool: ukproxy is measured from the host namespace on "
                   "127.0.0.1 (it reaches the VMs from inside their namespace itself); nginx and `direct` run, with "
                   "their client, inside the backend namespace (nginx on that namespace's loopback).", ""]
-    lines += _targets(targets(cs, st["main_connections"], st["ab_connections"]))
+    lines += _targets(targets(cs, {"native": st["main_connections"], "vm": max(st["vm_connections"])},
+                              st["ab_connections"]))
     lines += _sweep(cs)
     lines += _modes(run["records"], cs)
     lines += _vm_figures(run.get("vm_figures"))
@@ -134,7 +135,7 @@ def _vm_figures(v: dict[str, Any] | None) -> list[str]:
                    f"(min {mm['rss_mib_min']:.1f}, max {mm['rss_mib_max']:.1f}, {mm['n']} VMs, after load)")
     if "cold_warm" in v:
         cw = v["cold_warm"]
-        out.append(f"- First request through ukproxy http, pool min = 0 (cold: the VM boots on demand) vs the next "
+        out.append(f"- First request through ukproxy tcp, pool min = 0 (cold: the VM boots on demand) vs the next "
                    f"request (warm): cold median {cw['cold_ms']['median']:.0f} ms, warm median "
                    f"{cw['warm_ms']['median']:.1f} ms (n = {cw['n']})")
     if "scale" in v:

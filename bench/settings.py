@@ -24,7 +24,7 @@ class Settings:
 
 
 FULL = Settings(reps=3, wrk_seconds=4, connections=(1, 16, 64, 256, 512), main_connections=64,
-                ab_connections=32, ab_requests=20000, ab_seconds=3, mode_connections=(64, 256),
+                ab_connections=32, ab_requests=20000, ab_seconds=2, mode_connections=(64, 256),
                 vm_connections=(1, 32), boots=30, cold_samples=3, kill_samples=3)
 
 QUICK = Settings(reps=1, wrk_seconds=2, connections=(64,), main_connections=64,

@@ -59,11 +59,11 @@ def reference(cs: list[Cell], c: Cell) -> Cell | None:
     return find(cs, c.suite, ref, c.client, c.connections) if ref else None
 
 
-def targets(cs: list[Cell], connections: int, ab_connections: int) -> list[dict[str, Any]]:
+def targets(cs: list[Cell], connections: dict[str, int], ab_connections: int) -> list[dict[str, Any]]:
     """The issue's targets, checked on the native backend (and shown for the VM pool too)."""
     rows = []
     for suite in ("native", "vm"):
-        for client, conns in (("wrk", connections), ("ab -k", ab_connections), ("ab", ab_connections)):
+        for client, conns in (("wrk", connections[suite]), ("ab -k", ab_connections), ("ab", ab_connections)):
             tcp = find(cs, suite, "ukproxy tcp", client, conns)
             stream = find(cs, suite, "nginx stream", client, conns)
             http = find(cs, suite, "ukproxy http", client, conns)
