@@ -9,8 +9,9 @@ import socket
 import threading
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
 
-from tests.observability.helpers import Scrape, exchange, scrape, tcp_config, wait_until
+from tests.observability.helpers import Scrape, exchange, scrape, status, tcp_config, wait_until
 from tests.running import RunningProxy, echo_servers, free_port
 
 
@@ -130,3 +131,19 @@ def test_metrics_listener_answers_while_the_data_path_streams(ukproxy: Callable[
             stop.set()
             for t in threads:
                 t.join(30)
+
+
+def test_metric_files_half_made_are_skipped_and_all_removed_at_stop(ukproxy: Callable[..., RunningProxy]) -> None:
+    port, mport = free_port(), free_port()
+    with echo_servers(1) as backends:
+        proxy = ukproxy(tcp_config(port, mport, [backends[0].port], workers=1)).start([port, mport], 1)
+        directory = Path(proxy.workers()[0].environ()["PROMETHEUS_MULTIPROC_DIR"])
+        assert directory.is_dir()
+        # What a process killed right after creating its file leaves behind: an empty file.
+        (directory / "counter_999999.db").touch()
+        assert exchange(port, b"ping") == b"ping"
+        page = wait_until(lambda: scrape(mport), lambda p: p.value("ukproxy_tcp_sessions_total") == 1, "the session")
+        assert page.value("ukproxy_workers") == 1
+        assert status(mport)["accepts"] == 1
+        proxy.stop()
+        assert not directory.exists()

@@ -7,26 +7,31 @@ Both pages are made from the multiprocess files at request time (a few milliseco
 
 from __future__ import annotations
 
+import asyncio
 import json
 import logging
+import struct
 from collections.abc import Callable
-from typing import Any
+from typing import Any, TypeVar
 
 from aiohttp import web
 from prometheus_client import CollectorRegistry, generate_latest
 from prometheus_client.exposition import CONTENT_TYPE_LATEST
-from prometheus_client.multiprocess import MultiProcessCollector
 
+from ukproxy.metrics.files import MetricFiles
 from ukproxy.metrics.master_collector import MasterCollector
 
 log = logging.getLogger("ukproxy.metrics")
+
+T = TypeVar("T")
+READ_ATTEMPTS = 5
 
 
 class MetricsServer:
     def __init__(self, directory: str, master_collector: MasterCollector, status: Callable[[list[Any]], dict]):
         self.directory = directory
         self.registry = CollectorRegistry()
-        self.files = MultiProcessCollector(self.registry, path=self.directory)
+        self.files = MetricFiles(self.registry, self.directory)
         self.registry.register(master_collector)
         self.status = status
         self.runner: web.AppRunner | None = None
@@ -52,16 +57,26 @@ class MetricsServer:
             self.runner = None
 
     async def _metrics(self, request: web.Request) -> web.Response:
-        try:
-            body = generate_latest(self.registry)
-        except Exception:
-            log.exception("metrics: cannot read the metric files")
-            raise
+        body = await self._read_files(lambda: generate_latest(self.registry))
         return web.Response(body=body, headers={"Content-Type": CONTENT_TYPE_LATEST})
 
     async def _status(self, request: web.Request) -> web.Response:
-        families = list(self.files.collect())
+        families = await self._read_files(lambda: list(self.files.collect()))
         return web.Response(text=json.dumps(self.status(families), indent=1) + "\n", content_type="application/json")
+
+    @staticmethod
+    async def _read_files(read: Callable[[], T]) -> T:
+        """Files are read while processes write them: a transient inconsistency is tried again
+        shortly rather than answered with a 500."""
+        for attempt in range(READ_ATTEMPTS):
+            try:
+                return read()
+            except (struct.error, RuntimeError, ValueError):
+                if attempt == READ_ATTEMPTS - 1:
+                    log.exception("metrics: cannot read the metric files")
+                    raise
+                await asyncio.sleep(0.01 * (attempt + 1))
+        raise AssertionError("unreachable")
 
     async def _index(self, request: web.Request) -> web.Response:
         return web.Response(text="ukproxy: /metrics (Prometheus), /status (JSON)\n")
