@@ -71,14 +71,29 @@ servers = [{server_list}]
 """
 
 
+def start_on_free_port(make: Callable[[int], RunningProxy], workers: int) -> tuple[RunningProxy, int]:
+    """Start a proxy on a port that was free a moment ago; another process (an outgoing connection's
+    ephemeral port, a parallel test) may take it first, so try a few."""
+    for attempt in range(5):
+        port = free_port()
+        proxy = make(port)
+        try:
+            proxy.start(wait_ports=[port], expect_workers=workers)
+            return proxy, port
+        except AssertionError as e:
+            proxy.stop()
+            if "Address already in use" not in str(e) or attempt == 4:
+                raise
+    raise AssertionError("unreachable")
+
+
 @pytest.fixture
 def http_proxy(ukproxy: Callable[..., RunningProxy]) -> Callable[..., tuple[RunningProxy, int]]:
     """Start a master with an http listener in front of `servers`; returns it and the port."""
 
     def start(servers: list[str], workers: int = 1, **options: object) -> tuple[RunningProxy, int]:
-        port = free_port()
-        proxy = ukproxy(http_config(port, servers, workers=workers, **options))  # type: ignore[arg-type]
-        proxy.start(wait_ports=[port], expect_workers=workers)
-        return proxy, port
+        return start_on_free_port(
+            lambda port: ukproxy(http_config(port, servers, workers=workers, **options)), workers  # type: ignore[arg-type]
+        )
 
     return start

@@ -14,8 +14,8 @@ from hypothesis import strategies as st
 
 from tests.proxy.backends import Backend
 from tests.proxy.clients import status_of
-from tests.proxy.conftest import http_config
-from tests.running import RunningProxy, free_port
+from tests.proxy.conftest import http_config, start_on_free_port
+from tests.running import RunningProxy
 
 
 def test_slowloris_clients_do_not_starve_the_others(backends, http_proxy):
@@ -64,14 +64,16 @@ def test_slowloris_clients_do_not_starve_the_others(backends, http_proxy):
 @pytest.fixture(scope="module")
 def fuzz_target(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[RunningProxy, int, set[int]]]:
     backend = Backend()
-    port = free_port()
-    config = http_config(port, [backend.address], workers=2, http="client_header_timeout = 2\nkeepalive_timeout = 2")
-    proxy = RunningProxy(tmp_path_factory.mktemp("fuzz"), config)
+    directory = tmp_path_factory.mktemp("fuzz")
+    http = "client_header_timeout = 2\nkeepalive_timeout = 2"
     try:
-        proxy.start(wait_ports=[port], expect_workers=2)
-        yield proxy, port, {w.pid for w in proxy.workers()}
+        proxy, port = start_on_free_port(
+            lambda port: RunningProxy(directory, http_config(port, [backend.address], workers=2, http=http)), 2)
+        try:
+            yield proxy, port, {w.pid for w in proxy.workers()}
+        finally:
+            proxy.stop()
     finally:
-        proxy.stop()
         backend.close()
 
 

@@ -98,7 +98,7 @@ def test_upstream_connect_timeout_is_504(http_proxy):
         fillers.append(s)
     try:
         proxy, port = http_proxy([address], upstream_extra="connect_timeout = 0.5\ntries = 1")
-        assert status_of(port, get("/")) == 504
+        assert status_of(port, get("/")) == 504, proxy.log()
         assert "connect_timeout" in proxy.log()
     finally:
         for s in fillers:

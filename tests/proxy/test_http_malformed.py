@@ -9,8 +9,8 @@ import pytest
 
 from tests.proxy.backends import Backend
 from tests.proxy.clients import RawClient
-from tests.proxy.conftest import http_config
-from tests.running import RunningProxy, free_port
+from tests.proxy.conftest import http_config, start_on_free_port
+from tests.running import RunningProxy
 
 H = b"Host: t\r\n"
 P = b"POST / HTTP/1.1\r\n" + H
@@ -83,14 +83,16 @@ CORPUS: list[tuple[str, bytes, int]] = [
 @pytest.fixture(scope="module")
 def corpus_proxy(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[int, Backend]]:
     backend = Backend()
-    port = free_port()
-    proxy = RunningProxy(tmp_path_factory.mktemp("corpus"), http_config(port, [backend.address], workers=2))
+    directory = tmp_path_factory.mktemp("corpus")
     try:
-        proxy.start(wait_ports=[port], expect_workers=2)
-        yield port, backend
-        assert "Traceback" not in proxy.log(), proxy.log()
+        proxy, port = start_on_free_port(
+            lambda port: RunningProxy(directory, http_config(port, [backend.address], workers=2)), 2)
+        try:
+            yield port, backend
+            assert "Traceback" not in proxy.log(), proxy.log()
+        finally:
+            proxy.stop()
     finally:
-        proxy.stop()
         backend.close()
 
 

@@ -60,11 +60,9 @@ def test_listener_upstream_is_the_default_and_no_match_is_none():
 
 
 def test_routes_through_the_proxy_compose_one_site(backends, ukproxy):
-    from tests.proxy.conftest import http_config
-    from tests.running import free_port
+    from tests.proxy.conftest import http_config, start_on_free_port
 
     web, api, static = backends("web"), backends("api"), backends("static")
-    port = free_port()
     more = f"""
 [[upstream]]
 name = "api"
@@ -86,8 +84,8 @@ prefix = "/static/"
 upstream = "static"
 strip_prefix = true
 """
-    proxy = ukproxy(http_config(port, [web.address], more=more, listen_upstream=False))
-    proxy.start(wait_ports=[port], expect_workers=1)
+    _, port = start_on_free_port(
+        lambda port: ukproxy(http_config(port, [web.address], more=more, listen_upstream=False)), 1)
     conn = http.client.HTTPConnection("127.0.0.1", port, timeout=10)
 
     def fetch(host: str, path: str) -> tuple[int, bytes]:
