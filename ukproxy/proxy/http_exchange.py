@@ -240,7 +240,7 @@ class Exchange:
         if self.finished:
             return
         conn = self.upstream
-        if conn is not None and (self.attempt is not None or self.response_started):
+        if conn is not None and ((self.attempt is not None and not self.attempt.done()) or self.response_started):
             conn.send(framed)
             self._keep_for_replay([framed])
         else:

@@ -108,8 +108,9 @@ class UpstreamConnection(asyncio.Protocol):
         self._arm_read_timer()
 
     def send(self, data: bytes) -> None:
-        if not self.closed:
-            self.transport.write(data)  # type: ignore[union-attr]
+        transport = self.transport
+        if transport is not None and not self.closed and not transport.is_closing():
+            transport.write(data)
 
     def release(self) -> None:
         """The exchange is done with us: park in the pool if we can carry another request, else close."""
