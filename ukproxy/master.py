@@ -98,6 +98,7 @@ class Master:
         self.fleet.on_vm_exit = self._vm_died
         # Metrics directory and PROMETHEUS_MULTIPROC_DIR, before any child starts; /metrics + /status.
         self.observability = MasterObservability(self)
+        self.observability.add_status_provider("vms", self.fleet.status_rows)
 
     # start and stop
 

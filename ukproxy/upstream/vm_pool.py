@@ -19,6 +19,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
+from ukproxy import metrics
 from ukproxy.config import UpstreamConfig
 from ukproxy.upstream.server import Server
 
@@ -158,8 +159,11 @@ class VmPool:
             self._request_boot("overflow")
         waiter = self.loop.create_future()
         self.waiters.append(waiter)
+        metrics.pool_queue(self.name, len(self.waiters))
+        queued_at = self.loop.time()
         try:
             await asyncio.wait_for(waiter, remaining)
+            metrics.queue_wait(self.name, self.loop.time() - queued_at)
             return True
         except TimeoutError:
             self.queue_timeouts += 1
@@ -167,6 +171,7 @@ class VmPool:
         finally:
             with contextlib.suppress(ValueError):
                 self.waiters.remove(waiter)
+            metrics.pool_queue(self.name, len(self.waiters))
 
     def released(self, server: Server) -> None:
         """A connection to `server` finished: it has a free slot for one waiter."""

@@ -20,6 +20,7 @@ from dataclasses import dataclass, field
 
 import psutil
 
+from ukproxy import metrics
 from ukproxy.config import Config, UpstreamConfig, VmConfig
 from ukproxy.reaper import ChildReaper
 from ukproxy.vm.placement.host import host_nodes
@@ -175,6 +176,8 @@ class Fleet:
         except Unschedulable as e:
             raise VmBootError(f"no CPU can take VM {vm_id}: {e}") from None
         log.info("placing %s: %s", vm_id, placement.describe())
+        metrics.placement(placement.cpu)
+        metrics.vm_state_changed(upstream_name, slot, None, "booting")
         launch = asyncio.ensure_future(self._launch(vm_id, number, upstream_name, slot, placement.cpu, vm_config))
         self.launching.add(launch)
         try:
@@ -183,10 +186,13 @@ class Fleet:
             with contextlib.suppress(KeyError):
                 self.scheduler.release(vm_id)
             self.boot_failures += 1
+            metrics.vm_state_changed(upstream_name, slot, "booting", None)
             raise
         finally:
             self.launching.discard(launch)
         self.boots += 1
+        metrics.vm_booted(upstream_name, vm.boot_seconds or 0.0)
+        metrics.vm_state_changed(upstream_name, slot, "booting", "running")
         if self.closing:
             await self.stop(vm_id)
             raise VmBootError("ukproxy is stopping")
@@ -251,6 +257,7 @@ class Fleet:
     async def _vm_exited(self, vm: FleetVm, status: int) -> None:
         if self.vms.pop(vm.vm_id, None) is None:
             return
+        metrics.vm_state_changed(vm.upstream, vm.slot, "running", None)
         if self.scheduler is not None:
             with contextlib.suppress(KeyError):
                 self.scheduler.release(vm.vm_id)
@@ -258,6 +265,7 @@ class Fleet:
         if not vm.stopping:
             log.error("VM %s (pid %d) died: status %d; console:\n%s",
                       vm.vm_id, vm.qemu.pid, status, vm.qemu.console_tail(10))
+            metrics.vm_replaced(vm.upstream, "died")
             self.on_vm_exit(vm, status)
 
     async def _release_network(self, tap: str | None, ip: ipaddress.IPv4Address | None) -> None:
@@ -280,6 +288,17 @@ class Fleet:
         return [vm for vm in self.vms.values()
                 if vm.slot == slot and not vm.stopping and not vm.retiring
                 and (upstreams is None or vm.upstream in upstreams)]
+
+    def status_rows(self) -> list[dict[str, object]]:
+        """One row per VM for /status (per-connection figures live in the workers' pools)."""
+        now = time.monotonic()
+        return [{
+            "id": vm.vm_id, "upstream": vm.upstream, "worker": vm.slot, "cpu": vm.cpu,
+            "address": f"{vm.host}:{vm.port}", "pid": vm.qemu.pid,
+            "state": "stopping" if vm.stopping else "retiring" if vm.retiring else vm.qemu.state,
+            "active": None, "requests": None, "last_health_check": None,
+            "uptime": round(now - vm.started_at, 1), "boot_ms": round((vm.boot_seconds or 0) * 1000, 1),
+        } for vm in self.vms.values()]
 
     # reload
 
