@@ -292,6 +292,12 @@ class Exchange:
 
     # the upstream connection's events (ResponseSink)
 
+    def upstream_read_started(self) -> None:
+        self.client.cork()
+
+    def upstream_read_done(self) -> None:
+        self.client.flush()
+
     def upstream_head(self, response: UpstreamResponse) -> None:
         if self.finished:
             return

@@ -44,6 +44,8 @@ class UpstreamResponse:
 class ResponseSink(Protocol):
     """What an upstream connection reports to the exchange using it."""
 
+    def upstream_read_started(self) -> None: ...
+    def upstream_read_done(self) -> None: ...
     def upstream_head(self, response: UpstreamResponse) -> None: ...
     def upstream_body(self, data: bytes) -> None: ...
     def upstream_end(self) -> None: ...
@@ -162,6 +164,7 @@ class UpstreamConnection(asyncio.Protocol):
             return
         self.got_bytes = True
         self._last_read = self.loop.time()
+        sink.upstream_read_started()
         try:
             self.parser.feed_data(data)
         except httptools.HttpParserUpgrade as e:
@@ -180,6 +183,8 @@ class UpstreamConnection(asyncio.Protocol):
         except httptools.HttpParserError as e:
             self._fail(INVALID, str(e))
             return
+        finally:
+            sink.upstream_read_done()
         if not self._head_done and self.sink is not None:
             # Still in the head after this read (we never pipeline upstream, so every byte so far was head).
             self._head_bytes += len(data)
