@@ -154,6 +154,8 @@ class HttpClientConnection(asyncio.Protocol):
         self._stall_timer: asyncio.TimerHandle | None = None
         self._tunnel_idle = 0.0
         self._corked: list[bytes] | None = None
+        self._reading = False  # counted in state.reading (a request head is arriving)
+        self._writing = False  # counted in state.writing (a request is in flight)
 
     # asyncio.Protocol
 
@@ -177,6 +179,7 @@ class HttpClientConnection(asyncio.Protocol):
             self._set_timer("header", self.limits.client_header_timeout)  # a new request has begun
         self.reader.feed(data)
         self._dispatch()
+        self._count_phase()
 
     def eof_received(self) -> bool:
         if self.tunnel is not None:
@@ -195,6 +198,7 @@ class HttpClientConnection(asyncio.Protocol):
         if self.closed:
             return
         self.closed = True
+        self._count_phase(reading=False, writing=False)
         self.state.connection_closed()
         self._cancel_timer()
         self._cancel_stall_timer()
@@ -279,6 +283,7 @@ class HttpClientConnection(asyncio.Protocol):
             self.exchange = None
         if self.tunnel is exchange:
             self.tunnel = None
+        self._count_phase()
         self._account(exchange)
         if self.closed:
             return
@@ -287,11 +292,25 @@ class HttpClientConnection(asyncio.Protocol):
             return
         if self.events:
             self._dispatch()
+        self._count_phase()
         if self.exchange is None and not self.closed:
             if self.reader.in_head:
                 self._set_timer("header", self.limits.client_header_timeout)
             else:
                 self._set_timer("keepalive", self.limits.keepalive_timeout)
+
+    def _count_phase(self, reading: bool | None = None, writing: bool | None = None) -> None:
+        """Keep stub_status's reading/writing gauges in step with this connection, one count each at most."""
+        if reading is None:
+            reading = self.exchange is None and self.tunnel is None and self.reader.in_head and not self.closed
+        if writing is None:
+            writing = (self.exchange is not None or self.tunnel is not None) and not self.closed
+        if reading != self._reading:
+            self._reading = reading
+            self.state.reading += 1 if reading else -1
+        if writing != self._writing:
+            self._writing = writing
+            self.state.writing += 1 if writing else -1
 
     # requests, in order
 
