@@ -108,6 +108,7 @@ class Worker:
         log.info("worker %d: graceful stop, %d connections open", self.worker_id, self.state.clients)
         self.graceful = True
         self.cycle.stop()
+        self.state.begin_drain()
         for pool in self.pools.values():
             pool.stop()
         self.stopped.set()

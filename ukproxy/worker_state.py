@@ -9,13 +9,17 @@ from __future__ import annotations
 import asyncio
 from collections import Counter
 from collections.abc import Callable
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Protocol
 
 from ukproxy.metrics.buckets import LATENCY
 from ukproxy.metrics.tally import RequestTally
 
 if TYPE_CHECKING:
     from ukproxy.access_log import AccessLog
+
+
+class Drainable(Protocol):
+    def drain(self) -> None: ...
 
 
 class WorkerState:
@@ -36,11 +40,20 @@ class WorkerState:
         self.writing = 0  # client connections with a request in flight, and tcp splices ("writing")
         self.tally = RequestTally(LATENCY)
         self.access_log: AccessLog | None = None
+        # Graceful stop: connections that can end their keep-alive at a request boundary register here.
+        self.draining = False
+        self.drainable: set[Drainable] = set()
 
     @property
     def free_connections(self) -> int:
         # As Nginx counts it: client and upstream connections share worker_connections.
         return self.worker_connections - self.clients - self.upstreams
+
+    def begin_drain(self) -> None:
+        """The worker stops: every keep-alive connection ends after its current (or next) request."""
+        self.draining = True
+        for connection in list(self.drainable):
+            connection.drain()
 
     def connection_opened(self) -> None:
         self.clients += 1

@@ -129,6 +129,9 @@ class LocalReply:
             self.client.exchange_finished(self, keep_alive)
 
 
+DRAIN_GRACE = 1.0  # seconds an idle keep-alive connection of a stopping worker may still bring a request
+
+
 class HttpClientConnection(asyncio.Protocol):
     def __init__(self, site: HttpSite):
         self.site = site
@@ -167,6 +170,14 @@ class HttpClientConnection(asyncio.Protocol):
             self.peer = f"{peer[0]}:{peer[1]}"
         self._last_read = self.loop.time()
         self._set_timer("header", self.limits.client_header_timeout)
+        self.state.drainable.add(self)
+
+    def drain(self) -> None:
+        """The worker is stopping: no more keep-alive. A request in flight is answered with
+        `Connection: close`; an idle connection gets a short grace for a request already on its way
+        (closing at once could cut it), then closes."""
+        if self._timer_kind == "keepalive" and self.exchange is None and not self.closed:
+            self._set_timer("drain", min(self.limits.keepalive_timeout, DRAIN_GRACE))
 
     def data_received(self, data: bytes) -> None:
         self._last_read = self.loop.time()
@@ -175,7 +186,7 @@ class HttpClientConnection(asyncio.Protocol):
             return
         if self.lingering:
             return
-        if self._timer_kind == "keepalive":
+        if self._timer_kind in ("keepalive", "drain"):
             self._set_timer("header", self.limits.client_header_timeout)  # a new request has begun
         self.reader.feed(data)
         self._dispatch()
@@ -199,6 +210,7 @@ class HttpClientConnection(asyncio.Protocol):
             return
         self.closed = True
         self._count_phase(reading=False, writing=False)
+        self.state.drainable.discard(self)
         self.state.connection_closed()
         self._cancel_timer()
         self._cancel_stall_timer()
@@ -251,7 +263,8 @@ class HttpClientConnection(asyncio.Protocol):
 
     def may_keep_alive(self) -> bool:
         # A reader that is done (an error, EOF, "close") still owes answers to the requests already queued.
-        return self.requests < self.limits.keepalive_requests and not (self.reader.done and not self.events)
+        return (self.requests < self.limits.keepalive_requests and not (self.reader.done and not self.events)
+                and not self.state.draining)
 
     def pause_reading(self, reason: str) -> None:
         if not self._pause_reasons and not self.closed and self.transport is not None:
@@ -447,6 +460,8 @@ class HttpClientConnection(asyncio.Protocol):
         self._timer_kind = ""
         if kind == "keepalive":
             self.state.timeout_fired("keepalive")
+            self.transport.close()
+        elif kind == "drain":
             self.transport.close()
         elif kind == "header":
             self.state.timeout_fired("client_header")

@@ -109,7 +109,7 @@ class Exchange:
         key = self.client.site.balance_key(self.group, self.head, self.client.peer_ip)
         last: _Outcome | None = None
         while True:
-            server = self.group.balancer.pick(key, self.tried)
+            server = await self.group.acquire(key, self.tried, self.loop.time())  # a VM pool may grow or queue
             if server is None:
                 if last is None:
                     self.state.no_upstream(self.group.name)
@@ -120,7 +120,6 @@ class Exchange:
             self.tried.append(server)
             self.server = server
             self.upstream_addr = server.name
-            server.connection_started()
             outcome = await self._attempt(server)
             if outcome is None or self.finished:
                 return  # the response is on its way (or the client left)
@@ -457,7 +456,7 @@ class Exchange:
 
     def _let_go_of_server(self) -> None:
         if self.server is not None:
-            self.server.connection_finished()
+            self.group.release(self.server)
             self.server = None
 
     def _done(self, keep_alive: bool, abort: bool = False) -> None:
