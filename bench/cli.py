@@ -80,7 +80,8 @@ def main(argv: list[str] | None = None) -> int:
     try:
         _run_suites(run, procs, st, suites, args)
     except (ScenarioFailed, ClientFailed, RuntimeError, TimeoutError) as e:
-        print(f"bench: FAILED: {e}\n(raw logs in {raw})", file=sys.stderr)
+        (raw / "partial.json").write_text(json.dumps(run, indent=1) + "\n")
+        print(f"bench: FAILED: {e}\n(raw logs and partial.json in {raw})", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
         print("bench: interrupted; everything it started is stopped", file=sys.stderr)

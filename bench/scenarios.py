@@ -60,5 +60,6 @@ def run_ab(s: Scenario, connections: int, requests: int, seconds: float, keepali
     outs = clients.run_parallel(
         [[*s.prefix, *clients.ab_argv(u, c, max(1, requests // len(runs)), keepalive, seconds)] for u, c in runs],
         seconds + 30)
-    results = [clients.parse_ab(out, c, keepalive) for out, (_u, c) in zip(outs, runs, strict=True)]
+    per = max(1, requests // len(runs))
+    results = [clients.parse_ab(out, c, keepalive, per) for out, (_u, c) in zip(outs, runs, strict=True)]
     return results[0] if len(results) == 1 else combine(results, connections)

@@ -23,7 +23,7 @@ class Settings:
     workers: int = len(os.sched_getaffinity(0))
 
 
-FULL = Settings(reps=3, wrk_seconds=4, connections=(1, 16, 64, 256, 512), main_connections=64,
+FULL = Settings(reps=3, wrk_seconds=3, connections=(1, 16, 64, 256, 512), main_connections=64,
                 ab_connections=32, ab_requests=20000, ab_seconds=2, mode_connections=(64, 256),
                 vm_connections=(1, 32), boots=30, cold_samples=3, kill_samples=3)
 
