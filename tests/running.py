@@ -84,7 +84,14 @@ class RunningProxy:
             children = psutil.Process(self.pid).children()
         except psutil.NoSuchProcess:
             return []
-        return [c for c in children if "ukproxy.worker" in " ".join(c.cmdline())]
+        workers = []
+        for c in children:
+            try:  # a worker that just exited is a zombie until the master reaps it: not a worker any more
+                if c.status() != psutil.STATUS_ZOMBIE and "ukproxy.worker" in " ".join(c.cmdline()):
+                    workers.append(c)
+            except psutil.Error:
+                continue
+        return workers
 
     def wait_workers(self, n: int, timeout: float = 15.0, exclude: set[int] | None = None) -> list[psutil.Process]:
         deadline = time.monotonic() + timeout

@@ -1,8 +1,9 @@
 """One place that reaps the master's children (workers and QEMU processes) and tells their owners.
 
 The master installs `reap` as its SIGCHLD handler (run by the event loop, outside the signal
-handler). Children are reaped with waitpid(-1, WNOHANG) until none is left, as Gunicorn's arbiter
-does, and each exit status goes to the callback registered for that pid.
+handler). Only the children registered here are reaped, each with waitpid(pid, WNOHANG): unlike
+Gunicorn's waitpid(-1), this leaves alone the helpers that libraries fork and wait for themselves
+(pyroute2 does, for namespaces), which would otherwise fail with ECHILD.
 """
 
 from __future__ import annotations
@@ -18,31 +19,26 @@ ExitCallback = Callable[[int], None]
 class ChildReaper:
     def __init__(self) -> None:
         self._watched: dict[int, ExitCallback] = {}
-        self._early: dict[int, int] = {}  # statuses of children reaped before anyone watched them
 
     def watch(self, pid: int, on_exit: ExitCallback) -> None:
         """Call `on_exit(wait_status)` when `pid` exits (at once if it already has)."""
-        if pid in self._early:
-            on_exit(self._early.pop(pid))
-            return
         self._watched[pid] = on_exit
+        self._reap_one(pid)
 
     def forget(self, pid: int) -> None:
         self._watched.pop(pid, None)
 
     def reap(self) -> None:
-        while True:
-            try:
-                pid, status = os.waitpid(-1, os.WNOHANG)
-            except ChildProcessError:
-                return
-            if pid == 0:
-                return
-            callback = self._watched.pop(pid, None)
-            if callback is None:
-                self._early[pid] = status
-            else:
-                callback(status)
+        for pid in list(self._watched):
+            self._reap_one(pid)
+
+    def _reap_one(self, pid: int) -> None:
+        try:
+            done, status = os.waitpid(pid, os.WNOHANG)
+        except ChildProcessError:  # reaped elsewhere: nothing more will be known of it
+            done, status = pid, 0
+        if done == pid and (callback := self._watched.pop(pid, None)) is not None:
+            callback(status)
 
     def install(self, loop: asyncio.AbstractEventLoop) -> None:
         """Reap on SIGCHLD. Needs asyncio's own loop: uvloop keeps SIGCHLD for itself."""

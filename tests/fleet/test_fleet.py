@@ -271,7 +271,7 @@ def test_master_sigkill_then_restart_cleans_up(
 def two_upstreams(port_a: int, port_b: int, netns: str, image: Path, a: tuple[str, str], b: tuple[str, str]) -> str:
     """Two VM-backed upstreams behind two tcp listeners; each given as (name, pool settings)."""
     text = f'workers = 1\n[network]\nnetns = "{netns}"\n'
-    for port, (name, pool) in ((port_a, a), (port_b, b)):
+    for port, (name, _pool) in ((port_a, a), (port_b, b)):
         text += f'[[listen]]\naddress = "127.0.0.1:{port}"\nupstream = "{name}"\n'
     for name, pool in (a, b):
         text += (f'[[upstream]]\nname = "{name}"\n[upstream.vm]\nimage = "{image}"\nargs = "service=httpd"\n'
