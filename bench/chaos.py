@@ -85,11 +85,10 @@ class Probe:
     def run(self) -> None:
         while not self.stop.is_set():
             ok = False
-            with contextlib.suppress(OSError):
-                with socket.create_connection(("127.0.0.1", self.port), timeout=1.0) as s:
-                    s.settimeout(1.0)
-                    s.sendall(b"GET /health HTTP/1.1\r\nHost: chaos\r\nConnection: close\r\n\r\n")
-                    ok = s.recv(64).startswith(b"HTTP/1.1 200")
+            with contextlib.suppress(OSError), socket.create_connection(("127.0.0.1", self.port), timeout=1.0) as s:
+                s.settimeout(1.0)
+                s.sendall(b"GET /health HTTP/1.1\r\nHost: chaos\r\nConnection: close\r\n\r\n")
+                ok = s.recv(64).startswith(b"HTTP/1.1 200")
             self.results.append((time.monotonic(), ok))
             time.sleep(0.05)
 
@@ -149,7 +148,8 @@ class Chaos:
     def vms(self) -> list[psutil.Process]:
         marker = f"ukproxy:{self.netns}:"
         return [p for p in psutil.process_iter(["cmdline", "status"])
-                if p.info["status"] != psutil.STATUS_ZOMBIE and any(a.startswith(marker) for a in p.info["cmdline"] or [])]
+                if p.info["status"] != psutil.STATUS_ZOMBIE
+                and any(a.startswith(marker) for a in p.info["cmdline"] or [])]
 
     # the events
 
