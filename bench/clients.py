@@ -105,7 +105,8 @@ def parse_ab(out: str, connections: int, keepalive: bool, requested: int = 0) ->
 
 def wrk_argv(url: str, connections: int, seconds: float, threads: int = 2) -> list[str]:
     threads = max(1, min(threads, connections))
-    return ["wrk", f"-t{threads}", f"-c{connections}", f"-d{seconds:g}s", "--timeout=5s", "--latency", url]
+    duration = f"-d{max(1, round(seconds))}s"  # wrk takes whole seconds only
+    return ["wrk", f"-t{threads}", f"-c{connections}", duration, "--timeout=5s", "--latency", url]
 
 
 def ab_argv(url: str, connections: int, requests: int, keepalive: bool, time_limit: float) -> list[str]:
@@ -116,10 +117,12 @@ def ab_argv(url: str, connections: int, requests: int, keepalive: bool, time_lim
 
 def run_parallel(argvs: list[list[str]], timeout: float) -> list[str]:
     """Runs the client processes side by side; their outputs, or ClientFailed naming the one that failed."""
-    procs = [subprocess.Popen(a, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
-                              text=True) for a in argvs]
+    procs: list[subprocess.Popen[str]] = []
     outs = []
     try:
+        for a in argvs:
+            procs.append(subprocess.Popen(a, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+                                          stdin=subprocess.DEVNULL, text=True))
         for argv, p in zip(argvs, procs, strict=True):
             try:
                 out, _ = p.communicate(timeout=timeout)

@@ -48,12 +48,12 @@ def test_failing_client_is_an_error() -> None:
 
 
 @pytest.mark.skipif(not shutil.which("wrk"), reason="wrk not installed")
-def test_refused_connections_are_counted_as_errors() -> None:
+def test_nothing_listening_fails_the_run() -> None:
     with socket.socket() as s:  # a port nobody listens on
         s.bind(("127.0.0.1", 0))
         port = s.getsockname()[1]
-    r = run_wrk(Scenario("nobody", "native", "direct", "none", [f"http://127.0.0.1:{port}/"]), 2, 0.5)
-    assert r.errors > 0 and r.error_detail.get("connect", 0) > 0
+    with pytest.raises(ClientFailed, match="unable to connect"):
+        run_wrk(Scenario("nobody", "native", "direct", "none", [f"http://127.0.0.1:{port}/"]), 2, 0.5)
 
 
 def test_scenario_failure_names_the_scenario() -> None:
