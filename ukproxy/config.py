@@ -169,7 +169,7 @@ class Config:
     workers: int
     text: str = field(default="", repr=False)  # the TOML it came from, handed to workers as validated
     worker_connections: int = 1024
-    accept_mutex: bool = True
+    accept_mutex: bool = False
     accept_mutex_delay: float = 0.5
     multi_accept: bool = False
     reuseport: bool = False
@@ -247,7 +247,7 @@ def _read_config(top: Table, path: str) -> Config:
         path=path,
         workers=workers,
         worker_connections=top.get("worker_connections", integer(8, 1_000_000), 1024),
-        accept_mutex=top.get("accept_mutex", boolean, True),
+        accept_mutex=top.get("accept_mutex", boolean, False),
         accept_mutex_delay=top.get("accept_mutex_delay", duration, 0.5),
         multi_accept=top.get("multi_accept", boolean, False),
         reuseport=top.get("reuseport", boolean, False),

@@ -38,6 +38,7 @@ from ukproxy.vm.fleet import Fleet, FleetConfigError, FleetVm
 log = logging.getLogger("ukproxy.master")
 
 EXIT_CONFIG = 3  # a worker's exit code for "this config cannot run": never respawned
+TASKSET = shutil.which("taskset")  # util-linux, essential on Debian
 CRASH_WINDOW = 2.0  # a worker dying sooner than this after start counts towards a crash loop
 CRASH_LOOP_LIMIT = 5  # that many quick deaths in a row, before any worker became ready, stop the master
 BACKOFF_MAX = 5.0
@@ -75,7 +76,7 @@ def run_dir_for(pid_file: str) -> str:
 
 
 class Master:
-    def __init__(self, config: Config):
+    def __init__(self, config: Config, pid_file: PidFile):
         self.config = config
         self.generation = 0
         self.sockets = ListeningSockets()
@@ -83,7 +84,7 @@ class Master:
         self.reaper = ChildReaper()
         self.run_dir = run_dir_for(config.pid_file)
         self.lock_path = os.path.join(self.run_dir, "accept.lock")
-        self.pid_file = PidFile(config.pid_file)
+        self.pid_file = pid_file  # acquired by the caller before anything here touches the run directory
         self.stopping = False
         self.stopping_fast = False
         self.done = asyncio.Event()
@@ -104,7 +105,6 @@ class Master:
 
     async def run(self) -> int:
         self.loop = asyncio.get_running_loop()
-        self.pid_file.acquire()
         # Only one master per pid file runs (acquire checked), so anything here is a predecessor's
         # (the metrics directory was already wiped and prepared by the observability set-up).
         os.makedirs(self.run_dir, mode=0o700, exist_ok=True)
@@ -146,7 +146,6 @@ class Master:
             self.sockets.close()
             await self.fleet.shutdown()
             await self.observability.stop()
-            self.pid_file.release()
             shutil.rmtree(self.run_dir, ignore_errors=True)
         return self.exit_code
 
@@ -211,17 +210,18 @@ class Master:
         listen_socks = self.sockets.for_worker(config, slot)
         fds = [s.fileno() for s in listen_socks]
         env = dict(os.environ, UKPROXY_CONTROL_FD=str(child_end.fileno()))
+        cpu = self.cpu_for(slot)
+        # taskset pins before the interpreter runs a line, so no thread of the worker ever runs elsewhere.
+        pin = ["taskset", "-c", str(cpu)] if cpu is not None and TASKSET else []
         proc = subprocess.Popen(
-            [sys.executable, "-m", "ukproxy.worker"],
+            [*pin, sys.executable, "-m", "ukproxy.worker"],
             pass_fds=[child_end.fileno(), *fds],
             env=env,
             stdin=subprocess.DEVNULL,
         )
         child_end.close()
-        cpu = self.cpu_for(slot)
-        if cpu is not None:
-            # Pinned here, right after exec and before the worker starts any thread (threads inherit it).
-            os.sched_setaffinity(proc.pid, {cpu})
+        if cpu is not None and not TASKSET:
+            os.sched_setaffinity(proc.pid, {cpu})  # right after exec, before the worker starts a thread
         channel = await control.ControlChannel.open(parent_end)
         worker = WorkerProcess(slot, self.generation, proc, channel, cpu)
         self.workers[proc.pid] = worker
@@ -391,5 +391,9 @@ def run_master(config: Config) -> int:
     # signal for its subprocess support) and it is off the data path.
     setup_logging(config.log, "master")
     os.register_at_fork(after_in_child=_forked_child_forgets_master_signals)
-    master = Master(config)
-    return asyncio.run(master.run())
+    pid_file = PidFile(config.pid_file)
+    pid_file.acquire()  # first: a second master must not touch the running one's files
+    try:
+        return asyncio.run(Master(config, pid_file).run())
+    finally:
+        pid_file.release()

@@ -6,6 +6,7 @@ import os
 import signal
 import socket
 import time
+import urllib.request
 from collections.abc import Callable
 from pathlib import Path
 
@@ -131,11 +132,17 @@ def test_cli_stop_and_reload_find_the_master(ukproxy: Callable[..., RunningProxy
 
 
 def test_second_master_with_the_same_pid_file_refuses(ukproxy: Callable[..., RunningProxy]) -> None:
-    port = free_port()
+    port, metrics_port = free_port(), free_port()
     with echo_servers(1) as (b,):
-        proxy = ukproxy(tcp_config(port, [b.port])).start([port])
+        metrics = f'[metrics]\nlisten = "127.0.0.1:{metrics_port}"'
+        proxy = ukproxy(tcp_config(port, [b.port], upstream_extra=metrics)).start([port], expect_workers=2)
         second = proxy.cli("run")
         assert second.returncode == 1 and "already running" in second.stderr
+        # The refused master touched nothing of the running one's: its metrics still scrape.
+        assert exchange(port, b"x") == b"x"
+        time.sleep(1.2)  # workers flush their tallies once a second
+        with urllib.request.urlopen(f"http://127.0.0.1:{metrics_port}/metrics", timeout=5) as r:
+            assert b"ukproxy_connections_accepted_total" in r.read()
 
 
 def test_crash_loop_at_startup_gives_up(ukproxy: Callable[..., RunningProxy], tmp_path: Path,
