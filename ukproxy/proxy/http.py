@@ -384,7 +384,8 @@ class HttpClientConnection(asyncio.Protocol):
             if head.expect_continue and head.has_body and head.version == b"1.1":
                 self.write(msg.CONTINUE)
             group = self.site.groups[match.upstream]
-            self.exchange = Exchange(self, head, match.path, group, self.site.pools[match.upstream])
+            self.exchange = exchange = Exchange(self, head, match.path, group, self.site.pools[match.upstream])
+            exchange.begin()  # may be over at once
         if self.exchange is not None and not self.exchange.body_done:
             self._set_timer("body", self.limits.client_body_timeout)
         elif self.exchange is not None:

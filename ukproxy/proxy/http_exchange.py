@@ -1,12 +1,16 @@
 """One request through the proxy: pick a server, connect (or reuse), send, retry, relay the response.
 
-The connect-and-retry phase is a coroutine; once a response head is on its way to the client the rest
-is driven by the upstream connection's callbacks. Retries follow nginx's proxy_next_upstream: on a
-connect error or timeout always; after the request went out only when it is idempotent and its body
-is still held (`REPLAY_LIMIT`); on a configured 502/503/504 likewise; never once the client has seen
-a byte of the response; at most `tries` servers within `next_upstream_timeout`. A reused keep-alive
-connection that fails before any response byte is retried once on a fresh connection to the same
-server (the server closed it as we reused it), idempotent requests only.
+The common case (a server the balancer gives at once, an idle keep-alive connection to it, no request
+body) is driven by callbacks alone: `begin` sends the request and the upstream connection's events carry
+it to its end, with no Task or Future per request. Anything else (a connect, a VM pool that must grow or
+queue, a body, a retry) runs the connect-and-retry coroutine; a failed fast attempt continues there.
+
+Retries follow nginx's proxy_next_upstream: on a connect error or timeout always; after the request went
+out only when it is idempotent and its body is still held (`REPLAY_LIMIT`); on a configured 502/503/504
+likewise; never once the client has seen a byte of the response; at most `tries` servers within
+`next_upstream_timeout`. A reused keep-alive connection that fails before any response byte is retried
+once on a fresh connection to the same server (the server closed it as we reused it), idempotent
+requests only.
 """
 
 from __future__ import annotations
@@ -59,6 +63,10 @@ class Exchange:
         self.group = group
         self.pool = pool
         self.started_at = self.loop.time()
+        config = group.config
+        self.deadline: float | None = (
+            self.started_at + config.next_upstream_timeout if config.next_upstream_timeout > 0 else None
+        )
         self.request_bytes = msg.upstream_request_head(
             head.method, path, head.host_header or group.name.encode(), head.version, head.headers,
             head.connection_tokens, client.peer_ip,
@@ -75,8 +83,8 @@ class Exchange:
         self.upstream: UpstreamConnection | None = None
         self.server: Server | None = None
         self.tried: list[Server] = []
-        self.deadline: float | None = None
-        self.attempt: asyncio.Future[_Outcome | None] | None = None
+        self.attempting = False  # a request is out and no response head (or failure) has come back
+        self.attempt: asyncio.Future[_Outcome | None] | None = None  # what the coroutine awaits, if it runs
         self.attempt_started = 0.0
         self.upstream_time: float | None = None
         self.upstream_addr: str | None = None
@@ -89,38 +97,62 @@ class Exchange:
         self.finished = False
         self.tunnel = False
         self.tunnel_eofs = 0
-        self.task: asyncio.Task[None] = self.loop.create_task(self._run())
+        self.task: asyncio.Task[None] | None = None
+        self.key: bytes | None = None  # for the balancer (hash, ip_hash)
+
+    def begin(self) -> None:
+        """Send the request now if a server and an idle connection to it are at hand, else start the coroutine."""
+        head = self.head
+        try:
+            key = self.key = self.client.site.balance_key(self.group, head, self.client.peer_ip)
+            if not head.has_body:  # a body is sent with the head by the coroutine's first send
+                server = self.group.acquire_nowait(key, self.tried, self.started_at)
+                if server is not None:
+                    self.tried.append(server)
+                    self.server = server
+                    self.upstream_addr = server.name
+                    conn = self.pool.take(server)
+                    if conn is not None:
+                        self._send_request(conn)
+                        return
+                    self.task = self.loop.create_task(self._run(key, server))
+                    return
+        except Exception:
+            log.exception("http: internal error proxying %s", self._describe())
+            self._fail(500, "internal_error", "internal error")
+            return
+        self.task = self.loop.create_task(self._run(key))
 
     # the connect-and-retry phase
 
-    async def _run(self) -> None:
+    async def _run(self, key: bytes | None, server: Server | None = None, failed: _Outcome | None = None,
+                   stale: bool = False) -> None:
         try:
-            await self._proxy()
+            await self._proxy(key, server, failed, stale)
         except asyncio.CancelledError:
             pass
         except Exception:
             log.exception("http: internal error proxying %s", self._describe())
             self._fail(500, "internal_error", "internal error")
 
-    async def _proxy(self) -> None:
-        config = self.group.config
-        if config.next_upstream_timeout > 0:
-            self.deadline = self.started_at + config.next_upstream_timeout
-        key = self.client.site.balance_key(self.group, self.head, self.client.peer_ip)
+    async def _proxy(self, key: bytes | None, server: Server | None, failed: _Outcome | None, stale: bool) -> None:
+        """`server`: already acquired by `begin`; `failed` (and `stale`): how its fast attempt ended."""
         last: _Outcome | None = None
         while True:
-            server = await self.group.acquire(key, self.tried, self.loop.time())  # a VM pool may grow or queue
             if server is None:
-                if last is None:
-                    self.state.no_upstream(self.group.name)
-                    self._fail(503, "no_server", f"upstream {self.group.name}: no server available")
-                else:
-                    self._fail(last.status, last.why, last.detail)
-                return
-            self.tried.append(server)
-            self.server = server
-            self.upstream_addr = server.name
-            outcome = await self._attempt(server)
+                server = await self.group.acquire(key, self.tried, self.loop.time())  # a VM pool may grow or queue
+                if server is None:
+                    if last is None:
+                        self.state.no_upstream(self.group.name)
+                        self._fail(503, "no_server", f"upstream {self.group.name}: no server available")
+                    else:
+                        self._fail(last.status, last.why, last.detail)
+                    return
+                self.tried.append(server)
+                self.server = server
+                self.upstream_addr = server.name
+            outcome = await self._attempt(server, failed, stale)
+            failed = None
             if outcome is None or self.finished:
                 return  # the response is on its way (or the client left)
             last = outcome
@@ -133,6 +165,7 @@ class Exchange:
                 self._fail(outcome.status, outcome.why, outcome.detail)
                 return
             self.state.counters[f"http_retries:{self.group.name}"] += 1
+            server = None
 
     def _may_try_again(self) -> bool:
         return (
@@ -145,9 +178,17 @@ class Exchange:
         """May the request go out again? Only an idempotent one whose body we still hold, before any response."""
         return self.replay is not None and not self.response_started
 
-    async def _attempt(self, server: Server) -> _Outcome | None:
-        conn = self.pool.take(server)
-        reused = conn is not None
+    async def _attempt(self, server: Server, failed: _Outcome | None = None, stale: bool = False) -> _Outcome | None:
+        conn: UpstreamConnection | None
+        if failed is not None:  # the fast attempt on a pooled connection failed
+            self.upstream = None
+            if not (stale and self._replayable()):
+                return failed
+            self._stale_retry(server)
+            conn, reused = None, False
+        else:
+            conn = self.pool.take(server)
+            reused = conn is not None
         while True:
             if conn is None:
                 conn, failure = await self._connect(server)
@@ -158,22 +199,22 @@ class Exchange:
                     conn.close()
                     return None
             self.attempt = self.loop.create_future()
-            self.attempt_started = self.loop.time()
-            self.upstream = conn
             self._send_request(conn)
             outcome = await self.attempt
             self.attempt = None
             if outcome is None:
                 return None
             self.upstream = None
-            stale = reused and outcome.why == RESET and not conn.got_bytes
-            if stale and self._replayable():
-                self.state.counters[f"http_stale_keepalive:{self.group.name}"] += 1
-                log.info("upstream %s server %s: reused connection was closed, retrying on a new one",
-                         self.group.name, server.name)
+            if reused and outcome.why == RESET and not conn.got_bytes and self._replayable():
+                self._stale_retry(server)
                 conn, reused = None, False
                 continue
             return outcome
+
+    def _stale_retry(self, server: Server) -> None:
+        self.state.counters[f"http_stale_keepalive:{self.group.name}"] += 1
+        log.info("upstream %s server %s: reused connection was closed, retrying on a new one",
+                 self.group.name, server.name)
 
     async def _connect(self, server: Server) -> tuple[UpstreamConnection | None, _Outcome | None]:
         config = self.group.config
@@ -192,16 +233,23 @@ class Exchange:
         return conn, None
 
     def _send_request(self, conn: UpstreamConnection) -> None:
-        parts = [self.request_bytes]
-        if self.replay:
-            parts.extend(self.replay)
-        parts.extend(self.pending)
-        pending, self.pending = self.pending, []
-        self._keep_for_replay(pending)
-        if self.pending_size:
-            self.pending_size = 0
-            self.client.resume_reading("pending")
-        conn.start(self, b"".join(parts), self.head.method == b"HEAD")
+        self.attempting = True
+        self.attempt_started = self.loop.time()
+        self.upstream = conn
+        if self.replay or self.pending:
+            parts = [self.request_bytes]
+            if self.replay:
+                parts.extend(self.replay)
+            parts.extend(self.pending)
+            pending, self.pending = self.pending, []
+            self._keep_for_replay(pending)
+            if self.pending_size:
+                self.pending_size = 0
+                self.client.resume_reading("pending")
+            data = b"".join(parts)
+        else:
+            data = self.request_bytes
+        conn.start(self, data, self.head.method == b"HEAD")
         if self.client.writing_paused:
             conn.pause_reading()
 
@@ -239,7 +287,7 @@ class Exchange:
         if self.finished:
             return
         conn = self.upstream
-        if conn is not None and ((self.attempt is not None and not self.attempt.done()) or self.response_started):
+        if conn is not None and (self.attempting or self.response_started):
             conn.send(framed)
             self._keep_for_replay([framed])
         else:
@@ -361,7 +409,7 @@ class Exchange:
     def upstream_failed(self, why: str, detail: str) -> None:
         if self.finished:
             return
-        if self.attempt is not None and not self.attempt.done():
+        if self.attempting:
             status = 504 if why in (READ_TIMEOUT, SEND_TIMEOUT) else 502
             if why in (READ_TIMEOUT, SEND_TIMEOUT):
                 self.state.timeout_fired(f"upstream_{why}")
@@ -426,17 +474,27 @@ class Exchange:
     # endings
 
     def _resolve(self, outcome: _Outcome | None) -> None:
-        if self.attempt is not None and not self.attempt.done():
-            self.attempt.set_result(outcome)
+        """The attempt in flight is over: None when the response is on its way, else why it failed."""
+        if not self.attempting:
+            return
+        self.attempting = False
+        if self.attempt is not None:
+            if not self.attempt.done():
+                self.attempt.set_result(outcome)
+        elif outcome is not None:
+            # A fast attempt failed: what follows (a fresh connection, another server) is the coroutine's.
+            conn = self.upstream
+            stale = outcome.why == RESET and conn is not None and not conn.got_bytes  # it came from the pool
+            self.task = self.loop.create_task(self._run(self.key, self.server, outcome, stale))
 
     def _abort_upstream(self) -> None:
         conn, self.upstream = self.upstream, None
         if conn is not None:
             conn.abort()
-        if self.attempt is not None and not self.attempt.done():
-            self.attempt.set_result(None)
-        if not self.task.done() and self.attempt is None:
-            self.task.cancel()  # still connecting
+        if self.attempting:
+            self._resolve(None)
+        if self.task is not None and not self.task.done() and self.attempt is None:
+            self.task.cancel()  # still connecting (or a retry not begun)
 
     def _fail(self, status: int, why: str, detail: str, keep_alive: bool | None = None) -> None:
         """Answer with the proxy's own error, if the client has not seen a byte of a response yet."""
@@ -462,8 +520,9 @@ class Exchange:
     def _done(self, keep_alive: bool, abort: bool = False) -> None:
         self.finished = True
         self._let_go_of_server()
-        if not self.task.done() and asyncio.current_task() is not self.task:
-            self.task.cancel()
+        task = self.task
+        if task is not None and not task.done() and asyncio.current_task() is not task:
+            task.cancel()
         if self.upstream is not None and not self.tunnel:
             self.upstream.abort()
             self.upstream = None

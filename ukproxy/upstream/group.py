@@ -41,12 +41,17 @@ class UpstreamGroup:
     def set_servers(self, servers: list[Server]) -> None:
         self.balancer.set_servers(servers)
 
+    def acquire_nowait(self, key: bytes | None, tried: Collection[Server], now: float) -> Server | None:
+        """A server if the balancer has one at once, else None (then `acquire` may wait for a VM pool)."""
+        server = self.balancer.pick(key, tried, now)
+        if server is not None:
+            server.connection_started()
+        return server
+
     async def acquire(self, key: bytes | None, tried: Collection[Server], now: float) -> Server | None:
         """A server for one connection or request, or None. A VM pool may grow or queue first."""
-        server = self.balancer.pick(key, tried, now)
+        server = self.acquire_nowait(key, tried, now)
         if server is not None or self.pool is None:
-            if server is not None:
-                server.connection_started()
             return server
         deadline = now + self.pool.pool.queue_timeout
         while await self.pool.wait_for_capacity(deadline):
