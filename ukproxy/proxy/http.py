@@ -8,6 +8,8 @@ to go, and while the upstream's send buffer is above its high-water mark; the qu
 bounded by one read. Timers: client_header_timeout from a request's first byte (the connection's
 start for the first request) to the end of its head; client_body_timeout between two reads of a body
 (and while the client does not take our writes); keepalive_timeout while idle between requests.
+The connection has one timer for all of them, armed at most `HttpSite.timer_tick` ahead and re-checked when it
+fires, so moving from one phase to the next only changes a kind and a deadline (no timer per request).
 """
 
 from __future__ import annotations
@@ -60,6 +62,11 @@ class HttpSite:
         self.router = Router(config.routes, listen.upstream)
         self.groups = groups
         self.pools = {name: keepalive_pool(state, group) for name, group in groups.items()}
+        limits = self.limits
+        timeouts = [t for t in (limits.client_header_timeout, limits.client_body_timeout,
+                                limits.keepalive_timeout) if t > 0]
+        # A connection's timer is never armed further ahead than this, so the next phase's deadline is never earlier.
+        self.timer_tick = min(timeouts, default=60.0)
 
     @staticmethod
     def balance_key(group: UpstreamGroup, head: RequestHead, client_ip: bytes) -> bytes | None:
@@ -152,7 +159,10 @@ class HttpClientConnection(asyncio.Protocol):
         self._pause_reasons: set[str] = set()
         self._dispatching = False
         self._timer: asyncio.TimerHandle | None = None
-        self._timer_kind = ""
+        self._timer_at = 0.0  # when _timer fires
+        self._timer_kind = ""  # what the deadline is for; "" for nothing
+        self._timeout = 0.0
+        self._deadline = 0.0  # for "body" and "tunnel", from the last read instead
         self._last_read = 0.0
         self._stall_timer: asyncio.TimerHandle | None = None
         self._tunnel_idle = 0.0
@@ -212,7 +222,7 @@ class HttpClientConnection(asyncio.Protocol):
         self._count_phase(reading=False, writing=False)
         self.state.drainable.discard(self)
         self.state.connection_closed()
-        self._cancel_timer()
+        self._stop_timer()
         self._cancel_stall_timer()
         exchange = self.exchange or self.tunnel
         if exchange is not None:
@@ -435,29 +445,49 @@ class HttpClientConnection(asyncio.Protocol):
     # timers
 
     def _set_timer(self, kind: str, timeout: float) -> None:
-        self._cancel_timer()
-        self._timer_kind = kind
-        if timeout > 0:
-            self._timer = self.loop.call_later(timeout, self._timed_out, kind, timeout)
+        self._timer_kind = kind  # even without a timeout: the phase is what data_received and drain look at
+        self._timeout = timeout
+        if timeout <= 0:
+            return
+        now = self.loop.time()
+        self._deadline = deadline = now + timeout
+        if self._timer is not None:
+            if self._timer_at <= deadline:
+                return  # it fires first and looks again
+            self._timer.cancel()
+        self._arm(min(deadline, now + self.site.timer_tick))
+
+    def _arm(self, when: float) -> None:
+        self._timer_at = when
+        self._timer = self.loop.call_at(when, self._timed_out)
 
     def _cancel_timer(self) -> None:
+        """Nothing to wait for now; the armed timer (if any) lapses when it fires."""
+        self._timer_kind = ""
+
+    def _stop_timer(self) -> None:
+        self._timer_kind = ""
         if self._timer is not None:
             self._timer.cancel()
             self._timer = None
-        self._timer_kind = ""
 
-    def _timed_out(self, kind: str, timeout: float) -> None:
+    def _timed_out(self) -> None:
         self._timer = None
-        if self.closed or self.transport is None:
+        kind = self._timer_kind
+        timeout = self._timeout
+        if self.closed or self.transport is None or not kind or timeout <= 0:
             return
+        now = self.loop.time()
         if kind in ("body", "tunnel"):
-            # Lazily re-armed from the last read, so reads never touch the timer; a pause of ours is not idleness.
-            quiet = self.loop.time() - self._last_read
-            if quiet < timeout or (kind == "body" and self._pause_reasons):
-                if self._pause_reasons:
-                    self._last_read = self.loop.time()
-                self._timer = self.loop.call_at(self._last_read + timeout, self._timed_out, kind, timeout)
-                return
+            # From the last read, so reads never touch the timer; a pause of ours is not idleness.
+            if kind == "body" and self._pause_reasons:
+                self._last_read = now
+            deadline = self._last_read + timeout
+        else:
+            deadline = self._deadline
+        if now + 0.001 < deadline:  # the loop's clock is in ms: a timer may run a little early
+            self._arm(min(deadline, now + self.site.timer_tick))
+            return
         self._timer_kind = ""
         if kind == "keepalive":
             self.state.timeout_fired("keepalive")

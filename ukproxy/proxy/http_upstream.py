@@ -107,7 +107,8 @@ class UpstreamConnection(asyncio.Protocol):
         self._response = None
         self.transport.write(data)  # type: ignore[union-attr]
         self._last_read = self.loop.time()
-        self._arm_read_timer()
+        if self._read_timer is None:  # else the one armed for an earlier request re-checks from _last_read
+            self._arm_read_timer()
 
     def send(self, data: bytes) -> None:
         transport = self.transport
@@ -117,7 +118,7 @@ class UpstreamConnection(asyncio.Protocol):
     def release(self) -> None:
         """The exchange is done with us: park in the pool if we can carry another request, else close."""
         self.sink = None
-        self._cancel_timers()
+        self._cancel_send_timer()  # the read timer stays: it finds no sink and lapses (re-armed per request costs more)
         if self.reading_paused:
             self.resume_reading()
         if self.closed or not self.reusable or not self.pool.put(self.server, self):
@@ -299,7 +300,7 @@ class UpstreamConnection(asyncio.Protocol):
     # internals
 
     def _finish(self) -> None:
-        self._cancel_timers()
+        self._cancel_send_timer()
         if self.sink is not None:
             self.sink.upstream_end()
 
@@ -337,6 +338,9 @@ class UpstreamConnection(asyncio.Protocol):
         if self._read_timer is not None:
             self._read_timer.cancel()
             self._read_timer = None
+        self._cancel_send_timer()
+
+    def _cancel_send_timer(self) -> None:
         if self._send_timer is not None:
             self._send_timer.cancel()
             self._send_timer = None

@@ -2,7 +2,8 @@
 
 At most `size` idle connections per upstream group, indexed by server. Taking gives the most recently
 parked connection of that server (warmest, least likely to have been closed by the server); parking
-beyond `size` closes the longest-idle one; a connection idle for `timeout` is closed. A parked
+beyond `size` closes the longest-idle one; a connection idle for `timeout` is closed (by one sweeping
+timer per pool, not a timer per parking: parking and taking are on every request's path). A parked
 connection that hears anything from its server (data, EOF, reset) is closed and forgotten by its owner
 calling `discard`.
 """
@@ -25,8 +26,9 @@ class KeepalivePool:
         self.loop = loop
         self.size = size
         self.timeout = timeout
-        # Every idle connection, oldest first, with its server and its expiry timer.
-        self._idle: OrderedDict[Poolable, tuple[Server, asyncio.TimerHandle | None]] = OrderedDict()
+        # Every idle connection, oldest first, with its server and when it was parked.
+        self._idle: OrderedDict[Poolable, tuple[Server, float]] = OrderedDict()
+        self._sweep: asyncio.TimerHandle | None = None
         self._by_server: dict[Server, list[Poolable]] = {}
         self.reused = 0  # connections handed out again: what the pool is for
 
@@ -41,9 +43,7 @@ class KeepalivePool:
         if not conns:
             return None
         conn = conns.pop()
-        _, timer = self._idle.pop(conn)
-        if timer is not None:
-            timer.cancel()
+        del self._idle[conn]
         self.reused += 1
         return conn
 
@@ -51,9 +51,15 @@ class KeepalivePool:
         """Park `conn`; False (and the caller closes it) when the pool keeps nothing."""
         if self.size <= 0:
             return False
-        timer = self.loop.call_later(self.timeout, self._expire, conn) if self.timeout > 0 else None
-        self._idle[conn] = (server, timer)
-        self._by_server.setdefault(server, []).append(conn)
+        now = self.loop.time()
+        self._idle[conn] = (server, now)
+        conns = self._by_server.get(server)
+        if conns is None:
+            self._by_server[server] = [conn]
+        else:
+            conns.append(conn)
+        if self._sweep is None and self.timeout > 0:
+            self._sweep = self.loop.call_at(now + self.timeout, self._expire)
         while len(self._idle) > self.size:
             oldest = next(iter(self._idle))
             self.discard(oldest)
@@ -64,20 +70,30 @@ class KeepalivePool:
         entry = self._idle.pop(conn, None)
         if entry is None:
             return
-        server, timer = entry
-        if timer is not None:
-            timer.cancel()
+        server = entry[0]
         conns = self._by_server[server]
         conns.remove(conn)
         if not conns:
             del self._by_server[server]
 
     def close_all(self) -> None:
+        if self._sweep is not None:
+            self._sweep.cancel()
+            self._sweep = None
         for conn in list(self._idle):
             self.discard(conn)
             conn.close()
 
-    def _expire(self, conn: Poolable) -> None:
-        if conn in self._idle:
+    def _expire(self) -> None:
+        """Close every connection idle for `timeout`, then sleep until the next one will be."""
+        self._sweep = None
+        deadline = self.loop.time() - self.timeout + 0.001  # the loop's clock is in ms: no busy re-arming
+        idle = self._idle
+        while idle:
+            conn = next(iter(idle))
+            parked_at = idle[conn][1]
+            if parked_at > deadline:
+                self._sweep = self.loop.call_at(parked_at + self.timeout, self._expire)
+                return
             self.discard(conn)
             conn.close()
