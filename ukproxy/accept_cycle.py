@@ -5,8 +5,9 @@ listening sockets, accepts (all pending with multi_accept), releases the lock an
 once the callbacks already queued have run. A worker without the lock takes a turn again within
 `accept_mutex_delay`, and sooner when one of its connections closes.
 
-Without the mutex every worker watches its sockets (a shared one, or its own SO_REUSEPORT one).
-In every mode a worker at `worker_connections` stops watching until a connection closes.
+Without the mutex every worker serves its sockets (a shared one, or its own SO_REUSEPORT one)
+through uvloop's own server, which accepts in C: a connection costs no Python until its protocol
+exists. In every mode a worker at `worker_connections` stops accepting until a connection closes.
 """
 
 from __future__ import annotations
@@ -14,6 +15,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import os
 import socket
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -22,6 +24,11 @@ from ukproxy.accept import AcceptMutex, DisabledCounter, accept_disabled
 from ukproxy.worker_state import WorkerState
 
 log = logging.getLogger("ukproxy.accept")
+
+
+class _CloseAtOnce(asyncio.Protocol):
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        transport.close()
 
 
 @dataclass
@@ -52,20 +59,66 @@ class AcceptCycle:
         self.acquisitions = 0
         self._timer: asyncio.TimerHandle | None = None
         self._turn_soon = False
+        self.servers: list[asyncio.AbstractServer] = []
         state.on_connection_closed = self._connection_closed
+        if mutex is None:
+            state.on_full = lambda: self.loop.call_soon(self._pause_servers)
 
     def start(self) -> None:
         self.running = True
         if self.mutex is None:
-            self._watch()
+            self.loop.create_task(self._serve())
         else:
             self._turn()
+
+    # without the mutex: uvloop's servers on duplicates of the listening sockets
+
+    async def _serve(self) -> None:
+        if self.servers or not self.running or self.state.free_connections <= 0:
+            return
+        self.watching = True
+        servers = []
+        for listener in self.listeners:
+            # A duplicate: closing a server (to pause at worker_connections) must not close our socket.
+            sock = socket.socket(fileno=os.dup(listener.sock.fileno()))
+            servers.append(await self.loop.create_server(self._counting_factory(listener), sock=sock,
+                                                         backlog=0x7FFF))
+        self.servers = servers
+        if not self.running or self.state.free_connections <= 0:
+            self._pause_servers()
+
+    def _counting_factory(self, listener: Listener) -> Callable[[], asyncio.Protocol]:
+        state = self.state
+        make = listener.protocol_factory
+
+        def factory() -> asyncio.Protocol:
+            if state.free_connections <= 0:
+                # Accepted in the same batch as the one that filled us: Nginx's "worker_connections are
+                # not enough". Closed at once, so the limit holds.
+                state.counters["accept_over_limit"] += 1
+                return _CloseAtOnce()
+            state.accepted += 1
+            state.connection_opened()
+            if state.free_connections <= 0:
+                self.loop.call_soon(self._pause_servers)  # not inside uvloop's accept callback
+            return make()
+
+        return factory
+
+    def _pause_servers(self) -> None:
+        if not self.servers:
+            return
+        for server in self.servers:
+            server.close()
+        self.servers = []
+        self.watching = False
 
     def stop(self) -> None:
         """Stop accepting for good (graceful shutdown): release the lock for the other workers."""
         self.running = False
         if self._timer is not None:
             self._timer.cancel()
+        self._pause_servers()
         self._unwatch()
         if self.mutex is not None:
             self.mutex.unlock()
@@ -104,13 +157,18 @@ class AcceptCycle:
             return
         if self.mutex is None:
             if not self.watching and self.state.free_connections > 0:
-                self._watch()
+                self.watching = True  # one resume at a time
+                self.loop.create_task(self._resume())
         elif not self.mutex.held and not self._turn_soon:
             self._turn_soon = True
             if self._timer is not None:
                 self._timer.cancel()
                 self._timer = None
             self.loop.call_soon(self._turn)
+
+    async def _resume(self) -> None:
+        self.watching = False
+        await self._serve()
 
     # the listening sockets
 

@@ -34,6 +34,7 @@ class WorkerState:
         self.counters: Counter[str] = Counter()
         # Called when a connection closes: the accept cycle may want another turn at the mutex.
         self.on_connection_closed: Callable[[], None] | None = None
+        self.on_full: Callable[[], None] | None = None
         # Observability: plain tallies on the request path, moved into Prometheus once a second
         # (ukproxy.metrics.flush), and the access log (ukproxy.access_log), set by the worker.
         self.reading = 0  # client connections reading a request head (stub_status "reading")
@@ -66,6 +67,8 @@ class WorkerState:
 
     def upstream_opened(self) -> None:
         self.upstreams += 1
+        if self.upstreams + self.clients >= self.worker_connections and self.on_full is not None:
+            self.on_full()  # an upstream took the last free connection: stop accepting
 
     def upstream_closed(self) -> None:
         self.upstreams -= 1
