@@ -151,6 +151,10 @@ class Chaos:
                 if p.info["status"] != psutil.STATUS_ZOMBIE
                 and any(a.startswith(marker) for a in p.info["cmdline"] or [])]
 
+    def worker_rss(self) -> list[float]:
+        """Each live worker's resident memory in MiB: bounded over a long run, not growing with requests."""
+        return sorted(round(w.memory_info().rss / 2**20, 1) for w in self.workers())
+
     # the events
 
     def kill_worker(self) -> str:
@@ -198,7 +202,7 @@ class Chaos:
         self.start()
         assert self.master is not None
         fds_before = psutil.Process(self.master.pid).num_fds()
-        self.workers()
+        rss_before = self.worker_rss()
         probe = Probe(self.port)
         prober = threading.Thread(target=probe.run, daemon=True)
         prober.start()
@@ -219,13 +223,14 @@ class Chaos:
         for event, end in zip(self.events, ends, strict=True):
             event.failed_probes, event.recovery_seconds = probe.recovery_after(event.at, end)
         fds_after = psutil.Process(self.master.pid).num_fds()
-        self.workers()
+        rss_after = self.worker_rss()
         leftovers = self.stop()
         return {
             "protocol": self.protocol, "seconds": self.seconds, "wrk": parse_wrk(out),
             "probes": len(probe.results), "failed_probes": sum(1 for _, ok in probe.results if not ok),
             "events": [asdict(e) | {"at": round(e.at - start, 2)} for e in self.events],
             "master_fds_before": fds_before, "master_fds_after": fds_after, "leftovers": leftovers,
+            "worker_rss_mib_before": rss_before, "worker_rss_mib_after": rss_after,
             "worker_restarts": self.log().count(") died:"), "vm_replacements": self.log().count("replacing"),
         }
 

@@ -311,3 +311,20 @@ def test_reload_keeps_resizes_adds_and_removes_vm_upstreams(
     assert get(port_a)[0] == 200 and get(port_c)[0] == 200
     with pytest.raises(OSError):  # the removed listener is closed
         get(port_b, timeout=2)
+
+
+def test_user_networking_fallback_serves_without_a_bridge(
+    netns_name: str, unikernel_image: Path, ukproxy: Callable[..., RunningProxy]
+) -> None:
+    # What a person without root gets: QEMU's user networking on loopback ports, no namespace at all.
+    port = free_port()
+    text = fleet_config(port, netns_name, unikernel_image, workers=1).replace(
+        f'netns = "{netns_name}"', f'netns = "{netns_name}"\nmode = "user"')
+    proxy = start_fleet(ukproxy, text, port, 1)
+    assert get(port)[0] == 200
+    assert re.search(r"VM web-\d+ in rotation \(127\.0\.0\.1:\d+\)", proxy.log())
+    assert not os.path.exists(f"/run/netns/{netns_name}")  # no namespace was made
+    vm = qemu_of(netns_name)[0]
+    assert any(a.startswith("user,") for a in vm.cmdline())
+    for w in proxy.workers():  # workers stay in the host namespace, where the forwarded ports are
+        assert os.stat(f"/proc/{w.pid}/ns/net").st_ino == os.stat(f"/proc/{proxy.pid}/ns/net").st_ino
