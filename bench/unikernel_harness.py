@@ -42,10 +42,10 @@ def _ip(*args: str, check: bool = True) -> subprocess.CompletedProcess:
 
 
 class Netns:
-    """A network namespace `ukt-<random>` holding bridge br0 with GATEWAY as its address."""
+    """A network namespace `PREFIX<random>` (default `ukt-`) holding bridge br0 with GATEWAY as its address."""
 
-    def __init__(self, subnet: int | None = None) -> None:
-        self.name = f"ukt-{secrets.token_hex(4)}"
+    def __init__(self, subnet: int | None = None, prefix: str = "ukt-") -> None:
+        self.name = f"{prefix}{secrets.token_hex(4)}"
         self.subnet = subnet if subnet is not None else 100 + secrets.randbelow(150)
         self.gateway = f"10.77.{self.subnet}.1"
         self._taps = 0
@@ -201,9 +201,9 @@ def qemu_argv(
 class Lab:
     """A namespace plus the VMs booted in it; `close()` kills every VM, then the namespace."""
 
-    def __init__(self, workdir: Path, subnet: int | None = None) -> None:
+    def __init__(self, workdir: Path, subnet: int | None = None, prefix: str = "ukt-") -> None:
         self.workdir = workdir
-        self.netns = Netns(subnet)
+        self.netns = Netns(subnet, prefix)
         self.vms: list[Vm] = []
         self._next_host = 10
 

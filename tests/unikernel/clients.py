@@ -151,3 +151,30 @@ except socket.timeout:
     pass
 print(json.dumps({"reply": ok}))
 '''
+
+# Connects N times from one fixed source port, each time asking the server to close
+# first (so the server holds the 4-tuple in TIME-WAIT when the next SYN comes).
+SAME_PORT = r'''
+import json, socket, sys, time
+ip, port, src, n = sys.argv[1], int(sys.argv[2]), int(sys.argv[3]), int(sys.argv[4])
+out = []
+for _ in range(n):
+    s = socket.socket()
+    s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    s.bind(("0.0.0.0", src))
+    s.settimeout(5)
+    started = time.monotonic()
+    try:
+        s.connect((ip, port))
+        s.sendall(b"GET /health HTTP/1.1\r\nHost: vm\r\nConnection: close\r\n\r\n")
+        data = b""
+        while chunk := s.recv(4096):
+            data += chunk
+        out.append({"ok": data.startswith(b"HTTP/1.1 200"), "s": round(time.monotonic() - started, 3)})
+    except OSError as e:
+        out.append({"ok": False, "error": repr(e), "s": round(time.monotonic() - started, 3)})
+    finally:
+        s.close()
+    time.sleep(0.1)
+print(json.dumps(out))
+'''

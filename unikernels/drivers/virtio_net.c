@@ -52,6 +52,7 @@ static struct vq rxq, txq;
 static uint16_t tx_free[MAX_SLOTS], tx_nfree;
 static int tx_blocked;              /* a send failed on a full ring */
 uint32_t vnet_tx_full_count;
+struct vnet_stats vnet_stats;
 
 static void vq_setup(struct vq *q, uint16_t index)
 {
@@ -79,14 +80,36 @@ static void vq_setup(struct vq *q, uint16_t index)
 static void notify(struct vq *q)
 {
     __sync_synchronize();
-    if (!(q->used->flags & USED_F_NO_NOTIFY))
+    if (!(q->used->flags & USED_F_NO_NOTIFY)) {
         outw(iobase + REG_QUEUE_NOTIFY, q->index);
+        if (q == &txq)
+            vnet_stats.tx_kicks++;
+        else
+            vnet_stats.rx_kicks++;
+    }
 }
 
 static void irq(void)
 {
+    vnet_stats.irqs++;
     if (inb(iobase + REG_ISR) & 1)   /* reading ISR acks the interrupt */
         work_pending = 1;
+}
+
+void vnet_snapshot(struct vnet_stats *s)
+{
+    *s = vnet_stats;
+    s->tx_ring_full = vnet_tx_full_count;
+    s->tx_free = tx_nfree;
+    s->tx_blocked = (uint32_t)tx_blocked;
+    s->rx_avail = rxq.avail->idx;
+    s->rx_used = rxq.used->idx;
+    s->rx_last_used = rxq.last_used;
+    s->tx_avail = txq.avail->idx;
+    s->tx_used = txq.used->idx;
+    s->tx_last_used = txq.last_used;
+    s->rx_used_flags = rxq.used->flags;
+    s->tx_used_flags = txq.used->flags;
 }
 
 int vnet_init(uint8_t mac[6])
@@ -141,6 +164,7 @@ int vnet_poll_rx(void (*deliver)(const void *frame, size_t len))
         volatile struct vq_used_elem *e = &rxq.used->ring[rxq.last_used % rxq.size];
         uint16_t id = (uint16_t)e->id;
         uint32_t len = e->len;
+        vnet_stats.rx_frames++;
         if (len > HDR_LEN)
             deliver(rxq.bufs + id * SLOT + HDR_LEN, len - HDR_LEN);
         rxq.last_used++;
@@ -154,7 +178,7 @@ int vnet_poll_rx(void (*deliver)(const void *frame, size_t len))
     return n;
 }
 
-static void tx_reclaim(void)
+void vnet_tx_reclaim(void)
 {
     while (txq.used->idx != txq.last_used) {
         __sync_synchronize();
@@ -167,7 +191,7 @@ static int tx_slot = -1;
 
 void *vnet_tx_begin(size_t *cap)
 {
-    tx_reclaim();
+    vnet_tx_reclaim();
     if (!tx_nfree) {
         /* Ring full: the caller drops the frame; vnet_tx_unblocked() tells the
          * loop when to retry, as soon as the device hands slots back. */
@@ -178,7 +202,7 @@ void *vnet_tx_begin(size_t *cap)
     tx_slot = tx_free[--tx_nfree];
     uint8_t *buf = txq.bufs + tx_slot * SLOT;
     memset(buf, 0, HDR_LEN);   /* no offloads requested: an all-zero header */
-    *cap = SLOT - HDR_LEN;
+    *cap = SLOT - HDR_LEN;   /* == VNET_TX_MAX */
     return buf + HDR_LEN;
 }
 
@@ -186,7 +210,7 @@ int vnet_tx_unblocked(void)
 {
     if (!tx_blocked)
         return 0;
-    tx_reclaim();
+    vnet_tx_reclaim();
     if (!tx_nfree)
         return 0;
     tx_blocked = 0;
@@ -201,5 +225,6 @@ void vnet_tx_commit(size_t len)
     __sync_synchronize();
     txq.avail->idx++;
     tx_slot = -1;
+    vnet_stats.tx_frames++;
     notify(&txq);
 }

@@ -37,6 +37,7 @@ void irq_unmask(int irq);
 #define TIMER_HZ 20   /* lwIP timeouts need ~250 ms granularity; fewer wake-ups, less idle CPU */
 void timer_init(void);
 uint32_t uptime_ms(void);
+uint32_t timer_ticks(void);
 void busy_wait_ms(uint32_t ms);
 
 /* mem.c: page allocator over the multiboot memory map (never freed). */
@@ -51,4 +52,8 @@ int acpi_poweroff_requested(void);
 
 /* event flag raised by interrupt handlers so the idle loop knows to look. */
 extern volatile int work_pending;
+/* main.c: event-loop iterations (a loop that stopped turning shows here) */
+extern volatile uint32_t loop_count;
+/* idt.c: called on an NMI (QMP inject-nmi) to print state; NULL: ignored */
+extern void (*nmi_hook)(void);
 #endif

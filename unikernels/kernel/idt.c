@@ -21,6 +21,7 @@ static struct idt_entry idt[48];
 static irq_handler_t handlers[16][IRQ_SHARE];
 extern const uint32_t isr_table[48];
 volatile int work_pending;
+void (*nmi_hook)(void);
 
 #define PIC1 0x20
 #define PIC2 0xA0
@@ -29,6 +30,11 @@ volatile int work_pending;
 void isr_dispatch(struct isr_frame *f);
 void isr_dispatch(struct isr_frame *f)
 {
+    if (f->vector == 2) {   /* NMI (QMP inject-nmi): a state dump, then carry on */
+        if (nmi_hook)
+            nmi_hook();
+        return;
+    }
     if (f->vector < IRQ_BASE) {
         uint32_t cr2;
         __asm__ volatile("mov %%cr2, %0" : "=r"(cr2));

@@ -9,6 +9,7 @@
 #define MB_BOOT_MAGIC 0x2BADB002
 
 void kmain(uint32_t magic, uint32_t mbi);
+volatile uint32_t loop_count;
 
 void kmain(uint32_t magic, uint32_t mbi)
 {
@@ -33,7 +34,9 @@ void kmain(uint32_t magic, uint32_t mbi)
     printf("ready name=%s ip=%s port=%u service=%s\n", args.name, args.ip_str, args.port,
            args.service == SERVICE_HTTPD ? "httpd" : "echo");
 
+    nmi_hook = net_dump;
     for (;;) {
+        loop_count++;
         work_pending = 0;
         net_poll();
         sys_check_timeouts();

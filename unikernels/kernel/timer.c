@@ -47,6 +47,11 @@ uint32_t uptime_ms(void)
     return last_ms;
 }
 
+uint32_t timer_ticks(void)
+{
+    return ticks;
+}
+
 void busy_wait_ms(uint32_t ms)
 {
     if (tsc_per_ms) {

@@ -50,6 +50,9 @@
 #define TCP_OVERSIZE               TCP_MSS
 #define TCP_LISTEN_BACKLOG         0
 #define LWIP_TCP_SACK_OUT          0
+/* TIME-WAIT lasts 2 MSL: 30 s, not lwIP's 2 min. The peer is a host on the same
+ * bridge, and every VM-closed connection holds a pcb that long (600 in all). */
+#define TCP_MSL                    15000UL
 
 #define LWIP_NETIF_STATUS_CALLBACK 0
 #define LWIP_NETIF_LINK_CALLBACK   0

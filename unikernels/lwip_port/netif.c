@@ -11,18 +11,21 @@
 #include "lwip/pbuf.h"
 #include "netif/ethernet.h"
 #include "lwip/priv/tcp_priv.h"
+#include "lwip/stats.h"
+#include "lwip/memp.h"
 
 static struct netif nif;
+static uint32_t rx_nomem;   /* frames dropped: no pool pbuf */
 
 static err_t linkoutput(struct netif *n, struct pbuf *p)
 {
     (void)n;
     size_t cap;
+    if (p->tot_len > VNET_TX_MAX)
+        return ERR_BUF;   /* checked first: a borrowed slot must always be committed */
     void *buf = vnet_tx_begin(&cap);
     if (!buf)
         return ERR_MEM;
-    if (p->tot_len > cap)
-        return ERR_BUF;
     pbuf_copy_partial(p, buf, p->tot_len, 0);
     vnet_tx_commit(p->tot_len);
     return ERR_OK;
@@ -40,11 +43,58 @@ static err_t nif_init(struct netif *n)
     return ERR_OK;
 }
 
+static uint32_t tw_recycled;   /* TIME-WAIT pcbs given up for a new SYN on their 4-tuple */
+
+static uint32_t be32(const uint8_t *b)
+{
+    return (uint32_t)b[0] << 24 | (uint32_t)b[1] << 16 | (uint32_t)b[2] << 8 | b[3];
+}
+
+/* A SYN for a 4-tuple we hold in TIME-WAIT (we closed first: Connection: close,
+ * HTTP/1.0, errors, idle timeouts) opens a new connection, as on Linux and the
+ * BSDs (RFC 6191 without timestamps): if its sequence number lies beyond what
+ * the old connection used, the TIME-WAIT pcb is dropped before lwIP sees the
+ * SYN. Stock lwIP answers such a SYN with an ACK (or a RST) and keeps the pcb
+ * for 2 MSL, so a client that reuses the port - every Linux client does once
+ * it has cycled through its ephemeral ports, and a busy proxy does so quickly -
+ * cannot connect for minutes: the VM looks dead to it. */
+static void tw_recycle(const uint8_t *f, size_t len)
+{
+    if (len < 14 + 20 + 20 || f[12] != 0x08 || f[13] != 0x00)
+        return;
+    const uint8_t *ip = f + 14;
+    size_t ihl = (size_t)(ip[0] & 0x0F) * 4;
+    if ((ip[0] >> 4) != 4 || ip[9] != 6 || ihl < 20 || len < 14 + ihl + 20 || ((ip[6] & 0x1F) | ip[7]))
+        return;
+    const uint8_t *th = ip + ihl;
+    if ((th[13] & (TCP_SYN | TCP_ACK | TCP_RST)) != TCP_SYN)
+        return;
+    uint16_t sport = (uint16_t)(th[0] << 8 | th[1]), dport = (uint16_t)(th[2] << 8 | th[3]);
+    uint32_t seq = be32(th + 4), src, dst;
+    memcpy(&src, ip + 12, 4);   /* network order, like ip4_addr_t */
+    memcpy(&dst, ip + 16, 4);
+    for (struct tcp_pcb *pcb = tcp_tw_pcbs; pcb; pcb = pcb->next) {
+        if (pcb->local_port == dport && pcb->remote_port == sport && ip_2_ip4(&pcb->remote_ip)->addr == src &&
+            ip_2_ip4(&pcb->local_ip)->addr == dst) {
+            if (TCP_SEQ_GT(seq, pcb->rcv_nxt)) {
+                tcp_pcb_remove(&tcp_tw_pcbs, pcb);
+                tcp_free(pcb);
+                tw_recycled++;
+            }
+            return;
+        }
+    }
+}
+
 static void deliver(const void *frame, size_t len)
 {
+    if (tcp_tw_pcbs)
+        tw_recycle(frame, len);
     struct pbuf *p = pbuf_alloc(PBUF_RAW, (u16_t)len, PBUF_POOL);
-    if (!p)
+    if (!p) {
+        rx_nomem++;
         return;   /* pool exhausted: drop, TCP recovers */
+    }
     pbuf_take(p, frame, (u16_t)len);
     if (nif.input(p, &nif) != ERR_OK)
         pbuf_free(p);
@@ -83,4 +133,45 @@ void net_init(const struct boot_args *a)
     netif_set_default(&nif);
     netif_set_up(&nif);
     netif_set_link_up(&nif);   /* link up on an up netif sends the gratuitous ARP */
+}
+
+static unsigned memp_left(memp_t t)
+{
+    return (unsigned)(lwip_stats.memp[t]->avail - lwip_stats.memp[t]->used);
+}
+
+int net_info_json(char *buf, size_t n)
+{
+    struct vnet_stats v;
+    vnet_tx_reclaim();
+    vnet_snapshot(&v);
+    return snprintf(buf, n,
+                    "\"rx_frames\":%u,\"rx_nomem\":%u,\"tx_frames\":%u,\"tx_free\":%u,\"irqs\":%u,"
+                    "\"pcb_free\":%u,\"seg_free\":%u,\"pbuf_ref_free\":%u,\"mem_err\":%u,"
+                    "\"tw_recycled\":%u,\"loops\":%u,\"ticks\":%u",
+                    (unsigned)v.rx_frames, (unsigned)rx_nomem, (unsigned)v.tx_frames, (unsigned)v.tx_free,
+                    (unsigned)v.irqs, memp_left(MEMP_TCP_PCB), memp_left(MEMP_TCP_SEG), memp_left(MEMP_PBUF),
+                    (unsigned)lwip_stats.mem.err, (unsigned)tw_recycled, (unsigned)loop_count, (unsigned)timer_ticks());
+}
+
+/* Everything at once on the console (QMP inject-nmi): for a VM that no longer answers. */
+void net_dump(void)
+{
+    struct vnet_stats v;
+    vnet_snapshot(&v);
+    printf("nmi: uptime_ms=%u ticks=%u loops=%u work_pending=%d\n", (unsigned)uptime_ms(),
+           (unsigned)timer_ticks(), (unsigned)loop_count, work_pending);
+    printf("nmi: rx frames=%u nomem=%u kicks=%u avail=%u used=%u last_used=%u used_flags=%u\n",
+           (unsigned)v.rx_frames, (unsigned)rx_nomem, (unsigned)v.rx_kicks, v.rx_avail, v.rx_used,
+           v.rx_last_used, v.rx_used_flags);
+    printf("nmi: tx frames=%u kicks=%u ring_full=%u free=%u blocked=%u avail=%u used=%u last_used=%u "
+           "used_flags=%u irqs=%u\n",
+           (unsigned)v.tx_frames, (unsigned)v.tx_kicks, (unsigned)v.tx_ring_full, (unsigned)v.tx_free,
+           (unsigned)v.tx_blocked, v.tx_avail, v.tx_used, v.tx_last_used, v.tx_used_flags, (unsigned)v.irqs);
+    printf("nmi: mem used=%u avail=%u err=%u pcb_free=%u seg_free=%u pbuf_ref_free=%u pool_free=%u "
+           "pool_err=%u seg_err=%u pbuf_ref_err=%u pcb_err=%u\n",
+           (unsigned)lwip_stats.mem.used, (unsigned)lwip_stats.mem.avail, (unsigned)lwip_stats.mem.err,
+           memp_left(MEMP_TCP_PCB), memp_left(MEMP_TCP_SEG), memp_left(MEMP_PBUF), memp_left(MEMP_PBUF_POOL),
+           (unsigned)lwip_stats.memp[MEMP_PBUF_POOL]->err, (unsigned)lwip_stats.memp[MEMP_TCP_SEG]->err,
+           (unsigned)lwip_stats.memp[MEMP_PBUF]->err, (unsigned)lwip_stats.memp[MEMP_TCP_PCB]->err);
 }

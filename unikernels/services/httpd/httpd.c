@@ -13,6 +13,7 @@
 #include "static.h"
 #include "request.h"
 #include "virtio_net.h"
+#include "net.h"
 #include "lwip/tcp.h"
 #include "lwip/mem.h"
 #include "lwip/stats.h"
@@ -203,7 +204,7 @@ static const char *content_type(const char *name)
 
 static void route(struct conn *c, struct request *r)
 {
-    char body[512];
+    char body[768];
     int get = !strcmp(r->method, "GET"), head_only = !strcmp(r->method, "HEAD");
     const char *path = r->path;
     int known = !strcmp(path, "/") || !strcmp(path, "/health") || !strcmp(path, "/api/info") ||
@@ -222,13 +223,15 @@ static void route(struct conn *c, struct request *r)
     } else if (!strcmp(path, "/api/info")) {
         int n = snprintf(body, sizeof(body),
                          "{\"name\":\"%s\",\"ip\":\"%s\",\"port\":%u,\"uptime_ms\":%u,\"requests\":%u,"
-                         "\"tx_ring_full\":%u,\"connections\":%u,\"free_heap\":%u,\"heap_size\":%u,\"pbuf_pool_free\":%u}\n",
+                         "\"tx_ring_full\":%u,\"connections\":%u,\"free_heap\":%u,\"heap_size\":%u,\"pbuf_pool_free\":%u,",
                          args->name, args->ip_str, args->port, (unsigned)uptime_ms(),
                          (unsigned)requests_served + 1, (unsigned)vnet_tx_full_count, (unsigned)open_conns,
                          (unsigned)(lwip_stats.mem.avail - lwip_stats.mem.used),
                          (unsigned)lwip_stats.mem.avail,
                          (unsigned)(lwip_stats.memp[MEMP_PBUF_POOL]->avail -
                                     lwip_stats.memp[MEMP_PBUF_POOL]->used));
+        n += net_info_json(body + n, sizeof(body) - 2 - (size_t)n);
+        n += snprintf(body + n, sizeof(body) - (size_t)n, "}\n");
         respond(c, 200, "application/json", body, (uint32_t)n, NULL, 0, head_only, r->keep_alive, r->http10);
     } else if (!strcmp(path, "/api/work")) {
         uint32_t ms;
