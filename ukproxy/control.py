@@ -18,17 +18,19 @@ def encode(message: dict[str, Any]) -> bytes:
     return json.dumps(message, separators=(",", ":")).encode() + b"\n"
 
 
-def read_blocking(sock: socket.socket) -> dict[str, Any]:
-    """One message from a blocking socket (the worker's `init`, before its loop exists)."""
+def read_blocking(sock: socket.socket) -> tuple[dict[str, Any], bytes]:
+    """One message from a blocking socket (the worker's `init`, before its loop exists), and whatever
+    arrived after it: the master may already have sent more, which belongs to the channel's stream."""
     buf = bytearray()
-    while not buf.endswith(b"\n"):
+    while b"\n" not in buf:
         chunk = sock.recv(65536)
         if not chunk:
             raise ConnectionError("control channel closed before a full message")
         buf += chunk
         if len(buf) > MAX_MESSAGE:
             raise ConnectionError("control message too large")
-    return json.loads(buf)
+    line, _, rest = bytes(buf).partition(b"\n")
+    return json.loads(line), rest
 
 
 class ControlChannel:
@@ -39,9 +41,11 @@ class ControlChannel:
         self.writer = writer
 
     @classmethod
-    async def open(cls, sock: socket.socket) -> ControlChannel:
+    async def open(cls, sock: socket.socket, already_read: bytes = b"") -> ControlChannel:
         sock.setblocking(False)
         reader, writer = await asyncio.open_unix_connection(sock=sock, limit=MAX_MESSAGE)
+        if already_read:
+            reader.feed_data(already_read)  # comes before anything the transport reads from now on
         return cls(reader, writer)
 
     def send(self, message: dict[str, Any]) -> None:

@@ -130,7 +130,11 @@ class Worker:
 def main() -> None:
     control_fd = int(os.environ["UKPROXY_CONTROL_FD"])
     sock = socket.socket(fileno=control_fd)
-    init = control.read_blocking(sock)
+    # A QUIT that comes while the worker is still starting (a reload right after a respawn) must not
+    # kill it with the default action: remembered, and honoured once the loop runs.
+    early_quit: list[int] = []
+    signal.signal(signal.SIGQUIT, lambda signum, frame: early_quit.append(signum))
+    init, rest = control.read_blocking(sock)
     config = loads(init["config_text"], init["config_path"])
     worker_id: int = init["worker"]
     setup_logging(config.log, f"worker {worker_id}")
@@ -150,12 +154,14 @@ def main() -> None:
         sys.exit(EXIT_CONFIG)
 
     async def start() -> None:
-        channel = await control.ControlChannel.open(sock)
+        channel = await control.ControlChannel.open(sock, rest)
         worker = Worker(config, worker_id, sockets, channel, init.get("lock_path"))
         if init.get("identity"):
             # Last: the sockets, the namespace and every import are in place.
             preload_late_imports()
             drop_privileges(Identity(**init["identity"]))
+        if early_quit:
+            worker.loop.call_soon(worker.quit)
         await worker.run(init.get("vms"))
 
     try:
