@@ -10,7 +10,8 @@ from ukproxy import control
 
 def test_messages_behind_init_reach_the_stream() -> None:
     master_end, worker_end = socket.socketpair()
-    master_end.sendall(control.encode({"type": "init", "worker": 0}) + control.encode({"type": "vm_exited", "vm": "w-1"}))
+    init_then_more = control.encode({"type": "init", "worker": 0}) + control.encode({"type": "vm_exited", "vm": "w-1"})
+    master_end.sendall(init_then_more)  # one write: the worker's first read gets both
     init, rest = control.read_blocking(worker_end)
     assert init == {"type": "init", "worker": 0}
 
