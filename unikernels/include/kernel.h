@@ -38,6 +38,8 @@ void irq_unmask(int irq);
 void timer_init(void);
 uint32_t uptime_ms(void);
 uint32_t timer_ticks(void);
+/* acpi.c hands over the ACPI PM timer's port (0: none) to calibrate the TSC with. */
+void timer_use_pm(uint16_t port);
 void busy_wait_ms(uint32_t ms);
 
 /* mem.c: page allocator over the multiboot memory map (never freed). */

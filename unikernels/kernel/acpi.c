@@ -87,6 +87,7 @@ void acpi_init(void)
     pm1a_cnt = (uint16_t)*(const uint32_t *)(fadt + 64);
     pm1b_cnt = (uint16_t)*(const uint32_t *)(fadt + 68);
     pm1_evt_len = fadt[88];
+    timer_use_pm((uint16_t)*(const uint32_t *)(fadt + 76));   /* PM_TMR_BLK */
     if (dsdt)
         parse_s5((const struct sdt *)dsdt);
 
