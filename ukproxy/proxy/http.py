@@ -136,6 +136,9 @@ class LocalReply:
             self.client.exchange_finished(self, keep_alive)
 
 
+# Counter names by (upstream, status): formatted once, not per request.
+_RESPONSE_COUNTERS: dict[tuple[str | None, int], str] = {}
+
 DRAIN_GRACE = 1.0  # seconds an idle keep-alive connection of a stopping worker may still bring a request
 
 
@@ -155,6 +158,7 @@ class HttpClientConnection(asyncio.Protocol):
         self.lingering = False
         self.writing_paused = False
         self.peer_ip = b"-"
+        self._peer_ip_text: str | None = None
         self.peer = "-"
         self._pause_reasons: set[str] = set()
         self._dispatching = False
@@ -416,12 +420,21 @@ class HttpClientConnection(asyncio.Protocol):
     def _account(self, exchange: Exchange | LocalReply) -> None:
         upstream = exchange.group.name if isinstance(exchange, Exchange) else None
         status = exchange.status
-        self.state.counters[f"http_responses:{upstream or '-'}:{status // 100}xx"] += 1
+        state = self.state
+        key = (upstream, status)
+        name = _RESPONSE_COUNTERS.get(key)
+        if name is None:
+            name = _RESPONSE_COUNTERS[key] = f"http_responses:{upstream or '-'}:{status // 100}xx"
+        state.counters[name] += 1
         head = exchange.head
-        self.state.request_finished(
+        if self._peer_ip_text is None:
+            self._peer_ip_text = self.peer_ip.decode()
+        logged = state.access_log is not None  # the agent and referer are looked up for the log only
+        state.request_finished(
             self.site.listener, upstream, status, self.loop.time() - exchange.started_at, exchange.upstream_time,
-            exchange.upstream_addr, head.method.decode(), head.target.decode("latin-1"), self.peer_ip.decode(),
-            exchange.bytes_sent, _text(head.header(b"user-agent")), _text(head.header(b"referer")),
+            exchange.upstream_addr, head.method.decode(), head.target.decode("latin-1"), self._peer_ip_text,
+            exchange.bytes_sent, _text(head.header(b"user-agent")) if logged else None,
+            _text(head.header(b"referer")) if logged else None,
         )
 
     def _finish_connection(self, clean: bool = True, lingering: bool = False) -> None:

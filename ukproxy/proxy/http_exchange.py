@@ -379,7 +379,7 @@ class Exchange:
         )
         head = msg.client_response_head(
             client_version, response.status, response.reason, response.headers, content_length,
-            self.rechunk, self.keep_alive, upgrade=response.status == 101,
+            self.rechunk, self.keep_alive, upgrade=response.status == 101, named=response.connection_tokens,
         )
         self.response_started = True
         self.replay = None

@@ -13,6 +13,10 @@ HOP_BY_HOP = frozenset((b"connection", b"keep-alive", b"te", b"trailer", b"trans
 VIA = b"ukproxy"
 # Request headers the proxy writes itself (Expect: it answered 100-continue already).
 _REPLACED = frozenset((b"host", b"content-length", b"x-real-ip", b"x-forwarded-proto", b"expect"))
+# Request headers dropped outright (hop-by-hop or written by us); X-Forwarded-For and Via are merged instead.
+_REQUEST_DROP = HOP_BY_HOP | _REPLACED
+# Response headers never copied as they are: hop-by-hop ones, and Content-Length (we write our own framing).
+_RESPONSE_DROP = HOP_BY_HOP | {b"content-length"}
 
 
 def is_hop_by_hop(lname: bytes, named: frozenset[bytes] | set[bytes]) -> bool:
@@ -44,9 +48,10 @@ def upstream_request_head(
     lines = [method + b" " + path + b" HTTP/1.1\r\nHost: " + host + b"\r\n"]
     forwarded_for = None
     via = None
+    drop = _REQUEST_DROP if named <= HOP_BY_HOP else _REQUEST_DROP | named  # usually nothing new
     for name, value in headers:
         lname = name.lower()
-        if is_hop_by_hop(lname, named) or lname in _REPLACED:
+        if lname in drop or lname[:6] == b"proxy-":
             continue
         if lname == b"x-forwarded-for":
             forwarded_for = value if forwarded_for is None else forwarded_for + b", " + value
@@ -79,17 +84,18 @@ def client_response_head(
     chunked: bool,
     keep_alive: bool,
     upgrade: bool = False,
+    named: frozenset[bytes] | None = None,
 ) -> bytes:
     """The upstream's response as the client gets it. `version` is the client's: 1.0 clients hear
-    "keep-alive" said out loud, 1.1 clients hear "close"."""
+    "keep-alive" said out loud, 1.1 clients hear "close". `named`: the response's Connection tokens,
+    if the caller has them already."""
     lines = [b"HTTP/1.1 %d " % status + reason + b"\r\n"]
-    named = connection_tokens(headers)
+    if named is None:
+        named = connection_tokens(headers)
+    drop = _RESPONSE_DROP if named <= HOP_BY_HOP else _RESPONSE_DROP | named
     for name, value in headers:
         lname = name.lower()
-        if lname == b"upgrade" and upgrade:
-            lines.append(name + b": " + value + b"\r\n")
-            continue
-        if is_hop_by_hop(lname, named) or lname == b"content-length":
+        if (lname in drop or lname[:6] == b"proxy-") and not (upgrade and lname == b"upgrade"):
             continue
         lines.append(name + b": " + value + b"\r\n")
     if upgrade:

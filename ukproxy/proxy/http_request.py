@@ -86,6 +86,10 @@ class RequestReader:
         self._head: RequestHead | None = None
         self._body_bytes = 0
         self._began_this_feed = False
+        self._field_bytes = 0  # header lines so far, as _precise_head_bytes counts them
+        # A keep-alive client sends the same Host every time: checked and lower-cased once.
+        self._host_header = b""
+        self._host = ""
 
     def feed(self, data: bytes) -> None:
         if self.upgraded:
@@ -141,7 +145,7 @@ class RequestReader:
         return self._precise_head_bytes()  # the request line is still incomplete: its target is counted
 
     def _precise_head_bytes(self) -> int:
-        return _START_LINE_OVERHEAD + len(self._url) + sum(len(n) + len(v) + 4 for n, v in self._headers)
+        return _START_LINE_OVERHEAD + len(self._url) + self._field_bytes
 
     # httptools callbacks
 
@@ -151,6 +155,7 @@ class RequestReader:
         self.head_bytes = 0
         self._url = b""
         self._headers = []
+        self._field_bytes = 0
         self._body_bytes = 0
 
     def on_url(self, url: bytes) -> None:
@@ -159,7 +164,9 @@ class RequestReader:
             raise HttpError(414, "request target too long")
 
     def on_header(self, name: bytes, value: bytes) -> None:
-        self._headers.append((name, value.rstrip(b" \t")))
+        value = value.rstrip(b" \t")
+        self._headers.append((name, value))
+        self._field_bytes += len(name) + len(value) + 4
         if len(self._headers) > self.limits.max_headers:
             raise HttpError(431, "too many header fields")
         if self._precise_head_bytes() > self.limits.max_header_size:
@@ -239,7 +246,7 @@ class RequestReader:
         if len(hosts) > 1:
             raise HttpError(400, "more than one Host header")
         if hosts:
-            if not _HOST.fullmatch(hosts[0]):
+            if hosts[0] != self._host_header and not _HOST.fullmatch(hosts[0]):
                 raise HttpError(400, "invalid Host header")
             head.host_header = hosts[0]
         elif head.version == b"1.1":
@@ -262,7 +269,10 @@ class RequestReader:
             head.path = b"*"
         else:
             raise HttpError(400, "invalid request target")
-        head.host = host_name(head.host_header)
+        if head.host_header != self._host_header:
+            self._host = host_name(head.host_header)
+            self._host_header = head.host_header  # valid: from a checked Host or authority
+        head.host = self._host
 
 
 def host_name(host_header: bytes) -> str:

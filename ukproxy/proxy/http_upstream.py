@@ -39,6 +39,7 @@ class UpstreamResponse:
     content_length: int | None
     bodyless: bool  # HEAD, 1xx, 204, 304
     until_close: bool  # no framing: the body ends when the connection does
+    connection_tokens: frozenset[bytes] = frozenset()  # what its Connection header names (lower-cased)
 
 
 class ResponseSink(Protocol):
@@ -84,6 +85,8 @@ class UpstreamConnection(asyncio.Protocol):
         self.got_bytes = False  # any byte of the current response
         self.reading_paused = False
         self.head_request = False
+        self._feeding = False  # inside parser.feed_data: a release now parks after it returns
+        self._park_after_feed = False
         self._response: UpstreamResponse | None = None
         self._head_done = False
         self._head_bytes = 0
@@ -121,6 +124,14 @@ class UpstreamConnection(asyncio.Protocol):
         self._cancel_send_timer()  # the read timer stays: it finds no sink and lapses (re-armed per request costs more)
         if self.reading_paused:
             self.resume_reading()
+        if self._feeding:
+            # The client's next (pipelined) request may start inside this callback: it must not take a
+            # connection whose parser is still running.
+            self._park_after_feed = True
+            return
+        self._park()
+
+    def _park(self) -> None:
         if self.closed or not self.reusable or not self.pool.put(self.server, self):
             self.close()
 
@@ -166,6 +177,7 @@ class UpstreamConnection(asyncio.Protocol):
         self.got_bytes = True
         self._last_read = self.loop.time()
         sink.upstream_read_started()
+        self._feeding = True
         try:
             self.parser.feed_data(data)
         except httptools.HttpParserUpgrade as e:
@@ -185,7 +197,11 @@ class UpstreamConnection(asyncio.Protocol):
             self._fail(INVALID, str(e))
             return
         finally:
+            self._feeding = False
             sink.upstream_read_done()
+            if self._park_after_feed:
+                self._park_after_feed = False
+                self._park()
         if not self._head_done and self.sink is not None:
             # Still in the head after this read (we never pipeline upstream, so every byte so far was head).
             self._head_bytes += len(data)
@@ -259,12 +275,15 @@ class UpstreamConnection(asyncio.Protocol):
         self._head_done = True
         content_length = None
         chunked = False
+        tokens: frozenset[bytes] = frozenset()
         for name, value in self._headers:
             lname = name.lower()
             if lname == b"content-length":
                 content_length = int(value)
             elif lname == b"transfer-encoding":
                 chunked = value.rsplit(b",", 1)[-1].strip().lower() == b"chunked"
+            elif lname == b"connection":
+                tokens = tokens.union(t.strip().lower() for t in value.split(b","))
         bodyless = self.head_request or status in (101, 204, 304)
         response = UpstreamResponse(
             status=status,
@@ -275,6 +294,7 @@ class UpstreamConnection(asyncio.Protocol):
             content_length=content_length,
             bodyless=bodyless,
             until_close=not bodyless and not chunked and content_length is None,
+            connection_tokens=tokens,
         )
         self._response = response
         if response.until_close or not response.keep_alive:
