@@ -63,3 +63,20 @@ async def test_idle_connections_expire_and_discard_forgets():
     assert expiring.closed
     assert not discarded.closed  # its owner closes it, the pool only forgets it
     assert pool.take(server) is None
+
+
+async def test_a_taken_connection_is_not_expired_and_later_ones_still_are():
+    pool = KeepalivePool(asyncio.get_running_loop(), size=5, timeout=0.05)
+    server = Server("127.0.0.1", 1)
+    taken, later = Conn("t"), Conn("l")
+    pool.put(server, taken)
+    assert pool.take(server) is taken  # back in use before the sweep comes round
+    await asyncio.sleep(0.1)
+    pool.put(server, later)  # parked after the first sweep: the sweep must be armed again
+    for _ in range(100):
+        if later.closed:
+            break
+        await asyncio.sleep(0.05)
+    assert later.closed
+    assert not taken.closed
+    assert len(pool) == 0
