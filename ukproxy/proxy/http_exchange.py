@@ -54,6 +54,14 @@ class _Outcome:
 
 
 class Exchange:
+    # Slots: one Exchange per request, and its attributes are read on every callback.
+    __slots__ = (
+        "attempt", "attempt_started", "attempting", "body_done", "bytes_sent", "client", "deadline", "finished",
+        "group", "head", "keep_alive", "key", "loop", "pending", "pending_size", "pool", "rechunk", "replay",
+        "replay_size", "request_bytes", "response_started", "server", "started_at", "state", "status", "tail", "task",
+        "tried", "tunnel", "tunnel_eofs", "upstream", "upstream_addr", "upstream_time",
+    )
+
     def __init__(self, client: HttpClientConnection, head: RequestHead, path: bytes,
                  group: UpstreamGroup, pool: KeepalivePool):
         self.client = client
