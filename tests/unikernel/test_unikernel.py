@@ -268,12 +268,17 @@ def _info(lab: Lab, vm: Vm) -> dict:
     return json.loads(r.stdout)
 
 
-def _settled(lab: Lab, vm: Vm, timeout: float) -> dict:
-    """/api/info once only our own request's connection is left (or the deadline passed)."""
+POOLS = ("free_heap", "pbuf_pool_free", "seg_free", "pbuf_ref_free", "pcb_free")
+
+
+def _settled(lab: Lab, vm: Vm, timeout: float, like: dict | None = None) -> dict:
+    """/api/info once only our own request's connection is left and the pools are back
+    where `like` had them (closing pcbs linger until the last ACK), or the deadline passed."""
     deadline = time.monotonic() + timeout
     while True:
         info = _info(lab, vm)
-        if info["connections"] == 1 or time.monotonic() > deadline:
+        back = like is None or all(info[k] == like[k] for k in POOLS)
+        if (info["connections"] == 1 and back) or time.monotonic() > deadline:
             return info
         time.sleep(0.5)
 
@@ -292,12 +297,12 @@ def test_sustained_keep_alive_load_leaves_the_vm_answering_with_its_memory_back(
                       timeout=40)
     assert r.returncode == 0, r.stderr
     assert re.search(r"\d+ requests in", r.stdout), r.stdout
-    after, t1 = _settled(lab, vm, 20), time.monotonic()
+    after, t1 = _settled(lab, vm, 20, like=before), time.monotonic()
     vm_s = (after["uptime_ms"] - before["uptime_ms"]) / 1000
     assert 0.9 < vm_s / (t1 - t0) < 1.1, (vm_s, t1 - t0)
     assert after["requests"] - before["requests"] > 100, (before, after)
     assert after["connections"] == 1, after
-    for key in ("free_heap", "pbuf_pool_free", "seg_free", "pbuf_ref_free"):
+    for key in POOLS:
         assert after[key] == before[key], (key, before, after)
     assert after["tx_free"] >= TX_SLOTS - 8, after   # a few frames may still be with QEMU
     assert after["mem_err"] == 0, after
