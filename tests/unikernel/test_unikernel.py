@@ -280,6 +280,19 @@ def test_connection_churn_through_few_client_ports_keeps_being_answered(lab: Lab
     assert re.search(r"Failed requests:\s+0\b", r.stdout), r.stdout
 
 
+@needs_root
+def test_an_nmi_prints_the_counters_and_the_vm_carries_on(lab: Lab, web: Vm) -> None:
+    # QMP inject-nmi is how to look inside a VM that no longer answers.
+    seen = len(web.lines)
+    assert all("return" in r for r in web.qmp("inject-nmi"))
+    deadline = time.monotonic() + 10
+    while not any(line.startswith("nmi: tx ") for line in web.lines[seen:]) and time.monotonic() < deadline:
+        time.sleep(0.05)
+    dump = [line for line in web.lines[seen:] if line.startswith("nmi: ")]
+    assert [line.split()[1].split("=")[0] for line in dump] == ["uptime_ms", "rx", "tx", "mem"], dump
+    assert _info(lab, web)["name"] == "web-0"
+
+
 def _info(lab: Lab, vm: Vm) -> dict:
     r = curl(lab, "--max-time", "5", f"http://{vm.ip}/api/info")
     assert r.returncode == 0, f"{vm.name} does not answer: {r.stderr}\n{vm.output()[-2000:]}"
