@@ -141,7 +141,13 @@ class Chaos:
 
     def workers(self) -> list[psutil.Process]:
         assert self.master is not None
-        found = [c for c in psutil.Process(self.master.pid).children() if "ukproxy.worker" in " ".join(c.cmdline())]
+        found = []
+        for c in psutil.Process(self.master.pid).children():
+            try:  # an exited worker stays a zombie until the master reaps it
+                if c.status() != psutil.STATUS_ZOMBIE and "ukproxy.worker" in " ".join(c.cmdline()):
+                    found.append(c)
+            except psutil.Error:
+                continue
         self.worker_pids_seen.update(w.pid for w in found)
         return found
 
@@ -153,7 +159,11 @@ class Chaos:
 
     def worker_rss(self) -> list[float]:
         """Each live worker's resident memory in MiB: bounded over a long run, not growing with requests."""
-        return sorted(round(w.memory_info().rss / 2**20, 1) for w in self.workers())
+        sizes = []
+        for w in self.workers():
+            with contextlib.suppress(psutil.Error):
+                sizes.append(round(w.memory_info().rss / 2**20, 1))
+        return sorted(sizes)
 
     # the events
 
