@@ -39,6 +39,7 @@ log = logging.getLogger("ukproxy.master")
 
 EXIT_CONFIG = 3  # a worker's exit code for "this config cannot run": never respawned
 TASKSET = shutil.which("taskset")  # util-linux, essential on Debian
+NEW_WORKERS_READY_TIMEOUT = 15.0  # at a reload, how long old workers keep accepting for slow new ones
 CRASH_WINDOW = 2.0  # a worker dying sooner than this after start counts towards a crash loop
 CRASH_LOOP_LIMIT = 5  # that many quick deaths in a row, before any worker became ready, stop the master
 BACKOFF_MAX = 5.0
@@ -354,8 +355,15 @@ class Master:
         self.generation += 1
         setup_logging(new.log, "master")
         await self.observability.reconfigure(new)
-        for slot in range(new.workers):
-            await self.spawn(slot)
+        fresh = [await self.spawn(slot) for slot in range(new.workers)]
+        # The old workers accept until the new ones do: a Python worker takes a moment to start (seconds
+        # on a loaded machine), and connections must not wait in the backlog meanwhile.
+        deadline = self.loop.time() + NEW_WORKERS_READY_TIMEOUT
+        while not all(w.ready or w.pid not in self.workers for w in fresh) and self.loop.time() < deadline:
+            await asyncio.sleep(0.02)
+        if not all(w.ready for w in fresh):
+            log.warning("reload: not every new worker was ready after %.0fs; retiring the old ones anyway",
+                        NEW_WORKERS_READY_TIMEOUT)
         for w in old:
             w.quitting = True
             with contextlib.suppress(ProcessLookupError):

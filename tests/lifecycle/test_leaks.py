@@ -44,7 +44,7 @@ def test_connect_disconnect_cycles_and_vm_replacements_leak_nothing(
                 assert s.recv(12) == b"HTTP/1.1 200"
     time.sleep(0.5)
     after = {pid: fd_count(pid) for pid in before}
-    assert after == before, f"fds before {before}, after {after}"
+    assert all(after[pid] <= before[pid] for pid in before), f"fds before {before}, after {after}"
 
     run_dir = next(line.split("run directory ")[1].strip() for line in proxy.log().splitlines()
                    if "run directory " in line)
@@ -57,7 +57,7 @@ def test_connect_disconnect_cycles_and_vm_replacements_leak_nothing(
                    30, f"replacement {n + 1}", proxy)
     assert get(port)[0] == 200
     assert len(taps(netns_name)) == 2  # one TAP per live VM: the dead ones' TAPs were removed
-    assert fd_count(proxy.pid) == before[proxy.pid]
+    assert fd_count(proxy.pid) <= before[proxy.pid]
     assert sorted(os.listdir(os.path.join(run_dir, "metrics"))) == metrics_files_before
     assert {w.pid for w in proxy.workers()} == {w.pid for w in workers}  # no worker died on the way
 
