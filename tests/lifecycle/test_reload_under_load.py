@@ -30,6 +30,8 @@ netns = "{netns}"
 address = "127.0.0.1:{port}"
 protocol = "http"
 upstream = "web"
+[http]
+keepalive_requests = 1000000  # wrk's connections stay put, so a worker's share is what it holds
 [[upstream]]
 name = "web"
 balance = "least_conn"
