@@ -3,8 +3,8 @@
 Signals are taken by the event loop (queued, handled outside the handler, as Gunicorn's arbiter
 does): TERM/INT fast stop, QUIT graceful stop, HUP reload, CHLD reap, USR1 reopen logs.
 Workers are `python -m ukproxy.worker` processes (fork+exec: a fresh interpreter, so nothing of
-the master's loop, threads or locks leaks into them). They are reaped with waitpid(-1, WNOHANG),
-respawned with a backoff, and a crash loop at start-up stops the master with a clear error.
+the master's loop, threads or locks leaks into them). They are reaped by the ChildReaper, respawned
+with a backoff, and a crash loop at start-up stops the master with a clear error.
 """
 
 from __future__ import annotations
@@ -92,9 +92,7 @@ class Master:
         self.exit_code = 0
         self.quick_deaths = 0
         self.any_ready = False
-        self.respawns = 0
         self.backoff = 0.1
-        self.last_reload_ok = True
         self.identity: Identity | None = None
         self.fleet = Fleet(config, self.reaper, self.run_dir)
         self.fleet.on_vm_exit = self._vm_died
@@ -112,7 +110,10 @@ class Master:
         for entry in os.listdir(self.run_dir):
             if entry != "metrics":
                 path = os.path.join(self.run_dir, entry)
-                shutil.rmtree(path, ignore_errors=True) if os.path.isdir(path) else os.unlink(path)
+                if os.path.isdir(path):
+                    shutil.rmtree(path, ignore_errors=True)
+                else:
+                    os.unlink(path)
         log.info("run directory %s", self.run_dir)
         try:
             self.sockets.open(self.config)
@@ -318,7 +319,6 @@ class Master:
             log.critical("workers crash at start-up (%d in a row): giving up", self.quick_deaths)
             self.stop(graceful=False, exit_code=1)
             return
-        self.respawns += 1
         self.observability.worker_restarted(worker)
         delay = self.backoff if self.quick_deaths else 0.0
         self.loop.call_later(delay, lambda: self.loop.create_task(self._respawn(worker)))
@@ -335,7 +335,6 @@ class Master:
         try:
             new = load(self.config.path)
         except ConfigError as e:
-            self.last_reload_ok = False
             log.error("reload refused, keeping the running config:\n%s", e)
             self.pid_file.write_status("reload-failed")
             return
@@ -343,7 +342,6 @@ class Master:
             self.fleet.check_reconfigure(new)
             self.sockets.open(new)
         except (OSError, FleetConfigError) as e:
-            self.last_reload_ok = False
             log.error("reload refused, keeping the running config: %s", e)
             self.pid_file.write_status("reload-failed")
             return
@@ -368,7 +366,6 @@ class Master:
             w.quitting = True
             with contextlib.suppress(ProcessLookupError):
                 os.kill(w.pid, signal.SIGQUIT)
-        self.last_reload_ok = True
         self.pid_file.write_status("reloaded")
         log.info("reloaded: generation %d, %d new workers, %d old draining", self.generation, new.workers, len(old))
 
