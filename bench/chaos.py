@@ -16,6 +16,7 @@ import json
 import os
 import random
 import re
+import shutil
 import signal
 import socket
 import subprocess
@@ -297,9 +298,13 @@ def main() -> int:
     chaos = Chaos(args.seconds, args.protocol)
     try:
         report = chaos.run()
+    except BaseException:
+        print(f"chaos: failed; the config and ukproxy's log are in {chaos.dir}", file=sys.stderr)
+        raise
     finally:
         if chaos.master is not None and chaos.master.poll() is None:
             chaos.stop()
+    shutil.rmtree(chaos.dir, ignore_errors=True)
     text = json.dumps(report, indent=2)
     print(text)
     if args.json:

@@ -14,8 +14,8 @@ from tests.running import RunningProxy
 def ukproxy(tmp_path: Path) -> Iterator[Callable[..., RunningProxy]]:
     started: list[RunningProxy] = []
 
-    def make(config_text: str, name: str = "ukproxy") -> RunningProxy:
-        proxy = RunningProxy(tmp_path, config_text, name)
+    def make(config_text: str, name: str = "ukproxy", pid_name: str | None = None) -> RunningProxy:
+        proxy = RunningProxy(tmp_path, config_text, name, pid_name)
         started.append(proxy)
         return proxy
 

@@ -50,10 +50,10 @@ def wait_for_port(port: int, host: str = "127.0.0.1", timeout: float = 10.0) -> 
 class RunningProxy:
     """A `ukproxy run` master started from a config text in a temporary directory."""
 
-    def __init__(self, tmp: Path, config_text: str, name: str = "ukproxy"):
+    def __init__(self, tmp: Path, config_text: str, name: str = "ukproxy", pid_name: str | None = None):
         self.dir = tmp
         self.config_path = tmp / f"{name}.toml"
-        self.pid_file = tmp / f"{name}.pid"
+        self.pid_file = tmp / f"{pid_name or name}.pid"  # a restart shares its predecessor's pid file
         self.log_path = tmp / f"{name}.log"
         header = f'pid_file = "{self.pid_file}"\n'
         self.config_path.write_text(header + config_text)

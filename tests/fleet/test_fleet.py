@@ -70,8 +70,8 @@ def vms_in_rotation(proxy: RunningProxy) -> int:
 
 
 def start_fleet(ukproxy: Callable[..., RunningProxy], text: str, port: int, expected_vms: int,
-                name: str = "ukproxy") -> RunningProxy:
-    proxy = ukproxy(text, name).start([port])
+                name: str = "ukproxy", pid_name: str | None = None) -> RunningProxy:
+    proxy = ukproxy(text, name, pid_name).start([port])
     wait_until(lambda: vms_in_rotation(proxy) >= expected_vms, 60, f"{expected_vms} VMs in rotation", proxy)
     return proxy
 
@@ -259,13 +259,16 @@ def test_master_sigkill_then_restart_cleans_up(
     # The master is gone; its QEMU and namespace are still there.
     assert qemu_of(netns_name) and os.path.exists(f"/run/netns/{netns_name}")
     wait_until(lambda: not first.workers(), 10, "orphaned workers to leave")
-    second = start_fleet(ukproxy, text, port, 1, name="second")
+    run_dir = re.search(r"run directory (\S+)", first.log()).group(1)  # type: ignore[union-attr]
+    assert os.path.exists(run_dir)  # left by the killed master
+    second = start_fleet(ukproxy, text, port, 1, name="second", pid_name="ukproxy")  # the same pid file
     assert f"killing QEMU pid {orphans[0].pid} left by an earlier master" in second.log()
     assert "removed 1 TAPs left by an earlier master" in second.log()
     assert not orphans[0].is_running()
     assert get(port)[0] == 200
     second.signal(signal.SIGTERM)
     assert second.wait(30) == 0
+    assert not os.path.exists(run_dir)  # the restarted master took over its predecessor's run directory
 
 
 def two_upstreams(port_a: int, port_b: int, netns: str, image: Path, a: tuple[str, str], b: tuple[str, str]) -> str:
