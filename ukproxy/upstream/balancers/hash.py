@@ -13,9 +13,8 @@ from __future__ import annotations
 import zlib
 from collections.abc import Collection, Sequence
 
-from ukproxy.upstream.balancers.base import Balancer
 from ukproxy.upstream.balancers.hash_ring import DEFAULT_POINTS_PER_WEIGHT, HashRing
-from ukproxy.upstream.balancers.smooth_weighted import SmoothWeightedRoundRobin
+from ukproxy.upstream.balancers.rotating import RotatingBalancer
 from ukproxy.upstream.balancers.weight_walk import server_at_weight, total_weight
 from ukproxy.upstream.server import Server
 
@@ -26,7 +25,7 @@ def as_key_bytes(key: bytes | str) -> bytes:
     return key.encode() if isinstance(key, str) else key
 
 
-class HashBalancer(Balancer):
+class HashBalancer(RotatingBalancer):
     method = "hash"
 
     def __init__(
@@ -39,12 +38,11 @@ class HashBalancer(Balancer):
             raise ValueError(f"hash: points_per_weight must be >= 1, got {points_per_weight}")
         self.consistent = consistent
         self.points_per_weight = points_per_weight
-        self.rotation = SmoothWeightedRoundRobin()
         self.rings: dict[bool, HashRing] = {}
         super().__init__(servers)
 
     def _servers_changed(self) -> None:
-        self.rotation.keep_only(self.servers)
+        super()._servers_changed()
         if self.consistent:
             self.rings = {
                 False: HashRing(self.primaries, self.points_per_weight),

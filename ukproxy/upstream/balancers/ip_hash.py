@@ -12,11 +12,10 @@ goes round robin too.
 from __future__ import annotations
 
 import ipaddress
-from collections.abc import Collection, Sequence
+from collections.abc import Collection
 from functools import lru_cache
 
-from ukproxy.upstream.balancers.base import Balancer
-from ukproxy.upstream.balancers.smooth_weighted import SmoothWeightedRoundRobin
+from ukproxy.upstream.balancers.rotating import RotatingBalancer
 from ukproxy.upstream.balancers.weight_walk import server_at_weight, total_weight
 from ukproxy.upstream.server import Server
 
@@ -37,15 +36,8 @@ def hashed_octets(address: bytes | str) -> bytes | None:
     return packed[:3] if ip.version == 4 else packed
 
 
-class IpHashBalancer(Balancer):
+class IpHashBalancer(RotatingBalancer):
     method = "ip_hash"
-
-    def __init__(self, servers: Sequence[Server]) -> None:
-        self.rotation = SmoothWeightedRoundRobin()
-        super().__init__(servers)
-
-    def _servers_changed(self) -> None:
-        self.rotation.keep_only(self.servers)
 
     def _pick_in_tier(
         self,

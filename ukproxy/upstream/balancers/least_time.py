@@ -15,8 +15,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 
-from ukproxy.upstream.balancers.base import Balancer
-from ukproxy.upstream.balancers.smooth_weighted import SmoothWeightedRoundRobin
+from ukproxy.upstream.balancers.rotating import RotatingBalancer
 from ukproxy.upstream.server import Server
 
 
@@ -27,18 +26,17 @@ def least_time_score(server: Server) -> tuple[int, float]:
     return (1, server.ewma_response_time * (server.active + 1) / server.weight)
 
 
-class LeastTimeBalancer(Balancer):
+class LeastTimeBalancer(RotatingBalancer):
     method = "least_time"
 
     def __init__(self, servers: Sequence[Server], alpha: float | None = None) -> None:
         if alpha is not None and not 0 < alpha <= 1:
             raise ValueError(f"least_time: alpha must be in (0, 1], got {alpha}")
         self.alpha = alpha
-        self.rotation = SmoothWeightedRoundRobin()
         super().__init__(servers)
 
     def _servers_changed(self) -> None:
-        self.rotation.keep_only(self.servers)
+        super()._servers_changed()
         if self.alpha is not None:
             for server in self.servers:
                 server.ewma_alpha = self.alpha
