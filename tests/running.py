@@ -18,6 +18,26 @@ import psutil
 REPO = Path(__file__).resolve().parent.parent
 
 
+def exchange(port: int, payload: bytes, chunk: int = 65536) -> bytes:
+    """Send everything, half-close, and read until the proxy closes: both directions at once."""
+    with socket.create_connection(("127.0.0.1", port), timeout=20) as s:
+        received = bytearray()
+
+        def reader() -> None:
+            with contextlib.suppress(ConnectionResetError):
+                while data := s.recv(chunk):
+                    received.extend(data)
+
+        t = threading.Thread(target=reader)
+        t.start()
+        # The proxy may close first (no upstream): then sending fails, and that is the answer.
+        with contextlib.suppress(OSError):
+            s.sendall(payload)
+            s.shutdown(socket.SHUT_WR)
+        t.join(30)
+        return bytes(received)
+
+
 def free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))

@@ -3,14 +3,12 @@
 from __future__ import annotations
 
 import concurrent.futures
-import contextlib
 import hashlib
 import os
 import socket
-import threading
 from collections.abc import Callable
 
-from tests.running import RunningProxy, echo_servers, free_port
+from tests.running import RunningProxy, echo_servers, exchange, free_port
 
 
 def tcp_config(port: int, servers: list[int], workers: int = 2, extra: str = "", upstream_extra: str = "") -> str:
@@ -27,28 +25,6 @@ servers = [{listed}]
 connect_timeout = "1s"
 {upstream_extra}
 """
-
-
-def exchange(port: int, payload: bytes, chunk: int = 65536) -> bytes:
-    """Send everything, half-close, and read until the proxy closes: both directions at once."""
-    with socket.create_connection(("127.0.0.1", port), timeout=20) as s:
-        received = bytearray()
-        sent = 0
-
-        def reader() -> None:
-            with contextlib.suppress(ConnectionResetError):
-                while data := s.recv(chunk):
-                    received.extend(data)
-
-        t = threading.Thread(target=reader)
-        t.start()
-        # The proxy may close first (no upstream): then sending fails, and that is the answer.
-        with contextlib.suppress(BrokenPipeError, ConnectionResetError, OSError):
-            while sent < len(payload):
-                sent += s.send(payload[sent:sent + chunk])
-            s.shutdown(socket.SHUT_WR)
-        t.join(30)
-        return bytes(received)
 
 
 def test_several_mib_byte_exact_both_ways(ukproxy: Callable[..., RunningProxy]) -> None:

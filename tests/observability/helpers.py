@@ -2,10 +2,8 @@
 
 from __future__ import annotations
 
-import contextlib
 import json
 import math
-import socket
 import threading
 import time
 import urllib.request
@@ -16,6 +14,8 @@ from typing import Any, TypeVar
 
 from prometheus_client.parser import text_string_to_metric_families
 from prometheus_client.samples import Sample
+
+from tests.running import exchange as exchange  # re-exported: these tests take their helpers from here
 
 T = TypeVar("T")
 
@@ -111,26 +111,6 @@ servers = [{listed}]
 connect_timeout = "1s"
 {upstream_extra}
 """
-
-
-def exchange(port: int, payload: bytes) -> bytes:
-    """Send everything, half-close, read the echo until the proxy closes."""
-    with socket.create_connection(("127.0.0.1", port), timeout=20) as s:
-        received = bytearray()
-        reader = threading.Thread(target=lambda: _read_all(s, received))
-        reader.start()
-        # The proxy may close first (no upstream): then sending fails, and that is the answer.
-        with contextlib.suppress(OSError):
-            s.sendall(payload)
-            s.shutdown(socket.SHUT_WR)
-        reader.join(30)
-        return bytes(received)
-
-
-def _read_all(s: socket.socket, into: bytearray) -> None:
-    with contextlib.suppress(ConnectionResetError):
-        while data := s.recv(65536):
-            into.extend(data)
 
 
 class HttpBackend:
