@@ -1,8 +1,11 @@
 #ifndef UK_NET_H
 #define UK_NET_H
 #include "cmdline.h"
+#include "lwip/tcp.h"
 /* Brings up virtio-net and the lwIP interface with the boot addresses. */
 void net_init(const struct boot_args *a);
+/* Listens on `port` for a service, each accepted pcb going to `on_accept`; 0 on success. */
+int net_listen(uint16_t port, tcp_accept_fn on_accept);
 /* Moves received frames into lwIP; returns how many. */
 int net_poll(void);
 int net_rx_pending(void);

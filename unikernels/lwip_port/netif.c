@@ -100,6 +100,18 @@ static void deliver(const void *frame, size_t len)
         pbuf_free(p);
 }
 
+int net_listen(uint16_t port, tcp_accept_fn on_accept)
+{
+    struct tcp_pcb *pcb = tcp_new();
+    if (!pcb || tcp_bind(pcb, IP_ANY_TYPE, port) != ERR_OK)
+        return -1;
+    pcb = tcp_listen(pcb);
+    if (!pcb)
+        return -1;
+    tcp_accept(pcb, on_accept);
+    return 0;
+}
+
 int net_poll(void)
 {
     int n = vnet_poll_rx(deliver);

@@ -4,6 +4,7 @@
  * resumes the copy. */
 #include "kernel.h"
 #include "services.h"
+#include "net.h"
 #include "lwip/tcp.h"
 #include "lwip/mem.h"
 
@@ -120,12 +121,5 @@ static err_t on_accept(void *arg, struct tcp_pcb *pcb, err_t err)
 
 int echo_start(const struct boot_args *a)
 {
-    struct tcp_pcb *pcb = tcp_new();
-    if (!pcb || tcp_bind(pcb, IP_ANY_TYPE, a->port) != ERR_OK)
-        return -1;
-    pcb = tcp_listen(pcb);
-    if (!pcb)
-        return -1;
-    tcp_accept(pcb, on_accept);
-    return 0;
+    return net_listen(a->port, on_accept);
 }
