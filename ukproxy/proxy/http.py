@@ -170,7 +170,6 @@ class HttpClientConnection(asyncio.Protocol):
         self._last_read = 0.0
         self._stall_timer: asyncio.TimerHandle | None = None
         self._tunnel_idle = 0.0
-        self._corked: list[bytes] | None = None
         self._reading = False  # counted in state.reading (a request head is arriving)
         self._writing = False  # counted in state.writing (a request is in flight)
 
@@ -251,27 +250,12 @@ class HttpClientConnection(asyncio.Protocol):
     # used by exchanges
 
     def write(self, data: bytes) -> None:
-        if self._corked is not None:
-            self._corked.append(data)
-            return
         if not self.closed and self.transport is not None:
             self.transport.write(data)
             if self.tunnel is not None:
                 self._last_read = self.loop.time()  # a tunnel is idle only when neither side talks
 
-    def cork(self) -> None:
-        """Hold writes until `flush`: a response head and the body that came in the same read go out
-        in one send instead of two."""
-        if self._corked is None:
-            self._corked = []
-
-    def flush(self) -> None:
-        corked, self._corked = self._corked, None
-        if corked:
-            self.write(corked[0] if len(corked) == 1 else b"".join(corked))
-
     def write_eof(self) -> None:
-        self.flush()
         if not self.closed and self.transport is not None and self.transport.can_write_eof():
             self.transport.write_eof()
 
@@ -305,7 +289,6 @@ class HttpClientConnection(asyncio.Protocol):
             self._set_timer("tunnel", idle_timeout)
 
     def exchange_finished(self, exchange: Exchange | LocalReply, keep_alive: bool, abort: bool = False) -> None:
-        self.flush()
         if self.exchange is exchange:
             self.exchange = None
         if self.tunnel is exchange:
@@ -441,7 +424,6 @@ class HttpClientConnection(asyncio.Protocol):
         """Close after our last answer. If the client may still be sending (`lingering`, or a body we did
         not read to its end), shut our side and read and drop for a while, so that its unread bytes do
         not turn our close into a reset that destroys the answer in flight."""
-        self.flush()
         if self.closed or self.transport is None:
             return
         self._cancel_timer()

@@ -75,11 +75,8 @@ class Exchange:
         self.deadline: float | None = (
             self.started_at + config.next_upstream_timeout if config.next_upstream_timeout > 0 else None
         )
-        self.request_bytes = msg.upstream_request_head(
-            head.method, path, head.host_header or group.name.encode(), head.version, head.headers,
-            head.connection_tokens, client.peer_ip,
-            head.content_length, head.chunked, head.upgrade,
-        )
+        self.request_bytes = msg.upstream_request_head(head, path, head.host_header or group.name.encode(),
+                                                       client.peer_ip)
         # the request body
         self.body_done = not head.has_body
         self.pending: list[bytes] = []  # framed body (or upgrade tail) not yet sent
@@ -347,72 +344,82 @@ class Exchange:
 
     # the upstream connection's events (ResponseSink)
 
-    def upstream_read_started(self) -> None:
-        self.client.cork()
-
-    def upstream_read_done(self) -> None:
-        self.client.flush()
-
-    def upstream_head(self, response: UpstreamResponse) -> None:
+    def upstream_data(self, response: UpstreamResponse | None, body: list[bytes], complete: bool) -> None:
+        """What one read from the upstream brought: maybe the response head, body pieces, maybe the end.
+        Passed to the client in one write."""
         if self.finished:
             return
-        config = self.group.config
-        server = self.server
-        if response.status in config.next_upstream_statuses and self._replayable() and self._may_try_again():
-            self._resolve(_Outcome(response.status, f"status_{response.status}", "answered", True))
+        out: bytes | None = None
+        if response is not None:
+            out = self._response_head(response)
+            if out is None:
+                return  # refused: the attempt failed (and may be retried)
+            if response.status == 101:
+                self.client.write(out)
+                self._start_tunnel()
+                self._resolve(None)
+                return
+        if body:
+            size = 0
+            for piece in body:
+                size += len(piece)
+            self.bytes_sent += size
+            if self.rechunk:
+                body = [msg.chunk(piece) for piece in body]
+            if out is not None:
+                body.insert(0, out)
+            if complete and self.rechunk:
+                body.append(msg.LAST_CHUNK)
+            out = body[0] if len(body) == 1 else b"".join(body)
+        elif complete and self.rechunk:
+            out = msg.LAST_CHUNK if out is None else out + msg.LAST_CHUNK
+        if out is not None:
+            self.client.write(out)
+        if response is not None:
+            self._resolve(None)
+        if complete:
+            conn, self.upstream = self.upstream, None
+            if conn is not None:
+                if not self.body_done or self.pending:
+                    conn.reusable = False  # the upstream did not take the whole request: its state is unknown
+                conn.release()
+            self._done(keep_alive=self.keep_alive and self.body_done)
+
+    def _response_head(self, response: UpstreamResponse) -> bytes | None:
+        """The response head as the client gets it, or None when this response is refused instead:
+        a status to retry on, or a 101 nobody asked for."""
+        status = response.status
+        if status in self.group.config.next_upstream_statuses and self._replayable() and self._may_try_again():
+            self._resolve(_Outcome(status, f"status_{status}", "answered", True))
             if self.upstream is not None:
                 self.upstream.abort()
-            return
-        if response.status == 101 and self.head.upgrade is None:
+            return None
+        if status == 101 and self.head.upgrade is None:
             self._resolve(_Outcome(502, "invalid_response", "101 to a request that did not ask to upgrade", False))
             if self.upstream is not None:
                 self.upstream.abort()
-            return
-        self.upstream_time = self.loop.time() - self.attempt_started
-        if server is not None:
-            server.record_success(self.upstream_time)
-        self.status = response.status
-        client_version = self.head.version
-        close_delimited = False
+            return None
+        self.upstream_time = upstream_time = self.loop.time() - self.attempt_started
+        if self.server is not None:
+            self.server.record_success(upstream_time)
+        self.status = status
+        head = self.head
         content_length = response.content_length
+        close_delimited = False
         if response.bodyless:
             self.rechunk = False
         elif response.chunked or response.until_close:
             content_length = None
-            self.rechunk = client_version == b"1.1"
+            self.rechunk = head.version == b"1.1"
             close_delimited = not self.rechunk
         self.keep_alive = (
-            self.head.keep_alive and not close_delimited and self.body_done and self.client.may_keep_alive()
-            and response.status != 101 and self.head.upgrade is None
-        )
-        head = msg.client_response_head(
-            client_version, response.status, response.reason, response.headers, content_length,
-            self.rechunk, self.keep_alive, upgrade=response.status == 101, named=response.connection_tokens,
+            head.keep_alive and not close_delimited and self.body_done and status != 101 and head.upgrade is None
+            and self.client.may_keep_alive()
         )
         self.response_started = True
         self.replay = None
-        self.client.write(head)
-        if response.status == 101:
-            self._start_tunnel()
-        self._resolve(None)
-
-    def upstream_body(self, data: bytes) -> None:
-        if self.finished:
-            return
-        self.bytes_sent += len(data)
-        self.client.write(msg.chunk(data) if self.rechunk else data)
-
-    def upstream_end(self) -> None:
-        if self.finished:
-            return
-        if self.rechunk:
-            self.client.write(msg.LAST_CHUNK)
-        conn, self.upstream = self.upstream, None
-        if conn is not None:
-            if not self.body_done or self.pending:
-                conn.reusable = False  # the upstream did not take the whole request: its state is unknown
-            conn.release()
-        self._done(keep_alive=self.keep_alive and self.body_done)
+        return msg.client_response_head(head.version, status, response.reason, response.lines, content_length,
+                                        self.rechunk, self.keep_alive, response.upgrade if status == 101 else None)
 
     def upstream_failed(self, why: str, detail: str) -> None:
         if self.finished:

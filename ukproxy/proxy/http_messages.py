@@ -2,115 +2,74 @@
 
 Hop-by-hop headers (RFC 9110 7.6.1) belong to one connection and never cross the proxy: Connection
 and the fields it names, Keep-Alive, TE, Trailer, Transfer-Encoding (the proxy re-frames bodies),
-Upgrade (except to carry an upgrade) and every Proxy-* field.
+Upgrade (except to carry an upgrade) and every Proxy-* field. The parsers set them apart as they read
+(`RequestHead.special`, `UpstreamResponse.lines`), so the heads here are built from ready-made lines.
 """
 
 from __future__ import annotations
 
 from http import HTTPStatus
 
-HOP_BY_HOP = frozenset((b"connection", b"keep-alive", b"te", b"trailer", b"transfer-encoding", b"upgrade"))
+from ukproxy.proxy.http_request import SPECIAL, RequestHead
+
 VIA = b"ukproxy"
-# Request headers the proxy writes itself (Expect: it answered 100-continue already).
-_REPLACED = frozenset((b"host", b"content-length", b"x-real-ip", b"x-forwarded-proto", b"expect"))
-# Request headers dropped outright (hop-by-hop or written by us); X-Forwarded-For and Via are merged instead.
-_REQUEST_DROP = HOP_BY_HOP | _REPLACED
-# Response headers never copied as they are: hop-by-hop ones, and Content-Length (we write our own framing).
-_RESPONSE_DROP = HOP_BY_HOP | {b"content-length"}
+_VIA_SELF = {b"1.1": b"1.1 " + VIA, b"1.0": b"1.0 " + VIA}
 
 
-def is_hop_by_hop(lname: bytes, named: frozenset[bytes] | set[bytes]) -> bool:
-    return lname in HOP_BY_HOP or lname.startswith(b"proxy-") or lname in named
-
-
-def connection_tokens(headers: list[tuple[bytes, bytes]]) -> frozenset[bytes]:
-    tokens: set[bytes] = set()
-    for name, value in headers:
-        if name.lower() == b"connection":
-            tokens.update(t.strip().lower() for t in value.split(b","))
-    return frozenset(tokens)
-
-
-def upstream_request_head(
-    method: bytes,
-    path: bytes,
-    host: bytes,
-    version: bytes,
-    headers: list[tuple[bytes, bytes]],
-    named: frozenset[bytes],
-    client_ip: bytes,
-    content_length: int | None,
-    chunked: bool,
-    upgrade: bytes | None,
-) -> bytes:
+def upstream_request_head(head: RequestHead, path: bytes, host: bytes, client_ip: bytes) -> bytes:
     """The request as it goes upstream: HTTP/1.1, keep-alive, forwarding headers, our own framing.
     `host` is the client's Host (or absolute-form authority); HTTP/1.1 needs one, so never empty."""
-    lines = [method + b" " + path + b" HTTP/1.1\r\nHost: " + host + b"\r\n"]
-    forwarded_for = None
-    via = None
-    drop = _REQUEST_DROP if named <= HOP_BY_HOP else _REQUEST_DROP | named  # usually nothing new
-    for name, value in headers:
-        lname = name.lower()
-        if lname in drop or lname[:6] == b"proxy-":
-            continue
-        if lname == b"x-forwarded-for":
-            forwarded_for = value if forwarded_for is None else forwarded_for + b", " + value
-            continue
-        if lname == b"via":
-            via = value if via is None else via + b", " + value
-            continue
-        lines.append(name + b": " + value + b"\r\n")
-    lines.append(b"X-Forwarded-For: " + (forwarded_for + b", " + client_ip if forwarded_for else client_ip) + b"\r\n")
-    lines.append(b"X-Real-IP: " + client_ip + b"\r\n")
-    lines.append(b"X-Forwarded-Proto: http\r\n")
-    hop = version + b" " + VIA
-    lines.append(b"Via: " + (via + b", " + hop if via else hop) + b"\r\n")
-    if chunked:
-        lines.append(b"Transfer-Encoding: chunked\r\n")
-    elif content_length is not None:
-        lines.append(b"Content-Length: %d\r\n" % content_length)
-    if upgrade is not None:
-        lines.append(b"Connection: upgrade\r\nUpgrade: " + upgrade + b"\r\n")
-    lines.append(b"\r\n")
-    return b"".join(lines)
+    lines = head.lines
+    named = head.connection_tokens
+    if named and not named <= SPECIAL:  # Connection names other headers: they are hop-by-hop too
+        lines = [line for line in lines if line[: line.index(b":")].lower() not in named]
+    forwarded_for = head.forwarded_for + b", " + client_ip if head.forwarded_for else client_ip
+    via = _VIA_SELF[head.version]
+    if head.via:
+        via = head.via + b", " + via
+    if head.chunked:
+        framing = b"Transfer-Encoding: chunked\r\n"
+    elif head.content_length is not None:
+        framing = b"Content-Length: %d\r\n" % head.content_length
+    else:
+        framing = b""
+    if head.upgrade is not None:
+        framing += b"Connection: upgrade\r\nUpgrade: " + head.upgrade + b"\r\n"
+    return (
+        b"%s %s HTTP/1.1\r\nHost: %s\r\n%sX-Forwarded-For: %s\r\nX-Real-IP: %s\r\nX-Forwarded-Proto: http\r\n"
+        b"Via: %s\r\n%s\r\n" % (head.method, path, host, b"".join(lines), forwarded_for, client_ip, via, framing)
+    )
 
 
 def client_response_head(
     version: bytes,
     status: int,
     reason: bytes,
-    headers: list[tuple[bytes, bytes]],
+    lines: list[bytes],
     content_length: int | None,
     chunked: bool,
     keep_alive: bool,
-    upgrade: bool = False,
-    named: frozenset[bytes] | None = None,
+    upgrade: bytes | None = None,
 ) -> bytes:
-    """The upstream's response as the client gets it. `version` is the client's: 1.0 clients hear
-    "keep-alive" said out loud, 1.1 clients hear "close". `named`: the response's Connection tokens,
-    if the caller has them already."""
-    lines = [b"HTTP/1.1 %d " % status + reason + b"\r\n"]
-    if named is None:
-        named = connection_tokens(headers)
-    drop = _RESPONSE_DROP if named <= HOP_BY_HOP else _RESPONSE_DROP | named
-    for name, value in headers:
-        lname = name.lower()
-        if (lname in drop or lname[:6] == b"proxy-") and not (upgrade and lname == b"upgrade"):
-            continue
-        lines.append(name + b": " + value + b"\r\n")
-    if upgrade:
-        lines.append(b"Connection: upgrade\r\n")
+    """The upstream's response as the client gets it. `lines`: its header lines without the hop-by-hop
+    ones and Content-Length. `version` is the client's: 1.0 clients hear "keep-alive" said out loud,
+    1.1 clients hear "close". `upgrade`: the Upgrade header of a 101, passed on with it."""
+    if upgrade is not None:
+        tail = b"Connection: upgrade\r\nUpgrade: " + upgrade + b"\r\n\r\n"
     else:
         if chunked:
-            lines.append(b"Transfer-Encoding: chunked\r\n")
+            tail = b"Transfer-Encoding: chunked\r\n"
         elif content_length is not None:
-            lines.append(b"Content-Length: %d\r\n" % content_length)
+            tail = b"Content-Length: %d\r\n" % content_length
+        else:
+            tail = b""
         if not keep_alive:
-            lines.append(b"Connection: close\r\n")
+            tail += b"Connection: close\r\n\r\n"
         elif version == b"1.0":
-            lines.append(b"Connection: keep-alive\r\n")
-    lines.append(b"\r\n")
-    return b"".join(lines)
+            tail += b"Connection: keep-alive\r\n\r\n"
+        else:
+            tail += b"\r\n"
+    return b"HTTP/1.1 %d %s\r\n%s%s" % (status, reason, b"".join(lines), tail)
 
 
 def error_response(status: int, keep_alive: bool, version: bytes = b"1.1", head_only: bool = False) -> bytes:

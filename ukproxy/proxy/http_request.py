@@ -15,7 +15,7 @@ from __future__ import annotations
 
 import re
 from collections import deque
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any
 
 import httptools
@@ -25,6 +25,13 @@ from ukproxy.config import HttpConfig
 HEAD, BODY, END, TAIL, ERROR = range(5)
 
 IDEMPOTENT = frozenset((b"GET", b"HEAD", b"PUT", b"DELETE", b"OPTIONS", b"TRACE"))
+# Request headers the proxy reads, replaces, merges or drops (hop-by-hop, RFC 9110 7.6.1); all the
+# others go upstream as they came, kept as ready-made lines.
+SPECIAL = frozenset((
+    b"host", b"content-length", b"transfer-encoding", b"connection", b"upgrade", b"expect", b"keep-alive", b"te",
+    b"trailer", b"x-forwarded-for", b"via", b"x-real-ip", b"x-forwarded-proto",
+))
+_VERSIONS = {"1.1": b"1.1", "1.0": b"1.0"}
 _HOST = re.compile(rb"(?:\[[0-9A-Fa-f:.]+\]|[A-Za-z0-9\-._~!$&'()*+,;=%]*)(?::[0-9]*)?")
 _START_LINE_OVERHEAD = 16  # method, spaces, "HTTP/1.1\r\n": counted against max_header_size like nginx's buffer
 
@@ -44,7 +51,8 @@ class RequestHead:
     target: bytes  # as received
     path: bytes  # origin-form (path and query) for routing; b"*" for OPTIONS *
     version: bytes  # b"1.0" or b"1.1"
-    headers: list[tuple[bytes, bytes]]  # as received, values without surrounding whitespace
+    lines: list[bytes]  # the headers that go upstream as they came: b"Name: value\r\n"
+    special: list[tuple[bytes, bytes]]  # the others (SPECIAL, Proxy-*): lower-cased name, value
     host: str = ""  # lower-cased, without port
     host_header: bytes = b""  # as received (with port), or from an absolute-form target
     keep_alive: bool = True
@@ -52,7 +60,9 @@ class RequestHead:
     content_length: int | None = None
     upgrade: bytes | None = None  # the Upgrade header of an upgrade request
     expect_continue: bool = False
-    connection_tokens: frozenset[bytes] = field(default_factory=frozenset)
+    connection_tokens: frozenset[bytes] = frozenset()
+    forwarded_for: bytes | None = None  # X-Forwarded-For and Via as received (merged), for ours to extend
+    via: bytes | None = None
     size: int = 0  # bytes of the head, roughly
 
     @property
@@ -64,9 +74,14 @@ class RequestHead:
         return self.method in IDEMPOTENT
 
     def header(self, lower_name: bytes) -> bytes | None:
-        for name, value in self.headers:
-            if name.lower() == lower_name:
+        """The first value of a header, by its lower-cased name."""
+        for name, value in self.special:
+            if name == lower_name:
                 return value
+        n = len(lower_name)
+        for line in self.lines:
+            if line[n:n + 1] == b":" and line[:n].lower() == lower_name:
+                return line[n + 2:-2]
         return None
 
 
@@ -82,7 +97,9 @@ class RequestReader:
         self.done = False  # after an error, an upgrade or a request that closes the connection
         self.upgraded = False
         self._url = b""
-        self._headers: list[tuple[bytes, bytes]] = []
+        self._lines: list[bytes] = []
+        self._special: list[tuple[bytes, bytes]] = []
+        self._fields = 0
         self._head: RequestHead | None = None
         self._body_bytes = 0
         self._began_this_feed = False
@@ -154,7 +171,9 @@ class RequestReader:
         self._began_this_feed = True
         self.head_bytes = 0
         self._url = b""
-        self._headers = []
+        self._lines = []
+        self._special = []
+        self._fields = 0
         self._field_bytes = 0
         self._body_bytes = 0
 
@@ -165,11 +184,17 @@ class RequestReader:
 
     def on_header(self, name: bytes, value: bytes) -> None:
         value = value.rstrip(b" \t")
-        self._headers.append((name, value))
+        lname = name.lower()
+        if lname in SPECIAL or lname[:6] == b"proxy-":
+            self._special.append((lname, value))
+        else:
+            self._lines.append(name + b": " + value + b"\r\n")
+        self._fields += 1
         self._field_bytes += len(name) + len(value) + 4
-        if len(self._headers) > self.limits.max_headers:
+        limits = self.limits
+        if self._fields > limits.max_headers:
             raise HttpError(431, "too many header fields")
-        if self._precise_head_bytes() > self.limits.max_header_size:
+        if _START_LINE_OVERHEAD + len(self._url) + self._field_bytes > limits.max_header_size:
             raise HttpError(431, "request head too large")
 
     def on_headers_complete(self) -> None:
@@ -194,15 +219,17 @@ class RequestReader:
 
     def _make_head(self) -> RequestHead:
         parser = self.parser
-        version = parser.get_http_version().encode()
-        if version not in (b"1.1", b"1.0"):
-            if version == b"0.9":
+        text_version = parser.get_http_version()
+        version = _VERSIONS.get(text_version)
+        if version is None:
+            if text_version == "0.9":
                 raise HttpError(400, "HTTP/0.9 is not supported")
-            raise HttpError(505, f"HTTP/{version.decode()} is not supported")
+            raise HttpError(505, f"HTTP/{text_version} is not supported")
         method: bytes = parser.get_method()
         if method == b"CONNECT":
             raise HttpError(405, "CONNECT is not supported by a reverse proxy")
-        head = RequestHead(method, self._url, self._url, version, self._headers, size=self._precise_head_bytes())
+        head = RequestHead(method, self._url, self._url, version, self._lines, self._special,
+                           size=self._precise_head_bytes())
         self._read_headers(head)
         self._read_target(head)
         head.keep_alive = _keep_alive(version, head.connection_tokens)
@@ -220,8 +247,7 @@ class RequestReader:
         hosts: list[bytes] = []
         transfer_encodings: list[bytes] = []
         tokens: set[bytes] = set()
-        for name, value in head.headers:
-            lname = name.lower()
+        for lname, value in head.special:
             if lname == b"host":
                 hosts.append(value)
             elif lname == b"content-length":
@@ -236,7 +262,12 @@ class RequestReader:
                 if value.lower() != b"100-continue":
                     raise HttpError(417, "unsupported expectation")
                 head.expect_continue = True
-        head.connection_tokens = frozenset(tokens)
+            elif lname == b"x-forwarded-for":
+                head.forwarded_for = value if head.forwarded_for is None else head.forwarded_for + b", " + value
+            elif lname == b"via":
+                head.via = value if head.via is None else head.via + b", " + value
+        if tokens:
+            head.connection_tokens = frozenset(tokens)
         if transfer_encodings:
             if head.version == b"1.0":
                 raise HttpError(400, "Transfer-Encoding in an HTTP/1.0 request")

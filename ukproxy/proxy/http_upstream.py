@@ -2,8 +2,11 @@
 
 A connection serves one exchange at a time (no pipelining upstream) and may then be parked in the
 worker's keep-alive pool. Responses are parsed with httptools' HttpResponseParser; interim 1xx
-responses (other than 101) are dropped, as nginx does. The read timeout is nginx's: the longest gap
-between two reads while a response is awaited (suspended while the client side holds us back).
+responses (other than 101) are dropped, as nginx does. The parser's callbacks only record: what one
+read brought (a head, body pieces, the end) reaches the exchange in one `upstream_data` call after
+the parser returns, so a response that fits in one read costs one call and one client write. The read
+timeout is nginx's: the longest gap between two reads while a response is awaited (suspended while
+the client side holds us back).
 """
 
 from __future__ import annotations
@@ -29,27 +32,30 @@ MAX_RESPONSE_HEAD = 64 * 1024  # nginx's proxy_buffer_size is far smaller; past 
 RESET, INVALID, READ_TIMEOUT, SEND_TIMEOUT = "reset", "invalid_response", "read_timeout", "send_timeout"
 
 
+# Response headers that are not passed on as they are: hop-by-hop ones (RFC 9110 7.6.1), and
+# Content-Length, which the proxy writes itself with the framing it chooses.
+_SPECIAL = frozenset((b"connection", b"keep-alive", b"te", b"trailer", b"transfer-encoding", b"upgrade",
+                      b"content-length"))
+_USUAL_TOKENS = frozenset((b"keep-alive", b"close", b"upgrade"))  # Connection tokens that name no other header
+
+
 @dataclass(slots=True)
 class UpstreamResponse:
     status: int
     reason: bytes
-    headers: list[tuple[bytes, bytes]]
+    lines: list[bytes]  # the header lines to pass on ("Name: value\r\n"): hop-by-hop and Content-Length removed
     keep_alive: bool
     chunked: bool
     content_length: int | None
     bodyless: bool  # HEAD, 1xx, 204, 304
     until_close: bool  # no framing: the body ends when the connection does
-    connection_tokens: frozenset[bytes] = frozenset()  # what its Connection header names (lower-cased)
+    upgrade: bytes | None = None  # the Upgrade header of a 101
 
 
 class ResponseSink(Protocol):
     """What an upstream connection reports to the exchange using it."""
 
-    def upstream_read_started(self) -> None: ...
-    def upstream_read_done(self) -> None: ...
-    def upstream_head(self, response: UpstreamResponse) -> None: ...
-    def upstream_body(self, data: bytes) -> None: ...
-    def upstream_end(self) -> None: ...
+    def upstream_data(self, response: UpstreamResponse | None, body: list[bytes], complete: bool) -> None: ...
     def upstream_failed(self, why: str, detail: str) -> None: ...
     def upstream_tunnel_data(self, data: bytes) -> None: ...
     def upstream_tunnel_eof(self) -> None: ...
@@ -85,14 +91,17 @@ class UpstreamConnection(asyncio.Protocol):
         self.got_bytes = False  # any byte of the current response
         self.reading_paused = False
         self.head_request = False
-        self._feeding = False  # inside parser.feed_data: a release now parks after it returns
-        self._park_after_feed = False
         self._response: UpstreamResponse | None = None
         self._head_done = False
         self._head_bytes = 0
         self._interim = False
         self._reason = b""
-        self._headers: list[tuple[bytes, bytes]] = []
+        self._lines: list[bytes] = []  # header lines passed on as they are
+        self._special: list[tuple[bytes, bytes]] = []  # the others, name lower-cased
+        # What the current read brought, for the exchange once the parser returns.
+        self._new_head: UpstreamResponse | None = None
+        self._body: list[bytes] = []
+        self._complete = False
         self._last_read = 0.0
         self._read_timer: asyncio.TimerHandle | None = None
         self._send_timer: asyncio.TimerHandle | None = None
@@ -119,19 +128,13 @@ class UpstreamConnection(asyncio.Protocol):
             transport.write(data)
 
     def release(self) -> None:
-        """The exchange is done with us: park in the pool if we can carry another request, else close."""
+        """The exchange is done with us: park in the pool if we can carry another request, else close.
+        Never called while the parser runs: what it found reaches the exchange after it returns."""
         self.sink = None
-        self._cancel_send_timer()  # the read timer stays: it finds no sink and lapses (re-armed per request costs more)
+        if self._send_timer is not None:  # the read timer stays: it finds no sink and lapses (cheaper than re-arming)
+            self._cancel_send_timer()
         if self.reading_paused:
             self.resume_reading()
-        if self._feeding:
-            # The client's next (pipelined) request may start inside this callback: it must not take a
-            # connection whose parser is still running.
-            self._park_after_feed = True
-            return
-        self._park()
-
-    def _park(self) -> None:
         if self.closed or not self.reusable or not self.pool.put(self.server, self):
             self.close()
 
@@ -176,37 +179,54 @@ class UpstreamConnection(asyncio.Protocol):
             return
         self.got_bytes = True
         self._last_read = self.loop.time()
-        sink.upstream_read_started()
-        self._feeding = True
+        error: str | None = None
+        upgrade_tail: bytes | None = None
         try:
             self.parser.feed_data(data)
         except httptools.HttpParserUpgrade as e:
-            self.tunnel = True
-            self._cancel_timers()
-            tail = data[e.args[0]:]
-            if tail and self.sink is not None:
-                self.sink.upstream_tunnel_data(tail)
+            upgrade_tail = data[e.args[0]:]
         except httptools.HttpParserCallbackError as e:
-            if isinstance(e.__context__, _BodylessDone):
+            context = e.__context__
+            if isinstance(context, _BodylessDone):
                 self.reusable = False  # we cannot know whether a body follows anyway: never reuse
-                self._finish()
-            elif self.sink is not None:
-                log.exception("upstream %s: error handling the response", self.server.name)
-                self._fail(INVALID, f"callback: {e}")
+                self._complete = True
+            elif isinstance(context, _OutOfStep):
+                self.reusable = False  # the response before it is still good
+            else:
+                log.exception("upstream %s: error parsing the response", self.server.name)
+                error = f"callback: {e}"
         except httptools.HttpParserError as e:
-            self._fail(INVALID, str(e))
-            return
-        finally:
-            self._feeding = False
-            sink.upstream_read_done()
-            if self._park_after_feed:
-                self._park_after_feed = False
-                self._park()
-        if not self._head_done and self.sink is not None:
+            error = str(e)
+        if error is not None:
+            self.reusable = False
+            if not self._complete:
+                self._new_head, self._body = None, []
+                self._fail(INVALID, error)
+                return
+        if not self._head_done:
             # Still in the head after this read (we never pipeline upstream, so every byte so far was head).
             self._head_bytes += len(data)
             if self._head_bytes > MAX_RESPONSE_HEAD:
                 self._fail(INVALID, "response head too large")
+                return
+        self._deliver(sink)  # not reusable after an error: the exchange's release closes us
+        if upgrade_tail is not None and self.sink is not None:
+            self.tunnel = True
+            self._cancel_timers()
+            if upgrade_tail:
+                self.sink.upstream_tunnel_data(upgrade_tail)
+
+    def _deliver(self, sink: ResponseSink) -> None:
+        """Hand the exchange what this read brought. Last thing in data_received: on a complete response
+        the exchange releases us, and the client's next request may take us from the pool at once."""
+        response, body, complete = self._new_head, self._body, self._complete
+        if response is None and not body and not complete:
+            return
+        self._new_head = None
+        if body:
+            self._body = []
+        self._complete = False
+        sink.upstream_data(response, body, complete)
 
     def eof_received(self) -> bool:
         sink = self.sink
@@ -217,7 +237,8 @@ class UpstreamConnection(asyncio.Protocol):
             sink.upstream_tunnel_eof()
             return True  # half-open: the client may still be talking
         if self._response is not None and self._response.until_close:
-            self._finish()
+            self._cancel_send_timer()
+            sink.upstream_data(None, [], True)
         else:
             self._fail(RESET, "connection closed before the response was complete")
         return False
@@ -248,16 +269,14 @@ class UpstreamConnection(asyncio.Protocol):
         if self.sink is not None:
             self.sink.upstream_write_resumed()
 
-    # httptools callbacks
+    # httptools callbacks: they record, `_deliver` reports
 
     def on_message_begin(self) -> None:
-        if self.sink is None:
+        if self._complete:
             # A second response in one read, after ours was complete: the server is out of step.
-            self.reusable = False
-            self.pool.discard(self)
-            self.close()
             raise _OutOfStep()
-        self._headers = []
+        self._lines = []
+        self._special = []
         self._reason = b""
         self._interim = False
 
@@ -265,7 +284,11 @@ class UpstreamConnection(asyncio.Protocol):
         self._reason += reason
 
     def on_header(self, name: bytes, value: bytes) -> None:
-        self._headers.append((name, value.rstrip(b" \t")))
+        lname = name.lower()
+        if lname in _SPECIAL or lname[:6] == b"proxy-":
+            self._special.append((lname, value.rstrip(b" \t")))
+        else:
+            self._lines.append(name + b": " + value.rstrip(b" \t") + b"\r\n")
 
     def on_headers_complete(self) -> None:
         status = self.parser.get_status_code()
@@ -275,38 +298,33 @@ class UpstreamConnection(asyncio.Protocol):
         self._head_done = True
         content_length = None
         chunked = False
-        tokens: frozenset[bytes] = frozenset()
-        for name, value in self._headers:
-            lname = name.lower()
+        upgrade = None
+        named: set[bytes] = set()
+        for lname, value in self._special:
             if lname == b"content-length":
-                content_length = int(value)
+                content_length = int(value)  # llhttp allows digits only, and one value
             elif lname == b"transfer-encoding":
                 chunked = value.rsplit(b",", 1)[-1].strip().lower() == b"chunked"
             elif lname == b"connection":
-                tokens = tokens.union(t.strip().lower() for t in value.split(b","))
+                named.update(t.strip().lower() for t in value.split(b","))
+            elif lname == b"upgrade":
+                upgrade = value
+        lines = self._lines
+        if not named <= _USUAL_TOKENS:  # Connection names other headers: they are hop-by-hop too
+            lines = [line for line in lines if line[: line.index(b":")].lower() not in named]
         bodyless = self.head_request or status in (101, 204, 304)
         response = UpstreamResponse(
-            status=status,
-            reason=self._reason,
-            headers=self._headers,
-            keep_alive=self.parser.should_keep_alive(),
-            chunked=chunked and not bodyless,
-            content_length=content_length,
-            bodyless=bodyless,
-            until_close=not bodyless and not chunked and content_length is None,
-            connection_tokens=tokens,
+            status, self._reason, lines, self.parser.should_keep_alive(), chunked and not bodyless, content_length,
+            bodyless, not bodyless and not chunked and content_length is None, upgrade,
         )
-        self._response = response
+        self._response = self._new_head = response
         if response.until_close or not response.keep_alive:
             self.reusable = False
-        if self.sink is not None:
-            self.sink.upstream_head(response)
         if self.head_request:
             raise _BodylessDone()
 
     def on_body(self, data: bytes) -> None:
-        if self.sink is not None:
-            self.sink.upstream_body(data)
+        self._body.append(data)
 
     def on_message_complete(self) -> None:
         if self._interim:
@@ -315,14 +333,11 @@ class UpstreamConnection(asyncio.Protocol):
             return
         if self._response is not None and self._response.status == 101:
             return  # the tunnel starts; HttpParserUpgrade follows
-        self._finish()
+        self._complete = True
+        if self._send_timer is not None:
+            self._cancel_send_timer()
 
     # internals
-
-    def _finish(self) -> None:
-        self._cancel_send_timer()
-        if self.sink is not None:
-            self.sink.upstream_end()
 
     def _fail(self, why: str, detail: str) -> None:
         self.reusable = False
