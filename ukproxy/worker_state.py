@@ -20,6 +20,7 @@ if TYPE_CHECKING:
 
 class Drainable(Protocol):
     def drain(self) -> None: ...
+    def phase(self) -> str: ...  # "reading" (a request head is arriving), "writing" (one in flight) or "waiting"
 
 
 class WorkerState:
@@ -37,13 +38,23 @@ class WorkerState:
         self.on_full: Callable[[], None] | None = None
         # Observability: plain tallies on the request path, moved into Prometheus once a second
         # (ukproxy.metrics.flush), and the access log (ukproxy.access_log), set by the worker.
-        self.reading = 0  # client connections reading a request head (stub_status "reading")
-        self.writing = 0  # client connections with a request in flight, and tcp splices ("writing")
+        self.splicing = 0  # tcp splices: stub_status counts them as "writing"
         self.tally = RequestTally(LATENCY)
         self.access_log: AccessLog | None = None
-        # Graceful stop: connections that can end their keep-alive at a request boundary register here.
+        # Graceful stop: connections that can end their keep-alive at a request boundary register here
+        # (every http client connection).
         self.draining = False
         self.drainable: set[Drainable] = set()
+
+    # stub_status's reading and writing, counted when asked (once a second) rather than kept per request
+
+    @property
+    def reading(self) -> int:
+        return sum(1 for connection in self.drainable if connection.phase() == "reading")
+
+    @property
+    def writing(self) -> int:
+        return self.splicing + sum(1 for connection in self.drainable if connection.phase() == "writing")
 
     @property
     def free_connections(self) -> int:

@@ -66,8 +66,18 @@ class RequestTally:
 
     def request(self, listener: str, upstream: str | None, status: int, request_time: float,
                 upstream_time: float | None) -> None:
-        self.requests.add((listener, upstream, status // 100))
-        self.request_times.observe((listener, upstream), request_time)
+        # Once per request: the Tally and HistogramTally steps written out, without their calls.
+        counts = self.requests.counts
+        key = (listener, upstream, status // 100)
+        counts[key] = counts.get(key, 0) + 1
+        times = self.request_times
+        key = (listener, upstream)
+        buckets = times.counts.get(key)
+        if buckets is None:
+            times.observe(key, request_time)
+        else:
+            buckets[bisect_left(times.bounds, request_time)] += 1
+            times.sums[key] += request_time
         if upstream_time is not None:
             self.upstream_times.observe(upstream, upstream_time)
 

@@ -136,9 +136,6 @@ class LocalReply:
             self.client.exchange_finished(self, keep_alive)
 
 
-# Counter names by (upstream, status): formatted once, not per request.
-_RESPONSE_COUNTERS: dict[tuple[str | None, int], str] = {}
-
 DRAIN_GRACE = 1.0  # seconds an idle keep-alive connection of a stopping worker may still bring a request
 
 
@@ -170,8 +167,6 @@ class HttpClientConnection(asyncio.Protocol):
         self._last_read = 0.0
         self._stall_timer: asyncio.TimerHandle | None = None
         self._tunnel_idle = 0.0
-        self._reading = False  # counted in state.reading (a request head is arriving)
-        self._writing = False  # counted in state.writing (a request is in flight)
 
     # asyncio.Protocol
 
@@ -202,8 +197,15 @@ class HttpClientConnection(asyncio.Protocol):
         if self._timer_kind in ("keepalive", "drain"):
             self._set_timer("header", self.limits.client_header_timeout)  # a new request has begun
         self.reader.feed(data)
+        events = self.events
+        if len(events) == 2 and self.exchange is None and not self._dispatching:
+            # The usual read: one whole request without a body. Straight to its exchange.
+            (kind, head), (end, _) = events
+            if kind == HEAD and end == END and not head.has_body:
+                events.clear()
+                self._start(head)
+                return
         self._dispatch()
-        self._count_phase()
 
     def eof_received(self) -> bool:
         if self.tunnel is not None:
@@ -222,7 +224,6 @@ class HttpClientConnection(asyncio.Protocol):
         if self.closed:
             return
         self.closed = True
-        self._count_phase(reading=False, writing=False)
         self.state.drainable.discard(self)
         self.state.connection_closed()
         self._stop_timer()
@@ -293,7 +294,6 @@ class HttpClientConnection(asyncio.Protocol):
             self.exchange = None
         if self.tunnel is exchange:
             self.tunnel = None
-        self._count_phase()
         self._account(exchange)
         if self.closed:
             return
@@ -302,25 +302,16 @@ class HttpClientConnection(asyncio.Protocol):
             return
         if self.events:
             self._dispatch()
-        self._count_phase()
         if self.exchange is None and not self.closed:
             if self.reader.in_head:
                 self._set_timer("header", self.limits.client_header_timeout)
             else:
                 self._set_timer("keepalive", self.limits.keepalive_timeout)
 
-    def _count_phase(self, reading: bool | None = None, writing: bool | None = None) -> None:
-        """Keep stub_status's reading/writing gauges in step with this connection, one count each at most."""
-        if reading is None:
-            reading = self.exchange is None and self.tunnel is None and self.reader.in_head and not self.closed
-        if writing is None:
-            writing = (self.exchange is not None or self.tunnel is not None) and not self.closed
-        if reading != self._reading:
-            self._reading = reading
-            self.state.reading += 1 if reading else -1
-        if writing != self._writing:
-            self._writing = writing
-            self.state.writing += 1 if writing else -1
+    def phase(self) -> str:
+        if self.exchange is not None or self.tunnel is not None:
+            return "writing"
+        return "reading" if self.reader.in_head else "waiting"
 
     # requests, in order
 
@@ -393,7 +384,6 @@ class HttpClientConnection(asyncio.Protocol):
         self.state.counters[f"http_rejected:{error.status}"] += 1
         log.info("http: %d %s from %s", error.status, error.reason, self.peer)
         self.write(msg.error_response(error.status, keep_alive=False))
-        self.state.counters[f"http_responses:-:{error.status // 100}xx"] += 1
         self.state.request_finished(self.site.listener, None, error.status, 0.0, None, None, "-", "-",
                                     self.peer_ip.decode(), 0, None, None)
         self._finish_connection(lingering=True)
@@ -401,24 +391,20 @@ class HttpClientConnection(asyncio.Protocol):
     # endings
 
     def _account(self, exchange: Exchange | LocalReply) -> None:
-        upstream = exchange.group.name if isinstance(exchange, Exchange) else None
-        status = exchange.status
         state = self.state
-        key = (upstream, status)
-        name = _RESPONSE_COUNTERS.get(key)
-        if name is None:
-            name = _RESPONSE_COUNTERS[key] = f"http_responses:{upstream or '-'}:{status // 100}xx"
-        state.counters[name] += 1
-        head = exchange.head
-        if self._peer_ip_text is None:
-            self._peer_ip_text = self.peer_ip.decode()
-        logged = state.access_log is not None  # the agent and referer are looked up for the log only
-        state.request_finished(
-            self.site.listener, upstream, status, self.loop.time() - exchange.started_at, exchange.upstream_time,
-            exchange.upstream_addr, head.method.decode(), head.target.decode("latin-1"), self._peer_ip_text,
-            exchange.bytes_sent, _text(head.header(b"user-agent")) if logged else None,
-            _text(head.header(b"referer")) if logged else None,
-        )
+        upstream = exchange.upstream_name
+        status = exchange.status
+        request_time = self.loop.time() - exchange.started_at
+        state.tally.request(self.site.listener, upstream, status, request_time, exchange.upstream_time)
+        if state.access_log is not None:
+            head = exchange.head
+            if self._peer_ip_text is None:
+                self._peer_ip_text = self.peer_ip.decode()
+            state.access_log.request(
+                self.site.listener, upstream, status, request_time, exchange.upstream_time, exchange.upstream_addr,
+                head.method.decode(), head.target.decode("latin-1"), self._peer_ip_text, exchange.bytes_sent,
+                _text(head.header(b"user-agent")), _text(head.header(b"referer")),
+            )
 
     def _finish_connection(self, clean: bool = True, lingering: bool = False) -> None:
         """Close after our last answer. If the client may still be sending (`lingering`, or a body we did

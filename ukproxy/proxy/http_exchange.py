@@ -20,7 +20,7 @@ import logging
 from typing import TYPE_CHECKING
 
 from ukproxy.proxy import http_messages as msg
-from ukproxy.proxy.http_request import HttpError, RequestHead
+from ukproxy.proxy.http_request import IDEMPOTENT, HttpError, RequestHead
 from ukproxy.proxy.http_upstream import (
     READ_TIMEOUT,
     RESET,
@@ -34,6 +34,7 @@ from ukproxy.upstream.server import Server
 if TYPE_CHECKING:
     from ukproxy.proxy.http import HttpClientConnection
     from ukproxy.upstream.group import UpstreamGroup
+    from ukproxy.worker_state import WorkerState
 
 log = logging.getLogger("ukproxy.http")
 
@@ -54,62 +55,59 @@ class _Outcome:
 
 
 class Exchange:
-    # Slots: one Exchange per request, and its attributes are read on every callback.
-    __slots__ = (
-        "attempt", "attempt_started", "attempting", "body_done", "bytes_sent", "client", "deadline", "finished",
-        "group", "head", "keep_alive", "key", "loop", "pending", "pending_size", "pool", "rechunk", "replay",
-        "replay_size", "request_bytes", "response_started", "server", "started_at", "state", "status", "tail", "task",
-        "tried", "tunnel", "tunnel_eofs", "upstream", "upstream_addr", "upstream_time",
-    )
+    # One Exchange per request: what most requests never change is a class default, set on the
+    # instance only when it does (each assignment in __init__ is paid on every request).
+    attempting = False  # a request is out and no response head (or failure) has come back
+    attempt: asyncio.Future[_Outcome | None] | None = None  # what the coroutine awaits, if it runs
+    attempt_started = 0.0
+    upstream: UpstreamConnection | None = None
+    server: Server | None = None
+    upstream_time: float | None = None
+    upstream_addr: str | None = None
+    pending_size = 0  # framed body (or upgrade tail) not yet sent, in bytes
+    replay_size = 0
+    response_started = False
+    rechunk = False
+    keep_alive = False
+    status = 0
+    bytes_sent = 0
+    finished = False
+    tunnel = False
+    tunnel_eofs = 0
+    task: asyncio.Task[None] | None = None
+    key: bytes | None = None  # for the balancer (hash, ip_hash)
 
     def __init__(self, client: HttpClientConnection, head: RequestHead, path: bytes,
                  group: UpstreamGroup, pool: KeepalivePool):
         self.client = client
-        self.state = client.state
-        self.loop = client.loop
+        self.loop = loop = client.loop
         self.head = head
         self.group = group
+        self.upstream_name = group.name
         self.pool = pool
-        self.started_at = self.loop.time()
-        config = group.config
-        self.deadline: float | None = (
-            self.started_at + config.next_upstream_timeout if config.next_upstream_timeout > 0 else None
-        )
+        self.started_at = now = loop.time()
+        timeout = group.config.next_upstream_timeout
+        self.deadline: float | None = now + timeout if timeout > 0 else None
         self.request_bytes = msg.upstream_request_head(head, path, head.host_header or group.name.encode(),
                                                        client.peer_ip)
         # the request body
         self.body_done = not head.has_body
         self.pending: list[bytes] = []  # framed body (or upgrade tail) not yet sent
-        self.pending_size = 0
-        self.replay: list[bytes] | None = [] if head.idempotent else None  # framed body already sent
-        self.replay_size = 0
+        self.replay: list[bytes] | None = [] if head.method in IDEMPOTENT else None  # framed body already sent
         self.tail: list[bytes] = []  # bytes after an upgrade request, held until the 101
-        # the upstream
-        self.upstream: UpstreamConnection | None = None
-        self.server: Server | None = None
         self.tried: list[Server] = []
-        self.attempting = False  # a request is out and no response head (or failure) has come back
-        self.attempt: asyncio.Future[_Outcome | None] | None = None  # what the coroutine awaits, if it runs
-        self.attempt_started = 0.0
-        self.upstream_time: float | None = None
-        self.upstream_addr: str | None = None
-        # the response
-        self.response_started = False
-        self.rechunk = False
-        self.keep_alive = False
-        self.status = 0
-        self.bytes_sent = 0
-        self.finished = False
-        self.tunnel = False
-        self.tunnel_eofs = 0
-        self.task: asyncio.Task[None] | None = None
-        self.key: bytes | None = None  # for the balancer (hash, ip_hash)
+
+    @property
+    def state(self) -> WorkerState:
+        return self.client.state
 
     def begin(self) -> None:
         """Send the request now if a server and an idle connection to it are at hand, else start the coroutine."""
         head = self.head
         try:
-            key = self.key = self.client.site.balance_key(self.group, head, self.client.peer_ip)
+            key = None
+            if self.group.keyed:
+                key = self.key = self.client.site.balance_key(self.group, head, self.client.peer_ip)
             if not head.has_body:  # a body is sent with the head by the coroutine's first send
                 server = self.group.acquire_nowait(key, self.tried, self.started_at)
                 if server is not None:

@@ -11,12 +11,14 @@ or None (the caller answers 404).
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import NamedTuple
 
 from ukproxy.config import RouteConfig
 
+_HOSTS_CACHED = 1024  # hosts whose route tables are remembered (a client may send any Host)
 
-@dataclass(frozen=True)
-class RouteMatch:
+
+class RouteMatch(NamedTuple):  # a tuple: made once per request
     upstream: str
     path: bytes  # the path (and query) to send upstream, prefix stripped if the route says so
 
@@ -42,6 +44,7 @@ class Router:
             ((h[1:], t) for h, t in by_host.items() if h.startswith("*.")), key=lambda item: len(item[0]), reverse=True
         )
         self.any = by_host.get("*", [])
+        self._tables_by_host: dict[str, list[list[_Route]]] = {}
 
     def match(self, host: str, target: bytes) -> RouteMatch | None:
         """`host` lower-cased without port; `target` the origin-form request target (path and query)."""
@@ -55,6 +58,14 @@ class Router:
         return None
 
     def _tables(self, host: str) -> list[list[_Route]]:
+        tables = self._tables_by_host.get(host)
+        if tables is None:
+            if len(self._tables_by_host) >= _HOSTS_CACHED:
+                self._tables_by_host.clear()
+            tables = self._tables_by_host[host] = self._find_tables(host)
+        return tables
+
+    def _find_tables(self, host: str) -> list[list[_Route]]:
         tables = []
         exact = self.exact.get(host)
         if exact:

@@ -78,7 +78,7 @@ class TcpClientSide(asyncio.Protocol):
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         self.transport = transport  # type: ignore[assignment]
         self.last_activity = self.loop.time()
-        self.state.writing += 1  # a splice is busy both ways: stub_status "writing"
+        self.state.splicing += 1  # a splice is busy both ways: stub_status "writing"
         self.loop.create_task(self._connect_upstream())
 
     def data_received(self, data: bytes) -> None:
@@ -114,7 +114,7 @@ class TcpClientSide(asyncio.Protocol):
             return
         self.closed = True
         self.state.connection_closed()
-        self.state.writing -= 1
+        self.state.splicing -= 1
         self._session_finished()
         self._cancel_idle_timer()
         if self.upstream is not None and self.upstream.transport is not None:

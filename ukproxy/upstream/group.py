@@ -33,6 +33,7 @@ class UpstreamGroup:
         options = {"consistent": config.consistent} if config.balance == "hash" else {}
         self.balancer: Balancer = make_balancer(config.balance, servers, **options)
         self.pool: VmPool | None = None
+        self.keyed = config.balance in ("hash", "ip_hash")  # does the balancer want a key per request?
 
     @property
     def servers(self) -> list[Server]:
