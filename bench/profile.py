@@ -2,15 +2,17 @@
 
     .venv/bin/python -m bench.profile [--protocol tcp|http] [--seconds 8] [--connections 64]
 
-Needs py-spy (`.venv/bin/pip install py-spy`; not a project dependency). Starts the native backend and
-one ukproxy (workers = usable CPUs), samples the busiest worker, prints the top frames by own time and by
-total time, and writes the raw collapsed stacks to bench/results/raw/.
+Needs py-spy (in the `bench` extra). Starts the native backend and one ukproxy (workers = usable CPUs),
+samples the busiest worker, prints the top frames by own time and by total time, and writes the raw
+collapsed stacks to bench/results/raw/. ukproxy runs as plain Python here (UKPROXY_PURE_PYTHON=1):
+py-spy cannot see inside the mypyc-compiled request path, and the Python frames show where it spends.
 """
 
 from __future__ import annotations
 
 import argparse
 import collections
+import os
 import shutil
 import subprocess
 import sys
@@ -57,6 +59,7 @@ def main() -> int:
         return 2
     raw = RAW / time.strftime("profile-%Y%m%d-%H%M%S")
     raw.mkdir(parents=True, exist_ok=True)
+    os.environ["UKPROXY_PURE_PYTHON"] = "1"  # inherited by the ukproxy it starts
     procs = Processes(raw)
     try:
         backend = free_port()

@@ -251,7 +251,7 @@ def _read_config(top: Table, path: str) -> Config:
         accept_mutex_delay=top.get("accept_mutex_delay", duration, 0.5),
         multi_accept=top.get("multi_accept", boolean, False),
         reuseport=top.get("reuseport", boolean, False),
-        cpu_affinity=top.get("cpu_affinity", _cpu_affinity, tuple(usable_cpus())),
+        cpu_affinity=top.get("cpu_affinity", _cpu_affinity, _cpu_affinity("auto")),
         pid_file=top.get("pid_file", string, "run/ukproxy.pid"),
         user=top.get("user", string, None),
         group=top.get("group", string, None),

@@ -25,7 +25,7 @@ import time
 from dataclasses import dataclass, field
 from typing import Any
 
-from ukproxy import control
+from ukproxy import compiled, control
 from ukproxy.config import Config, ConfigError, load
 from ukproxy.listeners import ListeningSockets
 from ukproxy.logs import setup_logging
@@ -143,6 +143,11 @@ class Master:
                 await self.spawn(slot)
             log.info("master %d: %d workers, listening on %s", os.getpid(), self.config.workers,
                      ", ".join(lc.address for lc in self.config.listen))
+            # The workers import what the master did: same sources, same decision (ukproxy.compiled).
+            if compiled.MODE.startswith("compiled"):
+                log.info("request path: %s", compiled.MODE)
+            else:
+                log.warning("request path: %s, about half as fast", compiled.MODE)
             await self.done.wait()
         finally:
             self.sockets.close()

@@ -10,6 +10,7 @@ gone) is taken as QUIT.
 from __future__ import annotations
 
 import asyncio
+import gc
 import logging
 import os
 import signal
@@ -79,6 +80,9 @@ class Worker:
             pool.start([vm for vm in adopted_vms or [] if vm["upstream"] == name])
         self.cycle.start()
         self.observability.start()
+        # What exists now (modules, config, pools) lives as long as the worker: keep the cyclic
+        # collector from walking it again on every full collection.
+        gc.freeze()
         self.channel.send({"type": "ready", "worker": self.worker_id, "pid": os.getpid()})
         listener = self.loop.create_task(self._listen_to_master())
         await self.stopped.wait()

@@ -71,13 +71,13 @@ class RequestTally:
         key = (listener, upstream, status // 100)
         counts[key] = counts.get(key, 0) + 1
         times = self.request_times
-        key = (listener, upstream)
-        buckets = times.counts.get(key)
+        times_key = (listener, upstream)
+        buckets = times.counts.get(times_key)
         if buckets is None:
-            times.observe(key, request_time)
+            times.observe(times_key, request_time)
         else:
             buckets[bisect_left(times.bounds, request_time)] += 1
-            times.sums[key] += request_time
+            times.sums[times_key] += request_time
         if upstream_time is not None:
             self.upstream_times.observe(upstream, upstream_time)
 

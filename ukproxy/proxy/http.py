@@ -16,7 +16,6 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import weakref
 from collections import deque
 from collections.abc import Callable
 from typing import Any
@@ -25,6 +24,7 @@ from ukproxy.config import Config, ListenConfig
 from ukproxy.proxy import http_messages as msg
 from ukproxy.proxy.http_exchange import Exchange
 from ukproxy.proxy.http_request import BODY, END, ERROR, HEAD, TAIL, HttpError, RequestHead, RequestReader
+from ukproxy.proxy.http_upstream import UpstreamConnection
 from ukproxy.proxy.routing import Router
 from ukproxy.upstream.group import UpstreamGroup
 from ukproxy.upstream.keepalive import KeepalivePool
@@ -34,8 +34,6 @@ log = logging.getLogger("ukproxy.http")
 
 LINGER_TIMEOUT = 2.0  # after our last answer on a connection the client may still be sending: read and drop
 
-# One keep-alive pool per upstream group in this worker, shared by every http listener.
-_pools: weakref.WeakKeyDictionary[UpstreamGroup, KeepalivePool] = weakref.WeakKeyDictionary()
 
 
 def http_protocol_factory(
@@ -45,10 +43,11 @@ def http_protocol_factory(
     return lambda: HttpClientConnection(site)
 
 
-def keepalive_pool(state: WorkerState, group: UpstreamGroup) -> KeepalivePool:
-    pool = _pools.get(group)
+def keepalive_pool(state: WorkerState, group: UpstreamGroup) -> KeepalivePool[UpstreamConnection]:
+    """The group's keep-alive pool in this worker, shared by every http listener."""
+    pool = group.keepalive_pool
     if pool is None:
-        pool = _pools[group] = KeepalivePool(state.loop, group.config.keepalive, group.config.keepalive_timeout)
+        pool = group.keepalive_pool = KeepalivePool(state.loop, group.config.keepalive, group.config.keepalive_timeout)
     return pool
 
 
@@ -364,19 +363,21 @@ class HttpClientConnection(asyncio.Protocol):
     def _start(self, head: RequestHead) -> None:
         self.requests += 1
         match = self.site.router.match(head.host, head.path)
+        exchange: Exchange | LocalReply
         if match is None:
-            reply = LocalReply(self, head, 404)
-            self.exchange = reply
-            reply.begin()  # may be over at once
+            exchange = LocalReply(self, head, 404)
         else:
             if head.expect_continue and head.has_body and head.version == b"1.1":
                 self.write(msg.CONTINUE)
             group = self.site.groups[match.upstream]
-            self.exchange = exchange = Exchange(self, head, match.path, group, self.site.pools[match.upstream])
-            exchange.begin()  # may be over at once
-        if self.exchange is not None and not self.exchange.body_done:
+            exchange = Exchange(self, head, match.path, group, self.site.pools[match.upstream])
+        self.exchange = exchange
+        exchange.begin()
+        if exchange.finished:  # over at once (and self.exchange is None again)
+            return
+        if not exchange.body_done:
             self._set_timer("body", self.limits.client_body_timeout)
-        elif self.exchange is not None:
+        else:
             self._cancel_timer()
 
     def _reject(self, error: HttpError) -> None:

@@ -78,7 +78,7 @@ class Exchange:
     key: bytes | None = None  # for the balancer (hash, ip_hash)
 
     def __init__(self, client: HttpClientConnection, head: RequestHead, path: bytes,
-                 group: UpstreamGroup, pool: KeepalivePool):
+                 group: UpstreamGroup, pool: KeepalivePool[UpstreamConnection]):
         self.client = client
         self.loop = loop = client.loop
         self.head = head

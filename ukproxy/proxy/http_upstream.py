@@ -73,7 +73,7 @@ class _OutOfStep(Exception):
 
 
 class UpstreamConnection(asyncio.Protocol):
-    def __init__(self, state: WorkerState, server: Server, pool: KeepalivePool,
+    def __init__(self, state: WorkerState, server: Server, pool: KeepalivePool[UpstreamConnection],
                  read_timeout: float, send_timeout: float):
         self.state = state
         self.loop = state.loop

@@ -7,13 +7,14 @@ The servers come from a source, a static list or a VM pool: the proxy only calls
 from __future__ import annotations
 
 from collections.abc import Collection
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from ukproxy.config import ServerConfig, UpstreamConfig
 from ukproxy.upstream.balancing import Balancer, make_balancer
 from ukproxy.upstream.server import Server
 
 if TYPE_CHECKING:
+    from ukproxy.upstream.keepalive import KeepalivePool
     from ukproxy.upstream.vm_pool import VmPool
 
 
@@ -33,6 +34,7 @@ class UpstreamGroup:
         options = {"consistent": config.consistent} if config.balance == "hash" else {}
         self.balancer: Balancer = make_balancer(config.balance, servers, **options)
         self.pool: VmPool | None = None
+        self.keepalive_pool: KeepalivePool[Any] | None = None  # http's idle connections in this worker (proxy.http)
         self.keyed = config.balance in ("hash", "ip_hash")  # does the balancer want a key per request?
 
     @property
@@ -42,14 +44,14 @@ class UpstreamGroup:
     def set_servers(self, servers: list[Server]) -> None:
         self.balancer.set_servers(servers)
 
-    def acquire_nowait(self, key: bytes | None, tried: Collection[Server], now: float) -> Server | None:
+    def acquire_nowait(self, key: bytes | str | None, tried: Collection[Server], now: float) -> Server | None:
         """A server if the balancer has one at once, else None (then `acquire` may wait for a VM pool)."""
         server = self.balancer.pick(key, tried, now)
         if server is not None:
             server.connection_started()
         return server
 
-    async def acquire(self, key: bytes | None, tried: Collection[Server], now: float) -> Server | None:
+    async def acquire(self, key: bytes | str | None, tried: Collection[Server], now: float) -> Server | None:
         """A server for one connection or request, or None. A VM pool may grow or queue first."""
         server = self.acquire_nowait(key, tried, now)
         if server is not None or self.pool is None:

@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import asyncio
 from collections import OrderedDict
-from typing import Protocol
+from typing import Generic, Protocol, TypeVar
 
 from ukproxy.upstream.server import Server
 
@@ -21,15 +21,18 @@ class Poolable(Protocol):
     def close(self) -> None: ...
 
 
-class KeepalivePool:
+C = TypeVar("C", bound=Poolable)
+
+
+class KeepalivePool(Generic[C]):
     def __init__(self, loop: asyncio.AbstractEventLoop, size: int, timeout: float):
         self.loop = loop
         self.size = size
         self.timeout = timeout
         # Every idle connection, oldest first, with its server and when it was parked.
-        self._idle: OrderedDict[Poolable, tuple[Server, float]] = OrderedDict()
+        self._idle: OrderedDict[C, tuple[Server, float]] = OrderedDict()
         self._sweep: asyncio.TimerHandle | None = None
-        self._by_server: dict[Server, list[Poolable]] = {}
+        self._by_server: dict[Server, list[C]] = {}
         self.reused = 0  # connections handed out again: what the pool is for
 
     def __len__(self) -> int:
@@ -38,7 +41,7 @@ class KeepalivePool:
     def idle_for(self, server: Server) -> int:
         return len(self._by_server.get(server, ()))
 
-    def take(self, server: Server) -> Poolable | None:
+    def take(self, server: Server) -> C | None:
         conns = self._by_server.get(server)
         if not conns:
             return None
@@ -47,7 +50,7 @@ class KeepalivePool:
         self.reused += 1
         return conn
 
-    def put(self, server: Server, conn: Poolable) -> bool:
+    def put(self, server: Server, conn: C) -> bool:
         """Park `conn`; False (and the caller closes it) when the pool keeps nothing."""
         if self.size <= 0:
             return False
@@ -66,7 +69,7 @@ class KeepalivePool:
             oldest.close()
         return True
 
-    def discard(self, conn: Poolable) -> None:
+    def discard(self, conn: C) -> None:
         entry = self._idle.pop(conn, None)
         if entry is None:
             return

@@ -44,17 +44,25 @@ class Server:
     name: str = ""  # for logs and metrics; "host:port" when empty
     ewma_alpha: float = DEFAULT_EWMA_ALPHA  # weight of the newest response time in ewma_response_time
 
-    # Live state of this worker.
-    active: int = field(default=0, init=False)
-    fails: int = field(default=0, init=False)
-    failed_at: float = field(default=-math.inf, init=False)
-    checked_at: float = field(default=-math.inf, init=False)
-    health_ok: bool = field(default=True, init=False)  # set by active health checks
-    ewma_response_time: float | None = field(default=None, init=False)
-    requests: int = field(default=0, init=False)
-    effective_weight: int = field(default=0, init=False)
+    # Live state of this worker, set by __post_init__ (mypyc, which compiles this class, does not
+    # initialise defaults of init=False fields).
+    active: int = field(init=False)
+    fails: int = field(init=False)
+    failed_at: float = field(init=False)
+    checked_at: float = field(init=False)
+    health_ok: bool = field(init=False)  # set by active health checks
+    ewma_response_time: float | None = field(init=False)
+    requests: int = field(init=False)
+    effective_weight: int = field(init=False)
 
     def __post_init__(self) -> None:
+        self.active = 0
+        self.fails = 0
+        self.failed_at = -math.inf
+        self.checked_at = -math.inf
+        self.health_ok = True
+        self.ewma_response_time = None
+        self.requests = 0
         if not self.name:
             self.name = f"[{self.host}]:{self.port}" if ":" in self.host else f"{self.host}:{self.port}"
         if not 0 < self.port < 65536:

@@ -5,6 +5,7 @@ from __future__ import annotations
 import time
 from abc import ABC, abstractmethod
 from collections.abc import Collection, Sequence
+from typing import ClassVar
 
 from ukproxy.upstream.server import Server
 
@@ -18,7 +19,7 @@ class Balancer(ABC):
     overrides ``_pick_in_tier`` when it needs to see unavailable servers too (hashing).
     """
 
-    method: str = ""
+    method: ClassVar[str] = ""  # ClassVar: compiled by mypyc, a plain annotation would be per instance
 
     def __init__(self, servers: Sequence[Server]) -> None:
         self.servers: list[Server] = []
@@ -39,7 +40,7 @@ class Balancer(ABC):
 
     def pick(
         self,
-        key: bytes | None = None,
+        key: bytes | str | None = None,
         tried: Collection[Server] = (),
         now: float | None = None,
     ) -> Server | None:
@@ -75,7 +76,7 @@ class Balancer(ABC):
         self,
         tier: list[Server],
         backup: bool,
-        key: bytes | None,
+        key: bytes | str | None,
         tried: Collection[Server],
         now: float,
     ) -> Server | None:
@@ -85,7 +86,7 @@ class Balancer(ABC):
         return self._choose(candidates, key)
 
     @abstractmethod
-    def _choose(self, candidates: list[Server], key: bytes | None) -> Server:
+    def _choose(self, candidates: list[Server], key: bytes | str | None) -> Server:
         """One of ``candidates`` (non-empty, all available and untried)."""
 
 

@@ -53,7 +53,7 @@ class HashBalancer(RotatingBalancer):
         self,
         tier: list[Server],
         backup: bool,
-        key: bytes | None,
+        key: bytes | str | None,
         tried: Collection[Server],
         now: float,
     ) -> Server | None:
@@ -80,6 +80,6 @@ class HashBalancer(RotatingBalancer):
                 return server
         return None
 
-    def _choose(self, candidates: list[Server], key: bytes | None) -> Server:
+    def _choose(self, candidates: list[Server], key: bytes | str | None) -> Server:
         return self.rotation.choose(candidates)
 

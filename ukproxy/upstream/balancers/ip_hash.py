@@ -43,7 +43,7 @@ class IpHashBalancer(RotatingBalancer):
         self,
         tier: list[Server],
         backup: bool,
-        key: bytes | None,
+        key: bytes | str | None,
         tried: Collection[Server],
         now: float,
     ) -> Server | None:
@@ -59,5 +59,5 @@ class IpHashBalancer(RotatingBalancer):
                     return server
         return super()._pick_in_tier(tier, backup, key, tried, now)
 
-    def _choose(self, candidates: list[Server], key: bytes | None) -> Server:
+    def _choose(self, candidates: list[Server], key: bytes | str | None) -> Server:
         return self.rotation.choose(candidates)

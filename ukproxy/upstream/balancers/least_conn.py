@@ -14,7 +14,7 @@ from ukproxy.upstream.server import Server
 class LeastConnBalancer(RotatingBalancer):
     method = "least_conn"
 
-    def _choose(self, candidates: list[Server], key: bytes | None) -> Server:
+    def _choose(self, candidates: list[Server], key: bytes | str | None) -> Server:
         least = [candidates[0]]
         for server in candidates[1:]:
             best = least[0]

@@ -41,7 +41,7 @@ class LeastTimeBalancer(RotatingBalancer):
             for server in self.servers:
                 server.ewma_alpha = self.alpha
 
-    def _choose(self, candidates: list[Server], key: bytes | None) -> Server:
+    def _choose(self, candidates: list[Server], key: bytes | str | None) -> Server:
         scores = [least_time_score(s) for s in candidates]
         best = min(scores)
         fastest = [s for s, score in zip(candidates, scores, strict=True) if score == best]

@@ -28,7 +28,7 @@ class RandomBalancer(Balancer):
     def _draw(self, candidates: Sequence[Server]) -> Server:
         return server_at_weight(candidates, self.rng.randrange(total_weight(candidates)))
 
-    def _choose(self, candidates: list[Server], key: bytes | None) -> Server:
+    def _choose(self, candidates: list[Server], key: bytes | str | None) -> Server:
         first = self._draw(candidates)
         if not self.two or len(candidates) == 1:
             return first

@@ -9,5 +9,5 @@ from ukproxy.upstream.server import Server
 class RoundRobinBalancer(RotatingBalancer):
     method = "round_robin"
 
-    def _choose(self, candidates: list[Server], key: bytes | None) -> Server:
+    def _choose(self, candidates: list[Server], key: bytes | str | None) -> Server:
         return self.rotation.choose(candidates)
