@@ -18,7 +18,7 @@ import asyncio
 import logging
 from collections import deque
 from collections.abc import Callable
-from typing import Any
+from typing import Any, Final
 
 from ukproxy.config import Config, ListenConfig
 from ukproxy.proxy import http_messages as msg
@@ -32,7 +32,7 @@ from ukproxy.worker_state import WorkerState
 
 log = logging.getLogger("ukproxy.http")
 
-LINGER_TIMEOUT = 2.0  # after our last answer on a connection the client may still be sending: read and drop
+LINGER_TIMEOUT: Final = 2.0  # after our last answer on a connection the client may still be sending: read and drop
 
 
 
@@ -135,7 +135,7 @@ class LocalReply:
             self.client.exchange_finished(self, keep_alive)
 
 
-DRAIN_GRACE = 1.0  # seconds an idle keep-alive connection of a stopping worker may still bring a request
+DRAIN_GRACE: Final = 1.0  # seconds an idle keep-alive connection of a stopping worker may still bring a request
 
 
 class HttpClientConnection(asyncio.Protocol):

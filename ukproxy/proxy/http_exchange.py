@@ -17,7 +17,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Final
 
 from ukproxy.proxy import http_messages as msg
 from ukproxy.proxy.http_request import IDEMPOTENT, HttpError, RequestHead
@@ -38,8 +38,8 @@ if TYPE_CHECKING:
 
 log = logging.getLogger("ukproxy.http")
 
-REPLAY_LIMIT = 256 * 1024  # request body kept for a retry; past it the request cannot be replayed
-PENDING_HIGH = 64 * 1024  # request body waiting for an upstream connection before the client is paused
+REPLAY_LIMIT: Final = 256 * 1024  # request body kept for a retry; past it the request cannot be replayed
+PENDING_HIGH: Final = 64 * 1024  # request body waiting for an upstream connection before the client is paused
 
 
 class _Outcome:

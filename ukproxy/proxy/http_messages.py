@@ -9,10 +9,11 @@ Upgrade (except to carry an upgrade) and every Proxy-* field. The parsers set th
 from __future__ import annotations
 
 from http import HTTPStatus
+from typing import Final
 
 from ukproxy.proxy.http_request import SPECIAL, RequestHead
 
-VIA = b"ukproxy"
+VIA: Final = b"ukproxy"
 _VIA_SELF = {b"1.1": b"1.1 " + VIA, b"1.0": b"1.0 " + VIA}
 
 
@@ -91,5 +92,5 @@ def chunk(data: bytes) -> bytes:
     return b"%x\r\n%s\r\n" % (len(data), data)
 
 
-LAST_CHUNK = b"0\r\n\r\n"
-CONTINUE = b"HTTP/1.1 100 Continue\r\n\r\n"
+LAST_CHUNK: Final = b"0\r\n\r\n"
+CONTINUE: Final = b"HTTP/1.1 100 Continue\r\n\r\n"

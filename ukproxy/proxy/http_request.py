@@ -16,13 +16,18 @@ from __future__ import annotations
 import re
 from collections import deque
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Final
 
 import httptools
 
 from ukproxy.config import HttpConfig
 
-HEAD, BODY, END, TAIL, ERROR = range(5)
+# Event kinds. Final: compiled (mypyc), they are constants rather than module lookups.
+HEAD: Final = 0
+BODY: Final = 1
+END: Final = 2
+TAIL: Final = 3
+ERROR: Final = 4
 
 IDEMPOTENT = frozenset((b"GET", b"HEAD", b"PUT", b"DELETE", b"OPTIONS", b"TRACE"))
 # Request headers the proxy reads, replaces, merges or drops (hop-by-hop, RFC 9110 7.6.1); all the
@@ -33,7 +38,7 @@ SPECIAL = frozenset((
 ))
 _VERSIONS = {"1.1": b"1.1", "1.0": b"1.0"}
 _HOST = re.compile(rb"(?:\[[0-9A-Fa-f:.]+\]|[A-Za-z0-9\-._~!$&'()*+,;=%]*)(?::[0-9]*)?")
-_START_LINE_OVERHEAD = 16  # method, spaces, "HTTP/1.1\r\n": counted against max_header_size like nginx's buffer
+_START_LINE_OVERHEAD: Final = 16  # method, spaces, "HTTP/1.1\r\n": counted against max_header_size like nginx's buffer
 
 
 class HttpError(Exception):

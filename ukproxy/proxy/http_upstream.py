@@ -14,7 +14,7 @@ from __future__ import annotations
 import asyncio
 import logging
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Protocol
+from typing import TYPE_CHECKING, Final, Protocol
 
 import httptools
 
@@ -26,10 +26,13 @@ if TYPE_CHECKING:
 
 log = logging.getLogger("ukproxy.http")
 
-MAX_RESPONSE_HEAD = 64 * 1024  # nginx's proxy_buffer_size is far smaller; past this the upstream is broken
+MAX_RESPONSE_HEAD: Final = 64 * 1024  # nginx's proxy_buffer_size is far smaller; past this the upstream is broken
 
 # Why an attempt failed, as the exchange and the counters name it.
-RESET, INVALID, READ_TIMEOUT, SEND_TIMEOUT = "reset", "invalid_response", "read_timeout", "send_timeout"
+RESET: Final = "reset"
+INVALID: Final = "invalid_response"
+READ_TIMEOUT: Final = "read_timeout"
+SEND_TIMEOUT: Final = "send_timeout"
 
 
 # Response headers that are not passed on as they are: hop-by-hop ones (RFC 9110 7.6.1), and
