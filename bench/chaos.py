@@ -30,14 +30,10 @@ from pathlib import Path
 
 import psutil
 
+from bench.procs import free_port
+
 REPO = Path(__file__).resolve().parent.parent
 IMAGE = REPO / "unikernels" / "build" / "httpd.elf"
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 def config_text(port: int, metrics_port: int, netns: str, protocol: str, pid_file: str, min_vms: int) -> str:

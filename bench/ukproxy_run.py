@@ -30,6 +30,8 @@ reuseport = {str(reuseport).lower()}
 [log]
 error_log = "stderr"
 level = "{level}"
+[http]
+keepalive_requests = 100000  # as the nginx configs (bench/nginx.py): neither closes clients mid-run
 [metrics]
 listen = "127.0.0.1:{metrics_port}"
 """

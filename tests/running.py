@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import contextlib
 import os
+import random
 import signal
 import socket
 import subprocess
@@ -39,9 +40,25 @@ def exchange(port: int, payload: bytes, chunk: int = 65536) -> bytes:
 
 
 def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
+    """A loopback port free now, chosen below the kernel's ephemeral range: a port picked by bind(0)
+    comes from that range, and an outgoing connection could take it before our server binds it."""
+    low = _ephemeral_low()
+    for _ in range(100):
+        port = random.randrange(10_000, low)
+        with socket.socket() as s:
+            try:
+                s.bind(("127.0.0.1", port))
+            except OSError:
+                continue
+            return port
+    raise RuntimeError("no free port below the ephemeral range")
+
+
+def _ephemeral_low() -> int:
+    try:
+        return int(Path("/proc/sys/net/ipv4/ip_local_port_range").read_text().split()[0])
+    except (OSError, ValueError, IndexError):
+        return 32768
 
 
 def wait_for_listening(port: int, host: str = "127.0.0.1", timeout: float = 10.0) -> None:

@@ -11,7 +11,6 @@ import json
 import re
 import secrets
 import shutil
-import socket
 import subprocess
 import sys
 import time
@@ -30,6 +29,7 @@ from bench.unikernel_harness import (
     qemu_argv,
     qemu_available,
 )
+from tests.running import free_port
 from tests.unikernel import clients
 
 STATIC = UNIKERNELS / "services" / "httpd" / "static"
@@ -453,14 +453,8 @@ def test_bad_command_line_prints_one_error_and_exits_nonzero(image: Path, tmp_pa
     assert not any(line.startswith("ready") for line in vm.lines)
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
 def test_user_networking_needs_no_root(image: Path, tmp_path: Path) -> None:
-    port = _free_port()
+    port = free_port()
     argv = qemu_argv(
         append="ip=10.0.2.15/24 gw=10.0.2.2 port=80 name=user-0 service=httpd",
         netdev=f"user,id=n0,hostfwd=tcp:127.0.0.1:{port}-:80",

@@ -10,7 +10,6 @@ import contextlib
 import os
 import secrets
 import shutil
-import socket
 import subprocess
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
 from dataclasses import replace
@@ -21,6 +20,7 @@ from typing import Any
 import pytest
 
 from bridge import BackendNetwork, mac_for, open_tap, tap_name
+from tests.running import free_port
 from ukproxy.vm.qemu import QEMU_BINARY, QemuVm, VmSpec
 
 REPO = Path(__file__).resolve().parents[2]
@@ -36,12 +36,6 @@ def image() -> str:
     if proc.returncode != 0 or not IMAGE.exists():
         pytest.fail(f"make -C unikernels failed ({proc.returncode}):\n{proc.stdout}\n{proc.stderr}", pytrace=False)
     return str(IMAGE)
-
-
-def free_loopback_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 @pytest.fixture
@@ -60,7 +54,7 @@ def user_spec(image: str, tmp_path: Path) -> Callable[..., VmSpec]:
             accel="tcg",
             mac="52:54:00:00:00:02",
             netns=f"ukt-qemu-{secrets.token_hex(4)}",  # only a marker here: no namespace is made
-            hostfwd_port=free_loopback_port(),
+            hostfwd_port=free_port(),
             boot_timeout=20.0,
             run_dir=str(tmp_path),
         )
