@@ -91,12 +91,13 @@ class LocalReply:
     upstream_time = None
     upstream_addr = None
     tunnel = False
+    ended_at = 0.0
 
     def __init__(self, client: HttpClientConnection, head: RequestHead, status: int):
         self.client = client
         self.head = head
         self.status = status
-        self.started_at = client.loop.time()
+        self.started_at = client._last_read
         self.body_done = not head.has_body
         self.finished = False
         self.bytes_sent = 0
@@ -187,14 +188,14 @@ class HttpClientConnection(asyncio.Protocol):
             self._set_timer("drain", min(self.limits.keepalive_timeout, DRAIN_GRACE))
 
     def data_received(self, data: bytes) -> None:
-        self._last_read = self.loop.time()
+        self._last_read = now = self.loop.time()  # the one clock reading for what this read starts
         if self.tunnel is not None:
             self.tunnel.tunnel_from_client(data)
             return
         if self.lingering:
             return
         if self._timer_kind in ("keepalive", "drain"):
-            self._set_timer("header", self.limits.client_header_timeout)  # a new request has begun
+            self._set_timer("header", self.limits.client_header_timeout, now)  # a new request has begun
         self.reader.feed(data)
         events = self.events
         if len(events) == 2 and self.exchange is None and not self._dispatching:
@@ -293,7 +294,8 @@ class HttpClientConnection(asyncio.Protocol):
             self.exchange = None
         if self.tunnel is exchange:
             self.tunnel = None
-        self._account(exchange)
+        now = exchange.ended_at or self.loop.time()
+        self._account(exchange, now)
         if self.closed:
             return
         if not keep_alive or (self.reader.done and not self.events):
@@ -303,9 +305,9 @@ class HttpClientConnection(asyncio.Protocol):
             self._dispatch()
         if self.exchange is None and not self.closed:
             if self.reader.in_head:
-                self._set_timer("header", self.limits.client_header_timeout)
+                self._set_timer("header", self.limits.client_header_timeout, now)
             else:
-                self._set_timer("keepalive", self.limits.keepalive_timeout)
+                self._set_timer("keepalive", self.limits.keepalive_timeout, now)
 
     def phase(self) -> str:
         if self.exchange is not None or self.tunnel is not None:
@@ -376,7 +378,7 @@ class HttpClientConnection(asyncio.Protocol):
         if exchange.finished:  # over at once (and self.exchange is None again)
             return
         if not exchange.body_done:
-            self._set_timer("body", self.limits.client_body_timeout)
+            self._set_timer("body", self.limits.client_body_timeout, exchange.started_at)
         else:
             self._cancel_timer()
 
@@ -391,11 +393,11 @@ class HttpClientConnection(asyncio.Protocol):
 
     # endings
 
-    def _account(self, exchange: Exchange | LocalReply) -> None:
+    def _account(self, exchange: Exchange | LocalReply, now: float) -> None:
         state = self.state
         upstream = exchange.upstream_name
         status = exchange.status
-        request_time = self.loop.time() - exchange.started_at
+        request_time = now - exchange.started_at
         state.tally.request(self.site.listener, upstream, status, request_time, exchange.upstream_time)
         if state.access_log is not None:
             head = exchange.head
@@ -426,12 +428,14 @@ class HttpClientConnection(asyncio.Protocol):
 
     # timers
 
-    def _set_timer(self, kind: str, timeout: float) -> None:
+    def _set_timer(self, kind: str, timeout: float, now: float | None = None) -> None:
+        """`now`: a clock reading the caller already has (one per event is enough: the clock is in ms)."""
         self._timer_kind = kind  # even without a timeout: the phase is what data_received and drain look at
         self._timeout = timeout
         if timeout <= 0:
             return
-        now = self.loop.time()
+        if now is None:
+            now = self.loop.time()
         self._deadline = deadline = now + timeout
         if self._timer is not None:
             if self._timer_at <= deadline:

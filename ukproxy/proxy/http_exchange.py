@@ -76,16 +76,17 @@ class Exchange:
     tunnel_eofs = 0
     task: asyncio.Task[None] | None = None
     key: bytes | None = None  # for the balancer (hash, ip_hash)
+    ended_at = 0.0  # when the response's last byte came (0: it did not)
 
     def __init__(self, client: HttpClientConnection, head: RequestHead, path: bytes,
                  group: UpstreamGroup, pool: KeepalivePool[UpstreamConnection]):
         self.client = client
-        self.loop = loop = client.loop
+        self.loop = client.loop
         self.head = head
         self.group = group
         self.upstream_name = group.name
         self.pool = pool
-        self.started_at = now = loop.time()
+        self.started_at = now = client._last_read  # when its (last) bytes were read: now, as a rule
         timeout = group.config.next_upstream_timeout
         self.deadline: float | None = now + timeout if timeout > 0 else None
         self.request_bytes = msg.upstream_request_head(head, path, head.host_header or group.name.encode(),
@@ -116,7 +117,7 @@ class Exchange:
                     self.upstream_addr = server.name
                     conn = self.pool.take(server)
                     if conn is not None:
-                        self._send_request(conn)
+                        self._send_request(conn, self.started_at)
                         return
                     self.task = self.loop.create_task(self._run(key, server))
                     return
@@ -202,7 +203,7 @@ class Exchange:
                     conn.close()
                     return None
             self.attempt = self.loop.create_future()
-            self._send_request(conn)
+            self._send_request(conn, self.loop.time())
             outcome = await self.attempt
             self.attempt = None
             if outcome is None:
@@ -235,9 +236,9 @@ class Exchange:
             return None, _Outcome(502, "connect_error", e.strerror or str(e), True)
         return conn, None
 
-    def _send_request(self, conn: UpstreamConnection) -> None:
+    def _send_request(self, conn: UpstreamConnection, now: float) -> None:
         self.attempting = True
-        self.attempt_started = self.loop.time()
+        self.attempt_started = now
         self.upstream = conn
         if self.replay or self.pending:
             parts = [self.request_bytes]
@@ -252,7 +253,7 @@ class Exchange:
             data = b"".join(parts)
         else:
             data = self.request_bytes
-        conn.start(self, data, self.head.method == b"HEAD")
+        conn.start(self, data, self.head.method == b"HEAD", now)
         if self.client.writing_paused:
             conn.pause_reading()
 
@@ -342,14 +343,14 @@ class Exchange:
 
     # the upstream connection's events (ResponseSink)
 
-    def upstream_data(self, response: UpstreamResponse | None, body: list[bytes], complete: bool) -> None:
-        """What one read from the upstream brought: maybe the response head, body pieces, maybe the end.
-        Passed to the client in one write."""
+    def upstream_data(self, response: UpstreamResponse | None, body: list[bytes], complete: bool, now: float) -> None:
+        """What one read from the upstream brought (at `now`): maybe the response head, body pieces,
+        maybe the end. Passed to the client in one write."""
         if self.finished:
             return
         out: bytes | None = None
         if response is not None:
-            out = self._response_head(response)
+            out = self._response_head(response, now)
             if out is None:
                 return  # refused: the attempt failed (and may be retried)
             if response.status == 101:
@@ -376,6 +377,7 @@ class Exchange:
         if response is not None:
             self._resolve(None)
         if complete:
+            self.ended_at = now
             conn, self.upstream = self.upstream, None
             if conn is not None:
                 if not self.body_done or self.pending:
@@ -383,7 +385,7 @@ class Exchange:
                 conn.release()
             self._done(keep_alive=self.keep_alive and self.body_done)
 
-    def _response_head(self, response: UpstreamResponse) -> bytes | None:
+    def _response_head(self, response: UpstreamResponse, now: float) -> bytes | None:
         """The response head as the client gets it, or None when this response is refused instead:
         a status to retry on, or a 101 nobody asked for."""
         status = response.status
@@ -397,7 +399,7 @@ class Exchange:
             if self.upstream is not None:
                 self.upstream.abort()
             return None
-        self.upstream_time = upstream_time = self.loop.time() - self.attempt_started
+        self.upstream_time = upstream_time = now - self.attempt_started
         if self.server is not None:
             self.server.record_success(upstream_time)
         self.status = status

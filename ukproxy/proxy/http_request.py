@@ -15,7 +15,6 @@ from __future__ import annotations
 
 import re
 from collections import deque
-from dataclasses import dataclass
 from typing import Any, Final
 
 import httptools
@@ -50,25 +49,32 @@ class HttpError(Exception):
         self.reason = reason
 
 
-@dataclass(slots=True)
 class RequestHead:
-    method: bytes
-    target: bytes  # as received
-    path: bytes  # origin-form (path and query) for routing; b"*" for OPTIONS *
-    version: bytes  # b"1.0" or b"1.1"
-    lines: list[bytes]  # the headers that go upstream as they came: b"Name: value\r\n"
-    special: list[tuple[bytes, bytes]]  # the others (SPECIAL, Proxy-*): lower-cased name, value
-    host: str = ""  # lower-cased, without port
-    host_header: bytes = b""  # as received (with port), or from an absolute-form target
-    keep_alive: bool = True
-    chunked: bool = False
+    # A plain class, not a dataclass: compiled (mypyc), its __init__ is native; a dataclass's is Python.
+    # Fields that most requests leave alone are class defaults.
+    host = ""  # lower-cased, without port
+    host_header = b""  # as received (with port), or from an absolute-form target
+    keep_alive = True
+    chunked = False
     content_length: int | None = None
     upgrade: bytes | None = None  # the Upgrade header of an upgrade request
-    expect_continue: bool = False
+    expect_continue = False
     connection_tokens: frozenset[bytes] = frozenset()
     forwarded_for: bytes | None = None  # X-Forwarded-For and Via as received (merged), for ours to extend
     via: bytes | None = None
-    size: int = 0  # bytes of the head, roughly
+
+    def __init__(self, method: bytes, target: bytes, version: bytes, lines: list[bytes],
+                 special: list[tuple[bytes, bytes]], size: int = 0):
+        self.method = method
+        self.target = target  # as received
+        self.path = target  # origin-form (path and query) for routing; b"*" for OPTIONS *
+        self.version = version  # b"1.0" or b"1.1"
+        self.lines = lines  # the headers that go upstream as they came: b"Name: value\r\n"
+        self.special = special  # the others (SPECIAL, Proxy-*): lower-cased name, value
+        self.size = size  # bytes of the head, roughly
+
+    def __repr__(self) -> str:
+        return f"RequestHead({self.method!r} {self.target!r} HTTP/{self.version.decode()})"
 
     @property
     def has_body(self) -> bool:
@@ -233,8 +239,7 @@ class RequestReader:
         method: bytes = parser.get_method()
         if method == b"CONNECT":
             raise HttpError(405, "CONNECT is not supported by a reverse proxy")
-        head = RequestHead(method, self._url, self._url, version, self._lines, self._special,
-                           size=self._precise_head_bytes())
+        head = RequestHead(method, self._url, version, self._lines, self._special, self._precise_head_bytes())
         self._read_headers(head)
         self._read_target(head)
         head.keep_alive = _keep_alive(version, head.connection_tokens)

@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from dataclasses import dataclass
 from typing import TYPE_CHECKING, Final, Protocol
 
 import httptools
@@ -42,23 +41,27 @@ _SPECIAL = frozenset((b"connection", b"keep-alive", b"te", b"trailer", b"transfe
 _USUAL_TOKENS = frozenset((b"keep-alive", b"close", b"upgrade"))  # Connection tokens that name no other header
 
 
-@dataclass(slots=True)
 class UpstreamResponse:
-    status: int
-    reason: bytes
-    lines: list[bytes]  # the header lines to pass on ("Name: value\r\n"): hop-by-hop and Content-Length removed
-    keep_alive: bool
-    chunked: bool
-    content_length: int | None
-    bodyless: bool  # HEAD, 1xx, 204, 304
-    until_close: bool  # no framing: the body ends when the connection does
-    upgrade: bytes | None = None  # the Upgrade header of a 101
+    """A response head as the exchange needs it. A plain class: compiled, its __init__ is native."""
+
+    def __init__(self, status: int, reason: bytes, lines: list[bytes], keep_alive: bool, chunked: bool,
+                 content_length: int | None, bodyless: bool, until_close: bool, upgrade: bytes | None = None):
+        self.status = status
+        self.reason = reason
+        self.lines = lines  # the header lines to pass on ("Name: value\r\n"): hop-by-hop and Content-Length removed
+        self.keep_alive = keep_alive
+        self.chunked = chunked
+        self.content_length = content_length
+        self.bodyless = bodyless  # HEAD, 1xx, 204, 304
+        self.until_close = until_close  # no framing: the body ends when the connection does
+        self.upgrade = upgrade  # the Upgrade header of a 101
 
 
 class ResponseSink(Protocol):
     """What an upstream connection reports to the exchange using it."""
 
-    def upstream_data(self, response: UpstreamResponse | None, body: list[bytes], complete: bool) -> None: ...
+    def upstream_data(self, response: UpstreamResponse | None, body: list[bytes], complete: bool, now: float
+                      ) -> None: ...
     def upstream_failed(self, why: str, detail: str) -> None: ...
     def upstream_tunnel_data(self, data: bytes) -> None: ...
     def upstream_tunnel_eof(self) -> None: ...
@@ -111,7 +114,7 @@ class UpstreamConnection(asyncio.Protocol):
 
     # used by the exchange
 
-    def start(self, sink: ResponseSink, data: bytes, head_request: bool) -> None:
+    def start(self, sink: ResponseSink, data: bytes, head_request: bool, now: float) -> None:
         """Send a request (head, and whatever body is already here) and await its response."""
         self.sink = sink
         self.requests += 1
@@ -121,7 +124,7 @@ class UpstreamConnection(asyncio.Protocol):
         self._head_bytes = 0
         self._response = None
         self.transport.write(data)  # type: ignore[union-attr]
-        self._last_read = self.loop.time()
+        self._last_read = now
         if self._read_timer is None:  # else the one armed for an earlier request re-checks from _last_read
             self._arm_read_timer()
 
@@ -181,7 +184,7 @@ class UpstreamConnection(asyncio.Protocol):
             sink.upstream_tunnel_data(data)
             return
         self.got_bytes = True
-        self._last_read = self.loop.time()
+        self._last_read = now = self.loop.time()
         error: str | None = None
         upgrade_tail: bytes | None = None
         try:
@@ -212,14 +215,14 @@ class UpstreamConnection(asyncio.Protocol):
             if self._head_bytes > MAX_RESPONSE_HEAD:
                 self._fail(INVALID, "response head too large")
                 return
-        self._deliver(sink)  # not reusable after an error: the exchange's release closes us
+        self._deliver(sink, now)  # not reusable after an error: the exchange's release closes us
         if upgrade_tail is not None and self.sink is not None:
             self.tunnel = True
             self._cancel_timers()
             if upgrade_tail:
                 self.sink.upstream_tunnel_data(upgrade_tail)
 
-    def _deliver(self, sink: ResponseSink) -> None:
+    def _deliver(self, sink: ResponseSink, now: float) -> None:
         """Hand the exchange what this read brought. Last thing in data_received: on a complete response
         the exchange releases us, and the client's next request may take us from the pool at once."""
         response, body, complete = self._new_head, self._body, self._complete
@@ -229,7 +232,7 @@ class UpstreamConnection(asyncio.Protocol):
         if body:
             self._body = []
         self._complete = False
-        sink.upstream_data(response, body, complete)
+        sink.upstream_data(response, body, complete, now)
 
     def eof_received(self) -> bool:
         sink = self.sink
@@ -241,7 +244,7 @@ class UpstreamConnection(asyncio.Protocol):
             return True  # half-open: the client may still be talking
         if self._response is not None and self._response.until_close:
             self._cancel_send_timer()
-            sink.upstream_data(None, [], True)
+            sink.upstream_data(None, [], True, self.loop.time())
         else:
             self._fail(RESET, "connection closed before the response was complete")
         return False

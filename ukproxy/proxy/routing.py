@@ -11,16 +11,16 @@ or None (the caller answers 404).
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import NamedTuple
 
 from ukproxy.config import RouteConfig
 
 _HOSTS_CACHED = 1024  # hosts whose route tables are remembered (a client may send any Host)
 
 
-class RouteMatch(NamedTuple):  # a tuple: made once per request
-    upstream: str
-    path: bytes  # the path (and query) to send upstream, prefix stripped if the route says so
+class RouteMatch:
+    def __init__(self, upstream: str, path: bytes):
+        self.upstream = upstream
+        self.path = path  # the path (and query) to send upstream, prefix stripped if the route says so
 
 
 @dataclass(frozen=True)
