@@ -19,7 +19,7 @@ VM_UP = re.compile(r"VM (\S+) up: (\S+):(\d+) on CPU (\S+), pid (\d+), ready in 
 
 
 def config_text(*, workers: int, metrics_port: int, listeners: list[tuple[int, str]], upstream: str,
-                accept_mutex: bool = False, reuseport: bool = False, netns: str | None = None,
+                accept_mutex: bool = False, reuseport: bool = True, netns: str | None = None,
                 pool: str = "min = 1\nmax = 1\nmax_conns = 1024\noverflow = \"queue\"",
                 level: str = "info") -> str:
     """listeners: (port, "tcp"|"http") all to upstream "b"; upstream: 'servers = [...]' or 'vm'."""

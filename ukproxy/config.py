@@ -172,7 +172,7 @@ class Config:
     accept_mutex: bool = False
     accept_mutex_delay: float = 0.5
     multi_accept: bool = False
-    reuseport: bool = False
+    reuseport: bool = True  # unless accept_mutex (see _read_config)
     cpu_affinity: tuple[int, ...] | None = None
     pid_file: str = "run/ukproxy.pid"
     user: str | None = None
@@ -243,14 +243,18 @@ def _cpu_affinity(value: Any) -> tuple[int, ...] | None:
 
 def _read_config(top: Table, path: str) -> Config:
     workers = top.get("workers", _workers, len(usable_cpus()))
+    accept_mutex = top.get("accept_mutex", boolean, False)
     config = Config(
         path=path,
         workers=workers,
         worker_connections=top.get("worker_connections", integer(8, 1_000_000), 1024),
-        accept_mutex=top.get("accept_mutex", boolean, False),
+        accept_mutex=accept_mutex,
         accept_mutex_delay=top.get("accept_mutex_delay", duration, 0.5),
         multi_accept=top.get("multi_accept", boolean, False),
-        reuseport=top.get("reuseport", boolean, False),
+        # On unless the mutex is: uvloop accepts every pending connection per wakeup, so on one shared
+        # socket a burst of connections lands on one worker (ab -k: 31 of 32); the kernel spreads
+        # reuseport sockets by hash.
+        reuseport=top.get("reuseport", boolean, not accept_mutex),
         cpu_affinity=top.get("cpu_affinity", _cpu_affinity, _cpu_affinity("auto")),
         pid_file=top.get("pid_file", string, "run/ukproxy.pid"),
         user=top.get("user", string, None),

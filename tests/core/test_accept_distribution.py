@@ -51,7 +51,7 @@ def lock_holders(pids: set[int]) -> set[int]:
     return holders
 
 
-@pytest.mark.parametrize("mode", ["accept_mutex = true", "accept_mutex = false"])
+@pytest.mark.parametrize("mode", ["accept_mutex = true", "accept_mutex = false\nreuseport = false"])
 def test_every_worker_takes_a_share_and_none_passes_worker_connections(
     ukproxy: Callable[..., RunningProxy], mode: str
 ) -> None:

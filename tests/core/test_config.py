@@ -44,6 +44,17 @@ def test_good_config_is_typed_and_frozen() -> None:
         c.workers = 3  # type: ignore[misc]
 
 
+@pytest.mark.parametrize(("lines", "mutex", "reuseport"), [
+    ("", False, True),  # the default: a socket per worker, spread by the kernel
+    ("accept_mutex = true", True, False),  # the mutex guards one shared socket
+    ("accept_mutex = false\nreuseport = false", False, False),
+    ("accept_mutex = true\nreuseport = true", True, True),  # as written (reuseport wins in the master)
+])
+def test_reuseport_is_on_unless_the_mutex_is(lines: str, mutex: bool, reuseport: bool) -> None:
+    c = loads(lines + "\n" + GOOD, "x.toml")
+    assert (c.accept_mutex, c.reuseport) == (mutex, reuseport)
+
+
 def test_workers_auto_is_one_per_usable_cpu() -> None:
     c = loads(GOOD.replace("workers = 2", 'workers = "auto"'), "x.toml")
     assert c.workers == len(os.sched_getaffinity(0))
