@@ -207,7 +207,10 @@ def test_killed_vm_under_load_is_replaced_with_few_failures(
         t.join(10)
     failed = sum(1 for o in outcomes if o != 200)
     assert len(outcomes) > 20
-    assert failed <= 8, f"{failed} of {len(outcomes)} requests failed"  # only those in flight on the dead VM
+    # Connects to the dead VM are cut off and go to the other VM; a splice already carrying its
+    # request to it cannot be replayed: at most one per load thread fails.
+    assert failed <= len(threads), f"{failed} of {len(outcomes)} requests failed"
+    assert "connections to it cut off" in proxy.log()
     assert len(qemu_of(netns_name)) == 2 and victim.pid not in {p.pid for p in qemu_of(netns_name)}
 
 

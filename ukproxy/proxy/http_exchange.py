@@ -28,6 +28,7 @@ from ukproxy.proxy.http_upstream import (
     UpstreamConnection,
     UpstreamResponse,
 )
+from ukproxy.upstream.connect import connect
 from ukproxy.upstream.keepalive import KeepalivePool
 from ukproxy.upstream.server import Server
 
@@ -56,7 +57,8 @@ class _Outcome:
 
 class Exchange:
     # One Exchange per request: what most requests never change is a class default, set on the
-    # instance only when it does (each assignment in __init__ is paid on every request).
+    # instance only when it does (as plain Python each assignment in __init__ costs every request;
+    # compiled, mypyc sets the defaults natively).
     attempting = False  # a request is out and no response head (or failure) has come back
     attempt: asyncio.Future[_Outcome | None] | None = None  # what the coroutine awaits, if it runs
     attempt_started = 0.0
@@ -186,7 +188,7 @@ class Exchange:
         conn: UpstreamConnection | None
         if failed is not None:  # the fast attempt on a pooled connection failed
             self.upstream = None
-            if not (stale and self._replayable()):
+            if not (stale and self._replayable()) or server.gone:
                 return failed
             self._stale_retry(server)
             conn, reused = None, False
@@ -209,7 +211,7 @@ class Exchange:
             if outcome is None:
                 return None
             self.upstream = None
-            if reused and outcome.why == RESET and not conn.got_bytes and self._replayable():
+            if reused and outcome.why == RESET and not conn.got_bytes and self._replayable() and not server.gone:
                 self._stale_retry(server)
                 conn, reused = None, False
                 continue
@@ -226,9 +228,7 @@ class Exchange:
             return None, _Outcome(503, "worker_connections", "worker_connections are not enough", False)
         conn = UpstreamConnection(self.state, server, self.pool, config.read_timeout, config.send_timeout)
         try:
-            await asyncio.wait_for(
-                self.loop.create_connection(lambda: conn, server.host, server.port), config.connect_timeout
-            )
+            await connect(self.loop, server, lambda: conn, config.connect_timeout)
         except TimeoutError:
             self.state.timeout_fired("upstream_connect")
             return None, _Outcome(504, "connect_timeout", f"no connection within {config.connect_timeout}s", True)

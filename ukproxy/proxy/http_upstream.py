@@ -97,6 +97,7 @@ class UpstreamConnection(asyncio.Protocol):
         self.got_bytes = False  # any byte of the current response
         self.reading_paused = False
         self.head_request = False
+        self._gone = False  # cut off: its server went away
         self._response: UpstreamResponse | None = None
         self._head_done = False
         self._head_bytes = 0
@@ -171,6 +172,14 @@ class UpstreamConnection(asyncio.Protocol):
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         self.transport = transport  # type: ignore[assignment]
         self.state.upstream_opened()
+        self.server.attached.add(self)
+
+    def cut_off(self) -> None:
+        """The server is gone: fail what we carry now (the exchange may retry elsewhere), not at a timeout."""
+        self.reusable = False
+        self._gone = True
+        if self.transport is not None and not self.closed:
+            self.transport.abort()
 
     def data_received(self, data: bytes) -> None:
         sink = self.sink
@@ -254,13 +263,15 @@ class UpstreamConnection(asyncio.Protocol):
         self.reusable = False
         self._cancel_timers()
         self.pool.discard(self)
+        self.server.attached.discard(self)
         self.state.upstream_closed()
         if self.sink is not None:
             sink, self.sink = self.sink, None
             if self.tunnel:
                 sink.upstream_tunnel_lost()
             else:
-                sink.upstream_failed(RESET, str(exc) if exc else "connection closed")
+                sink.upstream_failed(RESET, "server went away" if self._gone else str(exc) if exc else
+                                     "connection closed")
 
     def pause_writing(self) -> None:
         if self.send_timeout > 0:

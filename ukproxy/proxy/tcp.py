@@ -11,6 +11,7 @@ import asyncio
 import logging
 from typing import TYPE_CHECKING
 
+from ukproxy.upstream.connect import connect
 from ukproxy.upstream.group import UpstreamGroup
 
 if TYPE_CHECKING:
@@ -23,14 +24,21 @@ log = logging.getLogger("ukproxy.tcp")
 class UpstreamSide(asyncio.Protocol):
     """The upstream half of a spliced pair: forwards to the client side."""
 
-    __slots__ = ("client", "transport")
+    __slots__ = ("client", "server", "transport")
 
-    def __init__(self, client: TcpClientSide):
+    def __init__(self, client: TcpClientSide, server: Server):
         self.client = client
+        self.server = server
         self.transport: asyncio.Transport | None = None
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         self.transport = transport  # type: ignore[assignment]
+        self.server.attached.add(self)
+
+    def cut_off(self) -> None:
+        """The server is gone: end the splice now rather than when TCP notices."""
+        if self.transport is not None:
+            self.transport.abort()
 
     def data_received(self, data: bytes) -> None:
         self.client.from_upstream(data)
@@ -46,6 +54,7 @@ class UpstreamSide(asyncio.Protocol):
         self.client.resume_client_reading()
 
     def connection_lost(self, exc: Exception | None) -> None:
+        self.server.attached.discard(self)
         self.client.upstream_lost(exc)
 
 
@@ -162,13 +171,11 @@ class TcpClientSide(asyncio.Protocol):
             tried.append(server)
             if len(tried) > 1:
                 self.state.upstream_retried(group.name)
-            upstream = UpstreamSide(self)
+            upstream = UpstreamSide(self, server)
             started = self.loop.time()
             try:
-                await asyncio.wait_for(
-                    self.loop.create_connection(lambda u=upstream: u, server.host, server.port),
-                    group.config.connect_timeout,
-                )
+                # The factory runs before this await returns: it cannot see a later iteration's upstream.
+                await connect(self.loop, server, lambda: upstream, group.config.connect_timeout)  # noqa: B023
             except (TimeoutError, OSError) as e:
                 group.release(server)
                 reason = "timeout" if isinstance(e, asyncio.TimeoutError) else "connect"

@@ -27,8 +27,15 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass, field
+from typing import Protocol
 
 DEFAULT_EWMA_ALPHA = 0.3
+
+
+class Attached(Protocol):
+    """A connection to a server, or a connect under way: what `Server.cut_off` ends."""
+
+    def cut_off(self) -> None: ...
 
 
 @dataclass(eq=False)  # identity equality and hash: servers are used in sets and dict keys
@@ -54,8 +61,12 @@ class Server:
     ewma_response_time: float | None = field(init=False)
     requests: int = field(init=False)
     effective_weight: int = field(init=False)
+    attached: set[Attached] = field(init=False)  # this worker's connections and connects to it
+    gone: bool = field(init=False)  # cut off: never connect to it again
 
     def __post_init__(self) -> None:
+        self.attached = set()
+        self.gone = False
         self.active = 0
         self.fails = 0
         self.failed_at = -math.inf
@@ -97,6 +108,16 @@ class Server:
         """Called by a balancer when it picks this server: opens nginx's one-trial window."""
         if now - self.checked_at > self.fail_timeout:
             self.checked_at = now
+
+    def cut_off(self) -> int:
+        """The server is gone (its VM died): end every connection and connect to it now, rather than
+        let each wait for a timeout. Their users see a failed connection and may retry elsewhere."""
+        self.gone = True
+        attached = list(self.attached)
+        self.attached.clear()
+        for thing in attached:
+            thing.cut_off()
+        return len(attached)
 
     def connection_started(self) -> None:
         self.active += 1

@@ -129,7 +129,9 @@ class VmPool:
         self._publish()
         if not entry.stopping:
             self.replacements += 1
-            log.warning("upstream %s: VM %s died; replacing", self.name, vm_id)
+            # Out of rotation above; what is still on its way to it would wait for a timeout.
+            cut = entry.server.cut_off()
+            log.warning("upstream %s: VM %s died; replacing (%d connections to it cut off)", self.name, vm_id, cut)
         self._fill_to_min()
 
     def _retire(self, entry: PoolVm, why: str) -> None:

@@ -1,0 +1,194 @@
+"""A server that goes away (its VM died) is cut off at once: a request on its way to it, or a connect
+to it, fails now and goes to the next server, instead of waiting out a read or connect timeout.
+
+In-process, so the test can call `Server.cut_off` as the VM pool does when the master reports a death.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import socket
+import threading
+import time
+from collections.abc import AsyncIterator
+
+import pytest
+
+from tests.proxy.backends import Backend, RawBackend, read_head
+from ukproxy.config import loads
+from ukproxy.proxy.http import http_protocol_factory
+from ukproxy.upstream.group import UpstreamGroup
+from ukproxy.upstream.server import Server
+from ukproxy.worker_state import WorkerState
+
+
+class Proxy:
+    def __init__(self, state: WorkerState, group: UpstreamGroup, port: int):
+        self.state = state
+        self.group = group
+        self.port = port
+
+    @property
+    def first(self) -> Server:
+        return self.group.servers[0]
+
+
+@contextlib.asynccontextmanager
+async def proxy_to(first: str, backup: str, upstream_extra: str = "") -> AsyncIterator[Proxy]:
+    """An http listener on this loop whose upstream is `first`, with `backup` behind it."""
+    loop = asyncio.get_running_loop()
+    config = loads(f"""
+[[listen]]
+address = "127.0.0.1:1"  # not bound: the test serves the protocol itself
+protocol = "http"
+upstream = "app"
+[[upstream]]
+name = "app"
+servers = ["{first}", {{address = "{backup}", backup = true}}]
+{upstream_extra}
+""")
+    state = WorkerState(loop, 0, 1024)
+    groups = {u.name: UpstreamGroup(u) for u in config.upstreams}
+    factory = http_protocol_factory(state, config, config.listen[0], groups)
+
+    def accepted() -> asyncio.Protocol:
+        state.connection_opened()
+        return factory()
+
+    server = await loop.create_server(accepted, "127.0.0.1", 0)
+    try:
+        yield Proxy(state, groups["app"], server.sockets[0].getsockname()[1])
+    finally:
+        server.close()
+
+
+async def get(port: int, path: str) -> bytes:
+    reader, writer = await asyncio.open_connection("127.0.0.1", port)
+    writer.write(f"GET {path} HTTP/1.1\r\nHost: t\r\nConnection: close\r\n\r\n".encode())
+    try:
+        return await asyncio.wait_for(reader.read(), 20)
+    finally:
+        writer.close()
+
+
+async def until(condition: object, timeout: float = 10.0) -> None:
+    deadline = time.monotonic() + timeout
+    while not condition():  # type: ignore[operator]
+        assert time.monotonic() < deadline, "condition not met in time"
+        await asyncio.sleep(0.01)
+
+
+async def test_a_request_in_flight_to_a_server_cut_off_goes_to_the_next() -> None:
+    heard = threading.Event()
+
+    def silent(conn: socket.socket, count: int) -> None:  # takes the request and never answers
+        read_head(conn)
+        heard.set()
+        with contextlib.suppress(OSError):
+            conn.recv(1)  # until the proxy gives up on us
+
+    gone, backup = RawBackend(silent), Backend("backup")
+    try:
+        async with proxy_to(gone.address, backup.address) as proxy:
+            answer = asyncio.ensure_future(get(proxy.port, "/page"))
+            await until(heard.is_set)
+            assert len(proxy.first.attached) == 1  # the connection carrying the request
+            started = time.monotonic()
+            assert proxy.first.cut_off() == 1
+            response = await answer
+            assert time.monotonic() - started < 2  # not the 60 s read timeout
+            assert response.startswith(b"HTTP/1.1 200") and response.endswith(b"backup GET /page")
+            assert proxy.first.attached == set()
+    finally:
+        gone.close()
+        backup.close()
+
+
+async def test_a_reused_keepalive_connection_cut_off_is_not_retried_on_its_server() -> None:
+    # A reused connection that fails before any answer is normally retried once on a fresh connection
+    # to the same server (it may have been closed as we reused it); not when the server is gone.
+    heard = threading.Event()
+
+    def answers_once(conn: socket.socket, count: int) -> None:
+        read_head(conn)
+        conn.sendall(b"HTTP/1.1 200 OK\r\nContent-Length: 5\r\n\r\nfirst")
+        read_head(conn)
+        heard.set()
+        with contextlib.suppress(OSError):
+            conn.recv(1)
+
+    gone, backup = RawBackend(answers_once), Backend("backup")
+    try:
+        async with proxy_to(gone.address, backup.address) as proxy:
+            assert (await get(proxy.port, "/one")).endswith(b"first")
+            answer = asyncio.ensure_future(get(proxy.port, "/two"))  # on the pooled connection
+            await until(heard.is_set)
+            started = time.monotonic()
+            proxy.first.cut_off()
+            response = await answer
+            assert time.monotonic() - started < 2
+            assert response.endswith(b"backup GET /two")
+            assert gone.connections == 1  # no fresh connection to the server that went away
+            assert proxy.state.counters["http_stale_keepalive:app"] == 0  # nor an attempt at one
+    finally:
+        gone.close()
+        backup.close()
+
+
+async def test_a_connect_to_a_server_cut_off_goes_to_the_next() -> None:
+    # A listener with a full backlog that never accepts: the kernel drops further SYNs, so a connect
+    # to it would wait for connect_timeout.
+    blackhole = socket.create_server(("127.0.0.1", 0), backlog=0)
+    fillers = []
+    for _ in range(3):
+        s = socket.socket()
+        s.setblocking(False)
+        with contextlib.suppress(BlockingIOError):
+            s.connect(blackhole.getsockname())
+        fillers.append(s)
+    backup = Backend("backup")
+    try:
+        address = f"127.0.0.1:{blackhole.getsockname()[1]}"
+        async with proxy_to(address, backup.address, 'connect_timeout = "30s"') as proxy:
+            answer = asyncio.ensure_future(get(proxy.port, "/page"))
+            await until(lambda: len(proxy.first.attached) == 1)  # the connect under way
+            await asyncio.sleep(0.2)
+            assert not answer.done()
+            started = time.monotonic()
+            proxy.first.cut_off()
+            response = await answer
+            assert time.monotonic() - started < 2
+            assert response.startswith(b"HTTP/1.1 200") and response.endswith(b"backup GET /page")
+    finally:
+        for s in fillers:
+            s.close()
+        blackhole.close()
+        backup.close()
+
+
+@pytest.mark.parametrize("method", ["POST"])
+async def test_a_request_that_cannot_be_replayed_gets_a_502(method: str) -> None:
+    heard = threading.Event()
+
+    def silent(conn: socket.socket, count: int) -> None:
+        read_head(conn)
+        heard.set()
+        with contextlib.suppress(OSError):
+            conn.recv(1)
+
+    gone, backup = RawBackend(silent), Backend("backup")
+    try:
+        async with proxy_to(gone.address, backup.address) as proxy:
+            reader, writer = await asyncio.open_connection("127.0.0.1", proxy.port)
+            writer.write(f"{method} /form HTTP/1.1\r\nHost: t\r\nContent-Length: 2\r\nConnection: close\r\n\r\nab"
+                         .encode())
+            await until(heard.is_set)
+            proxy.first.cut_off()
+            response = await asyncio.wait_for(reader.read(), 5)
+            writer.close()
+            assert response.startswith(b"HTTP/1.1 502")  # a body that went out is never sent twice
+            assert backup.total() == 0
+    finally:
+        gone.close()
+        backup.close()
