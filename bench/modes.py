@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from bench.procs import Processes, free_port
+from bench.procs import Processes, on_free_ports
 from bench.runner import spread_run
 from bench.scenarios import Scenario
 from bench.settings import Settings
@@ -20,11 +20,15 @@ MODES = {
 def run(procs: Processes, st: Settings, backend: str, path: str) -> list[dict[str, Any]]:
     started: dict[str, tuple[Scenario, Ukproxy]] = {}
     for mode, flags in MODES.items():
-        port, metrics = free_port(), free_port()
         name = "ukproxy-" + mode.replace(" ", "-")
-        uk = Ukproxy(procs, name, config_text(workers=st.workers, metrics_port=metrics, listeners=[(port, "tcp")],
-                                              upstream=f'servers = ["{backend}"]', **flags), metrics)
-        uk.start([port, metrics])
+
+        def start(ports: list[int], name: str = name, flags: dict[str, bool] = flags) -> tuple[Ukproxy, int]:
+            port, metrics = ports
+            uk = Ukproxy(procs, name, config_text(workers=st.workers, metrics_port=metrics, listeners=[(port, "tcp")],
+                                                  upstream=f'servers = ["{backend}"]', **flags), metrics)
+            return uk.start([port, metrics]), port
+
+        uk, port = on_free_ports(2, start)
         started[mode] = (Scenario(f"tcp {mode}", "native", "ukproxy", "l4", [f"http://127.0.0.1:{port}{path}"]), uk)
     records = []
     try:

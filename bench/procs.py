@@ -15,10 +15,13 @@ import signal
 import socket
 import subprocess
 import time
+from collections.abc import Callable
 from pathlib import Path
-from typing import IO
+from typing import IO, TypeVar
 
 import psutil
+
+T = TypeVar("T")
 
 
 def free_port() -> int:
@@ -34,6 +37,18 @@ def free_port() -> int:
                 continue
             return port
     raise RuntimeError("no free port below the ephemeral range")
+
+
+def on_free_ports(n: int, start: Callable[[list[int]], T], attempts: int = 4) -> T:
+    """`start(ports)` on `n` ports that were free a moment ago. Another process may bind one first
+    (the start fails with "Address already in use"): then again, on fresh ports."""
+    for attempt in range(attempts):
+        try:
+            return start([free_port() for _ in range(n)])
+        except RuntimeError as e:
+            if "Address already in use" not in str(e) or attempt == attempts - 1:
+                raise
+    raise AssertionError("unreachable")
 
 
 def _ephemeral_low() -> int:

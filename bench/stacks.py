@@ -11,7 +11,7 @@ vm:     ukproxy boots a fixed pool (one VM per worker) in its own namespace `ukb
 from __future__ import annotations
 
 from bench import haproxy, nginx
-from bench.procs import Processes, free_port
+from bench.procs import Processes, free_port, on_free_ports
 from bench.scenarios import Scenario
 from bench.settings import Settings
 from bench.tools import have
@@ -30,10 +30,13 @@ def native(procs: Processes, st: Settings, with_ukproxy: bool = True) -> list[Sc
     url = "http://127.0.0.1:{}" + NATIVE_PATH
     out = [Scenario("direct", "native", "direct", "none", [url.format(backend)])]
     if with_ukproxy:
-        tcp, http, metrics = free_port(), free_port(), free_port()
-        uk = Ukproxy(procs, "ukproxy-native", config_text(
-            workers=st.workers, metrics_port=metrics, listeners=[(tcp, "tcp"), (http, "http")],
-            upstream=f'servers = ["{server}"]'), metrics).start([tcp, http, metrics])
+        def start_ukproxy(ports: list[int]) -> tuple[Ukproxy, int, int]:
+            tcp, http, metrics = ports
+            return Ukproxy(procs, "ukproxy-native", config_text(
+                workers=st.workers, metrics_port=metrics, listeners=[(tcp, "tcp"), (http, "http")],
+                upstream=f'servers = ["{server}"]'), metrics).start(ports), tcp, http
+
+        uk, tcp, http = on_free_ports(3, start_ukproxy)
         out += [Scenario("ukproxy tcp", "native", "ukproxy", "l4", [url.format(tcp)], worker_pids=uk.worker_pids),
                 Scenario("ukproxy http", "native", "ukproxy", "l7", [url.format(http)], worker_pids=uk.worker_pids)]
     stream, http = free_port(), free_port()
@@ -51,10 +54,14 @@ def native(procs: Processes, st: Settings, with_ukproxy: bool = True) -> list[Sc
 
 def vm(procs: Processes, st: Settings) -> list[Scenario]:
     ns = procs.new_netns_name()
-    tcp, http, metrics = free_port(), free_port(), free_port()
-    uk = Ukproxy(procs, "ukproxy-vm", config_text(
-        workers=st.workers, metrics_port=metrics, listeners=[(tcp, "tcp"), (http, "http")], upstream="vm",
-        netns=ns), metrics).start([tcp, http, metrics])
+
+    def start_ukproxy(ports: list[int]) -> tuple[Ukproxy, int, int]:
+        tcp, http, metrics = ports
+        return Ukproxy(procs, "ukproxy-vm", config_text(
+            workers=st.workers, metrics_port=metrics, listeners=[(tcp, "tcp"), (http, "http")], upstream="vm",
+            netns=ns), metrics).start(ports), tcp, http
+
+    uk, tcp, http = on_free_ports(3, start_ukproxy)
     uk.wait_log(r"VM \S+ in rotation", st.workers, timeout=90)
     vms = uk.vms_up()
     servers = [f"{v.host}:{v.port}" for v in vms]

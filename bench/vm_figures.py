@@ -23,7 +23,7 @@ from typing import Any
 import psutil
 
 from bench.clients import parse_wrk, wrk_argv
-from bench.procs import Processes, free_port
+from bench.procs import Processes, on_free_ports
 from bench.settings import Settings
 from bench.ukproxy_run import VM_UP, Ukproxy, config_text
 
@@ -77,10 +77,13 @@ def boots(procs: Processes, n: int) -> dict[str, Any]:
 
 
 def _proxy(procs: Processes, name: str, pool: str, protocol: str) -> tuple[Ukproxy, int]:
-    port, metrics = free_port(), free_port()
-    uk = Ukproxy(procs, name, config_text(workers=1, metrics_port=metrics, listeners=[(port, protocol)],
-                                          upstream="vm", netns=procs.new_netns_name(), pool=pool), metrics)
-    return uk.start([port, metrics]), port
+    def start(ports: list[int]) -> tuple[Ukproxy, int]:
+        port, metrics = ports
+        uk = Ukproxy(procs, name, config_text(workers=1, metrics_port=metrics, listeners=[(port, protocol)],
+                                              upstream="vm", netns=procs.new_netns_name(), pool=pool), metrics)
+        return uk.start([port, metrics]), port
+
+    return on_free_ports(2, start)
 
 
 def cold_warm(procs: Processes, samples: int) -> dict[str, Any]:
