@@ -50,7 +50,8 @@ def backend_conf(prefix: Path, workers: int, port: int) -> str:
 
 def proxy_conf(prefix: Path, workers: int, servers: list[str], stream_port: int | None, http_port: int | None,
                listen_host: str = "127.0.0.1") -> str:
-    """nginx stream on stream_port and http proxy (keepalive 32 upstream) on http_port, to the same servers."""
+    """nginx stream on stream_port and http proxy (keepalive 32 upstream, the same forwarding headers as
+    ukproxy's) on http_port, to the same servers."""
     lines = "\n".join(f"        server {s};" for s in servers)
     out = _head(prefix, workers, stream=stream_port is not None)
     if stream_port is not None:
@@ -73,6 +74,11 @@ def proxy_conf(prefix: Path, workers: int, servers: list[str], stream_port: int 
             proxy_pass http://backends;
             proxy_http_version 1.1;
             proxy_set_header Connection "";
+            # The forwarding headers ukproxy sends too: the same request reaches the backend.
+            proxy_set_header X-Forwarded-For $proxy_add_x_forwarded_for;
+            proxy_set_header X-Real-IP $remote_addr;
+            proxy_set_header X-Forwarded-Proto $scheme;
+            proxy_set_header Via "1.1 nginx";
         }}
     }}
 }}
