@@ -12,7 +12,7 @@ import hashlib
 import socket
 import threading
 from collections import Counter
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 
 from aiohttp import WSMsgType, web
 
@@ -193,6 +193,42 @@ class RawBackend:
         with contextlib.suppress(OSError):
             self.sock.shutdown(socket.SHUT_RDWR)
         self.sock.close()
+
+
+@contextlib.contextmanager
+def blackhole() -> Iterator[str]:
+    """An address whose connects hang: a listener that never accepts, its backlog already full, so the
+    kernel drops further SYNs. Yields "127.0.0.1:port"."""
+    listener = socket.create_server(("127.0.0.1", 0), backlog=0)
+    fillers = []
+    try:
+        for _ in range(3):
+            s = socket.socket()
+            fillers.append(s)
+            s.setblocking(False)
+            with contextlib.suppress(BlockingIOError):
+                s.connect(listener.getsockname())
+        yield f"127.0.0.1:{listener.getsockname()[1]}"
+    finally:
+        for s in fillers:
+            s.close()
+        listener.close()
+
+
+def silent_after(answers: int, heard: threading.Event) -> Callable[[socket.socket, int], None]:
+    """A RawBackend handler that answers `answers` requests (keep-alive), then takes the next request,
+    sets `heard` and never answers it."""
+
+    def handle(conn: socket.socket, count: int) -> None:
+        for _ in range(answers):
+            read_head(conn)
+            conn.sendall(b"HTTP/1.1 200 OK\r\nContent-Length: 5\r\n\r\nfirst")
+        read_head(conn)
+        heard.set()
+        with contextlib.suppress(OSError):
+            conn.recv(1)  # until the proxy gives up on us
+
+    return handle
 
 
 def read_head(conn: socket.socket, timeout: float = 10.0) -> bytes:

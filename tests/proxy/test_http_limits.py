@@ -3,11 +3,10 @@
 from __future__ import annotations
 
 import contextlib
-import socket
 import threading
 import time
 
-from tests.proxy.backends import read_head
+from tests.proxy.backends import blackhole, read_head
 from tests.proxy.clients import RawClient, get, status_of
 
 LIMITS = 'max_uri_size = 100\nmax_headers = 5\nmax_header_size = "1k"\nclient_max_body_size = "1k"'
@@ -84,26 +83,10 @@ def test_upstream_read_timeout_is_504(backends, http_proxy):
 
 
 def test_upstream_connect_timeout_is_504(http_proxy):
-    # A listener that never accepts with a backlog already full: the kernel drops further SYNs.
-    blackhole = socket.socket()
-    blackhole.bind(("127.0.0.1", 0))
-    blackhole.listen(0)
-    address = f"127.0.0.1:{blackhole.getsockname()[1]}"
-    fillers = []
-    for _ in range(3):
-        s = socket.socket()
-        s.setblocking(False)
-        with contextlib.suppress(BlockingIOError):
-            s.connect(blackhole.getsockname())
-        fillers.append(s)
-    try:
+    with blackhole() as address:
         proxy, port = http_proxy([address], upstream_extra="connect_timeout = 0.5\ntries = 1")
         assert status_of(port, get("/")) == 504, proxy.log()
         assert "connect_timeout" in proxy.log()
-    finally:
-        for s in fillers:
-            s.close()
-        blackhole.close()
 
 
 def test_upstream_send_timeout_is_504(raw_backends, http_proxy):

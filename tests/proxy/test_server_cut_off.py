@@ -8,14 +8,11 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import socket
 import threading
 import time
 from collections.abc import AsyncIterator
 
-import pytest
-
-from tests.proxy.backends import Backend, RawBackend, read_head
+from tests.proxy.backends import Backend, RawBackend, blackhole, silent_after
 from ukproxy.config import loads
 from ukproxy.proxy.http import http_protocol_factory
 from ukproxy.upstream.group import UpstreamGroup
@@ -81,14 +78,7 @@ async def until(condition: object, timeout: float = 10.0) -> None:
 
 async def test_a_request_in_flight_to_a_server_cut_off_goes_to_the_next() -> None:
     heard = threading.Event()
-
-    def silent(conn: socket.socket, count: int) -> None:  # takes the request and never answers
-        read_head(conn)
-        heard.set()
-        with contextlib.suppress(OSError):
-            conn.recv(1)  # until the proxy gives up on us
-
-    gone, backup = RawBackend(silent), Backend("backup")
+    gone, backup = RawBackend(silent_after(0, heard)), Backend("backup")
     try:
         async with proxy_to(gone.address, backup.address) as proxy:
             answer = asyncio.ensure_future(get(proxy.port, "/page"))
@@ -109,16 +99,7 @@ async def test_a_reused_keepalive_connection_cut_off_is_not_retried_on_its_serve
     # A reused connection that fails before any answer is normally retried once on a fresh connection
     # to the same server (it may have been closed as we reused it); not when the server is gone.
     heard = threading.Event()
-
-    def answers_once(conn: socket.socket, count: int) -> None:
-        read_head(conn)
-        conn.sendall(b"HTTP/1.1 200 OK\r\nContent-Length: 5\r\n\r\nfirst")
-        read_head(conn)
-        heard.set()
-        with contextlib.suppress(OSError):
-            conn.recv(1)
-
-    gone, backup = RawBackend(answers_once), Backend("backup")
+    gone, backup = RawBackend(silent_after(1, heard)), Backend("backup")
     try:
         async with proxy_to(gone.address, backup.address) as proxy:
             assert (await get(proxy.port, "/one")).endswith(b"first")
@@ -137,52 +118,30 @@ async def test_a_reused_keepalive_connection_cut_off_is_not_retried_on_its_serve
 
 
 async def test_a_connect_to_a_server_cut_off_goes_to_the_next() -> None:
-    # A listener with a full backlog that never accepts: the kernel drops further SYNs, so a connect
-    # to it would wait for connect_timeout.
-    blackhole = socket.create_server(("127.0.0.1", 0), backlog=0)
-    fillers = []
-    for _ in range(3):
-        s = socket.socket()
-        s.setblocking(False)
-        with contextlib.suppress(BlockingIOError):
-            s.connect(blackhole.getsockname())
-        fillers.append(s)
     backup = Backend("backup")
     try:
-        address = f"127.0.0.1:{blackhole.getsockname()[1]}"
-        async with proxy_to(address, backup.address, 'connect_timeout = "30s"') as proxy:
-            answer = asyncio.ensure_future(get(proxy.port, "/page"))
-            await until(lambda: len(proxy.first.attached) == 1)  # the connect under way
-            await asyncio.sleep(0.2)
-            assert not answer.done()
-            started = time.monotonic()
-            proxy.first.cut_off()
-            response = await answer
-            assert time.monotonic() - started < 2
-            assert response.startswith(b"HTTP/1.1 200") and response.endswith(b"backup GET /page")
+        with blackhole() as address:
+            async with proxy_to(address, backup.address, 'connect_timeout = "30s"') as proxy:
+                answer = asyncio.ensure_future(get(proxy.port, "/page"))
+                await until(lambda: len(proxy.first.attached) == 1)  # the connect under way
+                await asyncio.sleep(0.2)
+                assert not answer.done()
+                started = time.monotonic()
+                proxy.first.cut_off()
+                response = await answer
+                assert time.monotonic() - started < 2
+                assert response.startswith(b"HTTP/1.1 200") and response.endswith(b"backup GET /page")
     finally:
-        for s in fillers:
-            s.close()
-        blackhole.close()
         backup.close()
 
 
-@pytest.mark.parametrize("method", ["POST"])
-async def test_a_request_that_cannot_be_replayed_gets_a_502(method: str) -> None:
+async def test_a_request_that_cannot_be_replayed_gets_a_502() -> None:
     heard = threading.Event()
-
-    def silent(conn: socket.socket, count: int) -> None:
-        read_head(conn)
-        heard.set()
-        with contextlib.suppress(OSError):
-            conn.recv(1)
-
-    gone, backup = RawBackend(silent), Backend("backup")
+    gone, backup = RawBackend(silent_after(0, heard)), Backend("backup")
     try:
         async with proxy_to(gone.address, backup.address) as proxy:
             reader, writer = await asyncio.open_connection("127.0.0.1", proxy.port)
-            writer.write(f"{method} /form HTTP/1.1\r\nHost: t\r\nContent-Length: 2\r\nConnection: close\r\n\r\nab"
-                         .encode())
+            writer.write(b"POST /form HTTP/1.1\r\nHost: t\r\nContent-Length: 2\r\nConnection: close\r\n\r\nab")
             await until(heard.is_set)
             proxy.first.cut_off()
             response = await asyncio.wait_for(reader.read(), 5)
