@@ -133,6 +133,8 @@ class Master:
                 log.critical("%s", e)
                 return 1
             self._prepare_files_for_workers()
+            # QEMU drops to the workers' user once it has opened its TAP and files (-runas).
+            self.fleet.vm_user = self.identity.user if self.identity else None
             try:
                 await self.fleet.start()
             except Exception as e:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import http.client
 import os
+import pwd
 import re
 import signal
 import socket
@@ -102,6 +103,8 @@ def test_pools_serve_through_ukproxy_pinned_and_namespaced(
         threads = [t.id for t in vm.threads()]
         masks = {tuple(sorted(os.sched_getaffinity(tid))) for tid in threads}
         assert len(masks) == 1 and len(masks.pop()) == 1, f"QEMU {vm.pid} not pinned"
+        # and not as root: QEMU drops to the workers' user (nobody) once its TAP and files are open
+        assert vm.uids().effective == vm.uids().real == pwd.getpwnam("nobody").pw_uid, vm.uids()
 
     backend_ns = netns_inode(f"/run/netns/{netns_name}")
     for w in proxy.workers():  # workers open their upstream sockets inside the backend namespace

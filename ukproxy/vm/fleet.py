@@ -79,6 +79,7 @@ class Fleet:
         self.network = None
         self.addresses = None
         self.accel: str | None = None
+        self.vm_user: str | None = None  # QEMU runs as this user once started (None: as we run)
         self.scheduler: Scheduler | None = None
         self.on_vm_exit: Callable[[FleetVm, int], None] = lambda vm, status: None
         self.replacements = 0
@@ -216,7 +217,7 @@ class Fleet:
                     gateway=self.network.gateway.ip, port=vm_config.port, memory_mib=vm_config.memory_mib,
                     accel=self.accel or "tcg", mac=mac_for(ip), tap_fd=tap_fd, cpu=cpu,
                     boot_timeout=vm_config.boot_timeout, stop_timeout=vm_config.stop_timeout,
-                    run_dir=self.run_dir, netns=self.config.network.netns,
+                    run_dir=self.run_dir, netns=self.config.network.netns, user=self.vm_user,
                 )
                 host, port = str(ip), vm_config.port
             else:
