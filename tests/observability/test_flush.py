@@ -11,9 +11,11 @@ from pathlib import Path
 
 from prometheus_client import CollectorRegistry, generate_latest
 from prometheus_client.multiprocess import MultiProcessCollector
+from prometheus_client.parser import text_string_to_metric_families
 
 from tests.observability.helpers import Scrape, histograms_consistent
 from tests.running import REPO
+from ukproxy.metrics.multiproc import archive_dead
 
 RECORDER = textwrap.dedent("""
     import asyncio, sys
@@ -33,9 +35,23 @@ RECORDER = textwrap.dedent("""
 """)
 
 
-def record(directory: Path, times: list[float]) -> None:
+def record(directory: Path, times: list[float]) -> int:
+    """Run a worker-like process that records `times`; its pid."""
     env = dict(os.environ, PROMETHEUS_MULTIPROC_DIR=str(directory))
-    subprocess.run([sys.executable, "-c", RECORDER, *map(str, times)], cwd=REPO, env=env, check=True, timeout=60)
+    proc = subprocess.Popen([sys.executable, "-c", RECORDER, *map(str, times)], cwd=REPO, env=env)
+    assert proc.wait(timeout=60) == 0
+    return proc.pid
+
+
+def samples(page: str) -> dict[tuple[str, tuple[tuple[str, str], ...]], float]:
+    return {(s.name, tuple(sorted(s.labels.items()))): s.value
+            for family in text_string_to_metric_families(page) for s in family.samples}
+
+
+def scrape(directory: Path) -> str:
+    registry = CollectorRegistry()
+    MultiProcessCollector(registry, path=str(directory))
+    return generate_latest(registry).decode()
 
 
 def test_histogram_buckets_add_up_across_processes(tmp_path: Path) -> None:
@@ -61,3 +77,23 @@ def test_histogram_buckets_add_up_across_processes(tmp_path: Path) -> None:
     assert page.value("ukproxy_requests_total", status_class="5xx") == 1
     assert page.value("ukproxy_requests_total") == len(times)
     assert len(histograms_consistent(page)) == 2
+
+
+def test_dead_workers_files_fold_into_the_archive_and_the_totals_stay(tmp_path: Path) -> None:
+    pids = [record(tmp_path, [0.001 * (i + 1), 0.3, 12.0]) for i in range(3)]
+    before = scrape(tmp_path)
+    for pid in pids:
+        assert (tmp_path / f"counter_{pid}.db").exists() and (tmp_path / f"histogram_{pid}.db").exists()
+        archive_dead(pid, str(tmp_path))
+    # one set of summed files left, however many processes came and went
+    assert sorted(p.name for p in tmp_path.glob("*.db") if not p.name.startswith("gauge")) == [
+        "counter_archive.db", "histogram_archive.db"]
+    after = samples(scrape(tmp_path))
+    assert after.keys() == samples(before).keys()
+    assert all(abs(after[k] - v) < 1e-9 for k, v in samples(before).items())  # sums may add in another order
+    page = Scrape(before)
+    assert page.value("ukproxy_requests_total") == 9
+    assert page.value("ukproxy_request_duration_seconds_bucket", listener="l", upstream="app", le="+Inf") == 9
+    pid = record(tmp_path, [0.002])  # a later process adds to what the archive holds
+    archive_dead(pid, str(tmp_path))
+    assert Scrape(scrape(tmp_path)).value("ukproxy_requests_total") == 10

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import contextlib
 import os
+import re
 import signal
 import socket
 import threading
@@ -96,6 +97,11 @@ def test_killed_worker_leaves_no_stale_live_gauges(ukproxy: Callable[..., Runnin
         assert page.value("ukproxy_connections_accepted_total") == held
         live = {str(w.pid) for w in proxy.workers()}
         assert set(page.by_label("ukproxy_worker_accepted_connections", "pid")) == live
+        # Its counter files were folded into the master's archive, not left behind one set per pid.
+        metrics_dir = Path(re.search(r"run directory (\S+)", proxy.log()).group(1)) / "metrics"  # type: ignore[union-attr]
+        left = {p.name for p in metrics_dir.glob("*.db")}
+        assert f"counter_{victim}.db" not in left and f"histogram_{victim}.db" not in left, left
+        assert "counter_archive.db" in left
 
 
 def test_metrics_listener_answers_while_the_data_path_streams(ukproxy: Callable[..., RunningProxy]) -> None:

@@ -2,17 +2,22 @@
 
 The master makes it fresh under its run directory before any worker starts and sets
 PROMETHEUS_MULTIPROC_DIR in its own environment, so every child (workers, and QEMU, harmlessly)
-inherits it before it imports prometheus_client. A reaped worker's live gauges are removed;
-the directory goes when the master stops (DESIGN rule 5).
+inherits it before it imports prometheus_client. A reaped worker's live gauges are removed, and
+its counters and histograms are added into the master's archive files and deleted, so the directory
+holds one set of files per live process however many workers have come and gone (prometheus-client
+itself keeps a dead process's files for ever). The directory goes when the master stops (DESIGN rule 5).
 """
 
 from __future__ import annotations
 
+import glob
 import os
 import shutil
 import sys
 
 ENV = "PROMETHEUS_MULTIPROC_DIR"
+ARCHIVE = "archive"  # in place of a pid: what dead processes counted ("counter_archive.db")
+SUMMED = ("counter", "histogram")  # file kinds the collector adds up across processes
 
 
 class AlreadyImported(RuntimeError):
@@ -32,12 +37,31 @@ def directory() -> str | None:
 
 
 def mark_dead(pid: int) -> None:
-    """Drop a dead process's live gauges; its counters and histograms stay in the totals."""
+    """Drop a dead process's live gauges; its counters and histograms stay in the totals, moved into
+    the archive."""
     path = directory()
     if path and os.path.isdir(path):
         from prometheus_client import multiprocess
 
         multiprocess.mark_process_dead(pid, path)
+        archive_dead(pid, path)
+
+
+def archive_dead(pid: int, path: str) -> None:
+    """Add a dead process's counter and histogram files into the archive files, then delete them.
+    The master alone writes the archive, and scrapes run on its loop: no reader sees half a move."""
+    from prometheus_client.mmap_dict import MmapedDict
+
+    for kind in SUMMED:
+        for dead in glob.glob(os.path.join(path, f"{kind}_{pid}.db")):
+            archive = MmapedDict(os.path.join(path, f"{kind}_{ARCHIVE}.db"))
+            try:
+                for key, value, timestamp, _ in MmapedDict.read_all_values_from_file(dead):
+                    total, _ = archive.read_value(key)
+                    archive.write_value(key, total + value, timestamp)
+            finally:
+                archive.close()
+            os.unlink(dead)
 
 
 def remove(directory: str) -> None:
