@@ -86,4 +86,9 @@ def build_status(families: Iterable[Any], workers: Iterable[WorkerLike], generat
         except Exception as e:  # a broken provider must not take /status down
             log.exception("status provider %r failed", name)
             status[name] = {"error": str(e)}
+    if isinstance(status["vms"], list):
+        for vm in status["vms"]:  # what the workers' pools know of each VM, summed over the workers
+            labels = {"upstream": str(vm.get("upstream")), "server": str(vm.get("id"))}
+            vm["active"] = int(_sum(samples, "ukproxy_upstream_server_active", **labels))
+            vm["requests"] = int(_sum(samples, "ukproxy_upstream_server_requests_total", **labels))
     return status

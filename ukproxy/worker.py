@@ -58,7 +58,8 @@ class Worker:
         ]
         mutex = AcceptMutex(lock_path) if lock_path else None
         self.cycle = AcceptCycle(self.state, self.listeners, mutex, config.accept_mutex_delay, config.multi_accept)
-        self.observability = WorkerObservability(config, worker_id, self.state, self.cycle)  # metrics, access log
+        # metrics (with each upstream server's figures), access log
+        self.observability = WorkerObservability(config, worker_id, self.state, self.cycle, self.groups)
         self.stopped = asyncio.Event()
         self.graceful = False
 

@@ -17,6 +17,7 @@ import psutil
 import pytest
 
 from tests.fleet.conftest import qemu_of
+from tests.observability import helpers
 from tests.running import RunningProxy, free_port
 
 pytestmark = [pytest.mark.root, pytest.mark.qemu]
@@ -84,8 +85,9 @@ def netns_inode(path: str) -> int:
 def test_pools_serve_through_ukproxy_pinned_and_namespaced(
     netns_name: str, unikernel_image: Path, ukproxy: Callable[..., RunningProxy]
 ) -> None:
-    port = free_port()
-    proxy = start_fleet(ukproxy, fleet_config(port, netns_name, unikernel_image), port, expected_vms=2)
+    port, mport = free_port(), free_port()
+    proxy = start_fleet(ukproxy, fleet_config(port, netns_name, unikernel_image,
+                                              extra=f'[metrics]\nlisten = "127.0.0.1:{mport}"'), port, expected_vms=2)
     # Each worker has a VM of its own in its pool.
     owners = dict(re.findall(r"worker (\d+): upstream web: VM (web-\d+) in rotation", proxy.log()))
     assert set(owners) == {"0", "1"} and len(set(owners.values())) == 2, owners
@@ -96,6 +98,11 @@ def test_pools_serve_through_ukproxy_pinned_and_namespaced(
         assert served_by in owners.values()
     assert get(port, "/health")[0] == 200
     assert get(port, "/nope")[0] == 404
+    # /status: each VM's sessions as its pool counted them, summed over the workers, none in flight
+    rows = helpers.wait_until(lambda: helpers.status(mport)["vms"],
+                              lambda vms: sum(vm["requests"] for vm in vms) >= 22, "22 sessions on the VM rows")
+    assert sorted(vm["id"] for vm in rows) == sorted(owners.values())
+    assert sum(vm["requests"] for vm in rows) == 22 and all(vm["active"] == 0 for vm in rows), rows
 
     vms = qemu_of(netns_name)
     assert len(vms) == 2

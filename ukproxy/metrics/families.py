@@ -74,6 +74,11 @@ VM_BOOT_DURATION = Histogram("ukproxy_vm_boot_duration_seconds", "From QEMU star
 VM_REPLACEMENTS = Counter("ukproxy_vm_replacements", "VMs replaced, by reason (crashed, unhealthy, ...).",
                           ["upstream", "reason"])
 VM_PLACEMENTS = Counter("ukproxy_vm_placements", "VMs placed on each CPU by the scheduler.", ["cpu"])
+SERVER_ACTIVE = Gauge("ukproxy_upstream_server_active",
+                      "Requests or tcp sessions in flight to each upstream server (VM), over the workers.",
+                      ["upstream", "server"], multiprocess_mode="livesum")
+SERVER_REQUESTS = Counter("ukproxy_upstream_server_requests",
+                          "Requests or tcp sessions sent to each upstream server (VM).", ["upstream", "server"])
 POOL_QUEUE_LENGTH = Gauge("ukproxy_pool_queue_length", "Requests waiting for a VM of the upstream's pools.",
                           ["upstream"], multiprocess_mode="livesum")
 POOL_QUEUE_WAIT = Histogram("ukproxy_pool_queue_wait_seconds", "Time a request waited in a pool queue for a VM.",

@@ -19,6 +19,7 @@ from ukproxy.metrics import families as f
 if TYPE_CHECKING:
     from ukproxy.accept_cycle import AcceptCycle
     from ukproxy.metrics.tally import HistogramTally
+    from ukproxy.upstream.group import UpstreamGroup
     from ukproxy.worker_state import WorkerState
 
 log = logging.getLogger("ukproxy.metrics")
@@ -43,9 +44,12 @@ def add_histogram(histogram: Any, tally: HistogramTally, labels: Any) -> None:
 
 
 class WorkerMetricsFlusher:
-    def __init__(self, state: WorkerState, cycle: AcceptCycle, worker: int):
+    def __init__(self, state: WorkerState, cycle: AcceptCycle, worker: int,
+                 groups: dict[str, UpstreamGroup] | None = None):
         self.state = state
         self.cycle = cycle
+        self.groups = groups or {}
+        self.servers_shown: set[tuple[str, str]] = set()  # (upstream, server) with an active gauge of ours
         self.worker = str(worker)
         self.loop = state.loop
         self.flushed: dict[Hashable, int] = {}  # running totals as of the last flush
@@ -93,6 +97,22 @@ class WorkerMetricsFlusher:
         self.by_state["waiting"].set(max(state.clients - reading - writing, 0))
         self.connections.set(state.clients)
         self.accepted.set(state.accepted)
+        self._flush_servers()
+
+    def _flush_servers(self) -> None:
+        """Per upstream server (a VM's id for pools): in flight now, and sent since the last flush."""
+        shown = set()
+        for name, group in self.groups.items():
+            for server in group.servers:
+                key = (name, server.name)
+                shown.add(key)
+                f.SERVER_ACTIVE.labels(*key).set(server.active)
+                sent = self._delta(("server", *key), server.requests)
+                if sent:
+                    f.SERVER_REQUESTS.labels(*key).inc(sent)
+        for key in self.servers_shown - shown:  # gone (a VM died or retired): nothing in flight from us
+            f.SERVER_ACTIVE.labels(*key).set(0)
+        self.servers_shown = shown
 
     def _flush_counters(self) -> None:
         """WorkerState.counters: "kind:labels" keys, running totals."""

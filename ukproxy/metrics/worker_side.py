@@ -13,13 +13,15 @@ if TYPE_CHECKING:
     from ukproxy.accept_cycle import AcceptCycle
     from ukproxy.config import Config
     from ukproxy.metrics.flush import WorkerMetricsFlusher
+    from ukproxy.upstream.group import UpstreamGroup
     from ukproxy.worker_state import WorkerState
 
 log = logging.getLogger("ukproxy.worker")
 
 
 class WorkerObservability:
-    def __init__(self, config: Config, worker_id: int, state: WorkerState, cycle: AcceptCycle):
+    def __init__(self, config: Config, worker_id: int, state: WorkerState, cycle: AcceptCycle,
+                 groups: dict[str, UpstreamGroup] | None = None):
         self.config = config
         self.role = f"worker {worker_id}"
         self.state = state
@@ -30,7 +32,7 @@ class WorkerObservability:
             from ukproxy.metrics.flush import WorkerMetricsFlusher
 
             metrics.enable()
-            self.flusher = WorkerMetricsFlusher(state, cycle, worker_id)
+            self.flusher = WorkerMetricsFlusher(state, cycle, worker_id, groups)
 
     def start(self) -> None:
         if self.flusher is not None:
