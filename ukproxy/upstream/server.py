@@ -61,7 +61,7 @@ class Server:
     ewma_response_time: float | None = field(init=False)
     requests: int = field(init=False)
     effective_weight: int = field(init=False)
-    attached: set[Attached] = field(init=False)  # this worker's connections and connects to it
+    attached: set[Attached] = field(init=False, repr=False)  # this worker's connections and connects to it
     gone: bool = field(init=False)  # cut off: never connect to it again
 
     def __post_init__(self) -> None:
