@@ -36,6 +36,11 @@ SPECIAL = frozenset((
     b"trailer", b"x-forwarded-for", b"via", b"x-real-ip", b"x-forwarded-proto",
 ))
 _VERSIONS = {"1.1": b"1.1", "1.0": b"1.0"}
+# Per worker, for every connection: Host values already checked (→ host name), and Connection values
+# already split. Clients send few distinct ones; the caches are emptied if a client sends many.
+_CACHED = 1024
+_KNOWN_HOSTS: dict[bytes, str] = {}
+_TOKENS: dict[bytes, frozenset[bytes]] = {}
 _HOST = re.compile(rb"(?:\[[0-9A-Fa-f:.]+\]|[A-Za-z0-9\-._~!$&'()*+,;=%]*)(?::[0-9]*)?")
 _START_LINE_OVERHEAD: Final = 16  # method, spaces, "HTTP/1.1\r\n": counted against max_header_size like nginx's buffer
 
@@ -265,7 +270,7 @@ class RequestReader:
             elif lname == b"transfer-encoding":
                 transfer_encodings.append(value)
             elif lname == b"connection":
-                tokens.update(t.strip().lower() for t in value.split(b","))
+                tokens.update(connection_tokens(value))
             elif lname == b"upgrade":
                 head.upgrade = value
             elif lname == b"expect":
@@ -287,7 +292,7 @@ class RequestReader:
         if len(hosts) > 1:
             raise HttpError(400, "more than one Host header")
         if hosts:
-            if hosts[0] != self._host_header and not _HOST.fullmatch(hosts[0]):
+            if hosts[0] != self._host_header and hosts[0] not in _KNOWN_HOSTS and not _HOST.fullmatch(hosts[0]):
                 raise HttpError(400, "invalid Host header")
             head.host_header = hosts[0]
         elif head.version == b"1.1":
@@ -311,9 +316,29 @@ class RequestReader:
         else:
             raise HttpError(400, "invalid request target")
         if head.host_header != self._host_header:
-            self._host = host_name(head.host_header)
+            self._host = known_host(head.host_header)
             self._host_header = head.host_header  # valid: from a checked Host or authority
         head.host = self._host
+
+
+def known_host(host_header: bytes) -> str:
+    """host_name of a Host value already checked, remembered for the next connection that sends it."""
+    host = _KNOWN_HOSTS.get(host_header)
+    if host is None:
+        if len(_KNOWN_HOSTS) >= _CACHED:
+            _KNOWN_HOSTS.clear()
+        host = _KNOWN_HOSTS[host_header] = host_name(host_header)
+    return host
+
+
+def connection_tokens(value: bytes) -> frozenset[bytes]:
+    """A Connection header's tokens, lower-cased ("Keep-Alive", "close": the same few every time)."""
+    tokens = _TOKENS.get(value)
+    if tokens is None:
+        if len(_TOKENS) >= _CACHED:
+            _TOKENS.clear()
+        tokens = _TOKENS[value] = frozenset(t.strip().lower() for t in value.split(b","))
+    return tokens
 
 
 def host_name(host_header: bytes) -> str:
