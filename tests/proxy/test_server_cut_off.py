@@ -19,6 +19,9 @@ from ukproxy.upstream.group import UpstreamGroup
 from ukproxy.upstream.server import Server
 from ukproxy.worker_state import WorkerState
 
+# Without the cut-off these requests would wait for the read timeout (60 s) or connect timeout (30 s).
+CUT_OFF_ANSWER = 10.0
+
 
 class Proxy:
     def __init__(self, state: WorkerState, group: UpstreamGroup, port: int):
@@ -84,10 +87,8 @@ async def test_a_request_in_flight_to_a_server_cut_off_goes_to_the_next() -> Non
             answer = asyncio.ensure_future(get(proxy.port, "/page"))
             await until(heard.is_set)
             assert len(proxy.first.attached) == 1  # the connection carrying the request
-            started = time.monotonic()
             assert proxy.first.cut_off() == 1
-            response = await answer
-            assert time.monotonic() - started < 2  # not the 60 s read timeout
+            response = await asyncio.wait_for(answer, CUT_OFF_ANSWER)
             assert response.startswith(b"HTTP/1.1 200") and response.endswith(b"backup GET /page")
             assert proxy.first.attached == set()
     finally:
@@ -105,10 +106,8 @@ async def test_a_reused_keepalive_connection_cut_off_is_not_retried_on_its_serve
             assert (await get(proxy.port, "/one")).endswith(b"first")
             answer = asyncio.ensure_future(get(proxy.port, "/two"))  # on the pooled connection
             await until(heard.is_set)
-            started = time.monotonic()
             proxy.first.cut_off()
-            response = await answer
-            assert time.monotonic() - started < 2
+            response = await asyncio.wait_for(answer, CUT_OFF_ANSWER)
             assert response.endswith(b"backup GET /two")
             assert gone.connections == 1  # no fresh connection to the server that went away
             assert proxy.state.counters["http_stale_keepalive:app"] == 0  # nor an attempt at one
@@ -126,10 +125,8 @@ async def test_a_connect_to_a_server_cut_off_goes_to_the_next() -> None:
                 await until(lambda: len(proxy.first.attached) == 1)  # the connect under way
                 await asyncio.sleep(0.2)
                 assert not answer.done()
-                started = time.monotonic()
                 proxy.first.cut_off()
-                response = await answer
-                assert time.monotonic() - started < 2
+                response = await asyncio.wait_for(answer, CUT_OFF_ANSWER)
                 assert response.startswith(b"HTTP/1.1 200") and response.endswith(b"backup GET /page")
     finally:
         backup.close()
