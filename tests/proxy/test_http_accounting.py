@@ -1,6 +1,7 @@
 """The worker's books after http traffic: every connection and request counted in is counted out.
 
-In-process (the protocol on the test's own loop, in front of a real backend) so WorkerState can be read.
+In-process (tests.proxy.in_process: the protocol on the test's own loop, in front of a real backend) so
+WorkerState can be read.
 """
 
 from __future__ import annotations
@@ -8,10 +9,8 @@ from __future__ import annotations
 import asyncio
 
 from tests.proxy.backends import Backend
-from ukproxy.config import loads
-from ukproxy.proxy.http import http_protocol_factory, keepalive_pool
-from ukproxy.upstream.group import UpstreamGroup
-from ukproxy.worker_state import WorkerState
+from tests.proxy.in_process import in_process_http
+from ukproxy.proxy.http import keepalive_pool
 
 
 async def _exchange(port: int, data: bytes, close_early: bool = False) -> bytes:
@@ -36,58 +35,37 @@ async def _stalled_head(port: int) -> bytes:
 
 async def test_counts_return_to_zero_after_mixed_traffic():
     backend = Backend()
-    loop = asyncio.get_running_loop()
-    config = loads(f"""
-[[listen]]
-address = "127.0.0.1:1"  # not bound: the test serves the protocol itself
-protocol = "http"
-upstream = "app"
-[[upstream]]
-name = "app"
-servers = ["{backend.address}"]
-[http]
-client_header_timeout = 0.5
-""")
-    state = WorkerState(loop, 0, 1024)
-    groups = {u.name: UpstreamGroup(u) for u in config.upstreams}
-    factory = http_protocol_factory(state, config, config.listen[0], groups)
-
-    def accepted() -> asyncio.Protocol:
-        state.connection_opened()  # what the accept cycle does
-        return factory()
-
-    server = await loop.create_server(accepted, "127.0.0.1", 0)
-    port = server.sockets[0].getsockname()[1]
     try:
-        answers = await asyncio.gather(
-            *(_exchange(port, b"GET /%d HTTP/1.1\r\nHost: t\r\n\r\n" % i) for i in range(20)),
-            _exchange(port, b"POST /sha HTTP/1.1\r\nHost: t\r\nContent-Length: 3\r\n\r\nabc"),
-            _exchange(port, b"GET /a b HTTP/1.1\r\nHost: t\r\n\r\n"),
-            _exchange(port, b"GET /sleep/0.3 HTTP/1.1\r\nHost: t\r\n\r\n", close_early=True),
-            _stalled_head(port),
-        )
-        assert sum(a.startswith(b"HTTP/1.1 200") for a in answers) == 21
-        assert answers[21].startswith(b"HTTP/1.1 400")
-        assert answers[23].startswith(b"HTTP/1.1 408")
-        for _ in range(200):  # let the early leaver, the timeout and the lingering closes play out
-            if state.clients == 0 and state.reading == 0 and state.writing == 0:
-                break
-            await asyncio.sleep(0.05)
-        assert (state.clients, state.reading, state.writing) == (0, 0, 0)
-        pool = keepalive_pool(state, groups["app"])
-        assert state.upstreams == len(pool)  # only parked keep-alive connections remain open
-        assert all(s.active == 0 for s in groups["app"].servers)  # least_conn's counts balanced
-        # 22: the early leaver's FIN reads as a half-close (a client may still await its answer), so it was answered
-        answered = {(upstream, klass): n for (_, upstream, klass), n in state.tally.requests.counts.items()}
-        assert answered[("app", 2)] == 22
-        assert state.counters["http_rejected:400"] == 1
-        assert state.counters["timeout:client_header"] == 1
-        pool.close_all()
-        for _ in range(100):
-            if state.upstreams == 0:
-                break
-            await asyncio.sleep(0.02)
-        assert state.upstreams == 0
+        async with in_process_http(f'["{backend.address}"]', "[http]\nclient_header_timeout = 0.5") as proxy:
+            state, port, group = proxy.state, proxy.port, proxy.group
+            answers = await asyncio.gather(
+                *(_exchange(port, b"GET /%d HTTP/1.1\r\nHost: t\r\n\r\n" % i) for i in range(20)),
+                _exchange(port, b"POST /sha HTTP/1.1\r\nHost: t\r\nContent-Length: 3\r\n\r\nabc"),
+                _exchange(port, b"GET /a b HTTP/1.1\r\nHost: t\r\n\r\n"),
+                _exchange(port, b"GET /sleep/0.3 HTTP/1.1\r\nHost: t\r\n\r\n", close_early=True),
+                _stalled_head(port),
+            )
+            assert sum(a.startswith(b"HTTP/1.1 200") for a in answers) == 21
+            assert answers[21].startswith(b"HTTP/1.1 400")
+            assert answers[23].startswith(b"HTTP/1.1 408")
+            for _ in range(200):  # let the early leaver, the timeout and the lingering closes play out
+                if state.clients == 0 and state.reading == 0 and state.writing == 0:
+                    break
+                await asyncio.sleep(0.05)
+            assert (state.clients, state.reading, state.writing) == (0, 0, 0)
+            pool = keepalive_pool(state, group)
+            assert state.upstreams == len(pool)  # only parked keep-alive connections remain open
+            assert all(s.active == 0 for s in group.servers)  # least_conn's counts balanced
+            # 22: the early leaver's FIN reads as a half-close (a client may still await its answer), so it was answered
+            answered = {(upstream, klass): n for (_, upstream, klass), n in state.tally.requests.counts.items()}
+            assert answered[("app", 2)] == 22
+            assert state.counters["http_rejected:400"] == 1
+            assert state.counters["timeout:client_header"] == 1
+            pool.close_all()
+            for _ in range(100):
+                if state.upstreams == 0:
+                    break
+                await asyncio.sleep(0.02)
+            assert state.upstreams == 0
     finally:
-        server.close()
         backend.close()

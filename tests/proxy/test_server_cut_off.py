@@ -7,60 +7,21 @@ In-process, so the test can call `Server.cut_off` as the VM pool does when the m
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import threading
 import time
-from collections.abc import AsyncIterator
+from collections.abc import Callable
+from contextlib import AbstractAsyncContextManager
 
 from tests.proxy.backends import Backend, RawBackend, blackhole, silent_after
-from ukproxy.config import loads
-from ukproxy.proxy.http import http_protocol_factory
-from ukproxy.upstream.group import UpstreamGroup
-from ukproxy.upstream.server import Server
-from ukproxy.worker_state import WorkerState
+from tests.proxy.in_process import InProcessProxy, in_process_http
 
 # Without the cut-off these requests would wait for the read timeout (60 s) or connect timeout (30 s).
 CUT_OFF_ANSWER = 10.0
 
 
-class Proxy:
-    def __init__(self, state: WorkerState, group: UpstreamGroup, port: int):
-        self.state = state
-        self.group = group
-        self.port = port
-
-    @property
-    def first(self) -> Server:
-        return self.group.servers[0]
-
-
-@contextlib.asynccontextmanager
-async def proxy_to(first: str, backup: str, upstream_extra: str = "") -> AsyncIterator[Proxy]:
-    """An http listener on this loop whose upstream is `first`, with `backup` behind it."""
-    loop = asyncio.get_running_loop()
-    config = loads(f"""
-[[listen]]
-address = "127.0.0.1:1"  # not bound: the test serves the protocol itself
-protocol = "http"
-upstream = "app"
-[[upstream]]
-name = "app"
-servers = ["{first}", {{address = "{backup}", backup = true}}]
-{upstream_extra}
-""")
-    state = WorkerState(loop, 0, 1024)
-    groups = {u.name: UpstreamGroup(u) for u in config.upstreams}
-    factory = http_protocol_factory(state, config, config.listen[0], groups)
-
-    def accepted() -> asyncio.Protocol:
-        state.connection_opened()
-        return factory()
-
-    server = await loop.create_server(accepted, "127.0.0.1", 0)
-    try:
-        yield Proxy(state, groups["app"], server.sockets[0].getsockname()[1])
-    finally:
-        server.close()
+def proxy_to(first: str, backup: str, upstream_extra: str = "") -> AbstractAsyncContextManager[InProcessProxy]:
+    """An in-process http listener whose upstream is `first`, with `backup` behind it."""
+    return in_process_http(f'["{first}", {{address = "{backup}", backup = true}}]', upstream_extra)
 
 
 async def get(port: int, path: str) -> bytes:
@@ -72,9 +33,9 @@ async def get(port: int, path: str) -> bytes:
         writer.close()
 
 
-async def until(condition: object, timeout: float = 10.0) -> None:
+async def until(condition: Callable[[], bool], timeout: float = 10.0) -> None:
     deadline = time.monotonic() + timeout
-    while not condition():  # type: ignore[operator]
+    while not condition():
         assert time.monotonic() < deadline, "condition not met in time"
         await asyncio.sleep(0.01)
 
@@ -86,11 +47,11 @@ async def test_a_request_in_flight_to_a_server_cut_off_goes_to_the_next() -> Non
         async with proxy_to(gone.address, backup.address) as proxy:
             answer = asyncio.ensure_future(get(proxy.port, "/page"))
             await until(heard.is_set)
-            assert len(proxy.first.attached) == 1  # the connection carrying the request
-            assert proxy.first.cut_off() == 1
+            assert len(proxy.group.servers[0].attached) == 1  # the connection carrying the request
+            assert proxy.group.servers[0].cut_off() == 1
             response = await asyncio.wait_for(answer, CUT_OFF_ANSWER)
             assert response.startswith(b"HTTP/1.1 200") and response.endswith(b"backup GET /page")
-            assert proxy.first.attached == set()
+            assert proxy.group.servers[0].attached == set()
     finally:
         gone.close()
         backup.close()
@@ -106,7 +67,7 @@ async def test_a_reused_keepalive_connection_cut_off_is_not_retried_on_its_serve
             assert (await get(proxy.port, "/one")).endswith(b"first")
             answer = asyncio.ensure_future(get(proxy.port, "/two"))  # on the pooled connection
             await until(heard.is_set)
-            proxy.first.cut_off()
+            proxy.group.servers[0].cut_off()
             response = await asyncio.wait_for(answer, CUT_OFF_ANSWER)
             assert response.endswith(b"backup GET /two")
             assert gone.connections == 1  # no fresh connection to the server that went away
@@ -122,10 +83,10 @@ async def test_a_connect_to_a_server_cut_off_goes_to_the_next() -> None:
         with blackhole() as address:
             async with proxy_to(address, backup.address, 'connect_timeout = "30s"') as proxy:
                 answer = asyncio.ensure_future(get(proxy.port, "/page"))
-                await until(lambda: len(proxy.first.attached) == 1)  # the connect under way
+                await until(lambda: len(proxy.group.servers[0].attached) == 1)  # the connect under way
                 await asyncio.sleep(0.2)
                 assert not answer.done()
-                proxy.first.cut_off()
+                proxy.group.servers[0].cut_off()
                 response = await asyncio.wait_for(answer, CUT_OFF_ANSWER)
                 assert response.startswith(b"HTTP/1.1 200") and response.endswith(b"backup GET /page")
     finally:
@@ -140,7 +101,7 @@ async def test_a_request_that_cannot_be_replayed_gets_a_502() -> None:
             reader, writer = await asyncio.open_connection("127.0.0.1", proxy.port)
             writer.write(b"POST /form HTTP/1.1\r\nHost: t\r\nContent-Length: 2\r\nConnection: close\r\n\r\nab")
             await until(heard.is_set)
-            proxy.first.cut_off()
+            proxy.group.servers[0].cut_off()
             response = await asyncio.wait_for(reader.read(), 5)
             writer.close()
             assert response.startswith(b"HTTP/1.1 502")  # a body that went out is never sent twice
