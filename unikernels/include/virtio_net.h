@@ -1,4 +1,4 @@
-/* Legacy virtio-net over PCI: frames in, frames out, no lwIP knowledge. */
+/* Legacy virtio-net over PCI (virtio_pci.h): frames in, frames out, no lwIP knowledge. */
 #ifndef UK_VIRTIO_NET_H
 #define UK_VIRTIO_NET_H
 #include <stdint.h>
@@ -22,6 +22,7 @@ struct vnet_stats {
     uint32_t tx_ring_full, tx_free, tx_blocked;
     uint16_t rx_avail, rx_used, rx_last_used, tx_avail, tx_used, tx_last_used;
     uint16_t rx_used_flags, tx_used_flags;
+    uint32_t rx_bad, tx_bad;   /* used elements dropped: id not posted or length beyond the slot */
 };
 extern struct vnet_stats vnet_stats;
 void vnet_snapshot(struct vnet_stats *s);   /* safe from the NMI handler */

@@ -1,0 +1,141 @@
+/* Legacy virtio-PCI: the I/O BAR registers and split virtqueues in the legacy
+ * layout (descriptors, then the available ring, then the used ring on the next
+ * 4096 boundary; the device is told the page frame number). */
+#include <string.h>
+#include "kernel.h"
+#include "virtio_pci.h"
+
+#define REG_DEV_FEATURES 0
+#define REG_GUEST_FEATURES 4
+#define REG_QUEUE_PFN 8
+#define REG_QUEUE_SIZE 12
+#define REG_QUEUE_SEL 14
+#define REG_QUEUE_NOTIFY 16
+#define REG_STATUS 18
+#define REG_ISR 19
+#define REG_CONFIG 20   /* device-specific configuration (no MSI-X: it starts here) */
+
+int virtio_pci_find(uint16_t device_id, unsigned nth, struct virtio_dev *out)
+{
+    /* Bus 0 only: QEMU's i440fx puts every device there, with no bridges. */
+    struct pci_dev d = { 0 };
+    for (unsigned slot = 0; slot < 32; slot++) {
+        d.slot = (uint8_t)slot;
+        d.fn = 0;
+        uint32_t id = pci_read32(&d, 0);
+        if ((id & 0xFFFF) == 0xFFFF)
+            continue;
+        unsigned nfn = (pci_read32(&d, 0x0C) >> 16) & 0x80 ? 8 : 1;
+        for (unsigned fn = 0; fn < nfn; fn++) {
+            d.fn = (uint8_t)fn;
+            id = pci_read32(&d, 0);
+            if ((id & 0xFFFF) != VIRTIO_PCI_VENDOR || (id >> 16) != device_id || nth-- > 0)
+                continue;
+            d.vendor = VIRTIO_PCI_VENDOR;
+            d.device = device_id;
+            d.irq = pci_read32(&d, 0x3C) & 0xFF;
+            uint32_t bar0 = pci_read32(&d, 0x10);
+            if (!(bar0 & 1))
+                return -2;
+            out->pci = d;
+            out->iobase = (uint16_t)(bar0 & 0xFFFC);
+            pci_write16(&d, 0x04, (uint16_t)(pci_read32(&d, 0x04) | 0x5));   /* I/O + bus master */
+            return 0;
+        }
+    }
+    return -1;
+}
+
+uint32_t virtio_begin(const struct virtio_dev *d)
+{
+    outb(d->iobase + REG_STATUS, 0);   /* reset */
+    outb(d->iobase + REG_STATUS, VIRTIO_ST_ACK);
+    outb(d->iobase + REG_STATUS, VIRTIO_ST_ACK | VIRTIO_ST_DRIVER);
+    return inl(d->iobase + REG_DEV_FEATURES);
+}
+
+void virtio_set_features(const struct virtio_dev *d, uint32_t features)
+{
+    outl(d->iobase + REG_GUEST_FEATURES, features);
+}
+
+void virtio_driver_ok(const struct virtio_dev *d)
+{
+    outb(d->iobase + REG_STATUS, VIRTIO_ST_ACK | VIRTIO_ST_DRIVER | VIRTIO_ST_DRIVER_OK);
+}
+
+void virtio_fail(const struct virtio_dev *d)
+{
+    outb(d->iobase + REG_STATUS, inb(d->iobase + REG_STATUS) | VIRTIO_ST_FAILED);
+}
+
+uint8_t virtio_isr(const struct virtio_dev *d)
+{
+    return inb(d->iobase + REG_ISR);
+}
+
+uint8_t virtio_config8(const struct virtio_dev *d, unsigned off)
+{
+    return inb((uint16_t)(d->iobase + REG_CONFIG + off));
+}
+
+int virtq_setup(const struct virtio_dev *d, struct virtq *q, uint16_t index)
+{
+    outw(d->iobase + REG_QUEUE_SEL, index);
+    uint16_t size = inw(d->iobase + REG_QUEUE_SIZE);
+    if (!size || (size & (size - 1)) || size > 32768)
+        return -1;
+    size_t ring1 = (16u * size + 6 + 2u * size + 4095) & ~4095u;
+    size_t ring2 = (6 + 8u * size + 4095) & ~4095u;
+    uint8_t *mem = page_alloc(ring1 + ring2);
+    q->dev = d;
+    q->index = index;
+    q->size = size;
+    q->last_used = 0;
+    q->desc = (struct virtq_desc *)mem;
+    q->avail = (struct virtq_avail *)(mem + 16u * size);
+    q->used = (struct virtq_used *)(mem + ring1);
+    q->posted = page_alloc(size);
+    outl(d->iobase + REG_QUEUE_PFN, (uintptr_t)mem >> 12);
+    return 0;
+}
+
+void virtq_post(struct virtq *q, uint16_t head)
+{
+    q->posted[head] = 1;
+    q->avail->ring[q->avail->idx & (q->size - 1)] = head;
+    __sync_synchronize();   /* the entry before the index that publishes it */
+    q->avail->idx++;
+}
+
+void virtq_kick(struct virtq *q)
+{
+    __sync_synchronize();
+    if (!(q->used->flags & VIRTQ_USED_F_NO_NOTIFY)) {
+        outw(q->dev->iobase + REG_QUEUE_NOTIFY, q->index);
+        q->kicks++;
+    }
+}
+
+int virtq_next_used(struct virtq *q, uint32_t max_len, uint16_t *id, uint32_t *len)
+{
+    while (q->used->idx != q->last_used) {
+        __sync_synchronize();   /* the index before the element it covers */
+        volatile struct virtq_used_elem *e = &q->used->ring[q->last_used & (q->size - 1)];
+        uint32_t i = e->id, l = e->len;
+        q->last_used++;
+        if (i >= q->size || !q->posted[i]) {
+            q->bad++;   /* not ours to take back: touching it could corrupt a live buffer */
+            continue;
+        }
+        q->posted[i] = 0;
+        if (l > max_len) {
+            q->bad++;
+            l = VIRTQ_BAD_LEN;
+        }
+        *id = (uint16_t)i;
+        *len = l;
+        return 1;
+    }
+    return 0;
+}
