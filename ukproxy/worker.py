@@ -46,12 +46,12 @@ class Worker:
         self.loop = asyncio.get_running_loop()
         self.channel = channel
         self.state = WorkerState(self.loop, worker_id, config.worker_connections)
-        self.groups = {u.name: UpstreamGroup(u) for u in config.upstreams}
-        self.pools: dict[str, VmPool] = {}
+        self.groups = {u.name: UpstreamGroup(u, self.loop) for u in config.upstreams}
+        self.vm_pools: dict[str, VmPool] = {}
         for u in config.upstreams:
             if u.vm is not None:
                 group = self.groups[u.name]
-                group.pool = self.pools[u.name] = VmPool(u, self.loop, channel.send, group.set_servers)
+                group.vm_pool = self.vm_pools[u.name] = VmPool(u, self.loop, channel.send, group.set_servers)
         self.listeners = [
             Listener(sock, self._protocol_factory(lc), lc.address)
             for lc, sock in zip(config.listen, sockets, strict=True)
@@ -77,7 +77,7 @@ class Worker:
         self.loop.add_signal_handler(signal.SIGTERM, self.terminate)
         self.loop.add_signal_handler(signal.SIGINT, self.terminate)
         self.loop.add_signal_handler(signal.SIGUSR1, self.observability.reopen_logs)  # logrotate
-        for name, pool in self.pools.items():
+        for name, pool in self.vm_pools.items():
             pool.start([vm for vm in adopted_vms or [] if vm["upstream"] == name])
         self.cycle.start()
         self.observability.start()
@@ -102,11 +102,11 @@ class Worker:
             kind = message.get("type")
             if kind == "quit":
                 self.quit()
-            elif kind == "vm_booted" and (pool := self.pools.get(message["vm"]["upstream"])):
+            elif kind == "vm_booted" and (pool := self.vm_pools.get(message["vm"]["upstream"])):
                 pool.booted(message["vm"])
-            elif kind == "vm_boot_failed" and (pool := self.pools.get(message["upstream"])):
+            elif kind == "vm_boot_failed" and (pool := self.vm_pools.get(message["upstream"])):
                 pool.boot_failed(message["reason"])
-            elif kind == "vm_exited" and (pool := self.pools.get(message["upstream"])):
+            elif kind == "vm_exited" and (pool := self.vm_pools.get(message["upstream"])):
                 pool.exited(message["vm"])
 
     def quit(self) -> None:
@@ -114,7 +114,7 @@ class Worker:
         self.graceful = True
         self.cycle.stop()
         self.state.begin_drain()
-        for pool in self.pools.values():
+        for pool in self.vm_pools.values():
             pool.stop()
         self.stopped.set()
 

@@ -36,7 +36,7 @@ servers = {servers}
 {extra}
 """)
     state = WorkerState(loop, 0, 1024)
-    groups = {u.name: UpstreamGroup(u) for u in config.upstreams}
+    groups = {u.name: UpstreamGroup(u, loop) for u in config.upstreams}
     factory = http_protocol_factory(state, config, config.listen[0], groups)
 
     def accepted() -> asyncio.Protocol:

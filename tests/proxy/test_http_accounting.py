@@ -10,7 +10,7 @@ import asyncio
 
 from tests.proxy.backends import Backend
 from tests.proxy.in_process import in_process_http
-from ukproxy.proxy.http import keepalive_pool
+from ukproxy.protocol import Event
 
 
 async def _exchange(port: int, data: bytes, close_early: bool = False) -> bytes:
@@ -53,14 +53,14 @@ async def test_counts_return_to_zero_after_mixed_traffic():
                     break
                 await asyncio.sleep(0.05)
             assert (state.clients, state.reading, state.writing) == (0, 0, 0)
-            pool = keepalive_pool(state, group)
+            pool = group.keepalive_pool
             assert state.upstreams == len(pool)  # only parked keep-alive connections remain open
             assert all(s.active == 0 for s in group.servers)  # least_conn's counts balanced
             # 22: the early leaver's FIN reads as a half-close (a client may still await its answer), so it was answered
             answered = {(upstream, klass): n for (_, upstream, klass), n in state.tally.requests.counts.items()}
             assert answered[("app", 2)] == 22
-            assert state.counters["http_rejected:400"] == 1
-            assert state.counters["timeout:client_header"] == 1
+            assert state.counters[(Event.HTTP_REJECTED, "400", "")] == 1
+            assert state.counters[(Event.TIMEOUT, "client_header", "")] == 1
             pool.close_all()
             for _ in range(100):
                 if state.upstreams == 0:

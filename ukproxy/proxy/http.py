@@ -21,13 +21,12 @@ from collections.abc import Callable
 from typing import Any, Final
 
 from ukproxy.config import Config, ListenConfig
+from ukproxy.protocol import Event
 from ukproxy.proxy import http_messages as msg
 from ukproxy.proxy.http_exchange import Exchange
 from ukproxy.proxy.http_request import BODY, END, ERROR, HEAD, TAIL, HttpError, RequestHead, RequestReader
-from ukproxy.proxy.http_upstream import UpstreamConnection
 from ukproxy.proxy.routing import Router
 from ukproxy.upstream.group import UpstreamGroup
-from ukproxy.upstream.keepalive import KeepalivePool
 from ukproxy.worker_state import WorkerState
 
 log = logging.getLogger("ukproxy.http")
@@ -43,16 +42,8 @@ def http_protocol_factory(
     return lambda: HttpClientConnection(site)
 
 
-def keepalive_pool(state: WorkerState, group: UpstreamGroup) -> KeepalivePool[UpstreamConnection]:
-    """The group's keep-alive pool in this worker, shared by every http listener."""
-    pool = group.keepalive_pool
-    if pool is None:
-        pool = group.keepalive_pool = KeepalivePool(state.loop, group.config.keepalive, group.config.keepalive_timeout)
-    return pool
-
-
 class HttpSite:
-    """What every connection of one http listener shares: limits, routes, upstreams and their pools."""
+    """What every connection of one http listener shares: limits, routes and upstreams."""
 
     def __init__(self, state: WorkerState, config: Config, listen: ListenConfig, groups: dict[str, UpstreamGroup]):
         self.state = state
@@ -60,7 +51,6 @@ class HttpSite:
         self.listener = listen.address
         self.router = Router(config.routes, listen.upstream)
         self.groups = groups
-        self.pools = {name: keepalive_pool(state, group) for name, group in groups.items()}
         limits = self.limits
         timeouts = [t for t in (limits.client_header_timeout, limits.client_body_timeout,
                                 limits.keepalive_timeout) if t > 0]
@@ -285,7 +275,7 @@ class HttpClientConnection(asyncio.Protocol):
             if reason != "upstream":
                 self.resume_reading(reason)
         self._tunnel_idle = idle_timeout
-        self._cancel_timer()
+        self._drop_deadline()
         if idle_timeout > 0:
             self._set_timer("tunnel", idle_timeout)
 
@@ -347,7 +337,7 @@ class HttpClientConnection(asyncio.Protocol):
                 events.popleft()
                 if exchange is not None:
                     if self._timer_kind == "body":
-                        self._cancel_timer()
+                        self._drop_deadline()
                     exchange.request_end()
             elif kind == TAIL:
                 events.popleft()
@@ -372,7 +362,7 @@ class HttpClientConnection(asyncio.Protocol):
             if head.expect_continue and head.has_body and head.version == b"1.1":
                 self.write(msg.CONTINUE)
             group = self.site.groups[match.upstream]
-            exchange = Exchange(self, head, match.path, group, self.site.pools[match.upstream])
+            exchange = Exchange(self, head, match.path, group, group.keepalive_pool)
         self.exchange = exchange
         exchange.begin()
         if exchange.finished:  # over at once (and self.exchange is None again)
@@ -380,11 +370,11 @@ class HttpClientConnection(asyncio.Protocol):
         if not exchange.body_done:
             self._set_timer("body", self.limits.client_body_timeout, exchange.started_at)
         else:
-            self._cancel_timer()
+            self._drop_deadline()
 
     def _reject(self, error: HttpError) -> None:
         """A request we will not read: answer its status, count it, and close."""
-        self.state.counters[f"http_rejected:{error.status}"] += 1
+        self.state.count(Event.HTTP_REJECTED, str(error.status))
         log.info("http: %d %s from %s", error.status, error.reason, self.peer)
         self.write(msg.error_response(error.status, keep_alive=False))
         self.state.request_finished(self.site.listener, None, error.status, 0.0, None, None, "-", "-",
@@ -415,7 +405,7 @@ class HttpClientConnection(asyncio.Protocol):
         not turn our close into a reset that destroys the answer in flight."""
         if self.closed or self.transport is None:
             return
-        self._cancel_timer()
+        self._drop_deadline()
         self.events.clear()
         if not (lingering or not clean) or not self.transport.can_write_eof():
             self.transport.close()
@@ -447,8 +437,9 @@ class HttpClientConnection(asyncio.Protocol):
         self._timer_at = when
         self._timer = self.loop.call_at(when, self._timed_out)
 
-    def _cancel_timer(self) -> None:
-        """Nothing to wait for now; the armed timer (if any) lapses when it fires."""
+    def _drop_deadline(self) -> None:
+        """Nothing to wait for now. The armed timer (if any) stays, finds no deadline when it fires, and lapses:
+        cheaper than cancelling it when the next phase would arm one again."""
         self._timer_kind = ""
 
     def _stop_timer(self) -> None:

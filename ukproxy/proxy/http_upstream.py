@@ -84,7 +84,7 @@ class UpstreamConnection(asyncio.Protocol):
         self.state = state
         self.loop = state.loop
         self.server = server
-        self.pool = pool
+        self.keepalive_pool = pool
         self.read_timeout = read_timeout
         self.send_timeout = send_timeout
         self.transport: asyncio.Transport | None = None
@@ -142,7 +142,7 @@ class UpstreamConnection(asyncio.Protocol):
             self._cancel_send_timer()
         if self.reading_paused:
             self.resume_reading()
-        if self.closed or not self.reusable or not self.pool.put(self.server, self):
+        if self.closed or not self.reusable or not self.keepalive_pool.put(self.server, self):
             self.close()
 
     def close(self) -> None:
@@ -172,7 +172,7 @@ class UpstreamConnection(asyncio.Protocol):
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         self.transport = transport  # type: ignore[assignment]
         self.state.upstream_opened()
-        self.server.attached.add(self)
+        self.server.attach(self)
 
     def cut_off(self) -> None:
         """The server is gone: fail what we carry now (the exchange may retry elsewhere), not at a timeout."""
@@ -186,7 +186,7 @@ class UpstreamConnection(asyncio.Protocol):
         if sink is None:
             # Parked (or between users): a server speaking out of turn cannot be trusted with a request.
             self.reusable = False
-            self.pool.discard(self)
+            self.keepalive_pool.discard(self)
             self.close()
             return
         if self.tunnel:
@@ -262,8 +262,8 @@ class UpstreamConnection(asyncio.Protocol):
         self.closed = True
         self.reusable = False
         self._cancel_timers()
-        self.pool.discard(self)
-        self.server.attached.discard(self)
+        self.keepalive_pool.discard(self)
+        self.server.detach(self)
         self.state.upstream_closed()
         if self.sink is not None:
             sink, self.sink = self.sink, None

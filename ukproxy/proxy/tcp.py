@@ -33,7 +33,7 @@ class UpstreamSide(asyncio.Protocol):
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         self.transport = transport  # type: ignore[assignment]
-        self.server.attached.add(self)
+        self.server.attach(self)
 
     def cut_off(self) -> None:
         """The server is gone: end the splice now rather than when TCP notices."""
@@ -54,7 +54,7 @@ class UpstreamSide(asyncio.Protocol):
         self.client.resume_client_reading()
 
     def connection_lost(self, exc: Exception | None) -> None:
-        self.server.attached.discard(self)
+        self.server.detach(self)
         self.client.upstream_lost(exc)
 
 

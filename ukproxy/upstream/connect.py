@@ -39,7 +39,7 @@ async def connect(loop: asyncio.AbstractEventLoop, server: Server, factory: Call
         raise ServerGone(server)
     task = loop.create_task(loop.create_connection(factory, server.host, server.port))
     pending = _PendingConnect(task)
-    server.attached.add(pending)
+    server.attach(pending)
     try:
         return await asyncio.wait_for(task, timeout)  # type: ignore[return-value]
     except asyncio.CancelledError:
@@ -48,4 +48,4 @@ async def connect(loop: asyncio.AbstractEventLoop, server: Server, factory: Call
             raise ServerGone(server) from None
         raise
     finally:
-        server.attached.discard(pending)
+        server.detach(pending)

@@ -1,4 +1,5 @@
-"""An upstream as the proxy sees it: its settings, its servers and the balancer that picks among them.
+"""An upstream as the proxy sees it: its settings, its servers and the balancer that picks among them,
+and this worker's idle keep-alive connections to them.
 
 The servers come from a source, a static list or a VM pool: the proxy only calls `acquire` and
 `release`, and never knows which source it got (DESIGN rule 2).
@@ -6,15 +7,16 @@ The servers come from a source, a static list or a VM pool: the proxy only calls
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import Collection
 from typing import TYPE_CHECKING, Any
 
 from ukproxy.config import ServerConfig, UpstreamConfig
 from ukproxy.upstream.balancing import Balancer, make_balancer
+from ukproxy.upstream.keepalive import KeepalivePool
 from ukproxy.upstream.server import Server
 
 if TYPE_CHECKING:
-    from ukproxy.upstream.keepalive import KeepalivePool
     from ukproxy.upstream.vm_pool import VmPool
 
 
@@ -26,15 +28,16 @@ def server_from_config(c: ServerConfig) -> Server:
 
 
 class UpstreamGroup:
-    def __init__(self, config: UpstreamConfig, servers: list[Server] | None = None):
+    def __init__(self, config: UpstreamConfig, loop: asyncio.AbstractEventLoop, servers: list[Server] | None = None):
         self.config = config
         self.name = config.name
         if servers is None:
             servers = [server_from_config(s) for s in config.servers]
         options = {"consistent": config.consistent} if config.balance == "hash" else {}
         self.balancer: Balancer = make_balancer(config.balance, servers, **options)
-        self.pool: VmPool | None = None
-        self.keepalive_pool: KeepalivePool[Any] | None = None  # http's idle connections in this worker (proxy.http)
+        self.vm_pool: VmPool | None = None  # the source of the servers, when VMs (set by the worker)
+        # http's idle connections to the servers, shared by every http listener of this worker
+        self.keepalive_pool: KeepalivePool[Any] = KeepalivePool(loop, config.keepalive, config.keepalive_timeout)
         self.keyed = config.balance in ("hash", "ip_hash")  # does the balancer want a key per request?
 
     @property
@@ -54,17 +57,17 @@ class UpstreamGroup:
     async def acquire(self, key: bytes | str | None, tried: Collection[Server], now: float) -> Server | None:
         """A server for one connection or request, or None. A VM pool may grow or queue first."""
         server = self.acquire_nowait(key, tried, now)
-        if server is not None or self.pool is None:
+        vm_pool = self.vm_pool
+        if server is not None or vm_pool is None:
             return server
-        deadline = now + self.pool.pool.queue_timeout
-        while await self.pool.wait_for_capacity(deadline):
-            server = self.balancer.pick(key, tried, self.pool.loop.time())
+        deadline = vm_pool.queue_deadline(now)
+        while await vm_pool.wait_for_capacity(deadline):
+            server = self.acquire_nowait(key, tried, vm_pool.loop.time())
             if server is not None:
-                server.connection_started()
                 return server
         return None
 
     def release(self, server: Server) -> None:
         server.connection_finished()
-        if self.pool is not None:
-            self.pool.released(server)
+        if self.vm_pool is not None:
+            self.vm_pool.released(server)

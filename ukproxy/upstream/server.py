@@ -119,6 +119,13 @@ class Server:
             thing.cut_off()
         return len(attached)
 
+    def attach(self, thing: Attached) -> None:
+        """A connection to this server opened, or a connect to it began: `cut_off` ends it."""
+        self.attached.add(thing)
+
+    def detach(self, thing: Attached) -> None:
+        self.attached.discard(thing)
+
     def connection_started(self) -> None:
         self.active += 1
         self.requests += 1

@@ -47,7 +47,7 @@ class VmPool:
         assert config.vm is not None
         self.config = config
         self.name = config.name
-        self.pool = config.pool
+        self.settings = config.pool  # sizes and overflow/surplus policies
         self.loop = loop
         self.send = send  # to the master
         self.on_change = on_change  # the balancer's new server list
@@ -67,10 +67,10 @@ class VmPool:
         self.running = True
         for vm in adopted:
             self._add(vm)
-        for entry in list(self.vms.values())[self.pool.max:]:
-            self._retire(entry, f"above max ({self.pool.max}) after a reload")
+        for entry in list(self.vms.values())[self.settings.max:]:
+            self._retire(entry, f"above max ({self.settings.max}) after a reload")
         self._fill_to_min()
-        if self.pool.surplus == "destroy":
+        if self.settings.surplus == "destroy":
             self._surplus_task = self.loop.create_task(self._surplus_loop())
 
     def stop(self) -> None:
@@ -86,7 +86,7 @@ class VmPool:
                 waiter.set_result(None)
 
     def _fill_to_min(self) -> None:
-        while self.running and len(self.vms) + self.booting < self.pool.min:
+        while self.running and len(self.vms) + self.booting < self.settings.min:
             self._request_boot("min")
 
     def _request_boot(self, why: str) -> None:
@@ -104,12 +104,12 @@ class VmPool:
         self.booting = max(0, self.booting - 1)
         self.boot_failures += 1
         log.error("upstream %s: VM boot failed: %s", self.name, reason)
-        if self.running and len(self.vms) + self.booting < self.pool.min:
+        if self.running and len(self.vms) + self.booting < self.settings.min:
             # Try again, but not in a tight loop.
             self.loop.call_later(1.0, self._fill_to_min)
 
     def _add(self, vm: dict[str, Any]) -> None:
-        server = Server(host=vm["host"], port=vm["port"], max_conns=self.pool.max_conns,
+        server = Server(host=vm["host"], port=vm["port"], max_conns=self.settings.max_conns,
                         max_fails=1, fail_timeout=2.0, name=vm["id"])
         entry = PoolVm(vm["id"], server, vm.get("cpu"), idle_since=self.loop.time())
         self.vms[entry.vm_id] = entry
@@ -149,6 +149,10 @@ class VmPool:
     def live_count(self) -> int:
         return sum(1 for vm in self.vms.values() if not vm.stopping)
 
+    def queue_deadline(self, now: float) -> float:
+        """Until when a request that finds no free VM at `now` may wait for one (queue_timeout)."""
+        return now + self.settings.queue_timeout
+
     async def wait_for_capacity(self, deadline: float) -> bool:
         """Called when the balancer found no free VM: grow or queue until `deadline` (loop time).
         False when the wait timed out."""
@@ -157,7 +161,7 @@ class VmPool:
             if remaining <= 0:
                 self.queue_timeouts += 1
             return False
-        if self.pool.overflow == "spawn" and self.live_count() + self.booting < self.pool.max:
+        if self.settings.overflow == "spawn" and self.live_count() + self.booting < self.settings.max:
             self._request_boot("overflow")
         waiter = self.loop.create_future()
         self.waiters.append(waiter)
@@ -198,16 +202,17 @@ class VmPool:
     # surplus
 
     async def _surplus_loop(self) -> None:
-        period = max(0.05, min(self.pool.idle_timeout / 2, 5.0))
+        period = max(0.05, min(self.settings.idle_timeout / 2, 5.0))
         while self.running:
             await asyncio.sleep(period)
             now = self.loop.time()
-            surplus = self.live_count() - self.pool.min
+            surplus = self.live_count() - self.settings.min
             for entry in sorted(self.vms.values(), key=lambda e: e.idle_since):
                 if surplus <= 0:
                     break
-                if not entry.stopping and entry.server.active == 0 and now - entry.idle_since >= self.pool.idle_timeout:
-                    self._retire(entry, f"idle for {now - entry.idle_since:.1f}s above min")
+                idle = now - entry.idle_since
+                if not entry.stopping and entry.server.active == 0 and idle >= self.settings.idle_timeout:
+                    self._retire(entry, f"idle for {idle:.1f}s above min")
                     surplus -= 1
 
     # health

@@ -243,12 +243,12 @@ class Fleet:
         if tap_fd is not None:
             os.close(tap_fd)  # QEMU has its own copy
         self.vms[vm_id] = vm
-        self.loop_exit_watch(vm)
+        self._watch_exit(vm)
         log.info("VM %s up: %s:%d on CPU %s, pid %d, ready in %.0f ms",
                  vm_id, host, port, cpu, qemu.pid, (vm.boot_seconds or 0) * 1000)
         return vm
 
-    def loop_exit_watch(self, vm: FleetVm) -> None:
+    def _watch_exit(self, vm: FleetVm) -> None:
         def exited(fut: asyncio.Future[int]) -> None:
             status = fut.result() if not fut.cancelled() else -1
             asyncio.get_running_loop().create_task(self._vm_exited(vm, status))
