@@ -1,7 +1,7 @@
 """What one worker knows about itself on the request path: its connections and its counters.
 
-Per process and unshared (DESIGN rule 1). The accept cycle reads `free_connections`; the metrics
-layer reads the counters.
+Per process and unshared (docs/architecture.md, "share nothing on the request path"). The accept
+cycle reads `free_connections`; the metrics layer reads the counters.
 """
 
 from __future__ import annotations
@@ -13,9 +13,19 @@ from typing import TYPE_CHECKING, Protocol
 
 from ukproxy.metrics.buckets import LATENCY
 from ukproxy.metrics.tally import RequestTally
+from ukproxy.protocol import CounterKey, Event
 
 if TYPE_CHECKING:
     from ukproxy.access_log import AccessLog
+
+
+class LoggedRequest(Protocol):
+    """What the access log shows of an http request (the proxy's RequestHead)."""
+
+    method: bytes
+    target: bytes
+
+    def header(self, lower_name: bytes) -> bytes | None: ...
 
 
 class Drainable(Protocol):
@@ -32,7 +42,7 @@ class WorkerState:
         self.upstreams = 0  # upstream connections open now
         self.accepted = 0
         self.handled = 0
-        self.counters: Counter[str] = Counter()
+        self.counters: Counter[CounterKey] = Counter()  # (Event, label, label) → running total
         # Called when a connection closes: the accept cycle may want another turn at the mutex.
         self.on_connection_closed: Callable[[], None] | None = None
         self.on_full: Callable[[], None] | None = None
@@ -84,25 +94,34 @@ class WorkerState:
     def upstream_closed(self) -> None:
         self.upstreams -= 1
 
+    def count(self, event: Event, label: str = "", detail: str = "") -> None:
+        """One more `event` (labels as `protocol.Event` lists them), flushed to its metric once a second."""
+        self.counters[(event, label, detail)] += 1
+
     def upstream_failed(self, upstream: str, reason: str) -> None:
-        self.counters[f"upstream_failed:{upstream}:{reason}"] += 1
+        self.counters[(Event.UPSTREAM_FAILED, upstream, reason)] += 1
 
     def no_upstream(self, upstream: str) -> None:
-        self.counters[f"no_upstream:{upstream}"] += 1
+        self.counters[(Event.NO_UPSTREAM, upstream, "")] += 1
 
     def timeout_fired(self, which: str) -> None:
-        self.counters[f"timeout:{which}"] += 1
+        self.counters[(Event.TIMEOUT, which, "")] += 1
 
     # observability hooks, called by the proxies
 
     def request_finished(self, listener: str, upstream: str | None, status: int, request_time: float,
-                         upstream_time: float | None, upstream_addr: str | None, method: str, uri: str,
-                         client: str, bytes_sent: int, user_agent: str | None, referer: str | None) -> None:
-        """One HTTP request answered. Times in seconds; upstream and upstream_* None when no upstream answered."""
+                         upstream_time: float | None, upstream_addr: str | None, request: LoggedRequest | None,
+                         client_ip: bytes, bytes_sent: int) -> None:
+        """One HTTP request answered. Times in seconds; upstream and upstream_* None when no upstream answered;
+        `request` None when its head was never read. Its text is made only for an access log."""
         self.tally.request(listener, upstream, status, request_time, upstream_time)
         if self.access_log is not None:
+            method, uri, user_agent, referer = "-", "-", None, None
+            if request is not None:
+                method, uri = request.method.decode(), request.target.decode("latin-1")
+                user_agent, referer = _text(request.header(b"user-agent")), _text(request.header(b"referer"))
             self.access_log.request(listener, upstream, status, request_time, upstream_time, upstream_addr,
-                                    method, uri, client, bytes_sent, user_agent, referer)
+                                    method, uri, client_ip.decode(), bytes_sent, user_agent, referer)
 
     def tcp_session_finished(self, listener: str, upstream: str, status: int, session_time: float,
                              connect_time: float | None, upstream_addr: str | None, client: str,
@@ -114,4 +133,8 @@ class WorkerState:
                                         client, bytes_sent, bytes_received)
 
     def upstream_retried(self, upstream: str) -> None:
-        self.counters[f"upstream_retry:{upstream}"] += 1
+        self.counters[(Event.UPSTREAM_RETRY, upstream, "")] += 1
+
+
+def _text(value: bytes | None) -> str | None:
+    return value.decode("latin-1") if value is not None else None

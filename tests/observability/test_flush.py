@@ -27,8 +27,7 @@ RECORDER = textwrap.dedent("""
     state = WorkerState(loop, 0, 64)
     flusher = WorkerMetricsFlusher(state, AcceptCycle(state, [], None, 0.5, False), 0)
     for i, t in enumerate(float(x) for x in sys.argv[1:]):
-        state.request_finished("l", "app", 200 + 100 * (i % 4), t, t / 2, "10.0.0.1:80", "GET", "/", "127.0.0.1",
-                               10, None, None)
+        state.request_finished("l", "app", 200 + 100 * (i % 4), t, t / 2, "10.0.0.1:80", None, b"127.0.0.1", 10)
         if i == 2:
             flusher.flush()  # a flush in the middle: deltas, not totals, are added
     flusher.flush()

@@ -145,7 +145,6 @@ class HttpClientConnection(asyncio.Protocol):
         self.lingering = False
         self.writing_paused = False
         self.peer_ip = b"-"
-        self._peer_ip_text: str | None = None
         self.peer = "-"
         self._pause_reasons: set[str] = set()
         self._dispatching = False
@@ -285,7 +284,9 @@ class HttpClientConnection(asyncio.Protocol):
         if self.tunnel is exchange:
             self.tunnel = None
         now = exchange.ended_at or self.loop.time()
-        self._account(exchange, now)
+        self.state.request_finished(self.site.listener, exchange.upstream_name, exchange.status,
+                                    now - exchange.started_at, exchange.upstream_time, exchange.upstream_addr,
+                                    exchange.head, self.peer_ip, exchange.bytes_sent)
         if self.closed:
             return
         if not keep_alive or (self.reader.done and not self.events):
@@ -377,27 +378,10 @@ class HttpClientConnection(asyncio.Protocol):
         self.state.count(Event.HTTP_REJECTED, str(error.status))
         log.info("http: %d %s from %s", error.status, error.reason, self.peer)
         self.write(msg.error_response(error.status, keep_alive=False))
-        self.state.request_finished(self.site.listener, None, error.status, 0.0, None, None, "-", "-",
-                                    self.peer_ip.decode(), 0, None, None)
+        self.state.request_finished(self.site.listener, None, error.status, 0.0, None, None, None, self.peer_ip, 0)
         self._finish_connection(lingering=True)
 
     # endings
-
-    def _account(self, exchange: Exchange | LocalReply, now: float) -> None:
-        state = self.state
-        upstream = exchange.upstream_name
-        status = exchange.status
-        request_time = now - exchange.started_at
-        state.tally.request(self.site.listener, upstream, status, request_time, exchange.upstream_time)
-        if state.access_log is not None:
-            head = exchange.head
-            if self._peer_ip_text is None:
-                self._peer_ip_text = self.peer_ip.decode()
-            state.access_log.request(
-                self.site.listener, upstream, status, request_time, exchange.upstream_time, exchange.upstream_addr,
-                head.method.decode(), head.target.decode("latin-1"), self._peer_ip_text, exchange.bytes_sent,
-                _text(head.header(b"user-agent")), _text(head.header(b"referer")),
-            )
 
     def _finish_connection(self, clean: bool = True, lingering: bool = False) -> None:
         """Close after our last answer. If the client may still be sending (`lingering`, or a body we did
@@ -498,6 +482,3 @@ class HttpClientConnection(asyncio.Protocol):
             self._stall_timer.cancel()
             self._stall_timer = None
 
-
-def _text(value: bytes | None) -> str | None:
-    return value.decode("latin-1") if value is not None else None
