@@ -1,6 +1,6 @@
 """The static service's pure logic, compiled for the host with ASan/UBSan and driven line by line.
 
-unikernels/services/static/tests/host_driver.c wraps each module (path normalisation, dates, ETags,
+unikernels/services/static/host/driver.c wraps each module (path normalisation, dates, ETags,
 conditionals, ranges, request heads); these tests feed it a traversal corpus and generated inputs and
 compare with reference models written here from the RFCs.
 """
@@ -58,7 +58,7 @@ def unx(token: str) -> bytes | None:
 @pytest.fixture(scope="module")
 def drv(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Driver]:
     binary = tmp_path_factory.mktemp("static") / "host_driver"
-    sources = [str(SRC / "tests" / "host_driver.c")] + [str(SRC / f"{m}.c") for m in MODULES]
+    sources = [str(SRC / "host" / "driver.c")] + [str(SRC / f"{m}.c") for m in MODULES]
     proc = subprocess.run(
         ["gcc", "-O1", "-g", "-Wall", "-Wextra", "-Werror", "-fsanitize=address,undefined",
          "-fno-sanitize-recover=all", "-o", str(binary), *sources],

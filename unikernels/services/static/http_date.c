@@ -9,44 +9,46 @@ static const char *const long_wdays[7] = { "Monday", "Tuesday", "Wednesday", "Th
 static const char months[12][4] = { "Jan", "Feb", "Mar", "Apr", "May", "Jun",
                                     "Jul", "Aug", "Sep", "Oct", "Nov", "Dec" };
 
-static int64_t floor_div(int64_t a, int64_t b) { return a / b - (a % b < 0); }
+/* 32-bit arithmetic: the years 0..9999 fit, and the guest has no signed
+ * 64-bit division. Years here are never negative, so division is floor. */
 
-/* Days since 1970-01-01 for year y, month m (1..12), day d. */
-static int64_t days_from_civil(int64_t y, int m, int d)
+/* Days since 1970-01-01 for year y (0..9999), month m (1..12), day d. */
+static int32_t days_from_civil(int32_t y, int m, int d)
 {
     y -= m <= 2;
-    int64_t era = floor_div(y, 400);
-    int64_t yoe = y - era * 400;
-    int64_t doy = (153 * (m + (m > 2 ? -3 : 9)) + 2) / 5 + d - 1;
-    int64_t doe = yoe * 365 + yoe / 4 - yoe / 100 + doy;
+    int32_t era = (y >= 0 ? y : y - 399) / 400;
+    int32_t yoe = y - era * 400;
+    int32_t doy = (153 * (m + (m > 2 ? -3 : 9)) + 2) / 5 + d - 1;
+    int32_t doe = yoe * 365 + yoe / 4 - yoe / 100 + doy;
     return era * 146097 + doe - 719468;
 }
 
-static void civil_from_days(int64_t z, int64_t *y, int *m, int *d)
+/* The inverse, for z >= 0 (from 1970 on). */
+static void civil_from_days(uint32_t z, int32_t *y, int *m, int *d)
 {
     z += 719468;
-    int64_t era = floor_div(z, 146097);
-    int64_t doe = z - era * 146097;
-    int64_t yoe = (doe - doe / 1460 + doe / 36524 - doe / 146096) / 365;
-    int64_t doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
-    int64_t mp = (5 * doy + 2) / 153;
+    uint32_t era = z / 146097, doe = z - era * 146097;
+    uint32_t yoe = (doe - doe / 1460 + doe / 36524 - doe / 146096) / 365;
+    uint32_t doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
+    uint32_t mp = (5 * doy + 2) / 153;
     *d = (int)(doy - (153 * mp + 2) / 5 + 1);
     *m = (int)(mp < 10 ? mp + 3 : mp - 9);
-    *y = yoe + era * 400 + (*m <= 2);
+    *y = (int32_t)(yoe + era * 400) + (*m <= 2);
 }
 
 static void put2(char *o, int v) { o[0] = (char)('0' + v / 10); o[1] = (char)('0' + v % 10); }
 
+#define LAST_SECOND 253402300799LL   /* 9999-12-31 23:59:59 */
+
 void http_date_format(int64_t secs, char *o)
 {
-    int64_t days = floor_div(secs, 86400), rem = secs - days * 86400, y;
+    if (secs < 0 || secs > LAST_SECOND)
+        secs = 0;   /* not representable: the epoch rather than garbage */
+    uint32_t days = (uint32_t)((uint64_t)secs / 86400), rem = (uint32_t)((uint64_t)secs % 86400);
+    int32_t y;
     int m, d;
     civil_from_days(days, &y, &m, &d);
-    if (y < 0 || y > 9999) {   /* not representable: the epoch rather than garbage */
-        http_date_format(0, o);
-        return;
-    }
-    memcpy(o, wdays[(days % 7 + 7) % 7], 3);
+    memcpy(o, wdays[days % 7], 3);
     memcpy(o + 3, ", ", 2);
     put2(o + 5, d);
     o[7] = ' ';
@@ -93,18 +95,18 @@ static int parse_time(const char *s, int *secs)
     return 0;
 }
 
-static int days_in_month(int64_t y, int m)
+static int days_in_month(int32_t y, int m)
 {
     static const int len[12] = { 31, 28, 31, 30, 31, 30, 31, 31, 30, 31, 30, 31 };
     int leap = (y % 4 == 0 && y % 100 != 0) || y % 400 == 0;
     return len[m - 1] + (m == 2 && leap);
 }
 
-static int finish(int64_t y, int m, int d, int t, int64_t *out)
+static int finish(int32_t y, int m, int d, int t, int64_t *out)
 {
     if (!m || d < 1 || d > days_in_month(y, m))
         return -1;
-    *out = days_from_civil(y, m, d) * 86400 + t;
+    *out = (int64_t)days_from_civil(y, m, d) * 86400 + t;
     return 0;
 }
 
