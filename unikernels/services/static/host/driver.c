@@ -1,7 +1,8 @@
 /* Host-side driver for the static service's pure modules: one command per
  * stdin line, one answer per stdout line, so tests/unikernel/test_static_logic.py
  * can feed it corpora and generated inputs (built with ASan and UBSan).
- * Byte-string arguments and results are "x" + hex, so any byte gets through. */
+ * Built from this file and the modules' .c files (not a `make host-tests`
+ * program: it waits for input). Byte-string arguments and results are "x" + hex, so any byte gets through. */
 #include <inttypes.h>
 #include <stdio.h>
 #include <stdlib.h>
