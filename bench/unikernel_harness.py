@@ -21,14 +21,24 @@ from pathlib import Path
 
 REPO = Path(__file__).resolve().parent.parent
 UNIKERNELS = REPO / "unikernels"
-IMAGE = UNIKERNELS / "build" / "httpd.elf"
 QEMU = "qemu-system-x86_64"
 
 
-def build_image() -> Path:
-    """Runs `make -C unikernels`; raises RuntimeError with the build output on failure."""
-    proc = subprocess.run(["make", "-C", str(UNIKERNELS)], capture_output=True, text=True)
-    if proc.returncode != 0 or not IMAGE.exists():
+def image_for(service: str) -> Path:
+    """The image of one service: `make -C unikernels` builds build/<service>.elf per services/<service>/."""
+    return UNIKERNELS / "build" / f"{service}.elf"
+
+
+IMAGE = image_for("httpd")
+
+
+def build_image(*services: str) -> Path:
+    """Runs `make -C unikernels` (only these services' images when named); raises RuntimeError with the
+    build output on failure. Returns httpd's image."""
+    names = services or ("httpd",)
+    argv = ["make", "-C", str(UNIKERNELS)] + ([f"SERVICES={' '.join(services)}"] if services else [])
+    proc = subprocess.run(argv, capture_output=True, text=True)
+    if proc.returncode != 0 or not all(image_for(s).exists() for s in names):
         raise RuntimeError(f"make -C unikernels failed ({proc.returncode}):\n{proc.stdout}\n{proc.stderr}")
     return IMAGE
 
@@ -229,6 +239,7 @@ class Lab:
             mac=mac,
             memory=memory,
             qmp_path=qmp,
+            image=image_for(service),
         ))
         vm = Vm(argv=argv, workdir=self.workdir, name=name, ip=ip, mac=mac, port=port, qmp_path=qmp)
         self.vms.append(vm)

@@ -32,7 +32,7 @@ from bench.unikernel_harness import (
 from tests.running import free_port
 from tests.unikernel import clients
 
-STATIC = UNIKERNELS / "services" / "httpd" / "static"
+STATIC = UNIKERNELS / "services" / "httpd" / "embed"
 TX_SLOTS = 256   # the VM's transmit ring
 
 pytestmark = [
@@ -50,7 +50,7 @@ def needs_root(test):
 @pytest.fixture(scope="session")
 def image() -> Path:
     try:
-        return build_image()
+        return build_image("httpd", "echo")
     except RuntimeError as e:
         pytest.fail(str(e), pytrace=False)
 

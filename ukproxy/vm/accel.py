@@ -49,7 +49,7 @@ def _probe_spec(image: str, accel: str, boot_timeout: float, run_dir: str, netns
     return VmSpec(
         vm_id=f"accel-probe-{accel}",
         image=image,
-        service_args="service=echo",
+        service_args="",  # the image runs its own service; the probe only waits for `ready`
         ip=None,
         gateway=None,
         port=7,

@@ -1,13 +1,18 @@
-/* Parses `ip=ADDR/PREFIX gw=ADDR port=N name=NAME service=httpd|echo`
- * plus the optional service option `idle_timeout=SECONDS` (httpd, default 75).
+/* Parses `ip=ADDR/PREFIX gw=ADDR port=N name=NAME [service=NAME]` plus the
+ * extra keys the image's service declares (kept for cmdline_value()).
  * QEMU prefixes the multiboot command line with the kernel's file name, so
  * words without '=' are skipped. Anything missing or malformed is one clear
  * error line and a non-zero exit: a half-configured backend is worse than none. */
 #include <string.h>
 #include "kernel.h"
 #include "cmdline.h"
+#include "services.h"
+
+#define EXTRA_MAX 16
 
 static char line[1024];
+static struct { const char *key, *val; } extra[EXTRA_MAX];
+static int n_extra;
 
 void cmdline_copy(const char *src)
 {
@@ -18,11 +23,28 @@ void cmdline_copy(const char *src)
     line[n] = 0;
 }
 
-static void die(const char *what, const char *val)
+void cmdline_die(const char *what, const char *val)
 {
     printf("error: bad command line: %s%s%s (expected ip=ADDR/PREFIX gw=ADDR port=N "
-           "name=NAME service=httpd|echo)\n", what, val ? ": " : "", val ? val : "");
+           "name=NAME [service=NAME] [KEY=VALUE...])\n", what, val ? ": " : "", val ? val : "");
     fatal_exit(1);
+}
+#define die cmdline_die
+
+static int declared(const struct service *svc, const char *key)
+{
+    for (const char *const *k = svc->keys; k && *k; k++)
+        if (!strcmp(*k, key))
+            return 1;
+    return 0;
+}
+
+const char *cmdline_value(const char *key)
+{
+    for (int i = 0; i < n_extra; i++)
+        if (!strcmp(extra[i].key, key))
+            return extra[i].val;
+    return NULL;
 }
 
 /* Dotted quad to network byte order; stops at end or at `stop`. */
@@ -66,13 +88,27 @@ static int parse_uint(const char *s, unsigned max, unsigned *out)
     return 0;
 }
 
-void cmdline_parse(struct boot_args *a)
+uint32_t cmdline_uint(const char *key, uint32_t min, uint32_t max, uint32_t def)
 {
-    int have_ip = 0, have_gw = 0, have_port = 0, have_name = 0, have_service = 0;
+    const char *val = cmdline_value(key);
+    unsigned v;
+    if (!val)
+        return def;
+    if (parse_uint(val, max, &v) || v < min) {
+        static char what[96];
+        snprintf(what, sizeof(what), "%s must be %u..%u", key, (unsigned)min, (unsigned)max);
+        die(what, val);
+    }
+    return v;
+}
+
+void cmdline_parse(struct boot_args *a, const struct service *svc)
+{
+    int have_ip = 0, have_gw = 0, have_port = 0, have_name = 0;
     char *p = line;
 
     memset(a, 0, sizeof(*a));
-    a->idle_timeout_s = 75;
+    n_extra = 0;
     while (*p) {
         while (*p == ' ')
             p++;
@@ -124,25 +160,23 @@ void cmdline_parse(struct boot_args *a)
             memcpy(a->name, val, n + 1);
             have_name = 1;
         } else if (!strcmp(key, "service")) {
-            if (!strcmp(val, "httpd"))
-                a->service = SERVICE_HTTPD;
-            else if (!strcmp(val, "echo"))
-                a->service = SERVICE_ECHO;
-            else
-                die("service must be httpd or echo", val);
-            have_service = 1;
-        } else if (!strcmp(key, "idle_timeout")) {
-            unsigned s;
-            if (parse_uint(val, 86400, &s) || s == 0)
-                die("idle_timeout must be 1..86400 seconds", val);
-            a->idle_timeout_s = s;
+            if (strcmp(val, svc->name)) {
+                static char what[64];
+                snprintf(what, sizeof(what), "service must be %s (this image's service)", svc->name);
+                die(what, val);
+            }
+        } else if (declared(svc, key) && !cmdline_value(key)) {
+            if (n_extra == EXTRA_MAX)
+                die("too many arguments", key);
+            extra[n_extra].key = key;
+            extra[n_extra].val = val;
+            n_extra++;
         } else {
-            die("unknown argument", key);
+            die(declared(svc, key) ? "argument given twice" : "unknown argument", key);
         }
     }
     if (!have_ip) die("missing ip=", NULL);
     if (!have_gw) die("missing gw=", NULL);
     if (!have_port) die("missing port=", NULL);
     if (!have_name) die("missing name=", NULL);
-    if (!have_service) die("missing service=", NULL);
 }

@@ -11,28 +11,36 @@
 void kmain(uint32_t magic, uint32_t mbi);
 volatile uint32_t loop_count;
 
+/* The image's one service (SERVICE_DEFINE puts it in the .services section). */
+static const struct service *image_service(void)
+{
+    if (__services_end - __services_start != 1)
+        panic("this image holds %d services, not one", (int)(__services_end - __services_start));
+    return __services_start;
+}
+
 void kmain(uint32_t magic, uint32_t mbi)
 {
     struct boot_args args;
+    const struct service *svc;
 
     console_init();
     if (magic != MB_BOOT_MAGIC)
         panic("not booted by a multiboot loader (magic %x)", magic);
     page_init(mbi);
     idt_init();
-    cmdline_parse(&args);
+    svc = image_service();
+    cmdline_parse(&args, svc);
     timer_init();
     acpi_init();
     sti();
     net_init(&args);
 
-    int rc = args.service == SERVICE_HTTPD ? httpd_start(&args) : echo_start(&args);
-    if (rc) {
+    if (svc->start(&args)) {
         printf("error: cannot listen on port %u\n", args.port);
         fatal_exit(5);
     }
-    printf("ready name=%s ip=%s port=%u service=%s\n", args.name, args.ip_str, args.port,
-           args.service == SERVICE_HTTPD ? "httpd" : "echo");
+    printf("ready name=%s ip=%s port=%u service=%s\n", args.name, args.ip_str, args.port, svc->name);
 
     nmi_hook = net_dump;
     for (;;) {

@@ -34,10 +34,12 @@
 #define MEMP_MEM_MALLOC            0
 #define MEM_ALIGNMENT              4
 #define MEM_SIZE                   (3 * 1024 * 1024)
-#define MEMP_NUM_PBUF              2048   /* PBUF_ROM refs to embedded static files */
+#define MEMP_NUM_PBUF              8192   /* PBUF_ROM refs to embedded files: 256 senders at MSS 536 */
+/* lwIP's own timers plus the services' (conn_defer, kv's housekeeping, ...). */
+#define MEMP_NUM_SYS_TIMEOUT       (LWIP_NUM_SYS_TIMEOUT_INTERNAL + 8)
 #define MEMP_NUM_TCP_PCB           600
 #define MEMP_NUM_TCP_PCB_LISTEN    2
-#define MEMP_NUM_TCP_SEG           4096
+#define MEMP_NUM_TCP_SEG           8192
 #define MEMP_NUM_ARP_QUEUE         64
 #define PBUF_POOL_SIZE             1024
 #define PBUF_POOL_BUFSIZE          1536
@@ -45,11 +47,16 @@
 #define TCP_MSS                    1460
 #define TCP_WND                    (8 * TCP_MSS)
 #define TCP_SND_BUF                (16 * TCP_MSS)
-#define TCP_SND_QUEUELEN           (4 * TCP_SND_BUF / TCP_MSS)
+/* pbufs queued per connection: enough for a whole send buffer of by-reference
+ * segments (two pbufs each) at the smallest MSS, 536 (a SYN without an MSS option) */
+#define TCP_SND_QUEUELEN           (2 * TCP_SND_BUF / 536 + 8)
 #define TCP_SNDLOWAT               (TCP_SND_BUF / 2)
 #define TCP_OVERSIZE               TCP_MSS
 #define TCP_LISTEN_BACKLOG         0
 #define LWIP_TCP_SACK_OUT          0
+/* Out-of-order segments are held as whole pool pbufs: a few per connection, so
+ * a client sending tiny segments out of order cannot drain the pool. */
+#define TCP_OOSEQ_MAX_PBUFS        4
 /* TIME-WAIT lasts 2 MSL: 30 s, not lwIP's 2 min. The peer is a host on the same
  * bridge, and every VM-closed connection holds a pcb that long (600 in all). */
 #define TCP_MSL                    15000UL

@@ -1,24 +1,24 @@
 #!/bin/sh
 # Emits an assembly file embedding every file of $1 with .incbin, plus a table
-# { name, data, size } ended by a zero entry (see services/httpd/static.h).
+# { name, data, size } ended by a zero entry (see include/embed.h).
 set -eu
 DIR=$1
-echo '    .section .rodata'
+echo '    .section .rodata.embed, "a"'
 i=0
 for f in "$DIR"/*; do
     [ -f "$f" ] || continue
     echo "    .balign 16"
-    echo "static_data_$i: .incbin \"$(realpath "$f")\""
-    echo "static_end_$i:"
-    echo "static_name_$i: .asciz \"$(basename "$f")\""
+    echo "embed_data_$i: .incbin \"$(realpath "$f")\""
+    echo "embed_end_$i:"
+    echo "embed_name_$i: .asciz \"$(basename "$f")\""
     i=$((i + 1))
 done
 echo '    .balign 4'
-echo '    .global static_files'
-echo 'static_files:'
+echo '    .global embedded_files'
+echo 'embedded_files:'
 j=0
 while [ $j -lt $i ]; do
-    echo "    .long static_name_$j, static_data_$j, static_end_$j - static_data_$j"
+    echo "    .long embed_name_$j, embed_data_$j, embed_end_$j - embed_data_$j"
     j=$((j + 1))
 done
 echo '    .long 0, 0, 0'
