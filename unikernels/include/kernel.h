@@ -27,17 +27,32 @@ void power_off(void) __attribute__((noreturn));
 void fatal_exit(int code) __attribute__((noreturn));
 void panic(const char *fmt, ...) __attribute__((noreturn, format(printf, 1, 2)));
 
-/* idt.c */
+/* idt.c: also the GDT with a task for double faults, which runs on a stack of its own
+ * (a stack overflow cannot push an exception frame; the CPU switches tasks instead). */
 typedef void (*irq_handler_t)(void);
 void idt_init(void);
 void irq_register(int irq, irq_handler_t h);
 void irq_unmask(int irq);
+void irq_mask(int irq);
+/* Vectors 48-63 come from the local APIC, not the PIC; their handler sends the EOI. */
+#define LAPIC_TIMER_VECTOR 48
+#define LAPIC_SPURIOUS_VECTOR 63
+void vector_register(int vector, irq_handler_t h);
+void idt_set_fault_cr3(uint32_t cr3);   /* page tables for the double-fault task */
 
 /* timer.c */
-#define TIMER_HZ 20   /* lwIP timeouts need ~250 ms granularity; fewer wake-ups, less idle CPU */
+#define TIMER_HZ 20   /* the PIT tick, only while the clock calibrates (first 500 ms) */
 void timer_init(void);
 uint32_t uptime_ms(void);
-uint32_t timer_ticks(void);
+uint32_t timer_ticks(void);   /* timer interrupts so far (PIT ticks, then one-shot wake-ups) */
+/* The idle loop, interrupts off, before it halts: wake in `ms` (0xFFFFFFFF: only for an interrupt). */
+void timer_arm(uint32_t ms);
+/* lapic.c: the local APIC's one-shot timer (counts at an unknown rate, measured by timer.c) */
+int lapic_init(void);                 /* 0: usable; -1: no local APIC */
+void lapic_count_from(uint32_t count); /* start counting down, interrupt on zero unless masked */
+uint32_t lapic_count(void);           /* current count */
+void lapic_timer_unmask(int on);
+void lapic_eoi(void);
 /* acpi.c hands over the ACPI PM timer's port (0: none) to calibrate the TSC with. */
 void timer_use_pm(uint16_t port);
 void busy_wait_ms(uint32_t ms);
@@ -47,6 +62,18 @@ void page_init(uint32_t mbi_addr);
 void *page_alloc(size_t bytes);
 size_t pages_total(void);
 size_t pages_free(void);
+uintptr_t bios_ebda(void);   /* the EBDA's address, read before page 0 was unmapped (0: none) */
+
+/* paging.c: PAE identity map, code read-only, data no-execute, page 0 and the page
+ * under the stack unmapped. After idt_init, before anything else can fault. */
+void paging_init(void);
+int paging_nx(void);         /* 1: the CPU enforces no-execute */
+extern char stack_guard[];   /* boot.S: the unmapped page under the stack */
+
+/* selftest.c: a hidden boot argument selftest=write-code|exec-data|stack|null makes the
+ * kernel do that right after paging is on; each must end in a panic (exit status 7). */
+void selftest_pick(const char *cmdline);
+void selftest_run(void);
 
 /* acpi.c */
 void acpi_init(void);

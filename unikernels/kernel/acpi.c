@@ -22,7 +22,7 @@ static volatile int poweroff_requested;
 
 static const uint8_t *find_rsdp(void)
 {
-    uintptr_t ebda = (uintptr_t)(*(const uint16_t *)0x40E) << 4;
+    uintptr_t ebda = bios_ebda();
     uintptr_t ranges[2][2] = { { ebda, ebda + 1024 }, { 0xE0000, 0x100000 } };
     for (int r = 0; r < 2; r++) {
         if (!ranges[r][0])

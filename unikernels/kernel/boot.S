@@ -10,8 +10,13 @@
     .long MB_FLAGS
     .long -(MB_MAGIC + MB_FLAGS)
 
+/* The stack sits on a page of its own kind: the page under it is left
+ * unmapped (paging.c), so an overflow faults instead of overwriting .bss. */
     .section .bss
-    .align 16
+    .align 4096
+    .global stack_guard
+stack_guard:
+    .skip 4096
 stack_bottom:
     .skip 65536
     .global stack_top
@@ -78,6 +83,11 @@ ISR_NOERR 32; ISR_NOERR 33; ISR_NOERR 34; ISR_NOERR 35
 ISR_NOERR 36; ISR_NOERR 37; ISR_NOERR 38; ISR_NOERR 39
 ISR_NOERR 40; ISR_NOERR 41; ISR_NOERR 42; ISR_NOERR 43
 ISR_NOERR 44; ISR_NOERR 45; ISR_NOERR 46; ISR_NOERR 47
+/* 48-63: local APIC vectors (timer, spurious) */
+ISR_NOERR 48; ISR_NOERR 49; ISR_NOERR 50; ISR_NOERR 51
+ISR_NOERR 52; ISR_NOERR 53; ISR_NOERR 54; ISR_NOERR 55
+ISR_NOERR 56; ISR_NOERR 57; ISR_NOERR 58; ISR_NOERR 59
+ISR_NOERR 60; ISR_NOERR 61; ISR_NOERR 62; ISR_NOERR 63
 
 isr_common:
     pusha
@@ -93,7 +103,7 @@ isr_common:
     .align 4
     .global isr_table
 isr_table:
-.irp n, 0,1,2,3,4,5,6,7,8,9,10,11,12,13,14,15,16,17,18,19,20,21,22,23,24,25,26,27,28,29,30,31,32,33,34,35,36,37,38,39,40,41,42,43,44,45,46,47
+.irp n, 0,1,2,3,4,5,6,7,8,9,10,11,12,13,14,15,16,17,18,19,20,21,22,23,24,25,26,27,28,29,30,31,32,33,34,35,36,37,38,39,40,41,42,43,44,45,46,47,48,49,50,51,52,53,54,55,56,57,58,59,60,61,62,63
     .long isr\n
 .endr
 

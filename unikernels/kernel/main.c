@@ -29,6 +29,7 @@ void kmain(uint32_t magic, uint32_t mbi)
         panic("not booted by a multiboot loader (magic %x)", magic);
     page_init(mbi);
     idt_init();
+    paging_init();
     svc = image_service();
     cmdline_parse(&args, svc);
     timer_init();
@@ -52,12 +53,16 @@ void kmain(uint32_t magic, uint32_t mbi)
             printf("power button: shutting down\n");
             power_off();
         }
-        /* Sleep only if nothing arrived meanwhile; with interrupts off the
-         * check and the hlt cannot miss a wake-up (sti takes effect after hlt). */
+        /* Sleep only if nothing arrived meanwhile, and only until lwIP's next
+         * timeout; with interrupts off the check and the hlt cannot miss a
+         * wake-up (sti takes effect after hlt). */
+        uint32_t sleep_ms = sys_timeouts_sleeptime();
         cli();
-        if (!work_pending && !net_rx_pending())
+        if (sleep_ms && !work_pending && !net_rx_pending()) {
+            timer_arm(sleep_ms);
             sti_hlt();
-        else
+        } else {
             sti();
+        }
     }
 }

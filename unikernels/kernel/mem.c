@@ -2,7 +2,9 @@
  * kernel. Everything allocated here (virtqueues, DMA buffers) lives for the
  * VM's lifetime; lwIP keeps its own heap and pools for what comes and goes.
  * QEMU puts the multiboot info and command line right after the kernel, so
- * mem_init copies the command line out before the allocator can reuse it. */
+ * page_init copies the command line out before the allocator can reuse it.
+ * Everything is identity-mapped (paging.c), so a page's address is what a
+ * device is given for DMA. */
 #include <stdint.h>
 #include <string.h>
 #include "kernel.h"
@@ -22,14 +24,24 @@ struct mb_mmap {
 } __attribute__((packed));
 
 static uintptr_t heap_next, heap_end, heap_start;
+static uintptr_t ebda;
+
+uintptr_t bios_ebda(void)
+{
+    return ebda;
+}
 
 void page_init(uint32_t mbi_addr)
 {
     const struct mb_info *mbi = (const struct mb_info *)mbi_addr;
     uint64_t top = 0;
 
-    if (mbi->flags & (1u << 2))
+    if (mbi->flags & (1u << 2)) {
         cmdline_copy((const char *)mbi->cmdline);
+        selftest_pick((const char *)mbi->cmdline);
+    }
+    /* The BIOS data area's EBDA segment lives in page 0, which paging unmaps. */
+    ebda = (uintptr_t)(*(const volatile uint16_t *)0x40E) << 4;
     if (mbi->flags & (1u << 6)) {
         uintptr_t p = mbi->mmap_addr, end = p + mbi->mmap_length;
         for (; p < end; p += ((const struct mb_mmap *)p)->size + 4) {

@@ -1,12 +1,15 @@
-/* A slow PIT tick (TIMER_HZ) wakes the idle loop for lwIP's timeouts; every
- * wake-up costs host CPU, so it is kept rare. Time itself comes from the TSC,
- * whose rate is unknown under TCG (it follows the host): the tick handler
+/* Time comes from the TSC, whose rate is unknown under TCG (it follows the
+ * host): for the first 500 ms a PIT tick (TIMER_HZ) wakes the idle loop and
  * calibrates it in the background, so boot does not wait. It measures against
  * the ACPI PM timer (3.579545 MHz, a counter that QEMU derives from the host
  * clock): counting ticks instead goes wrong on a busy host, where QEMU delivers
  * late PIT interrupts and merges them, so the clock ran 30-40 % slow and every
  * lwIP timer (retransmission, TIME-WAIT, idle close) with it. Without a PM
- * timer, ticks are counted. */
+ * timer, ticks are counted.
+ * The local APIC timer's rate is measured over the same interval; then the PIT
+ * stops and the idle loop arms the APIC timer (one-shot) for lwIP's next
+ * timeout: an idle VM wakes only when lwIP has work (its ARP timer, once a
+ * second), not 20 times a second. Without a local APIC the PIT keeps ticking. */
 #include "kernel.h"
 
 #define PIT_HZ 1193182
@@ -19,6 +22,11 @@ static uint32_t cal_start_ticks_ms, last_ms;
 static uint16_t pm_port;
 static uint32_t pm_last;
 static uint64_t pm_elapsed;   /* PM timer counts since tick 1 */
+static int have_lapic;
+static uint32_t lapic_per_ms;  /* 0: not measured yet (or no local APIC): the PIT ticks */
+static volatile int armed;     /* a one-shot is counting down */
+static uint32_t armed_due;     /* ... for this uptime_ms */
+#define LAPIC_FULL 0xFFFFFFFFu
 
 #define PM_HZ 3579545u
 #define PM_MASK 0xFFFFFFu     /* 24 bits: wraps every 4.7 s, far beyond a tick */
@@ -28,11 +36,60 @@ void timer_use_pm(uint16_t port)
     pm_port = port;
 }
 
-static void calibrated(uint64_t per_ms)
+/* PIT channel 0 to mode 0 (one interrupt at terminal count, then silence), IRQ 0 masked:
+ * QEMU stops its PIT timer instead of firing it 20 times a second for nothing. */
+static void pit_stop(void)
+{
+    outb(0x43, 0x30);
+    outb(0x40, 1);
+    outb(0x40, 0);
+    irq_mask(0);
+}
+
+/* elapsed_us: how long the calibration ran (tick 1 until now). */
+static void calibrated(uint64_t per_ms, uint64_t elapsed_us)
 {
     /* TSC time continues from tick time at tick 1, so the clock never jumps. */
     tsc_boot = cal_start - (uint64_t)cal_start_ticks_ms * per_ms;
     tsc_per_ms = per_ms;
+    if (have_lapic) {
+        uint64_t per = (uint64_t)(LAPIC_FULL - lapic_count()) * 1000 / elapsed_us;
+        if (per) {
+            lapic_count_from(0);
+            lapic_timer_unmask(1);
+            lapic_per_ms = (uint32_t)per;
+            pit_stop();
+        }
+    }
+}
+
+static void lapic_timer_irq(void)
+{
+    ticks++;
+    armed = 0;
+    work_pending = 1;
+    lapic_eoi();
+}
+
+void timer_arm(uint32_t ms)
+{
+    if (!lapic_per_ms)
+        return;   /* the PIT still ticks */
+    if (ms == LAPIC_FULL) {
+        if (armed)
+            lapic_count_from(0);
+        armed = 0;
+        return;
+    }
+    uint32_t due = uptime_ms() + ms;
+    if (armed && due == armed_due)
+        return;   /* already counting down to it: no APIC write on every loop turn */
+    /* A little late rather than early: waking before lwIP's timeout is due
+     * would only mean a second wake-up for it. */
+    uint64_t n = ((uint64_t)ms + ms / 64 + 1) * lapic_per_ms;
+    lapic_count_from(n > LAPIC_FULL ? LAPIC_FULL : (uint32_t)n);
+    armed = 1;
+    armed_due = due;
 }
 
 static void timer_irq(void)
@@ -40,6 +97,8 @@ static void timer_irq(void)
     uint32_t t = ++ticks;
     if (t == 1) {
         cal_start = rdtsc();
+        if (have_lapic)
+            lapic_count_from(LAPIC_FULL);   /* masked: counted, not delivered */
         if (pm_port)
             pm_last = inl(pm_port) & PM_MASK;
     } else if (!tsc_per_ms && pm_port) {
@@ -48,9 +107,9 @@ static void timer_irq(void)
         pm_elapsed += (pm - pm_last) & PM_MASK;
         pm_last = pm;
         if (pm_elapsed >= PM_HZ / 2)   /* 500 ms of host time, however many ticks arrived */
-            calibrated((tsc - cal_start) * PM_HZ / (pm_elapsed * 1000));
+            calibrated((tsc - cal_start) * PM_HZ / (pm_elapsed * 1000), pm_elapsed * 1000000 / PM_HZ);
     } else if (!tsc_per_ms && t == 1 + CAL_TICKS) {
-        calibrated((rdtsc() - cal_start) / (CAL_TICKS * 1000 / TIMER_HZ));
+        calibrated((rdtsc() - cal_start) / (CAL_TICKS * 1000 / TIMER_HZ), CAL_TICKS * 1000000ull / TIMER_HZ);
     }
     work_pending = 1;
 }
@@ -64,6 +123,10 @@ void timer_init(void)
     outb(0x40, div >> 8);
     irq_register(0, timer_irq);
     irq_unmask(0);
+    if (lapic_init() == 0) {
+        have_lapic = 1;
+        vector_register(LAPIC_TIMER_VECTOR, lapic_timer_irq);
+    }
 }
 
 /* Milliseconds since the timer started; monotonic (interrupt and main loop

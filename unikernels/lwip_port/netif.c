@@ -50,6 +50,39 @@ static uint32_t be32(const uint8_t *b)
     return (uint32_t)b[0] << 24 | (uint32_t)b[1] << 16 | (uint32_t)b[2] << 8 | b[3];
 }
 
+/* One's-complement sum of big-endian 16-bit words (RFC 1071), not yet folded. */
+static uint32_t sum16(const uint8_t *b, size_t n, uint32_t sum)
+{
+    for (; n > 1; n -= 2, b += 2)
+        sum += (uint32_t)b[0] << 8 | b[1];
+    if (n)
+        sum += (uint32_t)b[0] << 8;
+    return sum;
+}
+
+static int sum_ok(uint32_t sum)
+{
+    while (sum >> 16)
+        sum = (sum & 0xFFFF) + (sum >> 16);
+    return sum == 0xFFFF;
+}
+
+/* The checks lwIP makes before a segment reaches a pcb (IP header checksum,
+ * lengths, TCP checksum over the pseudo-header): a corrupted or forged SYN must
+ * not end a TIME-WAIT that lwIP itself would never have let it touch. */
+static int tcp_segment_valid(const uint8_t *ip, size_t ihl, size_t avail)
+{
+    size_t total = (size_t)(ip[2] << 8 | ip[3]);
+    if (total > avail || total < ihl + 20 || !sum_ok(sum16(ip, ihl, 0)))
+        return 0;
+    const uint8_t *th = ip + ihl;
+    size_t tcp_len = total - ihl;
+    if ((size_t)(th[12] >> 4) * 4 < 20 || (size_t)(th[12] >> 4) * 4 > tcp_len)
+        return 0;
+    uint32_t sum = sum16(ip + 12, 8, 6 + (uint32_t)tcp_len);   /* pseudo-header: addresses, proto, length */
+    return sum_ok(sum16(th, tcp_len, sum));
+}
+
 /* A SYN for a 4-tuple we hold in TIME-WAIT (we closed first: Connection: close,
  * HTTP/1.0, errors, idle timeouts) opens a new connection, as on Linux and the
  * BSDs (RFC 6191 without timestamps): if its sequence number lies beyond what
@@ -57,7 +90,8 @@ static uint32_t be32(const uint8_t *b)
  * SYN. Stock lwIP answers such a SYN with an ACK (or a RST) and keeps the pcb
  * for 2 MSL, so a client that reuses the port - every Linux client does once
  * it has cycled through its ephemeral ports, and a busy proxy does so quickly -
- * cannot connect for minutes: the VM looks dead to it. */
+ * cannot connect for minutes: the VM looks dead to it. Only a segment that
+ * passes lwIP's own checksum checks may do this. */
 static void tw_recycle(const uint8_t *f, size_t len)
 {
     if (len < 14 + 20 + 20 || f[12] != 0x08 || f[13] != 0x00)
@@ -76,7 +110,7 @@ static void tw_recycle(const uint8_t *f, size_t len)
     for (struct tcp_pcb *pcb = tcp_tw_pcbs; pcb; pcb = pcb->next) {
         if (pcb->local_port == dport && pcb->remote_port == sport && ip_2_ip4(&pcb->remote_ip)->addr == src &&
             ip_2_ip4(&pcb->local_ip)->addr == dst) {
-            if (TCP_SEQ_GT(seq, pcb->rcv_nxt)) {
+            if (TCP_SEQ_GT(seq, pcb->rcv_nxt) && tcp_segment_valid(ip, ihl, len - 14)) {
                 tcp_pcb_remove(&tcp_tw_pcbs, pcb);
                 tcp_free(pcb);
                 tw_recycled++;
