@@ -21,6 +21,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 
 from ukproxy.accept import AcceptMutex, DisabledCounter, accept_disabled
+from ukproxy.protocol import Event
 from ukproxy.worker_state import WorkerState
 
 log = logging.getLogger("ukproxy.accept")
@@ -36,6 +37,7 @@ class Listener:
     sock: socket.socket
     protocol_factory: Callable[[], asyncio.Protocol]
     name: str
+    backlog: int  # as configured: uvloop's server listens on the socket again, with this
 
 
 class AcceptCycle:
@@ -82,7 +84,7 @@ class AcceptCycle:
             # A duplicate: closing a server (to pause at worker_connections) must not close our socket.
             sock = socket.socket(fileno=os.dup(listener.sock.fileno()))
             servers.append(await self.loop.create_server(self._counting_factory(listener), sock=sock,
-                                                         backlog=0x7FFF))
+                                                         backlog=listener.backlog))
         self.servers = servers
         if not self.running or self.state.free_connections <= 0:
             self._pause_servers()
@@ -95,7 +97,7 @@ class AcceptCycle:
             if state.free_connections <= 0:
                 # Accepted in the same batch as the one that filled us: Nginx's "worker_connections are
                 # not enough". Closed at once, so the limit holds.
-                state.counters["accept_over_limit"] += 1
+                state.count(Event.ACCEPT_OVER_LIMIT)
                 return _CloseAtOnce()
             state.accepted += 1
             state.connection_opened()
@@ -195,7 +197,7 @@ class AcceptCycle:
                 break
             except OSError as e:  # EMFILE and friends: log, back off to the next turn
                 log.error("accept on %s failed: %s", listener.name, e)
-                state.counters["accept_errors"] += 1
+                state.count(Event.ACCEPT_ERROR)
                 break
             state.accepted += 1
             state.connection_opened()

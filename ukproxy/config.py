@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import ipaddress
 import os
+import re
 import tomllib
 from dataclasses import dataclass, field, replace
 from pathlib import Path
@@ -33,6 +34,8 @@ from ukproxy.config_reader import (
 __all__ = ["Config", "ConfigError", "ConfigIssue", "load", "loads"]
 
 BALANCE_METHODS = ("round_robin", "least_conn", "least_time", "random", "hash", "ip_hash")
+DEFAULT_SHARE_TAG = "share"
+_SHARE_TAG = re.compile(r"[A-Za-z0-9_.-]{1,31}")
 
 
 @dataclass(frozen=True)
@@ -59,6 +62,9 @@ class VmConfig:
     boot_timeout: float = 10.0
     stop_timeout: float = 3.0
     max_per_cpu: int = 16
+    share: str | None = None  # a host folder given to every VM over virtio-9p (absolute once loaded)
+    share_writable: bool = False
+    share_tag: str = DEFAULT_SHARE_TAG  # the 9P mount tag the guest looks for
 
 
 @dataclass(frozen=True)
@@ -76,6 +82,9 @@ class PoolConfig:
 
 @dataclass(frozen=True)
 class HealthConfig:
+    """Active checks of every server. A VM pool without [upstream.health] gets the defaults (a TCP
+    liveness check); `type = "none"` turns checks off (UpstreamConfig.health is None)."""
+
     type: str = "tcp"
     interval: float = 2.0
     timeout: float = 1.0
@@ -178,6 +187,7 @@ class Config:
     user: str | None = None
     group: str | None = None
     worker_shutdown_timeout: float = 10.0
+    worker_heartbeat_timeout: float = 30.0  # a worker silent this long is hung: killed and replaced
     worker_rlimit_nofile: int | None = None
     listen: tuple[ListenConfig, ...] = ()
     upstreams: tuple[UpstreamConfig, ...] = ()
@@ -260,6 +270,7 @@ def _read_config(top: Table, path: str) -> Config:
         user=top.get("user", string, None),
         group=top.get("group", string, None),
         worker_shutdown_timeout=top.get("worker_shutdown_timeout", duration, 10.0),
+        worker_heartbeat_timeout=top.get("worker_heartbeat_timeout", duration, 30.0),
         worker_rlimit_nofile=top.get("worker_rlimit_nofile", integer(64), None),
         listen=tuple(_read_listen(t) for t in top.tables("listen")),
         upstreams=tuple(_read_upstream(t) for t in top.tables("upstream")),
@@ -271,6 +282,7 @@ def _read_config(top: Table, path: str) -> Config:
     )
     top.done()
     _check_references(config, top)
+    _check_shares(config, top)
     return config
 
 
@@ -329,7 +341,8 @@ def _read_upstream(t: Table) -> UpstreamConfig:
                 servers.append(server)
     vm = _read_vm(t.table("vm")) if t.has("vm") else None
     pool = _read_pool(t.table("pool"))
-    health = _read_health(t.table("health")) if t.has("health") else None
+    # VM pools get a liveness check unless told otherwise; static servers only when configured.
+    health = _read_health(t.table("health")) if t.has("health") else HealthConfig() if vm is not None else None
     upstream = UpstreamConfig(
         name=t.get("name", string, ""),
         balance=t.get("balance", one_of(*BALANCE_METHODS), "round_robin"),
@@ -376,9 +389,32 @@ def _read_vm(t: Table) -> VmConfig:
         boot_timeout=t.get("boot_timeout", duration, 10.0),
         stop_timeout=t.get("stop_timeout", duration, 3.0),
         max_per_cpu=t.get("max_per_cpu", integer(1, 1024), 16),
+        share=t.get("share", _folder, None),
+        share_writable=t.get("share_writable", boolean, False),
+        share_tag=t.get("share_tag", _share_tag, DEFAULT_SHARE_TAG),
     )
+    if vm.share is None and (t.has("share_writable") or t.has("share_tag")):
+        t.issues.add(t.key("share"), "share_writable and share_tag need a share folder")
     t.done()
     return vm
+
+
+def _folder(value: Any) -> str:
+    """A host folder, absolute: relative paths are taken from the directory ukproxy runs in."""
+    text = string(value)
+    if not text or "\0" in text:
+        raise Invalid(f"expected a folder path, got {value!r}")
+    path = os.path.abspath(text)
+    if not os.path.isdir(path):
+        raise Invalid(f"{path} is not a folder" if os.path.exists(path) else f"no folder {path}")
+    return path
+
+
+def _share_tag(value: Any) -> str:
+    text = string(value)
+    if not _SHARE_TAG.fullmatch(text):
+        raise Invalid(f"a mount tag is 1-31 letters, digits, '_', '.' or '-', got {value!r}")
+    return text
 
 
 def _read_pool(t: Table) -> PoolConfig:
@@ -397,9 +433,10 @@ def _read_pool(t: Table) -> PoolConfig:
     return pool
 
 
-def _read_health(t: Table) -> HealthConfig:
+def _read_health(t: Table) -> HealthConfig | None:
+    kind = t.get("type", one_of("tcp", "http", "none"), "tcp")
     health = HealthConfig(
-        type=t.get("type", one_of("tcp", "http"), "tcp"),
+        type=kind if kind != "none" else "tcp",
         interval=t.get("interval", duration, 2.0),
         timeout=t.get("timeout", duration, 1.0),
         path=t.get("path", string, "/health"),
@@ -407,7 +444,7 @@ def _read_health(t: Table) -> HealthConfig:
         passes=t.get("passes", integer(1, 100), 1),
     )
     t.done()
-    return health
+    return None if kind == "none" else health
 
 
 def _read_route(t: Table) -> RouteConfig:
@@ -495,3 +532,25 @@ def _check_references(config: Config, top: Table) -> None:
     listed = top.data.get("cpu_affinity")
     if isinstance(listed, list) and config.cpu_affinity is not None and len(config.cpu_affinity) < config.workers:
         issues.add("cpu_affinity", f"lists {len(config.cpu_affinity)} CPUs for {config.workers} workers")
+
+
+def qemu_user(config: Config) -> str | None:
+    """The user QEMU runs as: the workers' (nobody by default) when ukproxy runs as root on a bridge,
+    else ukproxy's own (None)."""
+    from ukproxy.privileges import DEFAULT_USER
+
+    if os.geteuid() != 0 or config.network.mode == "user":
+        return None
+    return config.user or DEFAULT_USER
+
+
+def _check_shares(config: Config, top: Table) -> None:
+    """QEMU opens a share's files as the workers' user: say so now if that user cannot."""
+    from ukproxy.vm.share import access_problem
+
+    user = qemu_user(config)
+    for i, u in enumerate(config.upstreams):
+        if u.vm is not None and u.vm.share is not None:
+            problem = access_problem(u.vm.share, user, u.vm.share_writable)
+            if problem is not None:
+                top.issues.add(f"upstream[{i}].vm.share", problem)

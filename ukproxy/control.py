@@ -1,25 +1,39 @@
-"""The control channel between the master and one worker: JSON messages, one per line, on a socketpair.
+"""The control channel between the master and one worker: typed messages (`protocol`) as JSON, one per
+line, on a socketpair.
 
-The master sends `init` first (the validated config text and the worker's place); later messages
-carry VM requests and answers. EOF means the other side is gone.
+The master sends `Init` first (the validated config text and the worker's place); later messages
+carry VM requests and answers, and the worker's heartbeats. EOF means the other side is gone; a line
+that is not one of our messages is logged and skipped.
 """
 
 from __future__ import annotations
 
 import asyncio
 import json
+import logging
 import socket
-from typing import Any
+
+from ukproxy.protocol import Init, Message, ProtocolError, from_wire
+
+log = logging.getLogger("ukproxy.control")
 
 MAX_MESSAGE = 4 * 1024 * 1024
 
 
-def encode(message: dict[str, Any]) -> bytes:
-    return json.dumps(message, separators=(",", ":")).encode() + b"\n"
+def encode(message: Message) -> bytes:
+    return json.dumps(message.to_wire(), separators=(",", ":")).encode() + b"\n"
 
 
-def read_blocking(sock: socket.socket) -> tuple[dict[str, Any], bytes]:
-    """One message from a blocking socket (the worker's `init`, before its loop exists), and whatever
+def decode(line: bytes) -> Message:
+    try:
+        obj = json.loads(line)
+    except ValueError as e:
+        raise ProtocolError(f"a control message that is not JSON: {e}") from None
+    return from_wire(obj)
+
+
+def read_init(sock: socket.socket) -> tuple[Init, bytes]:
+    """The `Init` message from a blocking socket (the worker's first, before its loop exists), and whatever
     arrived after it: the master may already have sent more, which belongs to the channel's stream."""
     buf = bytearray()
     while b"\n" not in buf:
@@ -30,7 +44,10 @@ def read_blocking(sock: socket.socket) -> tuple[dict[str, Any], bytes]:
         if len(buf) > MAX_MESSAGE:
             raise ConnectionError("control message too large")
     line, _, rest = bytes(buf).partition(b"\n")
-    return json.loads(line), rest
+    init = decode(line)
+    if not isinstance(init, Init):
+        raise ProtocolError(f"the first control message must be init, not {init.TYPE}")
+    return init, rest
 
 
 class ControlChannel:
@@ -48,19 +65,23 @@ class ControlChannel:
             reader.feed_data(already_read)  # comes before anything the transport reads from now on
         return cls(reader, writer)
 
-    def send(self, message: dict[str, Any]) -> None:
+    def send(self, message: Message) -> None:
         if not self.writer.is_closing():
             self.writer.write(encode(message))
 
-    async def receive(self) -> dict[str, Any] | None:
+    async def receive(self) -> Message | None:
         """The next message, or None at EOF."""
-        try:
-            line = await self.reader.readline()
-        except (ConnectionError, asyncio.LimitOverrunError, ValueError):
-            return None
-        if not line:
-            return None
-        return json.loads(line)
+        while True:
+            try:
+                line = await self.reader.readline()
+            except (ConnectionError, asyncio.LimitOverrunError, ValueError):
+                return None
+            if not line:
+                return None
+            try:
+                return decode(line)
+            except ProtocolError as e:  # a bug on the other side: say so, and keep the channel
+                log.error("control channel: %s", e)
 
     def close(self) -> None:
         self.writer.close()

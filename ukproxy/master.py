@@ -4,14 +4,15 @@ Signals are taken by the event loop (queued, handled outside the handler, as Gun
 does): TERM/INT fast stop, QUIT graceful stop, HUP reload, CHLD reap, USR1 reopen logs.
 Workers are `python -m ukproxy.worker` processes (fork+exec: a fresh interpreter, so nothing of
 the master's loop, threads or locks leaks into them). They are reaped by the ChildReaper, respawned
-with a backoff, and a crash loop at start-up stops the master with a clear error.
+with a backoff, and a crash loop at start-up stops the master with a clear error. A worker whose
+heartbeat is later than `worker_heartbeat_timeout` is hung (its loop no longer turns, yet it keeps
+its reuseport share of new connections): it is killed and replaced.
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
-import dataclasses
 import hashlib
 import logging
 import os
@@ -23,26 +24,39 @@ import sys
 import tempfile
 import time
 from dataclasses import dataclass, field
-from typing import Any
 
-from ukproxy import compiled, control
+from ukproxy import compiled, control, metrics
 from ukproxy.config import Config, ConfigError, load
 from ukproxy.listeners import ListeningSockets
 from ukproxy.logs import setup_logging
 from ukproxy.metrics.master_side import MasterObservability
 from ukproxy.pidfile import PidFile
 from ukproxy.privileges import Identity, PrivilegeError, needed_nofile, worker_identity
+from ukproxy.protocol import (
+    EXIT_CONFIG,
+    Heartbeat,
+    Init,
+    Message,
+    Ready,
+    VmBoot,
+    VmBooted,
+    VmBootFailed,
+    VmExited,
+    VmStop,
+    describe_exit,
+)
 from ukproxy.reaper import ChildReaper
 from ukproxy.vm.fleet import Fleet, FleetConfigError, FleetVm
 
 log = logging.getLogger("ukproxy.master")
 
-EXIT_CONFIG = 3  # a worker's exit code for "this config cannot run": never respawned
 TASKSET = shutil.which("taskset")  # util-linux, essential on Debian
 NEW_WORKERS_READY_TIMEOUT = 15.0  # at a reload, how long old workers keep accepting for slow new ones
 CRASH_WINDOW = 2.0  # a worker dying sooner than this after start counts towards a crash loop
 CRASH_LOOP_LIMIT = 5  # that many quick deaths in a row, before any worker became ready, stop the master
 BACKOFF_MAX = 5.0
+HEARTBEAT_INTERVAL_MAX = 1.0  # workers beat this often, or 4 times per timeout if that is shorter
+START_GRACE = 15.0  # a worker not heard from yet gets at least this long: a Python start takes seconds when busy
 
 
 @dataclass
@@ -53,19 +67,14 @@ class WorkerProcess:
     channel: control.ControlChannel
     cpu: int | None
     started_at: float = field(default_factory=time.monotonic)
+    heard_at: float | None = None  # monotonic time of its last message (every message is a heartbeat)
     ready: bool = False
     quitting: bool = False
+    hung: bool = False  # killed for a late heartbeat
 
     @property
     def pid(self) -> int:
         return self.proc.pid
-
-
-def describe_exit(status: int) -> str:
-    if os.WIFSIGNALED(status):
-        sig = os.WTERMSIG(status)
-        return f"killed by signal {sig} ({signal.Signals(sig).name})"
-    return f"exited with code {os.waitstatus_to_exitcode(status)}"
 
 
 def run_dir_for(pid_file: str) -> str:
@@ -97,7 +106,8 @@ class Master:
         self.fleet = Fleet(config, self.reaper, self.run_dir)
         self.fleet.on_vm_exit = self._vm_died
         # Metrics directory and PROMETHEUS_MULTIPROC_DIR, before any child starts; /metrics + /status.
-        self.observability = MasterObservability(self)
+        self.observability = MasterObservability(
+            self.run_dir, lambda: self.workers.values(), lambda: self.generation, self._server_exists)
         self.observability.add_status_provider("vms", self.fleet.status_rows)
 
     # start and stop
@@ -126,7 +136,7 @@ class Master:
             ):
                 self.loop.add_signal_handler(sig, handler)
             self.reaper.install(self.loop)
-            await self.observability.start()
+            await self.observability.start(self.config)
             try:
                 self.identity = worker_identity(self.config)
             except PrivilegeError as e:
@@ -143,6 +153,7 @@ class Master:
                 return 1
             for slot in range(self.config.workers):
                 await self.spawn(slot)
+            self.loop.create_task(self._watch_heartbeats())
             log.info("master %d: %d workers, listening on %s", os.getpid(), self.config.workers,
                      ", ".join(lc.address for lc in self.config.listen))
             # The workers import what the master did: same sources, same decision (ukproxy.compiled).
@@ -235,19 +246,19 @@ class Master:
         worker = WorkerProcess(slot, self.generation, proc, channel, cpu)
         self.workers[proc.pid] = worker
         self.reaper.watch(proc.pid, lambda status: self._worker_exited(worker, status))
-        channel.send({
-            "type": "init",
-            "worker": slot,
-            "config_text": config.text,
-            "config_path": config.path,
-            "cpu": cpu,
-            "listen_fds": fds,
-            "lock_path": self.lock_path if config.accept_mutex and not config.reuseport else None,
-            "netns": self.fleet.netns,
-            "identity": dataclasses.asdict(self.identity) if self.identity else None,
-            "nofile": needed_nofile(config),
-            "vms": [vm.describe() for vm in self.fleet.owned_by(slot)],
-        })
+        channel.send(Init(
+            worker=slot,
+            config_text=config.text,
+            config_path=config.path,
+            cpu=cpu,
+            listen_fds=fds,
+            lock_path=self.lock_path if config.accept_mutex and not config.reuseport else None,
+            netns=self.fleet.netns,
+            identity=self.identity,
+            nofile=needed_nofile(config),
+            heartbeat_interval=heartbeat_interval(config.worker_heartbeat_timeout),
+            vms=[vm.describe() for vm in self.fleet.owned_by(slot)],
+        ))
         self.loop.create_task(self._listen_to_worker(worker))
         log.info("worker %d started: pid %d%s", slot, proc.pid, f", CPU {cpu}" if cpu is not None else "")
         return worker
@@ -257,42 +268,79 @@ class Master:
             message = await worker.channel.receive()
             if message is None:
                 return
-            kind = message.get("type")
-            if kind == "ready":
+            worker.heard_at = time.monotonic()
+            if isinstance(message, Heartbeat):
+                continue
+            if isinstance(message, Ready):
                 worker.ready = True
                 self.any_ready = True
                 self.quick_deaths = 0
-            elif kind == "vm_boot":
-                self.loop.create_task(self._boot_for(worker, message))
-            elif kind == "vm_stop":
-                self.loop.create_task(self._stop_for(worker, message["vm"]))
+            elif isinstance(message, VmBoot):
+                self.loop.create_task(self._boot_for(worker, message.upstream))
+            elif isinstance(message, VmStop):
+                self.loop.create_task(self._stop_for(worker, message.vm))
+            else:
+                log.error("worker %d (pid %d): unexpected control message %s", worker.slot, worker.pid, message.TYPE)
+
+    async def _watch_heartbeats(self) -> None:
+        """Kill workers whose heartbeat is late; the reaper then respawns them. A tick that comes late
+        itself means the master's loop stalled, and the workers' heartbeats wait unread in their
+        channels: that round judges nobody."""
+        last_tick = time.monotonic()
+        while not self.stopping:
+            timeout = self.config.worker_heartbeat_timeout
+            interval = heartbeat_interval(timeout)
+            await asyncio.sleep(interval)
+            now = time.monotonic()
+            stalled, last_tick = now - last_tick > interval * 2 + 1.0, now
+            if timeout <= 0 or stalled:
+                for w in self.workers.values():
+                    w.heard_at = now if w.heard_at is not None else None
+                continue
+            for w in list(self.workers.values()):
+                silent = now - (w.heard_at or w.started_at)
+                if not w.hung and silent > (timeout if w.heard_at is not None else max(timeout, START_GRACE)):
+                    self._kill_hung(w, silent)
+
+    def _kill_hung(self, worker: WorkerProcess, silent: float) -> None:
+        worker.hung = True
+        log.error("worker %d (pid %d) hung: no heartbeat for %.1fs (worker_heartbeat_timeout %.1fs); SIGKILL",
+                  worker.slot, worker.pid, silent, self.config.worker_heartbeat_timeout)
+        metrics.worker_hung(worker.slot)
+        with contextlib.suppress(ProcessLookupError):
+            os.kill(worker.pid, signal.SIGKILL)
 
     # VMs, on behalf of workers
 
-    async def _boot_for(self, worker: WorkerProcess, message: dict[str, Any]) -> None:
-        upstream = message["upstream"]
+    async def _boot_for(self, worker: WorkerProcess, upstream: str) -> None:
         try:
             vm = await self.fleet.boot(upstream, worker.slot, worker.cpu)
         except Exception as e:  # every failure is an answer to the worker, never a dead master
             log.error("VM boot for worker %d, upstream %s failed: %s", worker.slot, upstream, e)
-            self._tell_slot(worker, {"type": "vm_boot_failed", "upstream": upstream, "reason": str(e)})
+            self._tell_slot(worker, VmBootFailed(upstream, str(e)))
             return
-        self._tell_slot(worker, {"type": "vm_booted", "vm": vm.describe()})
+        self._tell_slot(worker, VmBooted(vm.describe()))
 
     async def _stop_for(self, worker: WorkerProcess, vm_id: str) -> None:
         vm = self.fleet.vms.get(vm_id)
         if vm is None:
             return
         await self.fleet.stop(vm_id)
-        self._tell_slot(worker, {"type": "vm_exited", "vm": vm_id, "upstream": vm.upstream})
+        self._tell_slot(worker, VmExited(vm_id, vm.upstream))
 
     def _vm_died(self, vm: FleetVm, status: int) -> None:
-        self.fleet.replacements += 1
         for w in self.workers.values():
             if w.slot == vm.slot and not w.quitting:
-                w.channel.send({"type": "vm_exited", "vm": vm.vm_id, "upstream": vm.upstream})
+                w.channel.send(VmExited(vm.vm_id, vm.upstream))
 
-    def _tell_slot(self, asked: WorkerProcess, message: dict[str, Any]) -> None:
+    def _server_exists(self, upstream: str, server: str) -> bool:
+        """Whether a per-server metric series still stands for something: a static server of a configured
+        upstream, or a VM still in the fleet. A gone VM's series leave /metrics (ids are never reused)."""
+        if server in self.fleet.vms:
+            return True
+        return any(u.name == upstream and u.vm is None for u in self.config.upstreams)
+
+    def _tell_slot(self, asked: WorkerProcess, message: Message) -> None:
         """Answer the worker that asked, or its successor in the slot if it died meanwhile."""
         target = asked
         if asked.pid not in self.workers or asked.quitting:
@@ -303,7 +351,7 @@ class Master:
         self.workers.pop(worker.pid, None)
         worker.proc.returncode = os.waitstatus_to_exitcode(status)  # reaped by us, not by Popen
         worker.channel.close()
-        self.observability.worker_exited(worker)  # its live gauges leave the sums
+        self.observability.worker_exited(worker.pid)  # its live gauges leave the sums
         how = describe_exit(status)
         if worker.quitting or self.stopping:
             log.info("worker %d (pid %d) %s", worker.slot, worker.pid, how)
@@ -326,7 +374,7 @@ class Master:
             log.critical("workers crash at start-up (%d in a row): giving up", self.quick_deaths)
             self.stop(graceful=False, exit_code=1)
             return
-        self.observability.worker_restarted(worker)
+        self.observability.worker_restarted(worker.slot)
         delay = self.backoff if self.quick_deaths else 0.0
         self.loop.call_later(delay, lambda: self.loop.create_task(self._respawn(worker)))
 
@@ -382,6 +430,11 @@ class Master:
         for w in self.workers.values():
             with contextlib.suppress(ProcessLookupError):
                 os.kill(w.pid, signal.SIGUSR1)
+
+
+def heartbeat_interval(timeout: float) -> float:
+    """How often workers beat: four beats per timeout, at most one a second."""
+    return HEARTBEAT_INTERVAL_MAX if timeout <= 0 else min(HEARTBEAT_INTERVAL_MAX, timeout / 4)
 
 
 MASTER_SIGNALS = (signal.SIGTERM, signal.SIGINT, signal.SIGQUIT, signal.SIGHUP, signal.SIGUSR1, signal.SIGCHLD)

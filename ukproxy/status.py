@@ -39,6 +39,20 @@ def _per_pid(samples: dict[str, list[Any]], name: str) -> dict[str, float]:
     return {s.labels.get("pid", ""): s.value for s in samples.get(name, ())}
 
 
+def _last_check(samples: dict[str, list[Any]], labels: dict[str, str]) -> dict[str, Any]:
+    """When the server's last active health check ran (Unix time, and seconds ago) and whether it passed."""
+    def value(name: str) -> float | None:
+        found = [s.value for s in samples.get(name, ()) if all(s.labels.get(k) == v for k, v in labels.items())]
+        return max(found) if found else None
+
+    at = value("ukproxy_upstream_server_last_check_timestamp_seconds")
+    ok = value("ukproxy_upstream_server_check_ok")
+    if not at:
+        return {"last_health_check": None, "last_health_check_at": None, "health": None}
+    return {"last_health_check": round(max(0.0, time.time() - at), 1), "last_health_check_at": round(at, 3),
+            "health": "pass" if ok else "fail"}
+
+
 def _worker_state(w: WorkerLike) -> str:
     return "quitting" if w.quitting else "ready" if w.ready else "starting"
 
@@ -91,4 +105,5 @@ def build_status(families: Iterable[Any], workers: Iterable[WorkerLike], generat
             labels = {"upstream": str(vm.get("upstream")), "server": str(vm.get("id"))}
             vm["active"] = int(_sum(samples, "ukproxy_upstream_server_active", **labels))
             vm["requests"] = int(_sum(samples, "ukproxy_upstream_server_requests_total", **labels))
+            vm.update(_last_check(samples, labels))
     return status

@@ -14,7 +14,7 @@ from ukproxy.config import ConfigError, MetricsConfig, load
 
 VM_COLUMNS = (
     ("UPSTREAM", "upstream"), ("WORKER", "worker"), ("CPU", "cpu"), ("ADDRESS", "address"), ("STATE", "state"),
-    ("ACTIVE", "active"), ("REQUESTS", "requests"), ("LAST CHECK", "last_health_check"), ("UPTIME", "uptime"),
+    ("ACTIVE", "active"), ("REQUESTS", "requests"), ("LAST CHECK", "last_check"), ("UPTIME", "uptime"),
 )
 WORKER_COLUMNS = (
     ("SLOT", "slot"), ("PID", "pid"), ("CPU", "cpu"), ("GEN", "generation"), ("STATE", "state"),
@@ -35,9 +35,17 @@ def fetch_status(url: str, timeout: float = 5.0) -> dict[str, Any]:
 def _cell(value: Any, key: str) -> str:
     if value is None:
         return "-"
-    if key in ("uptime", "last_health_check") and isinstance(value, int | float):
+    if key == "uptime" and isinstance(value, int | float):
         return _duration(value)
     return str(value)
+
+
+def _last_check(vm: dict[str, Any]) -> str | None:
+    """"1.2s ago pass": how long since the VM's last health check, and its result."""
+    ago = vm.get("last_health_check")
+    if not isinstance(ago, int | float):
+        return None
+    return f"{_duration(ago)} ago {vm.get('health') or '?'}"
 
 
 def _duration(seconds: float) -> str:
@@ -73,7 +81,7 @@ def render(status: dict[str, Any]) -> str:
     ]
     vms = status.get("vms") or []
     if isinstance(vms, list) and vms:
-        lines += [f"VMs: {len(vms)}", table(vms, VM_COLUMNS)]
+        lines += [f"VMs: {len(vms)}", table([vm | {"last_check": _last_check(vm)} for vm in vms], VM_COLUMNS)]
     elif isinstance(vms, dict) and "error" in vms:
         lines.append(f"VMs: unavailable ({vms['error']})")
     else:

@@ -30,6 +30,7 @@ from ukproxy.metrics.worker_side import WorkerObservability
 from ukproxy.privileges import Identity, PrivilegeError, drop_privileges, preload_late_imports, raise_nofile_limit
 from ukproxy.proxy.tcp import TcpClientSide
 from ukproxy.upstream.group import UpstreamGroup
+from ukproxy.upstream.health import HealthCheck, check_servers
 from ukproxy.upstream.vm_pool import VmPool
 from ukproxy.worker_state import WorkerState
 
@@ -48,6 +49,7 @@ class Worker:
         self.state = WorkerState(self.loop, worker_id, config.worker_connections)
         self.groups = {u.name: UpstreamGroup(u, self.loop) for u in config.upstreams}
         self.vm_pools: dict[str, VmPool] = {}
+        self.health_checks: list[HealthCheck] = []
         for u in config.upstreams:
             if u.vm is not None:
                 group = self.groups[u.name]
@@ -77,6 +79,9 @@ class Worker:
         self.loop.add_signal_handler(signal.SIGTERM, self.terminate)
         self.loop.add_signal_handler(signal.SIGINT, self.terminate)
         self.loop.add_signal_handler(signal.SIGUSR1, self.observability.reopen_logs)  # logrotate
+        for u in self.config.upstreams:  # a VM pool checks its own VMs; static servers are checked here
+            if u.vm is None and u.health is not None:
+                self.health_checks += check_servers(self.groups[u.name].servers, u.health, u.name, self.loop)
         for name, pool in self.vm_pools.items():
             pool.start([vm for vm in adopted_vms or [] if vm["upstream"] == name])
         self.cycle.start()
@@ -116,6 +121,8 @@ class Worker:
         self.state.begin_drain()
         for pool in self.vm_pools.values():
             pool.stop()
+        for check in self.health_checks:
+            check.stop()
         self.stopped.set()
 
     def terminate(self) -> None:

@@ -1,7 +1,7 @@
 """What one worker knows about itself on the request path: its connections and its counters.
 
-Per process and unshared (DESIGN rule 1). The accept cycle reads `free_connections`; the metrics
-layer reads the counters.
+Per process and unshared (docs/architecture.md, "share nothing on the request path"). The accept
+cycle reads `free_connections`; the metrics layer reads the counters.
 """
 
 from __future__ import annotations
@@ -13,6 +13,7 @@ from typing import TYPE_CHECKING, Protocol
 
 from ukproxy.metrics.buckets import LATENCY
 from ukproxy.metrics.tally import RequestTally
+from ukproxy.protocol import CounterKey, Event
 
 if TYPE_CHECKING:
     from ukproxy.access_log import AccessLog
@@ -41,7 +42,7 @@ class WorkerState:
         self.upstreams = 0  # upstream connections open now
         self.accepted = 0
         self.handled = 0
-        self.counters: Counter[str] = Counter()
+        self.counters: Counter[CounterKey] = Counter()  # (Event, label, label) → running total
         # Called when a connection closes: the accept cycle may want another turn at the mutex.
         self.on_connection_closed: Callable[[], None] | None = None
         self.on_full: Callable[[], None] | None = None
@@ -93,14 +94,18 @@ class WorkerState:
     def upstream_closed(self) -> None:
         self.upstreams -= 1
 
+    def count(self, event: Event, label: str = "", detail: str = "") -> None:
+        """One more `event` (labels as `protocol.Event` lists them), flushed to its metric once a second."""
+        self.counters[(event, label, detail)] += 1
+
     def upstream_failed(self, upstream: str, reason: str) -> None:
-        self.counters[f"upstream_failed:{upstream}:{reason}"] += 1
+        self.counters[(Event.UPSTREAM_FAILED, upstream, reason)] += 1
 
     def no_upstream(self, upstream: str) -> None:
-        self.counters[f"no_upstream:{upstream}"] += 1
+        self.counters[(Event.NO_UPSTREAM, upstream, "")] += 1
 
     def timeout_fired(self, which: str) -> None:
-        self.counters[f"timeout:{which}"] += 1
+        self.counters[(Event.TIMEOUT, which, "")] += 1
 
     # observability hooks, called by the proxies
 
@@ -128,7 +133,7 @@ class WorkerState:
                                         client, bytes_sent, bytes_received)
 
     def upstream_retried(self, upstream: str) -> None:
-        self.counters[f"upstream_retry:{upstream}"] += 1
+        self.counters[(Event.UPSTREAM_RETRY, upstream, "")] += 1
 
 
 def _text(value: bytes | None) -> str | None:

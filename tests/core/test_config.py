@@ -137,3 +137,70 @@ def test_check_command_exit_codes(tmp_path: Path) -> None:
 
 def test_default_config_is_valid() -> None:
     assert run_check(REPO / "conf" / "ukproxy.toml").returncode == 0
+
+
+VM_POOL = """
+[[listen]]
+address = "127.0.0.1:8080"
+upstream = "web"
+[[upstream]]
+name = "web"
+[upstream.vm]
+image = "x.elf"
+"""
+
+
+def test_share_is_an_absolute_folder_read_only_by_default(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    (tmp_path / "site").mkdir()
+    monkeypatch.chdir(tmp_path)
+    vm = loads(VM_POOL + 'share = "site"\n', "x.toml").upstream("web").vm
+    assert vm is not None and (vm.share, vm.share_writable, vm.share_tag) == (str(tmp_path / "site"), False, "share")
+    (tmp_path / "data").mkdir()
+    (tmp_path / "data").chmod(0o777)  # writable by whoever QEMU runs as
+    vm = loads(VM_POOL + 'share = "data"\nshare_writable = true\nshare_tag = "data"\n', "x.toml").upstream("web").vm
+    assert vm is not None and (vm.share, vm.share_writable, vm.share_tag) == (str(tmp_path / "data"), True, "data")
+    assert loads(VM_POOL, "x.toml").upstream("web").vm.share is None  # type: ignore[union-attr]
+
+
+def test_share_errors_name_the_folder_and_key(tmp_path: Path) -> None:
+    (tmp_path / "file").write_text("")
+    assert f"x.toml: upstream[0].vm.share: no folder {tmp_path / 'absent'}" in errors_of(
+        VM_POOL + f'share = "{tmp_path / "absent"}"\n')
+    assert f"x.toml: upstream[0].vm.share: {tmp_path / 'file'} is not a folder" in errors_of(
+        VM_POOL + f'share = "{tmp_path / "file"}"\n')
+    assert "x.toml: upstream[0].vm.share_tag: a mount tag is 1-31 letters, digits, '_', '.' or '-', got 'a b'" in (
+        errors_of(VM_POOL + f'share = "{tmp_path / "absent"}"\nshare_tag = "a b"\n'))
+    assert "x.toml: upstream[0].vm.share: share_writable and share_tag need a share folder" in errors_of(
+        VM_POOL + "share_writable = true\n")
+
+
+@pytest.mark.skipif(os.geteuid() != 0, reason="needs root: QEMU runs as the workers' user only under root")
+@pytest.mark.parametrize(("writable", "mode", "wanted"), [
+    (False, 0o700, "read"), (True, 0o755, "read and write"),
+])
+def test_check_says_when_the_workers_user_cannot_use_the_share(
+    tmp_path: Path, writable: bool, mode: int, wanted: str
+) -> None:
+    folder = tmp_path / "private"
+    folder.mkdir()
+    os.chown(folder, 0, 0)
+    folder.chmod(mode)
+    path = tmp_path / "share.toml"
+    path.write_text(VM_POOL + f'share = "{folder}"\nshare_writable = {str(writable).lower()}\n')
+    result = run_check(path)
+    assert result.returncode == 1
+    assert (f"{path}: upstream[0].vm.share: QEMU runs as user 'nobody', who cannot {wanted} {folder}"
+            in result.stderr), result.stderr
+    folder.chmod(0o777 if writable else 0o755)  # now the default user (nobody) may
+    assert run_check(path).returncode == 0
+
+
+def test_vm_pools_get_a_tcp_liveness_check_unless_turned_off() -> None:
+    health = loads(VM_POOL, "x.toml").upstream("web").health
+    assert health is not None and health.type == "tcp"
+    assert loads(VM_POOL + '[upstream.health]\ntype = "none"\n', "x.toml").upstream("web").health is None
+    http = loads(VM_POOL + '[upstream.health]\ntype = "http"\nfails = 3\n', "x.toml").upstream("web").health
+    assert http is not None and (http.type, http.fails) == ("http", 3)
+    assert loads(GOOD, "x.toml").upstream("web").health is None  # static servers: checks only when asked
+    checked = loads(GOOD + '[upstream.health]\ntype = "http"\n', "x.toml").upstream("web").health
+    assert checked is not None and checked.type == "http"

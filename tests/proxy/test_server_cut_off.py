@@ -14,6 +14,7 @@ from contextlib import AbstractAsyncContextManager
 
 from tests.proxy.backends import Backend, RawBackend, blackhole, silent_after
 from tests.proxy.in_process import InProcessProxy, in_process_http
+from ukproxy.protocol import Event
 
 # Without the cut-off these requests would wait for the read timeout (60 s) or connect timeout (30 s).
 CUT_OFF_ANSWER = 10.0
@@ -71,7 +72,7 @@ async def test_a_reused_keepalive_connection_cut_off_is_not_retried_on_its_serve
             response = await asyncio.wait_for(answer, CUT_OFF_ANSWER)
             assert response.endswith(b"backup GET /two")
             assert gone.connections == 1  # no fresh connection to the server that went away
-            assert proxy.state.counters["http_stale_keepalive:app"] == 0  # nor an attempt at one
+            assert proxy.state.counters[(Event.HTTP_STALE_KEEPALIVE, "app", "")] == 0  # nor an attempt at one
     finally:
         gone.close()
         backup.close()

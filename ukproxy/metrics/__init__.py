@@ -47,6 +47,13 @@ def vm_replaced(upstream: str, reason: str) -> None:
         _families.VM_REPLACEMENTS.labels(upstream, reason).inc()
 
 
+def health_checked(upstream: str, server: str, ok: bool, at: float) -> None:
+    """An active health check of `server` ran at Unix time `at` and passed (or not)."""
+    if _families is not None:
+        _families.SERVER_LAST_CHECK.labels(upstream, server).set(at)
+        _families.SERVER_CHECK_OK.labels(upstream, server).set(1 if ok else 0)
+
+
 def placement(cpu: int) -> None:
     """The scheduler placed a VM on `cpu`."""
     if _families is not None:

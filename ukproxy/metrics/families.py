@@ -79,6 +79,12 @@ SERVER_ACTIVE = Gauge("ukproxy_upstream_server_active",
                       ["upstream", "server"], multiprocess_mode="livesum")
 SERVER_REQUESTS = Counter("ukproxy_upstream_server_requests",
                           "Requests or tcp sessions sent to each upstream server (VM).", ["upstream", "server"])
+SERVER_LAST_CHECK = Gauge("ukproxy_upstream_server_last_check_timestamp_seconds",
+                          "When the last active health check of each upstream server ran (Unix time).",
+                          ["upstream", "server"], multiprocess_mode="livemax")
+SERVER_CHECK_OK = Gauge("ukproxy_upstream_server_check_ok",
+                        "1 if each worker's last active health check of the server passed, else 0 (the minimum).",
+                        ["upstream", "server"], multiprocess_mode="livemin")
 POOL_QUEUE_LENGTH = Gauge("ukproxy_pool_queue_length", "Requests waiting for a VM of the upstream's pools.",
                           ["upstream"], multiprocess_mode="livesum")
 POOL_QUEUE_WAIT = Histogram("ukproxy_pool_queue_wait_seconds", "Time a request waited in a pool queue for a VM.",

@@ -15,6 +15,7 @@ from collections.abc import Hashable
 from typing import TYPE_CHECKING, Any
 
 from ukproxy.metrics import families as f
+from ukproxy.protocol import EVENT_NAMES, CounterKey, Event
 
 if TYPE_CHECKING:
     from ukproxy.accept_cycle import AcceptCycle
@@ -115,28 +116,28 @@ class WorkerMetricsFlusher:
         self.servers_shown = shown
 
     def _flush_counters(self) -> None:
-        """WorkerState.counters: "kind:labels" keys, running totals."""
+        """WorkerState.counters: (Event, label, label) keys, running totals."""
         for key, total in list(self.state.counters.items()):
             delta = self._delta(("counter", key), total)
             if delta:
                 self._count_event(key, delta)
 
     @staticmethod
-    def _count_event(key: str, n: int) -> None:
-        kind, _, rest = key.partition(":")
-        if kind == "upstream_failed":
-            upstream, _, reason = rest.rpartition(":")
-            f.UPSTREAM_FAILURES.labels(upstream, reason).inc(n)
-        elif kind in ("upstream_retry", "http_retries"):
-            f.UPSTREAM_RETRIES.labels(rest).inc(n)
-        elif kind == "no_upstream":
-            f.UPSTREAM_UNAVAILABLE.labels(rest).inc(n)
-        elif kind == "timeout":
-            f.TIMEOUTS.labels(rest).inc(n)
-        elif kind == "accept_errors":
+    def _count_event(key: CounterKey, n: int) -> None:
+        event, label, detail = key
+        if event is Event.UPSTREAM_FAILED:
+            f.UPSTREAM_FAILURES.labels(label, detail).inc(n)
+        elif event is Event.UPSTREAM_RETRY:
+            f.UPSTREAM_RETRIES.labels(label).inc(n)
+        elif event is Event.NO_UPSTREAM:
+            f.UPSTREAM_UNAVAILABLE.labels(label).inc(n)
+        elif event is Event.TIMEOUT:
+            f.TIMEOUTS.labels(label).inc(n)
+        elif event is Event.ACCEPT_ERROR:
             f.ACCEPT_ERRORS.inc(n)
-        else:  # anything else the proxies count (http_errors:..., ...): kept, by its key
-            f.WORKER_EVENTS.labels(key).inc(n)
+        else:  # the rest share one family, by name ("http_errors:bad_gateway", "accept_over_limit")
+            name = EVENT_NAMES[event]
+            f.WORKER_EVENTS.labels(f"{name}:{label}" if label else name).inc(n)
 
     def _flush_tallies(self) -> None:
         tally = self.state.tally

@@ -10,24 +10,31 @@ from __future__ import annotations
 import logging
 import os
 import time
+from collections.abc import Callable, Collection
 from typing import TYPE_CHECKING
 
 from ukproxy import metrics
 from ukproxy.config import Config, MetricsConfig
 from ukproxy.metrics import multiproc
-from ukproxy.status import StatusProvider, build_status
+from ukproxy.metrics.multiproc import ServerExists
+from ukproxy.status import StatusProvider, WorkerLike, build_status
 
 if TYPE_CHECKING:
-    from ukproxy.master import Master, WorkerProcess
     from ukproxy.metrics.server import MetricsServer
 
 log = logging.getLogger("ukproxy.metrics")
 
 
 class MasterObservability:
-    def __init__(self, master: Master):
-        self.master = master
-        self.directory = os.path.join(master.run_dir, "metrics")
+    """What the master shows of itself: its workers (as `workers()` lists them), its config generation,
+    and the per-server series of the servers that `server_exists` still knows."""
+
+    def __init__(self, run_dir: str, workers: Callable[[], Collection[WorkerLike]], generation: Callable[[], int],
+                 server_exists: ServerExists):
+        self.workers = workers
+        self.generation = generation
+        self.server_exists = server_exists
+        self.directory = os.path.join(run_dir, "metrics")
         multiproc.prepare(self.directory)
         metrics.enable()
         self.started_at = time.monotonic()
@@ -39,8 +46,8 @@ class MasterObservability:
         """`provider()` is called for each GET /status; what it returns is the JSON's `name` key (e.g. "vms")."""
         self.status_providers[name] = provider
 
-    async def start(self) -> None:
-        await self._serve(self.master.config.metrics)
+    async def start(self, config: Config) -> None:
+        await self._serve(config.metrics)
 
     async def reconfigure(self, config: Config) -> None:
         """After a reload: move the listener if [metrics] changed."""
@@ -52,11 +59,11 @@ class MasterObservability:
         await self._stop_server()
         multiproc.remove(self.directory)
 
-    def worker_exited(self, worker: WorkerProcess) -> None:
-        multiproc.mark_dead(worker.pid)
+    def worker_exited(self, pid: int) -> None:
+        multiproc.mark_dead(pid, self.server_exists)
 
-    def worker_restarted(self, worker: WorkerProcess) -> None:
-        metrics.worker_restarted(worker.slot)
+    def worker_restarted(self, slot: int) -> None:
+        metrics.worker_restarted(slot)
 
     # the listener
 
@@ -67,11 +74,11 @@ class MasterObservability:
         from ukproxy.metrics.master_collector import MasterCollector, ukproxy_version
         from ukproxy.metrics.server import MetricsServer
 
-        collector = MasterCollector(lambda: len(self.master.workers), lambda: self.master.generation)
+        collector = MasterCollector(lambda: len(self.workers()), self.generation)
         version = ukproxy_version()
         server = MetricsServer(self.directory, collector, lambda families: build_status(
-            families, self.master.workers.values(), self.master.generation, self.started_at,
-            self.status_providers, version))
+            families, self.workers(), self.generation(), self.started_at, self.status_providers, version),
+            self.server_exists)
         try:
             await server.start(config.host, config.port)
         except OSError as e:

@@ -20,6 +20,7 @@ from prometheus_client.exposition import CONTENT_TYPE_LATEST
 
 from ukproxy.metrics.files import MetricFiles
 from ukproxy.metrics.master_collector import MasterCollector
+from ukproxy.metrics.multiproc import ServerExists
 
 log = logging.getLogger("ukproxy.metrics")
 
@@ -28,10 +29,11 @@ READ_ATTEMPTS = 5
 
 
 class MetricsServer:
-    def __init__(self, directory: str, master_collector: MasterCollector, status: Callable[[list[Any]], dict]):
+    def __init__(self, directory: str, master_collector: MasterCollector, status: Callable[[list[Any]], dict],
+                 server_exists: ServerExists = lambda upstream, server: True):
         self.directory = directory
         self.registry = CollectorRegistry()
-        self.files = MetricFiles(self.registry, self.directory)
+        self.files = MetricFiles(self.registry, self.directory, server_exists)
         self.registry.register(master_collector)
         self.status = status
         self.runner: web.AppRunner | None = None

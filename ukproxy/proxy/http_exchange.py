@@ -19,6 +19,7 @@ import asyncio
 import logging
 from typing import TYPE_CHECKING, Final
 
+from ukproxy.protocol import Event
 from ukproxy.proxy import http_messages as msg
 from ukproxy.proxy.http_request import IDEMPOTENT, HttpError, RequestHead
 from ukproxy.proxy.http_upstream import (
@@ -170,7 +171,7 @@ class Exchange:
             if not (outcome.retryable and self._may_try_again()):
                 self._fail(outcome.status, outcome.why, outcome.detail)
                 return
-            self.state.counters[f"http_retries:{self.group.name}"] += 1
+            self.state.upstream_retried(self.group.name)
             server = None
 
     def _may_try_again(self) -> bool:
@@ -218,7 +219,7 @@ class Exchange:
             return outcome
 
     def _stale_retry(self, server: Server) -> None:
-        self.state.counters[f"http_stale_keepalive:{self.group.name}"] += 1
+        self.state.count(Event.HTTP_STALE_KEEPALIVE, self.group.name)
         log.info("upstream %s server %s: reused connection was closed, retrying on a new one",
                  self.group.name, server.name)
 
@@ -308,7 +309,7 @@ class Exchange:
         self._abort_upstream()
         if self.response_started:
             log.warning("http: %s while streaming the request body of %s", error.reason, self._describe())
-            self.state.counters[f"http_errors:{error.reason}"] += 1
+            self.state.count(Event.HTTP_ERROR, error.reason)
             self._done(keep_alive=False, abort=True)
         else:
             self._fail(error.status, error.reason, error.reason, keep_alive=False)
@@ -515,7 +516,7 @@ class Exchange:
         """Answer with the proxy's own error, if the client has not seen a byte of a response yet."""
         if self.finished:
             return
-        self.state.counters[f"http_errors:{why}"] += 1
+        self.state.count(Event.HTTP_ERROR, why)
         if self.response_started:
             self._done(keep_alive=False, abort=True)
             return

@@ -4,8 +4,8 @@ The pool keeps `min` VMs, grows to `max` when every VM is at `max_conns` (overfl
 makes requests wait up to `queue_timeout` for a free slot (overflow "queue"), and stops VMs above
 `min` that stayed idle for `idle_timeout` (surplus "destroy"). Booting and stopping are asked of the
 master over the control channel; the pool only changes its server list when the master answers.
-Active health checks (a TCP connect or GET /health every `interval`) take a VM out of rotation
-after `fails` failures and back after `passes` successes; a VM that stays out is replaced.
+Active health checks (`health`; a TCP connect by default) take a VM out of rotation after `fails`
+failures and back after `passes` successes; a VM that stays out is replaced.
 """
 
 from __future__ import annotations
@@ -21,11 +21,10 @@ from typing import Any
 
 from ukproxy import metrics
 from ukproxy.config import UpstreamConfig
+from ukproxy.upstream.health import HealthCheck
 from ukproxy.upstream.server import Server
 
 log = logging.getLogger("ukproxy.pool")
-
-REPLACE_AFTER_FAILED_CHECKS = 3  # a VM failing this many checks beyond `fails` is replaced
 
 
 @dataclass(eq=False)
@@ -34,11 +33,8 @@ class PoolVm:
     server: Server
     cpu: int | None
     idle_since: float
-    failed_checks: int = 0
-    passed_checks: int = 0
-    last_check: float | None = None
     stopping: bool = False
-    health_task: asyncio.Task[None] | None = field(default=None, repr=False)
+    health: HealthCheck | None = field(default=None, repr=False)
 
 
 class VmPool:
@@ -79,8 +75,8 @@ class VmPool:
         if self._surplus_task is not None:
             self._surplus_task.cancel()
         for vm in self.vms.values():
-            if vm.health_task is not None:
-                vm.health_task.cancel()
+            if vm.health is not None:
+                vm.health.stop()
         for waiter in self.waiters:
             if not waiter.done():
                 waiter.set_result(None)
@@ -114,7 +110,9 @@ class VmPool:
         entry = PoolVm(vm["id"], server, vm.get("cpu"), idle_since=self.loop.time())
         self.vms[entry.vm_id] = entry
         if self.config.health is not None:
-            entry.health_task = self.loop.create_task(self._health_loop(entry))
+            entry.health = HealthCheck(server, self.config.health, self.name, self.loop,
+                                       on_failing=lambda: self._replace_unhealthy(entry))
+            entry.health.start()
         self._publish()
         self._wake(len(self.waiters))
         log.info("upstream %s: VM %s in rotation (%s:%d)", self.name, entry.vm_id, vm["host"], vm["port"])
@@ -124,8 +122,8 @@ class VmPool:
         entry = self.vms.pop(vm_id, None)
         if entry is None:
             return
-        if entry.health_task is not None:
-            entry.health_task.cancel()
+        if entry.health is not None:
+            entry.health.stop()
         self._publish()
         if not entry.stopping:
             self.replacements += 1
@@ -137,6 +135,8 @@ class VmPool:
     def _retire(self, entry: PoolVm, why: str) -> None:
         entry.stopping = True
         entry.server.down = True  # no new requests; the open ones finish
+        if entry.health is not None:
+            entry.health.stop()
         self._publish()
         log.info("upstream %s: stopping VM %s (%s)", self.name, entry.vm_id, why)
         self.send({"type": "vm_stop", "vm": entry.vm_id})
@@ -217,49 +217,8 @@ class VmPool:
 
     # health
 
-    async def _health_loop(self, entry: PoolVm) -> None:
-        health = self.config.health
-        assert health is not None
-        while self.running and not entry.stopping:
-            await asyncio.sleep(health.interval)
-            ok = await self._check(entry.server)
-            entry.last_check = self.loop.time()
-            if ok:
-                entry.failed_checks = 0
-                entry.passed_checks += 1
-                if not entry.server.health_ok and entry.passed_checks >= health.passes:
-                    entry.server.health_ok = True
-                    log.info("upstream %s: VM %s healthy again", self.name, entry.vm_id)
-            else:
-                entry.passed_checks = 0
-                entry.failed_checks += 1
-                if entry.server.health_ok and entry.failed_checks >= health.fails:
-                    entry.server.health_ok = False
-                    log.warning("upstream %s: VM %s failed %d health checks: out of rotation",
-                                self.name, entry.vm_id, entry.failed_checks)
-                if entry.failed_checks >= health.fails + REPLACE_AFTER_FAILED_CHECKS:
-                    self.replacements += 1
-                    self._retire(entry, "unhealthy")
-                    self._fill_to_min()
-                    return
-
-    async def _check(self, server: Server) -> bool:
-        health = self.config.health
-        assert health is not None
-        try:
-            reader, writer = await asyncio.wait_for(
-                asyncio.open_connection(server.host, server.port), health.timeout)
-        except (TimeoutError, OSError):
-            return False
-        try:
-            if health.type == "tcp":
-                return True
-            request = f"GET {health.path} HTTP/1.1\r\nHost: {server.host}\r\nConnection: close\r\n\r\n"
-            writer.write(request.encode())
-            line = await asyncio.wait_for(reader.readline(), health.timeout)
-            parts = line.split()
-            return len(parts) >= 2 and parts[1].startswith(b"2")
-        except (TimeoutError, OSError):
-            return False
-        finally:
-            writer.close()
+    def _replace_unhealthy(self, entry: PoolVm) -> None:
+        self.replacements += 1
+        metrics.vm_replaced(self.name, "unhealthy")
+        self._retire(entry, "unhealthy")
+        self._fill_to_min()

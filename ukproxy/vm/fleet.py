@@ -218,6 +218,7 @@ class Fleet:
                     accel=self.accel or "tcg", mac=mac_for(ip), tap_fd=tap_fd, cpu=cpu,
                     boot_timeout=vm_config.boot_timeout, stop_timeout=vm_config.stop_timeout,
                     run_dir=self.run_dir, netns=self.config.network.netns, user=self.vm_user,
+                    share=vm_config.share, share_writable=vm_config.share_writable, share_tag=vm_config.share_tag,
                 )
                 host, port = str(ip), vm_config.port
             else:
@@ -230,6 +231,7 @@ class Fleet:
                     mac="52:54:00:12:34:56", hostfwd_port=hostfwd, cpu=cpu,
                     boot_timeout=vm_config.boot_timeout, stop_timeout=vm_config.stop_timeout,
                     run_dir=self.run_dir, netns=self.config.network.netns,
+                    share=vm_config.share, share_writable=vm_config.share_writable, share_tag=vm_config.share_tag,
                 )
                 host, port = "127.0.0.1", hostfwd
             qemu = QemuVm(spec, self.reaper)
@@ -297,7 +299,7 @@ class Fleet:
             "id": vm.vm_id, "upstream": vm.upstream, "worker": vm.slot, "cpu": vm.cpu,
             "address": f"{vm.host}:{vm.port}", "pid": vm.qemu.pid,
             "state": "stopping" if vm.stopping else "retiring" if vm.retiring else vm.qemu.state,
-            "active": None, "requests": None, "last_health_check": None,
+            "active": None, "requests": None,  # these and the last health check: from the workers' metrics
             "uptime": round(now - vm.started_at, 1), "boot_ms": round((vm.boot_seconds or 0) * 1000, 1),
         } for vm in self.vms.values()]
 

@@ -27,6 +27,7 @@ from ukproxy.reaper import ChildReaper
 from ukproxy.vm.console import Console
 from ukproxy.vm.cpu_pinning import pin_process_tree
 from ukproxy.vm.qmp import QmpClient, QmpError
+from ukproxy.vm.share import fsdev_args
 
 log = logging.getLogger("ukproxy.vm")
 
@@ -72,6 +73,9 @@ class VmSpec:
     stop_timeout: float = 3.0
     run_dir: str = "run/vm"  # the QMP socket goes here
     user: str | None = None  # QEMU drops to this user (-runas) once it has opened its files
+    share: str | None = None  # a host folder for the guest over virtio-9p (absolute)
+    share_writable: bool = False
+    share_tag: str = "share"
 
     def __post_init__(self) -> None:
         for field_name in ("vm_id", "netns"):
@@ -139,6 +143,8 @@ def qemu_command(spec: VmSpec) -> list[str]:
         "-qmp", f"unix:{spec.qmp_path},server=on,wait=off",
         "-no-reboot",
     ]  # fmt: skip
+    if spec.share is not None:
+        command += fsdev_args("share0", spec.share, spec.share_tag, spec.share_writable)
     if spec.user:
         command += ["-runas", spec.user]
     return command

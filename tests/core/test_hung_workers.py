@@ -1,0 +1,69 @@
+"""A hung worker (its loop no longer turns, here because it is SIGSTOPped) sends no heartbeat: the master
+kills it, counts it, logs it and starts another in its slot, and new connections reach the new worker."""
+
+from __future__ import annotations
+
+import contextlib
+import signal
+import socket
+from collections.abc import Callable, Iterator
+
+import psutil
+
+from tests.core.test_tcp_proxy import tcp_config
+from tests.observability.helpers import scrape, wait_until
+from tests.running import RunningProxy, echo_servers, exchange, free_port
+
+CONNECTIONS = 24  # enough that every one of two reuseport sockets gets some (the kernel hashes)
+
+
+@contextlib.contextmanager
+def open_connections(port: int, n: int) -> Iterator[list[socket.socket]]:
+    """n connections through the proxy, each shown to be served (an echo came back)."""
+    socks = []
+    try:
+        for i in range(n):
+            s = socket.create_connection(("127.0.0.1", port), timeout=20)
+            socks.append(s)
+            s.sendall(b"ping %d" % i)
+            assert s.recv(100) == b"ping %d" % i
+        yield socks
+    finally:
+        for s in socks:
+            s.close()
+
+
+def served_by(pid: int, port: int) -> int:
+    """Client connections to `port` that process `pid` holds."""
+    return sum(1 for c in psutil.Process(pid).net_connections("tcp")
+               if c.status == psutil.CONN_ESTABLISHED and c.laddr and c.laddr.port == port)
+
+
+def test_a_stopped_worker_is_killed_and_replaced(ukproxy: Callable[..., RunningProxy]) -> None:
+    port, metrics_port = free_port(), free_port()
+    extra = f'worker_heartbeat_timeout = "2s"\n[metrics]\nlisten = "127.0.0.1:{metrics_port}"\n'
+    with echo_servers(1) as (b,):
+        proxy = ukproxy(tcp_config(port, [b.port], extra=extra)).start([port])
+        first = proxy.wait_workers(2)
+        victim, survivor = first
+        victim.send_signal(signal.SIGSTOP)
+        try:
+            now = proxy.wait_workers(2, timeout=30, exclude={victim.pid})
+        finally:
+            with contextlib.suppress(psutil.NoSuchProcess):
+                victim.send_signal(signal.SIGCONT)
+        assert not psutil.pid_exists(victim.pid) or psutil.Process(victim.pid).status() == psutil.STATUS_ZOMBIE
+        fresh = next(w for w in now if w.pid != survivor.pid)
+        assert survivor.pid in {w.pid for w in now}  # the healthy worker was left alone
+        log = proxy.log()
+        assert f"(pid {victim.pid}) hung: no heartbeat for" in log
+        assert f"(pid {victim.pid}) died: killed by signal 9 (SIGKILL)" in log
+        # The stopped worker's reuseport share of new connections went to its successor.
+        with open_connections(port, CONNECTIONS):
+            assert served_by(fresh.pid, port) > 0
+            assert served_by(fresh.pid, port) + served_by(survivor.pid, port) == CONNECTIONS
+        assert exchange(port, b"still serving") == b"still serving"
+        hung = wait_until(lambda: scrape(metrics_port).value("ukproxy_worker_hung_total"), lambda v: v >= 1,
+                          "the hung-worker metric")
+        assert hung == 1
+

@@ -1,0 +1,211 @@
+"""What the master and its workers say to each other: control messages, exit codes, counter keys.
+
+Control messages are frozen dataclasses, one per kind, sent as one JSON object per line with the kind
+under "type" (see `control`). No version field: master and workers are one host and one build. A
+message of an unknown kind, or one missing a field, is a ProtocolError naming what was wrong.
+
+Exit codes are what a worker tells the master by dying: EXIT_CONFIG stops the master instead of a
+respawn loop.
+
+Counter keys are what workers count on the request path between two metric flushes: a tuple
+(Event, label, label), cheap to build and hash, that the flusher maps to a Prometheus family
+without parsing anything back.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import enum
+import os
+import signal
+from dataclasses import dataclass
+from typing import Any, ClassVar, Final
+
+from ukproxy.privileges import Identity
+
+# exit codes
+
+EXIT_OK: Final = 0
+EXIT_FAILED: Final = 1  # an unexpected error: respawned, with a backoff when it happens at start-up
+EXIT_CONFIG: Final = 3  # the worker cannot run this config (e.g. RLIMIT_NOFILE): never respawned
+
+
+def describe_exit(status: int) -> str:
+    """A wait status in words, for the log: "exited with code 3", "killed by signal 9 (SIGKILL)"."""
+    if os.WIFSIGNALED(status):
+        sig = os.WTERMSIG(status)
+        try:
+            name = signal.Signals(sig).name
+        except ValueError:
+            name = "unknown"
+        return f"killed by signal {sig} ({name})"
+    return f"exited with code {os.waitstatus_to_exitcode(status)}"
+
+
+# control messages
+
+
+class ProtocolError(ValueError):
+    """A control message that is not one of ours (unknown kind, missing or extra field)."""
+
+
+@dataclass(frozen=True)
+class Message:
+    TYPE: ClassVar[str] = ""
+
+    def to_wire(self) -> dict[str, Any]:
+        return {"type": self.TYPE, **dataclasses.asdict(self)}
+
+    @classmethod
+    def from_fields(cls, fields: dict[str, Any]) -> Message:
+        return cls(**fields)
+
+
+@dataclass(frozen=True)
+class VmInfo:
+    """What a worker knows of one VM: where to connect, and for the log its CPU and boot time."""
+
+    id: str
+    upstream: str
+    host: str
+    port: int
+    cpu: int | None = None
+    boot_seconds: float | None = None
+
+
+# master → worker
+
+
+@dataclass(frozen=True)
+class Init(Message):
+    """First message to a new worker: the validated config and its place."""
+
+    TYPE: ClassVar[str] = "init"
+    worker: int
+    config_text: str
+    config_path: str
+    cpu: int | None
+    listen_fds: list[int]
+    lock_path: str | None  # the accept mutex's lock file, None without the mutex
+    netns: str | None  # the backend namespace for upstream sockets, None on loopback
+    identity: Identity | None  # the unprivileged user to drop to, None when not root
+    nofile: int
+    heartbeat_interval: float
+    vms: list[VmInfo]  # the slot's VMs, adopted by the pools
+
+    @classmethod
+    def from_fields(cls, fields: dict[str, Any]) -> Message:
+        identity = fields.pop("identity")
+        vms = fields.pop("vms")
+        return cls(**fields, identity=Identity(**identity) if identity else None,
+                   vms=[VmInfo(**vm) for vm in vms])
+
+
+@dataclass(frozen=True)
+class VmBooted(Message):
+    TYPE: ClassVar[str] = "vm_booted"
+    vm: VmInfo
+
+    @classmethod
+    def from_fields(cls, fields: dict[str, Any]) -> Message:
+        return cls(vm=VmInfo(**fields.pop("vm")), **fields)
+
+
+@dataclass(frozen=True)
+class VmBootFailed(Message):
+    TYPE: ClassVar[str] = "vm_boot_failed"
+    upstream: str
+    reason: str
+
+
+@dataclass(frozen=True)
+class VmExited(Message):
+    """A VM of the worker's slot is gone: it died, or it stopped as the worker asked."""
+
+    TYPE: ClassVar[str] = "vm_exited"
+    vm: str
+    upstream: str
+
+
+# worker → master
+
+
+@dataclass(frozen=True)
+class Ready(Message):
+    """The worker accepts connections."""
+
+    TYPE: ClassVar[str] = "ready"
+    worker: int
+    pid: int
+
+
+@dataclass(frozen=True)
+class Heartbeat(Message):
+    """The worker's loop still turns: sent every `heartbeat_interval` (see Init)."""
+
+    TYPE: ClassVar[str] = "heartbeat"
+
+
+@dataclass(frozen=True)
+class VmBoot(Message):
+    """Boot a VM for the worker's pool of `upstream`; `why` is for the log (min, overflow, replace)."""
+
+    TYPE: ClassVar[str] = "vm_boot"
+    upstream: str
+    req: int
+    why: str
+
+
+@dataclass(frozen=True)
+class VmStop(Message):
+    TYPE: ClassVar[str] = "vm_stop"
+    vm: str
+
+
+KINDS: Final[dict[str, type[Message]]] = {
+    kind.TYPE: kind for kind in (Init, VmBooted, VmBootFailed, VmExited, Ready, Heartbeat, VmBoot, VmStop)
+}
+
+
+def from_wire(obj: object) -> Message:
+    """The message a decoded JSON object stands for."""
+    if not isinstance(obj, dict):
+        raise ProtocolError(f"a control message must be a JSON object, not {type(obj).__name__}")
+    fields = dict(obj)
+    kind = fields.pop("type", None)
+    cls = KINDS.get(kind) if isinstance(kind, str) else None
+    if cls is None:
+        raise ProtocolError(f"unknown control message type {kind!r}")
+    try:
+        return cls.from_fields(fields)
+    except (TypeError, KeyError, AttributeError) as e:
+        raise ProtocolError(f"bad {kind!r} message: {e}") from None
+
+
+# counter keys
+
+
+class Event(enum.IntEnum):
+    """What workers count besides requests (each key is (Event, label, label), "" for an unused label).
+    An IntEnum: its hash is an int's, computed in C, for the per-request bumps."""
+
+    UPSTREAM_FAILED = 1  # (upstream, reason: connect, timeout, reset, protocol, ...)
+    UPSTREAM_RETRY = 2  # (upstream, ""): a request or session tried again on another server
+    NO_UPSTREAM = 3  # (upstream, ""): no server of the upstream could be reached
+    TIMEOUT = 4  # (which, ""): keepalive, client_header, upstream_connect, idle, ...
+    ACCEPT_ERROR = 5  # ("", ""): accept() failed (EMFILE and the like)
+    ACCEPT_OVER_LIMIT = 6  # ("", ""): accepted past worker_connections, closed at once
+    HTTP_REJECTED = 7  # (status, ""): a client's request refused with a 4xx
+    HTTP_ERROR = 8  # (reason, ""): an exchange ended in an error answer
+    HTTP_STALE_KEEPALIVE = 9  # (upstream, ""): a pooled upstream connection was found closed
+
+
+CounterKey = tuple[Event, str, str]
+
+# How the generic `ukproxy_worker_events{event=...}` series names an event that has no family of its own.
+EVENT_NAMES: Final[dict[Event, str]] = {
+    Event.ACCEPT_OVER_LIMIT: "accept_over_limit",
+    Event.HTTP_REJECTED: "http_rejected",
+    Event.HTTP_ERROR: "http_errors",
+    Event.HTTP_STALE_KEEPALIVE: "http_stale_keepalive",
+}
