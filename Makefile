@@ -31,11 +31,11 @@ venv: .venv/.installed
 	.venv/bin/pip install -q -e '.[test,bench,compile]'
 	touch $@
 
-# The request path compiled by mypyc (setup.py), rebuilt in place whenever a source changes.
-# Without it ukproxy runs the same sources as plain Python (ukproxy/compiled.py says which).
+# The request path compiled by mypyc (setup.py), rebuilt in place whenever a source changes; the build
+# records each compiled source's hash, and ukproxy/compiled.py loads the extensions only while all match.
 compiled: .venv/.compiled
 .venv/.compiled: .venv/.installed setup.py $(shell find ukproxy -name '*.py')
-	$(PY) setup.py -q build_ext --inplace --force  # --force: mypyc's per-module shims too, which compiled.py dates
+	$(PY) setup.py -q build_ext --inplace
 	touch $@
 
 unikernels:
@@ -50,4 +50,5 @@ bench: deps venv compiled unikernels
 clean:
 	rm -rf .venv build
 	find ukproxy -name '*.so' -delete
+	rm -f ukproxy/compiled_sources.sha256
 	$(MAKE) -C unikernels clean

@@ -4,12 +4,17 @@ The listed modules are the per-request work of the http and tcp proxies (parsing
 keep-alive pools, balancers, tallies): compiled, they cost about half the CPU per request. mypyc
 (from the mypy project) compiles ordinary type-annotated Python, so the same sources still run as
 plain Python where no compiler is at hand, or with UKPROXY_PURE_PYTHON=1 (see ukproxy/compiled.py).
+Beside the extensions the build writes the hash of each source it compiled: at import, ukproxy loads
+them only while every source still has that hash.
 """
 
 import glob
+import importlib.util
 import os
+from pathlib import Path
 
 from setuptools import setup
+from setuptools.command.build_ext import build_ext
 
 COMPILED = [
     "ukproxy/proxy/http.py",
@@ -39,4 +44,34 @@ def ext_modules() -> list:
     return mypycify(COMPILED, opt_level="3")
 
 
-setup(ext_modules=ext_modules())
+def _compiled_rule():  # type: ignore[no-untyped-def]
+    """ukproxy/compiled.py alone, which owns the record's format: importing the package would run its install()."""
+    spec = importlib.util.spec_from_file_location("ukproxy_compiled_rule", "ukproxy/compiled.py")
+    assert spec is not None and spec.loader is not None
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+RULE = _compiled_rule()
+# Hashed before mypyc reads the sources: the record names what was compiled, not what is there afterwards.
+SOURCES = {Path(p).relative_to("ukproxy").as_posix(): RULE.source_hash(Path(p)) for p in COMPILED}
+
+
+class BuildAndRecord(build_ext):
+    """build_ext, then the record of the compiled sources beside the extensions (in place, or in the wheel)."""
+
+    def run(self) -> None:
+        super().run()
+        if self.extensions:
+            RULE.write_record(self._package_dir(), SOURCES)
+
+    def get_outputs(self) -> list[str]:  # editable installs copy these into the tree
+        outputs = super().get_outputs()
+        return [*outputs, str(self._package_dir() / RULE.RECORD)] if self.extensions else outputs
+
+    def _package_dir(self) -> Path:
+        return Path(self.get_ext_fullpath("ukproxy.compiled")).parent  # where a ukproxy/ extension goes
+
+
+setup(ext_modules=ext_modules(), cmdclass={"build_ext": BuildAndRecord})

@@ -3,12 +3,18 @@
 mypyc leaves an extension module beside each source it compiled. Python would load that extension
 even after its source was edited, and mypyc's modules call one another natively, so they must load
 all together or not at all. So at package import, `install` decides for all of them: when
-UKPROXY_PURE_PYTHON=1 is set, or when any source is newer than its extension (edited since the last
-`make compiled`), every compiled module is loaded from its source instead, and `MODE` says why.
+UKPROXY_PURE_PYTHON=1 is set, or when any source differs from the one its extension was built from,
+every compiled module is loaded from its source instead, and `MODE` says why.
+
+"Differs" is by content, never by date: the build records the SHA-256 of each source it compiled
+in RECORD beside the extensions (setup.py, `write_record`), and `install` hashes the sources again
+(about a millisecond for all of them). A checkout, a formatter that rewrites nothing, or an install
+from a wheel changes dates, not contents, and leaves the compiled form in use.
 """
 
 from __future__ import annotations
 
+import hashlib
 import importlib.abc
 import importlib.machinery
 import importlib.util
@@ -20,6 +26,7 @@ from types import ModuleType
 
 PACKAGE_DIR = Path(__file__).resolve().parent
 PURE_ENV = "UKPROXY_PURE_PYTHON"
+RECORD = "compiled_sources.sha256"  # beside the extensions, in the package directory: "<sha256>  <path>" lines
 
 MODE = "pure Python (not compiled)"  # what `install` found: "compiled (mypyc)" or "pure Python (why)"
 
@@ -36,10 +43,36 @@ def compiled_sources(package_dir: Path, package: str = "ukproxy") -> dict[str, t
     return found
 
 
-def stale(modules: dict[str, tuple[Path, Path]]) -> list[str]:
-    """The modules whose source changed after their extension was built."""
-    return sorted(name for name, (source, extension) in modules.items()
-                  if source.stat().st_mtime > extension.stat().st_mtime)
+def source_hash(source: Path) -> str:
+    return hashlib.sha256(source.read_bytes()).hexdigest()
+
+
+def write_record(package_dir: Path, sources: dict[str, str]) -> None:
+    """Record what was compiled: `sources` maps a path relative to the package to its source's hash."""
+    lines = "".join(f"{digest}  {path}\n" for path, digest in sorted(sources.items()))
+    (package_dir / RECORD).write_text(lines)
+
+
+def read_record(package_dir: Path) -> dict[str, str] | None:
+    """Path relative to the package → hash of the source its extension was built from; None without a record."""
+    try:
+        text = (package_dir / RECORD).read_text()
+    except OSError:
+        return None
+    return {path: digest for digest, _, path in (line.partition("  ") for line in text.splitlines()) if path}
+
+
+def stale(modules: dict[str, tuple[Path, Path]], package_dir: Path) -> list[str]:
+    """The modules whose source is not the one their extension was built from (all of them without a record),
+    and the recorded sources whose extension has gone (the rest would call into it natively)."""
+    record = read_record(package_dir) or {}
+    present = {source.relative_to(package_dir).as_posix(): name for name, (source, _) in modules.items()}
+    edited = [name for path, name in present.items()
+              if path in record and record[path] != source_hash(package_dir / path)]
+    unrecorded = [f"{name} (not built by the last build: remove its extension)"
+                  for path, name in present.items() if path not in record]
+    gone = [f"{path} (its extension is missing)" for path in record if path not in present]
+    return sorted(edited) + sorted(unrecorded) + sorted(gone)
 
 
 class _SourcesFirst(importlib.abc.MetaPathFinder):
@@ -62,9 +95,12 @@ def install() -> None:
     if os.environ.get(PURE_ENV) == "1":
         MODE = f"pure Python ({PURE_ENV}=1)"
     else:
-        changed = stale(modules)
+        changed = stale(modules, PACKAGE_DIR)
         if not changed:
             MODE = "compiled (mypyc)"
             return
-        MODE = f"pure Python (edited since compiled: {', '.join(changed)}; run `make compiled`)"
+        if read_record(PACKAGE_DIR) is None:
+            MODE = f"pure Python (no {RECORD} beside the extensions; run `make compiled`)"
+        else:
+            MODE = f"pure Python (edited since compiled: {', '.join(changed)}; run `make compiled`)"
     sys.meta_path.insert(0, _SourcesFirst({name: source for name, (source, _) in modules.items()}))
