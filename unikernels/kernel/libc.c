@@ -264,3 +264,20 @@ uint64_t __udivmoddi4(uint64_t n, uint64_t d, uint64_t *rem)
 
 uint64_t __udivdi3(uint64_t n, uint64_t d) { return __udivmoddi4(n, d, NULL); }
 uint64_t __umoddi3(uint64_t n, uint64_t d) { uint64_t r; __udivmoddi4(n, d, &r); return r; }
+
+/* Signed 64-bit division (truncating toward zero, as C's / and %). */
+int64_t __divdi3(int64_t n, int64_t d);
+int64_t __moddi3(int64_t n, int64_t d);
+
+int64_t __divdi3(int64_t n, int64_t d)
+{
+    uint64_t q = __udivmoddi4(n < 0 ? -(uint64_t)n : (uint64_t)n, d < 0 ? -(uint64_t)d : (uint64_t)d, NULL);
+    return (n < 0) != (d < 0) ? -(int64_t)q : (int64_t)q;
+}
+
+int64_t __moddi3(int64_t n, int64_t d)
+{
+    uint64_t r;
+    __udivmoddi4(n < 0 ? -(uint64_t)n : (uint64_t)n, d < 0 ? -(uint64_t)d : (uint64_t)d, &r);
+    return n < 0 ? -(int64_t)r : (int64_t)r;
+}
