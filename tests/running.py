@@ -10,11 +10,12 @@ import socket
 import subprocess
 import sys
 import threading
-import time
 from collections.abc import Iterator
 from pathlib import Path
 
 import psutil
+
+from tests.waiting import wait_until
 
 REPO = Path(__file__).resolve().parent.parent
 
@@ -64,24 +65,24 @@ def _ephemeral_low() -> int:
 def wait_for_listening(port: int, host: str = "127.0.0.1", timeout: float = 10.0) -> None:
     """Wait until something has bound host:port, without connecting (a probe connection would
     reach the backends through the proxy and disturb what a test counts)."""
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
+    def bound() -> bool:
         with socket.socket() as s:
             try:
                 s.bind((host, port))
             except OSError:
-                return
-        time.sleep(0.05)
-    raise TimeoutError(f"nothing bound {host}:{port} after {timeout}s")
+                return True
+            return False
+
+    wait_until(bound, f"something to bind {host}:{port}", timeout=timeout)
 
 
 def wait_for_port(port: int, host: str = "127.0.0.1", timeout: float = 10.0) -> None:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
+    def answers() -> bool:
         with contextlib.suppress(OSError), socket.create_connection((host, port), timeout=0.5):
-            return
-        time.sleep(0.05)
-    raise TimeoutError(f"nothing listens on {host}:{port} after {timeout}s")
+            return True
+        return False
+
+    wait_until(answers, f"something to listen on {host}:{port}", timeout=timeout)
 
 
 class RunningProxy:
@@ -105,8 +106,8 @@ class RunningProxy:
         for port in wait_ports or []:
             try:
                 wait_for_listening(port)
-            except TimeoutError:
-                raise AssertionError(f"ukproxy did not listen on {port}:\n{self.log()}") from None
+            except AssertionError as e:
+                raise AssertionError(f"ukproxy did not listen on {port}: {e}\n{self.log()}") from None
         if expect_workers is not None:
             self.wait_workers(expect_workers)
         return self
@@ -131,13 +132,9 @@ class RunningProxy:
         return workers
 
     def wait_workers(self, n: int, timeout: float = 15.0, exclude: set[int] | None = None) -> list[psutil.Process]:
-        deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline:
-            ws = [w for w in self.workers() if not exclude or w.pid not in exclude]
-            if len(ws) == n:
-                return ws
-            time.sleep(0.05)
-        raise AssertionError(f"expected {n} workers, have {len(self.workers())}:\n{self.log()}")
+        return wait_until(lambda: [w for w in self.workers() if not exclude or w.pid not in exclude],
+                          f"{n} workers" + (" of a new generation" if exclude else ""),
+                          accept=lambda ws: len(ws) == n, timeout=timeout, context=self.log)
 
     def log(self) -> str:
         return self.log_path.read_text(errors="replace") if self.log_path.exists() else ""
