@@ -4,7 +4,8 @@ Started by the master as `python -m ukproxy.worker` with the listening sockets a
 control channel passed as file descriptors; the first control message carries the validated config.
 Signals: QUIT stops accepting and lets open connections finish (bounded by
 `worker_shutdown_timeout`); TERM and INT stop at once. A closed control channel (the master is
-gone) is taken as QUIT.
+gone) is taken as QUIT. A heartbeat goes to the master every `heartbeat_interval` from the event loop
+itself: a worker whose loop is wedged sends none, and the master replaces it.
 """
 
 from __future__ import annotations
@@ -17,7 +18,6 @@ import signal
 import socket
 import sys
 from collections.abc import Callable
-from typing import Any
 
 import uvloop
 
@@ -27,7 +27,19 @@ from ukproxy.accept_cycle import AcceptCycle, Listener
 from ukproxy.config import Config, ListenConfig, loads
 from ukproxy.logs import setup_logging
 from ukproxy.metrics.worker_side import WorkerObservability
-from ukproxy.privileges import Identity, PrivilegeError, drop_privileges, preload_late_imports, raise_nofile_limit
+from ukproxy.privileges import PrivilegeError, drop_privileges, preload_late_imports, raise_nofile_limit
+from ukproxy.protocol import (
+    EXIT_CONFIG,
+    EXIT_FAILED,
+    EXIT_OK,
+    Heartbeat,
+    Message,
+    Ready,
+    VmBooted,
+    VmBootFailed,
+    VmExited,
+    VmInfo,
+)
 from ukproxy.proxy.tcp import TcpClientSide
 from ukproxy.upstream.group import UpstreamGroup
 from ukproxy.upstream.health import HealthCheck, check_servers
@@ -36,12 +48,10 @@ from ukproxy.worker_state import WorkerState
 
 log = logging.getLogger("ukproxy.worker")
 
-EXIT_CONFIG = 3  # the worker cannot start with this config: the master must not respawn in a loop
-
 
 class Worker:
     def __init__(self, config: Config, worker_id: int, sockets: list[socket.socket],
-                 channel: control.ControlChannel, lock_path: str | None):
+                 channel: control.ControlChannel, lock_path: str | None, heartbeat_interval: float = 1.0):
         self.config = config
         self.worker_id = worker_id
         self.loop = asyncio.get_running_loop()
@@ -55,7 +65,7 @@ class Worker:
                 group = self.groups[u.name]
                 group.vm_pool = self.vm_pools[u.name] = VmPool(u, self.loop, channel.send, group.set_servers)
         self.listeners = [
-            Listener(sock, self._protocol_factory(lc), lc.address)
+            Listener(sock, self._protocol_factory(lc), lc.address, lc.backlog)
             for lc, sock in zip(config.listen, sockets, strict=True)
         ]
         mutex = AcceptMutex(lock_path) if lock_path else None
@@ -64,6 +74,8 @@ class Worker:
         self.observability = WorkerObservability(config, worker_id, self.state, self.cycle, self.groups)
         self.stopped = asyncio.Event()
         self.graceful = False
+        self.heartbeat_interval = heartbeat_interval
+        self._heartbeat: asyncio.TimerHandle | None = None
 
     def _protocol_factory(self, lc: ListenConfig) -> Callable[[], asyncio.Protocol]:
         if lc.protocol == "tcp":
@@ -74,7 +86,7 @@ class Worker:
 
         return http_protocol_factory(self.state, self.config, lc, self.groups)
 
-    async def run(self, adopted_vms: list[dict[str, Any]] | None = None) -> None:
+    async def run(self, adopted_vms: list[VmInfo] | None = None) -> None:
         self.loop.add_signal_handler(signal.SIGQUIT, self.quit)
         self.loop.add_signal_handler(signal.SIGTERM, self.terminate)
         self.loop.add_signal_handler(signal.SIGINT, self.terminate)
@@ -83,13 +95,14 @@ class Worker:
             if u.vm is None and u.health is not None:
                 self.health_checks += check_servers(self.groups[u.name].servers, u.health, u.name, self.loop)
         for name, pool in self.vm_pools.items():
-            pool.start([vm for vm in adopted_vms or [] if vm["upstream"] == name])
+            pool.start([vm for vm in adopted_vms or [] if vm.upstream == name])
         self.cycle.start()
         self.observability.start()
         # What exists now (modules, config, pools) lives as long as the worker: keep the cyclic
         # collector from walking it again on every full collection.
         gc.freeze()
-        self.channel.send({"type": "ready", "worker": self.worker_id, "pid": os.getpid()})
+        self.channel.send(Ready(self.worker_id, os.getpid()))
+        self._beat()
         listener = self.loop.create_task(self._listen_to_master())
         await self.stopped.wait()
         listener.cancel()
@@ -104,15 +117,25 @@ class Worker:
                 log.warning("worker %d: master is gone, stopping gracefully", self.worker_id)
                 self.quit()
                 return
-            kind = message.get("type")
-            if kind == "quit":
-                self.quit()
-            elif kind == "vm_booted" and (pool := self.vm_pools.get(message["vm"]["upstream"])):
-                pool.booted(message["vm"])
-            elif kind == "vm_boot_failed" and (pool := self.vm_pools.get(message["upstream"])):
-                pool.boot_failed(message["reason"])
-            elif kind == "vm_exited" and (pool := self.vm_pools.get(message["upstream"])):
-                pool.exited(message["vm"])
+            self._handle(message)
+
+    def _handle(self, message: Message) -> None:
+        if isinstance(message, VmBooted):
+            if pool := self.vm_pools.get(message.vm.upstream):
+                pool.booted(message.vm)
+        elif isinstance(message, VmBootFailed):
+            if pool := self.vm_pools.get(message.upstream):
+                pool.boot_failed(message.reason)
+        elif isinstance(message, VmExited):
+            if pool := self.vm_pools.get(message.upstream):
+                pool.exited(message.vm)
+        else:
+            log.error("worker %d: unexpected control message %s", self.worker_id, message.TYPE)
+
+    def _beat(self) -> None:
+        """Tell the master the loop turns; on through a graceful drain (the worker is not hung then)."""
+        self.channel.send(Heartbeat())
+        self._heartbeat = self.loop.call_later(self.heartbeat_interval, self._beat)
 
     def quit(self) -> None:
         log.info("worker %d: graceful stop, %d connections open", self.worker_id, self.state.clients)
@@ -146,42 +169,42 @@ def main() -> None:
     # kill it with the default action: remembered, and honoured once the loop runs.
     early_quit: list[int] = []
     signal.signal(signal.SIGQUIT, lambda signum, frame: early_quit.append(signum))
-    init, rest = control.read_blocking(sock)
-    config = loads(init["config_text"], init["config_path"])
-    worker_id: int = init["worker"]
+    init, rest = control.read_init(sock)
+    config = loads(init.config_text, init.config_path)
+    worker_id = init.worker
     setup_logging(config.log, f"worker {worker_id}")
-    sockets = [socket.socket(fileno=fd) for fd in init["listen_fds"]]
+    sockets = [socket.socket(fileno=fd) for fd in init.listen_fds]
     for s in sockets:
         s.setblocking(False)
-    if init.get("netns"):
+    if init.netns:
         # Listening sockets stay in the host namespace; every socket made from here on (upstreams)
         # lives in the backend namespace, so the VMs are reachable only through the proxy.
         from bridge import enter_netns
 
-        enter_netns(init["netns"])
+        enter_netns(init.netns)
     try:
-        raise_nofile_limit(init.get("nofile") or 0)
+        raise_nofile_limit(init.nofile)
     except PrivilegeError as e:
         log.critical("%s", e)
         sys.exit(EXIT_CONFIG)
 
     async def start() -> None:
         channel = await control.ControlChannel.open(sock, rest)
-        worker = Worker(config, worker_id, sockets, channel, init.get("lock_path"))
-        if init.get("identity"):
+        worker = Worker(config, worker_id, sockets, channel, init.lock_path, init.heartbeat_interval)
+        if init.identity is not None:
             # Last: the sockets, the namespace and every import are in place.
             preload_late_imports()
-            drop_privileges(Identity(**init["identity"]))
+            drop_privileges(init.identity)
         if early_quit:
             worker.loop.call_soon(worker.quit)
-        await worker.run(init.get("vms"))
+        await worker.run(init.vms)
 
     try:
         uvloop.run(start())
     except Exception:
         log.exception("worker %d failed", worker_id)
-        sys.exit(1)
-    sys.exit(0)
+        sys.exit(EXIT_FAILED)
+    sys.exit(EXIT_OK)
 
 
 if __name__ == "__main__":

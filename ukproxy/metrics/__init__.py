@@ -75,3 +75,9 @@ def queue_wait(upstream: str, seconds: float) -> None:
 def worker_restarted(worker: int) -> None:
     if _families is not None:
         _families.WORKER_RESTARTS.labels(str(worker)).inc()
+
+
+def worker_hung(worker: int) -> None:
+    """A worker's heartbeat was late past worker_heartbeat_timeout: it was killed (and is replaced)."""
+    if _families is not None:
+        _families.WORKER_HUNG.labels(str(worker)).inc()

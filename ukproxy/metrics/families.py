@@ -65,6 +65,8 @@ TIMEOUTS = Counter("ukproxy_timeouts", "Timeouts that fired, by which one.", ["t
 # workers (master side)
 WORKER_RESTARTS = Counter("ukproxy_worker_restarts", "Workers that died unexpectedly and were started again.",
                           ["worker"])
+WORKER_HUNG = Counter("ukproxy_worker_hung", "Workers killed because their heartbeat was late past "
+                      "worker_heartbeat_timeout (then started again).", ["worker"])
 
 # the VM fleet (called by the master's fleet and the workers' pools)
 VMS = Gauge("ukproxy_vms", "VMs by upstream, worker and state (booting, idle, busy, down).",

@@ -17,10 +17,10 @@ import itertools
 import logging
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Any
 
 from ukproxy import metrics
 from ukproxy.config import UpstreamConfig
+from ukproxy.protocol import Message, VmBoot, VmInfo, VmStop
 from ukproxy.upstream.health import HealthCheck
 from ukproxy.upstream.server import Server
 
@@ -39,7 +39,7 @@ class PoolVm:
 
 class VmPool:
     def __init__(self, config: UpstreamConfig, loop: asyncio.AbstractEventLoop,
-                 send: Callable[[dict[str, Any]], None], on_change: Callable[[list[Server]], None]):
+                 send: Callable[[Message], None], on_change: Callable[[list[Server]], None]):
         assert config.vm is not None
         self.config = config
         self.name = config.name
@@ -59,7 +59,7 @@ class VmPool:
 
     # membership
 
-    def start(self, adopted: list[dict[str, Any]]) -> None:
+    def start(self, adopted: list[VmInfo]) -> None:
         self.running = True
         for vm in adopted:
             self._add(vm)
@@ -87,12 +87,12 @@ class VmPool:
 
     def _request_boot(self, why: str) -> None:
         self.booting += 1
-        self.send({"type": "vm_boot", "upstream": self.name, "req": next(self.requests), "why": why})
+        self.send(VmBoot(self.name, next(self.requests), why))
 
-    def booted(self, vm: dict[str, Any]) -> None:
+    def booted(self, vm: VmInfo) -> None:
         self.booting = max(0, self.booting - 1)
         if not self.running:
-            self.send({"type": "vm_stop", "vm": vm["id"]})
+            self.send(VmStop(vm.id))
             return
         self._add(vm)
 
@@ -104,10 +104,10 @@ class VmPool:
             # Try again, but not in a tight loop.
             self.loop.call_later(1.0, self._fill_to_min)
 
-    def _add(self, vm: dict[str, Any]) -> None:
-        server = Server(host=vm["host"], port=vm["port"], max_conns=self.settings.max_conns,
-                        max_fails=1, fail_timeout=2.0, name=vm["id"])
-        entry = PoolVm(vm["id"], server, vm.get("cpu"), idle_since=self.loop.time())
+    def _add(self, vm: VmInfo) -> None:
+        server = Server(host=vm.host, port=vm.port, max_conns=self.settings.max_conns,
+                        max_fails=1, fail_timeout=2.0, name=vm.id)
+        entry = PoolVm(vm.id, server, vm.cpu, idle_since=self.loop.time())
         self.vms[entry.vm_id] = entry
         if self.config.health is not None:
             entry.health = HealthCheck(server, self.config.health, self.name, self.loop,
@@ -115,7 +115,7 @@ class VmPool:
             entry.health.start()
         self._publish()
         self._wake(len(self.waiters))
-        log.info("upstream %s: VM %s in rotation (%s:%d)", self.name, entry.vm_id, vm["host"], vm["port"])
+        log.info("upstream %s: VM %s in rotation (%s:%d)", self.name, entry.vm_id, vm.host, vm.port)
 
     def exited(self, vm_id: str) -> None:
         """The master says the VM is gone (it died, or we asked it to stop)."""
@@ -139,7 +139,7 @@ class VmPool:
             entry.health.stop()
         self._publish()
         log.info("upstream %s: stopping VM %s (%s)", self.name, entry.vm_id, why)
-        self.send({"type": "vm_stop", "vm": entry.vm_id})
+        self.send(VmStop(entry.vm_id))
 
     def _publish(self) -> None:
         self.on_change([vm.server for vm in self.vms.values() if not vm.stopping])

@@ -22,6 +22,7 @@ import psutil
 
 from ukproxy import metrics
 from ukproxy.config import Config, UpstreamConfig, VmConfig
+from ukproxy.protocol import VmInfo
 from ukproxy.reaper import ChildReaper
 from ukproxy.vm.placement.host import host_nodes
 from ukproxy.vm.qemu import QemuVm, VmBootError, VmSpec, find_leftover_vms
@@ -46,10 +47,9 @@ class FleetVm:
     stopping: bool = False
     retiring: bool = False  # its upstream left or changed at a reload: stopped once old workers drained
 
-    def describe(self) -> dict[str, object]:
+    def describe(self) -> VmInfo:
         """What a worker needs to know about the VM."""
-        return {"id": self.vm_id, "upstream": self.upstream, "host": self.host, "port": self.port,
-                "cpu": self.cpu, "boot_seconds": self.boot_seconds}
+        return VmInfo(self.vm_id, self.upstream, self.host, self.port, self.cpu, self.boot_seconds)
 
 
 class FleetConfigError(Exception):
@@ -82,7 +82,7 @@ class Fleet:
         self.vm_user: str | None = None  # QEMU runs as this user once started (None: as we run)
         self.scheduler: Scheduler | None = None
         self.on_vm_exit: Callable[[FleetVm, int], None] = lambda vm, status: None
-        self.replacements = 0
+        self.replacements = 0  # VMs that died unasked (their workers replace them)
         self.closing = False
         self.launching: set[asyncio.Task[FleetVm]] = set()
         self.boots = 0
@@ -269,6 +269,7 @@ class Fleet:
             log.error("VM %s (pid %d) died: status %d; console:\n%s",
                       vm.vm_id, vm.qemu.pid, status, vm.qemu.console_tail(10))
             metrics.vm_replaced(vm.upstream, "died")
+            self.replacements += 1
             self.on_vm_exit(vm, status)
 
     async def _release_network(self, tap: str | None, ip: ipaddress.IPv4Address | None) -> None:

@@ -23,6 +23,7 @@ from typing import Literal
 
 import psutil
 
+from ukproxy.protocol import describe_exit
 from ukproxy.reaper import ChildReaper
 from ukproxy.vm.console import Console
 from ukproxy.vm.cpu_pinning import pin_process_tree
@@ -245,7 +246,7 @@ class QemuVm:
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(asyncio.shield(self._console.closed), 1.0)
             raise VmBootError(
-                f"VM {self.spec.vm_id}: QEMU exited during boot ({describe_status(self._exited.result())}); "
+                f"VM {self.spec.vm_id}: QEMU exited during boot ({describe_exit(self._exited.result())}); "
                 f"console:\n{self.console_tail()}"
             )
         raise VmBootError(
@@ -302,7 +303,7 @@ class QemuVm:
             self._qmp = None
         with contextlib.suppress(FileNotFoundError):
             os.unlink(self.spec.qmp_path)
-        log.info("vm %s: qemu pid %s exited (%s)", self.spec.vm_id, self.pid, describe_status(status))
+        log.info("vm %s: qemu pid %s exited (%s)", self.spec.vm_id, self.pid, describe_exit(status))
 
     def kill(self) -> None:
         """SIGKILL QEMU now. Safe against pid reuse: until we reap it, the pid is still ours."""
@@ -373,12 +374,6 @@ class QemuVm:
 
     def console_tail(self, lines: int = 20) -> str:
         return self._console.tail(lines) if self._console is not None else ""
-
-
-def describe_status(status: int) -> str:
-    if os.WIFSIGNALED(status):
-        return f"killed by {signal.Signals(os.WTERMSIG(status)).name}"
-    return f"exit code {os.waitstatus_to_exitcode(status)}"
 
 
 def _marked_vm_id(cmdline: list[str], netns: str) -> str | None:
