@@ -1,4 +1,4 @@
-/* virtio-9p over legacy virtio-PCI: one queue; a request is a chain of two
+/* virtio-9p over legacy virtio-PCI (or virtio-mmio on microvm): one queue; a request is a chain of two
  * descriptors, the message out and a buffer for the reply. One request is in
  * flight at a time and the caller polls for its completion with a bound (no
  * interrupt: the device is told not to send one), so a file call is a plain
@@ -43,7 +43,7 @@ int v9p_open(const char *tag, uint32_t *buf_size)
 {
     for (unsigned nth = 0;; nth++) {
         struct virtio_dev d;
-        int rc = virtio_pci_find(VIRTIO_ID_9P, nth, &d);
+        int rc = virtio_find(VIRTIO_TYPE_9P, nth, &d);
         if (rc == -1)
             return -ENODEV;
         if (rc)
@@ -68,8 +68,8 @@ int v9p_open(const char *tag, uint32_t *buf_size)
         vq.desc[1].len = BUF_SIZE;
         vq.desc[1].flags = VIRTQ_DESC_F_WRITE;
         vq.avail->flags = VIRTQ_AVAIL_F_NO_INTERRUPT;
-        irq_register(dev.pci.irq, irq);
-        irq_unmask(dev.pci.irq);
+        irq_register(dev.irq, irq);
+        irq_unmask(dev.irq);
         virtio_driver_ok(&dev);
         *buf_size = BUF_SIZE;
         return 0;

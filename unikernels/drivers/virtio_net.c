@@ -1,4 +1,5 @@
-/* Legacy virtio-net over the shared virtio-PCI layer (virtio_pci.c).
+/* Legacy virtio-net over the shared virtio layer (virtio_pci.c: PCI, or
+ * virtio-mmio on microvm).
  * Receive buffers are fixed 2 KiB slots, each one descriptor holding the
  * 10-byte header plus a full frame (no mergeable buffers). Transmit copies a
  * frame into a fixed slot per descriptor, so completion is just returning the
@@ -65,7 +66,7 @@ static uint8_t *slots_setup(struct virtq *q)
 
 int vnet_init(uint8_t mac[6])
 {
-    int rc = virtio_pci_find(VIRTIO_ID_NET, 0, &dev);
+    int rc = virtio_find(VIRTIO_TYPE_NET, 0, &dev);
     if (rc == -2)
         panic("virtio-net: BAR0 is not I/O (is disable-modern=on set?)");
     if (rc)
@@ -88,8 +89,8 @@ int vnet_init(uint8_t mac[6])
 
     for (int i = 0; i < 6; i++)
         mac[i] = (features & F_MAC) ? virtio_config8(&dev, CONFIG_MAC + i) : (uint8_t)(i ? 0x10 * i : 0x52);
-    irq_register(dev.pci.irq, irq);
-    irq_unmask(dev.pci.irq);
+    irq_register(dev.irq, irq);
+    irq_unmask(dev.irq);
     virtio_driver_ok(&dev);
     virtq_kick(&rxq);
     return 0;

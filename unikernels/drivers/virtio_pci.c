@@ -1,6 +1,7 @@
 /* Legacy virtio-PCI: the I/O BAR registers and split virtqueues in the legacy
  * layout (descriptors, then the available ring, then the used ring on the next
- * 4096 boundary; the device is told the page frame number). */
+ * 4096 boundary; the device is told the page frame number). A device found on
+ * virtio-mmio instead (microvm) goes through the same calls to virtio_mmio.c. */
 #include <string.h>
 #include "kernel.h"
 #include "virtio_pci.h"
@@ -37,8 +38,7 @@ int virtio_pci_find(uint16_t device_id, unsigned nth, struct virtio_dev *out)
             uint32_t bar0 = pci_read32(&d, 0x10);
             if (!(bar0 & 1))
                 return -2;
-            out->pci = d;
-            out->iobase = (uint16_t)(bar0 & 0xFFFC);
+            *out = (struct virtio_dev){ .pci = d, .iobase = (uint16_t)(bar0 & 0xFFFC), .irq = d.irq };
             pci_write16(&d, 0x04, (uint16_t)(pci_read32(&d, 0x04) | 0x5));   /* I/O + bus master */
             return 0;
         }
@@ -46,43 +46,85 @@ int virtio_pci_find(uint16_t device_id, unsigned nth, struct virtio_dev *out)
     return -1;
 }
 
+int virtio_find(unsigned type, unsigned nth, struct virtio_dev *out)
+{
+    /* Transitional PCI ids are listed per type by the spec (not a formula). */
+    uint16_t pci_id = type == VIRTIO_TYPE_NET ? VIRTIO_ID_NET : type == VIRTIO_TYPE_9P ? VIRTIO_ID_9P : 0;
+    int rc = pci_id ? virtio_pci_find(pci_id, nth, out) : -1;
+    if (rc != -1)
+        return rc;
+    /* Probe virtio-mmio windows only on a machine without PCI: on a PC the
+     * same addresses may hold some PCI device's registers. */
+    struct pci_dev host = { 0 };
+    if ((pci_read32(&host, 0) & 0xFFFF) != 0xFFFF)
+        return -1;
+    return virtio_mmio_find(type, nth, out);
+}
+
+static void set_status(const struct virtio_dev *d, uint8_t status)
+{
+    if (d->mmio)
+        virtio_mmio_set_status(d, status);
+    else
+        outb(d->iobase + REG_STATUS, status);
+}
+
+static uint8_t status(const struct virtio_dev *d)
+{
+    return d->mmio ? virtio_mmio_status(d) : inb(d->iobase + REG_STATUS);
+}
+
 uint32_t virtio_begin(const struct virtio_dev *d)
 {
-    outb(d->iobase + REG_STATUS, 0);   /* reset */
-    outb(d->iobase + REG_STATUS, VIRTIO_ST_ACK);
-    outb(d->iobase + REG_STATUS, VIRTIO_ST_ACK | VIRTIO_ST_DRIVER);
+    set_status(d, 0);   /* reset */
+    set_status(d, VIRTIO_ST_ACK);
+    set_status(d, VIRTIO_ST_ACK | VIRTIO_ST_DRIVER);
+    if (d->mmio)
+        return virtio_mmio_features(d);
     return inl(d->iobase + REG_DEV_FEATURES);
 }
 
 void virtio_set_features(const struct virtio_dev *d, uint32_t features)
 {
-    outl(d->iobase + REG_GUEST_FEATURES, features);
+    if (d->mmio)
+        virtio_mmio_set_features(d, features);
+    else
+        outl(d->iobase + REG_GUEST_FEATURES, features);
 }
 
 void virtio_driver_ok(const struct virtio_dev *d)
 {
-    outb(d->iobase + REG_STATUS, VIRTIO_ST_ACK | VIRTIO_ST_DRIVER | VIRTIO_ST_DRIVER_OK);
+    set_status(d, VIRTIO_ST_ACK | VIRTIO_ST_DRIVER | VIRTIO_ST_DRIVER_OK);
 }
 
 void virtio_fail(const struct virtio_dev *d)
 {
-    outb(d->iobase + REG_STATUS, inb(d->iobase + REG_STATUS) | VIRTIO_ST_FAILED);
+    set_status(d, status(d) | VIRTIO_ST_FAILED);
 }
 
 uint8_t virtio_isr(const struct virtio_dev *d)
 {
+    if (d->mmio)
+        return virtio_mmio_isr(d);
     return inb(d->iobase + REG_ISR);
 }
 
 uint8_t virtio_config8(const struct virtio_dev *d, unsigned off)
 {
+    if (d->mmio)
+        return virtio_mmio_config8(d, off);
     return inb((uint16_t)(d->iobase + REG_CONFIG + off));
 }
 
 int virtq_setup(const struct virtio_dev *d, struct virtq *q, uint16_t index)
 {
-    outw(d->iobase + REG_QUEUE_SEL, index);
-    uint16_t size = inw(d->iobase + REG_QUEUE_SIZE);
+    uint16_t size;
+    if (d->mmio) {
+        size = virtio_mmio_queue_select(d, index, 256);   /* ours to choose: what the PCI devices use */
+    } else {
+        outw(d->iobase + REG_QUEUE_SEL, index);
+        size = inw(d->iobase + REG_QUEUE_SIZE);
+    }
     if (!size || (size & (size - 1)) || size > 32768)
         return -1;
     size_t ring1 = (16u * size + 6 + 2u * size + 4095) & ~4095u;
@@ -96,7 +138,10 @@ int virtq_setup(const struct virtio_dev *d, struct virtq *q, uint16_t index)
     q->avail = (struct virtq_avail *)(mem + 16u * size);
     q->used = (struct virtq_used *)(mem + ring1);
     q->posted = page_alloc(size);
-    outl(d->iobase + REG_QUEUE_PFN, (uintptr_t)mem >> 12);
+    if (d->mmio)
+        virtio_mmio_queue_pfn(d, (uintptr_t)mem >> 12);
+    else
+        outl(d->iobase + REG_QUEUE_PFN, (uintptr_t)mem >> 12);
     return 0;
 }
 
@@ -112,7 +157,10 @@ void virtq_kick(struct virtq *q)
 {
     __sync_synchronize();
     if (!(q->used->flags & VIRTQ_USED_F_NO_NOTIFY)) {
-        outw(q->dev->iobase + REG_QUEUE_NOTIFY, q->index);
+        if (q->dev->mmio)
+            virtio_mmio_notify(q->dev, q->index);
+        else
+            outw(q->dev->iobase + REG_QUEUE_NOTIFY, q->index);
         q->kicks++;
     }
 }
