@@ -1,0 +1,173 @@
+"""Host folders in the guest over virtio-9p: the fs_selftest image against real QEMU shares.
+
+The image mounts the share, lists its root, hashes a file, probes symlinks and (on a
+writable share) writes, syncs, renames and reads back a file, printing `fs: ...` lines;
+the host checks them against its own view of the folder. User networking with
+restrict=on: the VM needs a NIC to boot but sends nothing anywhere, so no root is needed.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import re
+import subprocess
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from bench.unikernel_harness import UNIKERNELS, Vm, qemu_argv, qemu_available
+
+IMAGE = UNIKERNELS / "build" / "fs_selftest.elf"
+BIG = 10 * 1024 * 1024
+ELOOP, ENODEV, EROFS = 40, 19, 30
+DT_DIR, DT_REG, DT_LNK = 4, 8, 10
+
+pytestmark = [
+    pytest.mark.qemu,
+    pytest.mark.timeout(600),
+    pytest.mark.skipif(not qemu_available(), reason="qemu-system-x86_64 is not installed"),
+]
+
+
+@pytest.fixture(scope="module")
+def image() -> Path:
+    proc = subprocess.run(["make", "-C", str(UNIKERNELS)], capture_output=True, text=True)
+    if proc.returncode != 0 or not IMAGE.exists():
+        pytest.fail(f"make -C unikernels failed:\n{proc.stdout[-3000:]}\n{proc.stderr[-3000:]}", pytrace=False)
+    return IMAGE
+
+
+class Run:
+    """One boot of fs_selftest: its `fs:` lines, keyed by their first word."""
+
+    def __init__(self, lines: list[str]) -> None:
+        self.lines = [line[4:] for line in lines if line.startswith("fs: ")]
+
+    def first(self, word: str) -> dict[str, str]:
+        for line in self.lines:
+            parts = line.split()
+            if parts[0] == word:
+                fields = dict(re.findall(r"(\w+)=(\S+)", line))
+                fields["args"] = " ".join(p for p in parts[1:] if "=" not in p)
+                return fields
+        raise AssertionError(f"no 'fs: {word}' line in:\n" + "\n".join(self.lines))
+
+    def entries(self) -> dict[str, int]:
+        return {line.split()[1]: int(line.split("type=")[1]) for line in self.lines if line.startswith("entry ")}
+
+
+def boot(image: Path, workdir: Path, share: Path, append: str, readonly: bool, tag: str = "share0") -> Run:
+    argv = qemu_argv(append=f"ip=10.0.2.15/24 gw=10.0.2.2 port=80 name=fs-0 {append}",
+                     netdev="user,id=n0,restrict=on", image=image)
+    fsdev = f"local,id=f0,path={share},security_model=none" + (",readonly=on" if readonly else "")
+    argv += ["-fsdev", fsdev, "-device", f"virtio-9p-pci,fsdev=f0,mount_tag={tag},disable-modern=on,romfile="]
+    vm = Vm(argv=argv, workdir=workdir, name="fs-0")
+    try:
+        vm.start()
+        vm.wait_ready(timeout=300)   # fs_selftest runs its checks before it listens
+        return Run(vm.lines)
+    finally:
+        vm.stop()
+
+
+@pytest.fixture(scope="module")
+def ro_share(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    share = tmp_path_factory.mktemp("ro")
+    (share / "big.bin").write_bytes(os.urandom(BIG))
+    (share / "sub").mkdir()
+    (share / "sub" / "a.txt").write_text("hello\n")
+    (share / "index.html").write_text("<p>index</p>\n")
+    (share / "escape").symlink_to("/etc/passwd")
+    (share / "etc_link").symlink_to("/etc")
+    return share
+
+
+@pytest.fixture(scope="module")
+def ro_run(image: Path, ro_share: Path, tmp_path_factory: pytest.TempPathFactory) -> Run:
+    return boot(image, tmp_path_factory.mktemp("vm"), ro_share,
+                "tag=share0 file=big.bin link=escape through=etc_link/passwd", readonly=True)
+
+
+def test_mount_negotiates_a_bounded_msize(ro_run: Run) -> None:
+    mount = ro_run.first("mount")
+    assert mount["rc"] == "0"
+    assert 4096 <= int(mount["max_io"]) <= 128 * 1024
+
+
+def test_readdir_lists_the_share_root_with_types(ro_run: Run, ro_share: Path) -> None:
+    assert ro_run.first("readdir")["rc"] == "0"
+    assert ro_run.entries() == {"big.bin": DT_REG, "sub": DT_DIR, "index.html": DT_REG,
+                                "escape": DT_LNK, "etc_link": DT_LNK}
+    assert set(ro_run.entries()) == {p.name for p in ro_share.iterdir()}
+
+
+def test_a_10_mib_file_reads_whole_with_its_sha256(ro_run: Run, ro_share: Path) -> None:
+    assert ro_run.first("stat")["size"] == str(BIG)
+    read = ro_run.first("read")
+    assert read["rc"] == "0" and read["bytes"] == str(BIG)
+    assert read["sha256"] == hashlib.sha256((ro_share / "big.bin").read_bytes()).hexdigest()
+
+
+def test_a_symlink_is_reported_never_followed(ro_run: Run) -> None:
+    lstat = ro_run.first("lstat")
+    assert lstat["rc"] == "0" and int(lstat["mode"], 16) & 0o170000 == 0o120000
+    assert ro_run.first("open-link")["rc"] == str(-ELOOP)
+    through = ro_run.first("through")
+    assert through["stat"] == str(-ELOOP) and through["open"] == str(-ELOOP)
+
+
+def test_writes_to_a_read_only_mount_are_refused_in_the_guest(ro_run: Run, ro_share: Path) -> None:
+    assert ro_run.first("open-write-probe")["rc"] == str(-EROFS)
+    assert not (ro_share / "probe.tmp").exists()
+
+
+def test_no_reply_was_malformed_or_late(ro_run: Run) -> None:
+    counters = ro_run.first("counters")
+    assert counters["bad_replies"] == "0" and counters["timeouts"] == "0"
+    assert int(counters["requests"]) > BIG // (128 * 1024)
+
+
+def expected_written() -> bytes:
+    """What fs_selftest writes: 200000 bytes in 30000-byte pieces of its pattern."""
+    pattern = bytes((i * 7 + i // 251) & 0xFF for i in range(80 * 1024))
+    out, off = bytearray(), 0
+    while off < 200000:
+        n = min(200000 - off, 30000)
+        out += pattern[off % 1000:off % 1000 + n]
+        off += n
+    return bytes(out)
+
+
+@pytest.fixture
+def rw_share(tmp_path: Path) -> Iterator[Path]:
+    share = tmp_path / "rw"
+    (share / "sub").mkdir(parents=True)
+    yield share
+
+
+def test_a_writable_share_gets_a_file_created_written_synced_and_renamed(image: Path, rw_share: Path,
+                                                                       tmp_path: Path) -> None:
+    run = boot(image, tmp_path, rw_share, "tag=share0 rw=1 out=sub/result.bin", readonly=False)
+    wrote = run.first("wrote")
+    assert wrote["rc"] == "0" and wrote["fsync"] == "0" and wrote["bytes"] == "200000"
+    assert run.first("rename")["rc"] == "0"
+    data = (rw_share / "sub" / "result.bin").read_bytes()
+    assert data == expected_written()
+    assert not (rw_share / "sub" / "result.bin.tmp").exists()
+    # ... and the guest read back what the host holds.
+    assert run.first("read")["sha256"] == hashlib.sha256(data).hexdigest()
+
+
+def test_a_host_side_read_only_share_answers_writes_with_erofs(image: Path, rw_share: Path, tmp_path: Path) -> None:
+    run = boot(image, tmp_path, rw_share, "tag=share0 rw=1 out=x.bin", readonly=True)
+    assert run.first("mount")["rc"] == "0"
+    assert run.first("create")["rc"] == str(-EROFS)   # the host's Rlerror, passed through
+    assert list(rw_share.rglob("*")) == [rw_share / "sub"]
+
+
+def test_an_unknown_mount_tag_is_enodev_and_the_vm_carries_on(image: Path, ro_share: Path, tmp_path: Path) -> None:
+    run = boot(image, tmp_path, ro_share, "tag=other", readonly=True)
+    assert run.first("mount")["rc"] == str(-ENODEV)
+    assert run.first("done") is not None
