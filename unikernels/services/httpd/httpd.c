@@ -12,7 +12,7 @@
 #include "services.h"
 #include "conn.h"
 #include "embed.h"
-#include "request.h"
+#include "http_request.h"
 #include "virtio_net.h"
 #include "net.h"
 #include "lwip/mem.h"

@@ -1,6 +1,6 @@
-/* Parsing of HTTP/1.x request heads (see request.c). */
-#ifndef UK_HTTPD_REQUEST_H
-#define UK_HTTPD_REQUEST_H
+/* Parsing of HTTP/1.x request heads (lib/http_request.c), for every HTTP service. */
+#ifndef UK_HTTP_REQUEST_H
+#define UK_HTTP_REQUEST_H
 #include <stdint.h>
 
 #define URI_MAX 2048   /* request target; beyond: 414 */
@@ -8,6 +8,8 @@
 struct request {
     char *method, *path, *query;   /* point into the parsed head */
     int http10, keep_alive, has_host;
+    /* header values the services read, NULL when absent (point into the head) */
+    char *host, *content_type, *forwarded_proto;
     uint32_t content_length;
 };
 

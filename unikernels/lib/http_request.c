@@ -2,7 +2,7 @@
  * Strict on purpose: a backend behind a proxy should reject what it does not
  * understand (400) rather than guess, and name the limit it hit (414, 431). */
 #include <string.h>
-#include "request.h"
+#include "http_request.h"
 
 static int lower(int ch) { return ch >= 'A' && ch <= 'Z' ? ch + 32 : ch; }
 
@@ -126,6 +126,11 @@ int request_parse(char *h, struct request *r)
             return 501;   /* no request bodies worth streaming here */
         } else if (ieq(line, "host")) {
             r->has_host = 1;
+            r->host = v;
+        } else if (ieq(line, "content-type")) {
+            r->content_type = v;
+        } else if (ieq(line, "x-forwarded-proto")) {
+            r->forwarded_proto = v;
         }
         line = eol + 2;
     }
