@@ -194,10 +194,11 @@ int net_info_json(char *buf, size_t n)
     return snprintf(buf, n,
                     "\"rx_frames\":%u,\"rx_nomem\":%u,\"tx_frames\":%u,\"tx_free\":%u,\"irqs\":%u,"
                     "\"pcb_free\":%u,\"seg_free\":%u,\"pbuf_ref_free\":%u,\"mem_err\":%u,"
-                    "\"tw_recycled\":%u,\"loops\":%u,\"ticks\":%u",
+                    "\"tw_recycled\":%u,\"loops\":%u,\"ticks\":%u,\"rx_bad\":%u,\"tx_bad\":%u",
                     (unsigned)v.rx_frames, (unsigned)rx_nomem, (unsigned)v.tx_frames, (unsigned)v.tx_free,
                     (unsigned)v.irqs, memp_left(MEMP_TCP_PCB), memp_left(MEMP_TCP_SEG), memp_left(MEMP_PBUF),
-                    (unsigned)lwip_stats.mem.err, (unsigned)tw_recycled, (unsigned)loop_count, (unsigned)timer_ticks());
+                    (unsigned)lwip_stats.mem.err, (unsigned)tw_recycled, (unsigned)loop_count, (unsigned)timer_ticks(),
+                    (unsigned)v.rx_bad, (unsigned)v.tx_bad);
 }
 
 /* Everything at once on the console (QMP inject-nmi): for a VM that no longer answers. */
@@ -207,13 +208,14 @@ void net_dump(void)
     vnet_snapshot(&v);
     printf("nmi: uptime_ms=%u ticks=%u loops=%u work_pending=%d\n", (unsigned)uptime_ms(),
            (unsigned)timer_ticks(), (unsigned)loop_count, work_pending);
-    printf("nmi: rx frames=%u nomem=%u kicks=%u avail=%u used=%u last_used=%u used_flags=%u\n",
+    printf("nmi: rx frames=%u nomem=%u kicks=%u avail=%u used=%u last_used=%u used_flags=%u bad=%u\n",
            (unsigned)v.rx_frames, (unsigned)rx_nomem, (unsigned)v.rx_kicks, v.rx_avail, v.rx_used,
-           v.rx_last_used, v.rx_used_flags);
+           v.rx_last_used, v.rx_used_flags, (unsigned)v.rx_bad);
     printf("nmi: tx frames=%u kicks=%u ring_full=%u free=%u blocked=%u avail=%u used=%u last_used=%u "
-           "used_flags=%u irqs=%u\n",
+           "used_flags=%u irqs=%u bad=%u\n",
            (unsigned)v.tx_frames, (unsigned)v.tx_kicks, (unsigned)v.tx_ring_full, (unsigned)v.tx_free,
-           (unsigned)v.tx_blocked, v.tx_avail, v.tx_used, v.tx_last_used, v.tx_used_flags, (unsigned)v.irqs);
+           (unsigned)v.tx_blocked, v.tx_avail, v.tx_used, v.tx_last_used, v.tx_used_flags, (unsigned)v.irqs,
+           (unsigned)v.tx_bad);
     printf("nmi: mem used=%u avail=%u err=%u pcb_free=%u seg_free=%u pbuf_ref_free=%u pool_free=%u "
            "pool_err=%u seg_err=%u pbuf_ref_err=%u pcb_err=%u\n",
            (unsigned)lwip_stats.mem.used, (unsigned)lwip_stats.mem.avail, (unsigned)lwip_stats.mem.err,
