@@ -69,12 +69,19 @@ void acpi_init(void)
         printf("acpi: no RSDP, power button disabled\n");
         return;
     }
-    const struct sdt *rsdt = (const struct sdt *)*(const uint32_t *)(rsdp + 16);
-    const uint32_t *ent = (const uint32_t *)(rsdt + 1);
+    /* ACPI 2+ may give only the XSDT (64-bit entries; microvm does): use it when present. */
+    uint32_t xsdt = rsdp[15] >= 2 && !*(const uint32_t *)(rsdp + 28) ? *(const uint32_t *)(rsdp + 24) : 0;
+    uint32_t root = xsdt ? xsdt : *(const uint32_t *)(rsdp + 16);
     const uint8_t *fadt = NULL;
-    for (uint32_t i = 0; i < (rsdt->len - sizeof(*rsdt)) / 4; i++)
-        if (!memcmp((const void *)ent[i], "FACP", 4))
-            fadt = (const uint8_t *)ent[i];
+    if (root) {
+        const struct sdt *t = (const struct sdt *)root;
+        uint32_t step = xsdt ? 8 : 4, n = t->len > sizeof(*t) ? (t->len - sizeof(*t)) / step : 0;
+        for (uint32_t i = 0; i < n; i++) {
+            uint32_t e = *(const uint32_t *)((const uint8_t *)(t + 1) + i * step);   /* low half of a 64-bit entry */
+            if (e && !memcmp((const void *)e, "FACP", 4))
+                fadt = (const uint8_t *)e;
+        }
+    }
     if (!fadt) {
         printf("acpi: no FADT, power button disabled\n");
         return;
@@ -90,6 +97,10 @@ void acpi_init(void)
     timer_use_pm((uint16_t)*(const uint32_t *)(fadt + 76));   /* PM_TMR_BLK */
     if (dsdt)
         parse_s5((const struct sdt *)dsdt);
+    if (!pm1a_evt || !pm1a_cnt) {   /* hardware-reduced ACPI (microvm): no fixed power button */
+        printf("acpi: no PM1 registers, power button disabled\n");
+        return;
+    }
 
     if (smi_cmd && enable && !(inw(pm1a_cnt) & SCI_EN)) {
         outb((uint16_t)smi_cmd, enable);
