@@ -63,7 +63,7 @@ def test_a_stopped_worker_is_killed_and_replaced(ukproxy: Callable[..., RunningP
             assert served_by(fresh.pid, port) > 0
             assert served_by(fresh.pid, port) + served_by(survivor.pid, port) == CONNECTIONS
         assert exchange(port, b"still serving") == b"still serving"
-        hung = wait_until(lambda: scrape(metrics_port).value("ukproxy_worker_hung_total"), lambda v: v >= 1,
-                          "the hung-worker metric")
+        hung = wait_until(lambda: scrape(metrics_port).value("ukproxy_worker_hung_total"), "the hung-worker metric",
+                          accept=lambda v: v >= 1)
         assert hung == 1
 

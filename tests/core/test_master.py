@@ -3,9 +3,9 @@
 from __future__ import annotations
 
 import os
+import re
 import signal
 import socket
-import time
 import urllib.request
 from collections.abc import Callable
 from pathlib import Path
@@ -15,6 +15,7 @@ import pytest
 
 from tests.core.test_tcp_proxy import exchange, tcp_config
 from tests.running import RunningProxy, echo_servers, free_port
+from tests.waiting import wait_until
 
 CPUS = sorted(os.sched_getaffinity(0))
 
@@ -45,13 +46,7 @@ def test_killed_worker_is_replaced_and_logged(ukproxy: Callable[..., RunningProx
         victim = first[0]
         victim.kill()
         survivors = {w.pid for w in first[1:]}
-        deadline = time.monotonic() + 10
-        while time.monotonic() < deadline:
-            now = {w.pid for w in proxy.workers()}
-            if len(now) == 2 and victim.pid not in now:
-                break
-            time.sleep(0.05)
-        now = {w.pid for w in proxy.workers()}
+        now = {w.pid for w in proxy.wait_workers(2, exclude={victim.pid})}
         assert victim.pid not in now and survivors <= now and len(now) == 2
         assert f"(pid {victim.pid}) died: killed by signal 9 (SIGKILL)" in proxy.log()
         assert exchange(port, b"still serving") == b"still serving"
@@ -67,7 +62,9 @@ def test_quit_lets_an_inflight_transfer_finish(ukproxy: Callable[..., RunningPro
         s.sendall(b"before quit;")
         assert s.recv(100) == b"before quit;"
         proxy.signal(signal.SIGQUIT)
-        time.sleep(0.5)
+        # Each worker stops accepting as it logs its graceful stop (the master's sockets accept no one).
+        wait_until(lambda: set(re.findall(r"worker (\d+): graceful stop", proxy.log())), "both workers stopping",
+                   accept=lambda stopping: stopping == {"0", "1"}, context=proxy.log)
         # New connections are no longer taken...
         with pytest.raises(OSError), socket.create_connection(("127.0.0.1", port), timeout=2) as late:
             late.sendall(b"x")
@@ -118,10 +115,8 @@ def test_cli_stop_and_reload_find_the_master(ukproxy: Callable[..., RunningProxy
         # The master itself refuses it too when signalled directly.
         current = {w.pid for w in proxy.workers()}
         proxy.signal(signal.SIGHUP)
-        deadline = time.monotonic() + 10
-        while "reload refused" not in proxy.log() and time.monotonic() < deadline:
-            time.sleep(0.05)
-        assert "reload refused, keeping the running config" in proxy.log()
+        wait_until(proxy.log, "the master to refuse the reload",
+                   accept=lambda log: "reload refused, keeping the running config" in log)
         assert {w.pid for w in proxy.workers()} == current
         assert exchange(port, b"still up") == b"still up"
         result = proxy.cli("stop", "--wait")
@@ -140,9 +135,13 @@ def test_second_master_with_the_same_pid_file_refuses(ukproxy: Callable[..., Run
         assert second.returncode == 1 and "already running" in second.stderr
         # The refused master touched nothing of the running one's: its metrics still scrape.
         assert exchange(port, b"x") == b"x"
-        time.sleep(1.2)  # workers flush their tallies once a second
-        with urllib.request.urlopen(f"http://127.0.0.1:{metrics_port}/metrics", timeout=5) as r:
-            assert b"ukproxy_connections_accepted_total" in r.read()
+
+        def metrics() -> bytes:  # workers flush their tallies once a second
+            with urllib.request.urlopen(f"http://127.0.0.1:{metrics_port}/metrics", timeout=5) as r:
+                return r.read()
+
+        wait_until(metrics, "the session in the running master's /metrics",
+                   accept=lambda page: b"ukproxy_connections_accepted_total" in page)
 
 
 def test_crash_loop_at_startup_gives_up(ukproxy: Callable[..., RunningProxy], tmp_path: Path,
@@ -171,9 +170,8 @@ def test_workers_drop_to_the_configured_user(ukproxy: Callable[..., RunningProxy
         import pwd
 
         uid = pwd.getpwnam(user).pw_uid
-        deadline = time.monotonic() + 10  # each worker drops once its loop is about to start
-        while any(w.uids().effective != uid for w in proxy.workers()) and time.monotonic() < deadline:
-            time.sleep(0.05)
+        wait_until(lambda: {w.pid: w.uids().effective for w in proxy.workers()},  # as each loop is about to start
+                   f"every worker running as uid {uid}", accept=lambda uids: set(uids.values()) == {uid})
         for w in proxy.workers():
             assert w.uids().real == uid and w.uids().effective == uid and w.uids().saved == uid
             limits = Path(f"/proc/{w.pid}/limits").read_text()

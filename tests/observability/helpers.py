@@ -5,19 +5,16 @@ from __future__ import annotations
 import json
 import math
 import threading
-import time
 import urllib.request
 from collections import defaultdict
-from collections.abc import Callable
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
-from typing import Any, TypeVar
+from typing import Any
 
 from prometheus_client.parser import text_string_to_metric_families
 from prometheus_client.samples import Sample
 
 from tests.running import exchange as exchange  # re-exported: these tests take their helpers from here
-
-T = TypeVar("T")
+from tests.waiting import wait_until as wait_until
 
 
 def get(port: int, path: str, timeout: float = 10.0) -> tuple[int, bytes]:
@@ -54,18 +51,6 @@ def status(port: int) -> dict[str, Any]:
     code, body = get(port, "/status")
     assert code == 200
     return json.loads(body)
-
-
-def wait_until(probe: Callable[[], T], accept: Callable[[T], bool], what: str, timeout: float = 20.0) -> T:
-    """Probe until `accept` is happy (metrics are flushed once a second); fail with the last value seen."""
-    deadline = time.monotonic() + timeout
-    while True:
-        value = probe()
-        if accept(value):
-            return value
-        if time.monotonic() > deadline:
-            raise AssertionError(f"gave up waiting for {what}; last seen: {value!r}")
-        time.sleep(0.1)
 
 
 def histograms_consistent(page: Scrape) -> list[str]:

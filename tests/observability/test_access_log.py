@@ -49,7 +49,7 @@ def test_one_line_per_tcp_session_with_its_bytes(ukproxy: Callable[..., RunningP
         with ThreadPoolExecutor(8) as pool:
             answers = list(pool.map(lambda n: exchange(port, b"a" * n), sizes))
         assert [len(a) for a in answers] == sizes
-        written = wait_until(lambda: lines(access), lambda ls: len(ls) >= len(sizes), "a line per session")
+        written = wait_until(lambda: lines(access), "a line per session", accept=lambda ls: len(ls) >= len(sizes))
         records = [parse(line, fmt) for line in written]
         assert len(records) == len(sizes)
         assert sorted(r["sent"] for r in records) == sizes
@@ -80,21 +80,22 @@ tries = 1
         workers = {w.pid for w in proxy.workers()}
         for _ in range(3):
             exchange(port, b"before")
-        wait_until(lambda: lines(access), lambda ls: len(ls) == 3, "3 lines before the move")
+        wait_until(lambda: lines(access), "3 lines before the move", accept=lambda ls: len(ls) == 3)
 
         access.rename(log_dir / "access.log.1")
         errors.rename(log_dir / "error.log.1")
         proxy.signal(signal.SIGUSR1)  # what `ukproxy reopen` and logrotate's postrotate do
-        wait_until(lambda: errors.read_text() if errors.exists() else "",
-                   lambda text: text.count("logs reopened") == 2, "both workers reopened their logs")
+        wait_until(lambda: errors.read_text() if errors.exists() else "", "both workers reopened their logs",
+                   accept=lambda text: text.count("logs reopened") == 2)
         assert access.exists()  # made again by the workers, empty until new traffic
 
         sessions = 20  # over both workers' reuseport sockets
         for _ in range(sessions):
             exchange(port, b"after")
         exchange(dead_port, b"nobody home")
-        wait_until(lambda: lines(access), lambda ls: len(ls) == sessions + 1, "the new lines in the new file")
+        wait_until(lambda: lines(access), "the new lines in the new file", accept=lambda ls: len(ls) == sessions + 1)
         assert len(lines(log_dir / "access.log.1")) == 3  # nothing more went to the moved file
-        wait_until(errors.read_text, lambda text: "no server could be reached" in text, "new errors in the new file")
+        wait_until(errors.read_text, "new errors in the new file",
+                   accept=lambda text: "no server could be reached" in text)
         assert "no server could be reached" not in (log_dir / "error.log.1").read_text()
         assert {w.pid for w in proxy.workers()} == workers  # SIGUSR1 killed no one

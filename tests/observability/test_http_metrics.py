@@ -70,7 +70,7 @@ def test_requests_histograms_and_access_log_match_the_clients(ukproxy: Callable[
     assert Counter(codes) == {200: 30, 404: 6, 503: 4}
     n = len(paths)
 
-    page = wait_until(lambda: scrape(mport), lambda p: p.value("ukproxy_requests_total") >= n, "every request")
+    page = wait_until(lambda: scrape(mport), "every request", accept=lambda p: p.value("ukproxy_requests_total") >= n)
     assert page.value("ukproxy_requests_total") == n
     assert page.value("ukproxy_requests_total", upstream="app", status_class="2xx") == 30
     assert page.value("ukproxy_requests_total", upstream="app", status_class="4xx") == 6
@@ -82,8 +82,8 @@ def test_requests_histograms_and_access_log_match_the_clients(ukproxy: Callable[
     assert any(c.startswith("ukproxy_upstream_response_time_seconds") for c in checked)
     assert status(mport)["requests"] == n
 
-    written = wait_until(lambda: access.read_text().splitlines() if access.exists() else [],
-                         lambda lines: len(lines) >= n, "a line per request")
+    written = wait_until(lambda: access.read_text().splitlines() if access.exists() else [], "a line per request",
+                         accept=lambda lines: len(lines) >= n)
     assert len(written) == n
     records = [HTTP_LINE.match(line) for line in written]
     assert all(records), [line for line, m in zip(written, records, strict=True) if not m]

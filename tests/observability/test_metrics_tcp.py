@@ -28,8 +28,8 @@ def test_counts_add_up_across_workers_and_match_the_clients(ukproxy: Callable[..
         assert answers == payloads
         n, total = len(payloads), sum(map(len, payloads))
 
-        page = wait_until(lambda: scrape(mport), lambda p: p.value("ukproxy_tcp_sessions_total") >= n,
-                          "every session in /metrics")
+        page = wait_until(lambda: scrape(mport), "every session in /metrics",
+                          accept=lambda p: p.value("ukproxy_tcp_sessions_total") >= n)
         assert page.value("ukproxy_connections_accepted_total") == n
         assert page.value("ukproxy_connections_handled_total") == n
         assert page.value("ukproxy_tcp_sessions_total") == n
@@ -52,7 +52,7 @@ def test_unreachable_upstream_counts_failures_and_502_sessions(ukproxy: Callable
     ukproxy(tcp_config(port, mport, [dead], workers=1, upstream_extra="tries = 1")).start([port, mport], 1)
     for _ in range(3):
         assert exchange(port, b"hello") == b""
-    page = wait_until(lambda: scrape(mport), lambda p: p.value("ukproxy_tcp_sessions_total") >= 3, "3 sessions")
+    page = wait_until(lambda: scrape(mport), "3 sessions", accept=lambda p: p.value("ukproxy_tcp_sessions_total") >= 3)
     assert page.value("ukproxy_tcp_sessions_total", status="502") == 3
     assert page.value("ukproxy_upstream_failures_total", upstream="u", reason="connect") == 3
     assert page.value("ukproxy_upstream_unavailable_total", upstream="u") == 3
@@ -75,8 +75,8 @@ def test_killed_worker_leaves_no_stale_live_gauges(ukproxy: Callable[..., Runnin
         proxy.start([port, mport], expect_workers=2)
         for _ in range(held):
             stack.enter_context(_hold(port))
-        page = wait_until(lambda: scrape(mport), lambda p: p.value("ukproxy_connections_active") == held,
-                          f"{held} active connections")
+        page = wait_until(lambda: scrape(mport), f"{held} active connections",
+                          accept=lambda p: p.value("ukproxy_connections_active") == held)
         assert page.value("ukproxy_connections_active", state="writing") == held
         per_pid = page.by_label("ukproxy_worker_connections", "pid")
         victim = max(per_pid, key=lambda pid: per_pid[pid])
@@ -90,7 +90,7 @@ def test_killed_worker_leaves_no_stale_live_gauges(ukproxy: Callable[..., Runnin
             pids = p.by_label("ukproxy_worker_connections", "pid")
             return victim not in pids and len(pids) == 2 and p.value("ukproxy_worker_restarts_total") == 1
 
-        page = wait_until(lambda: scrape(mport), settled, "the dead worker gone from the live gauges")
+        page = wait_until(lambda: scrape(mport), "the dead worker gone from the live gauges", accept=settled)
         # Its connections leave the live sums; what it counted stays in the totals.
         assert page.value("ukproxy_connections_active") == held - lost
         assert page.value("ukproxy_worker_connections") == held - lost
@@ -130,8 +130,8 @@ def test_metrics_listener_answers_while_the_data_path_streams(ukproxy: Callable[
                 assert opened.acquire(timeout=30)
             pages = [scrape(mport) for _ in range(20)]  # each one must answer (within urllib's 10 s bound)
             assert all(p.value("ukproxy_build_info") == 1 for p in pages)
-            busy = wait_until(lambda: scrape(mport), lambda p: p.value("ukproxy_connections_active") == streams,
-                              "every stream visible while they stream")
+            busy = wait_until(lambda: scrape(mport), "every stream visible while they stream",
+                              accept=lambda p: p.value("ukproxy_connections_active") == streams)
             assert busy.value("ukproxy_tcp_sent_bytes_total") == 0  # sessions still open: counted when they end
         finally:
             stop.set()
@@ -148,7 +148,8 @@ def test_metric_files_half_made_are_skipped_and_all_removed_at_stop(ukproxy: Cal
         # What a process killed right after creating its file leaves behind: an empty file.
         (directory / "counter_999999.db").touch()
         assert exchange(port, b"ping") == b"ping"
-        page = wait_until(lambda: scrape(mport), lambda p: p.value("ukproxy_tcp_sessions_total") == 1, "the session")
+        page = wait_until(lambda: scrape(mport), "the session",
+                          accept=lambda p: p.value("ukproxy_tcp_sessions_total") == 1)
         assert page.value("ukproxy_workers") == 1
         assert status(mport)["accepts"] == 1
         proxy.stop()

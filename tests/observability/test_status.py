@@ -16,8 +16,8 @@ def test_status_matches_the_fleet_and_the_traffic(ukproxy: Callable[..., Running
         proxy = ukproxy(tcp_config(port, mport, [backends[0].port], workers=2, extra="reuseport = true"))
         proxy.start([port, mport], expect_workers=2)
         pids = {w.pid for w in proxy.workers()}
-        ready = wait_until(lambda: status(mport), lambda s: all(w["state"] == "ready" for w in s["workers"]),
-                           "both workers ready")
+        ready = wait_until(lambda: status(mport), "both workers ready",
+                           accept=lambda s: all(w["state"] == "ready" for w in s["workers"]))
         assert {w["pid"] for w in ready["workers"]} == pids
         assert sorted(w["slot"] for w in ready["workers"]) == [0, 1]
         assert ready["master"]["pid"] == proxy.pid
@@ -25,7 +25,7 @@ def test_status_matches_the_fleet_and_the_traffic(ukproxy: Callable[..., Running
 
         for i in range(7):
             assert exchange(port, b"x" * (i + 1)) == b"x" * (i + 1)
-        after: dict[str, Any] = wait_until(lambda: status(mport), lambda s: s["accepts"] == 7, "7 accepts")
+        after: dict[str, Any] = wait_until(lambda: status(mport), "7 accepts", accept=lambda s: s["accepts"] == 7)
         assert after["handled"] == 7
         assert sum(w["accepted"] for w in after["workers"]) == 7
         assert after["active"] == after["reading"] + after["writing"] + after["waiting"] == 0
@@ -56,4 +56,4 @@ def test_metrics_port_taken_leaves_the_proxy_serving(ukproxy: Callable[..., Runn
         mport = squatter.getsockname()[1]
         proxy = ukproxy(tcp_config(port, mport, [backends[0].port], workers=1)).start([port], expect_workers=1)
         assert exchange(port, b"still serving") == b"still serving"
-        wait_until(proxy.log, lambda text: "cannot listen on" in text, "the metrics listener's error in the log")
+        wait_until(proxy.log, "the metrics listener's error in the log", accept=lambda text: "cannot listen on" in text)
