@@ -1,0 +1,107 @@
+"""Clients for the static service's tests, run inside the test namespace (see Netns.python / Netns.cmd).
+
+SESSION is interactive: one JSON command per stdin line, one JSON answer per stdout line, over one
+keep-alive connection that it reopens when the server closed it. DOWNLOADS fetches one path on N
+connections at once.
+"""
+
+SESSION = r'''
+import hashlib, json, socket, sys
+ip, port = sys.argv[1], int(sys.argv[2])
+sock, buf = None, b""
+
+def recv_more():
+    global buf
+    chunk = sock.recv(65536)
+    if not chunk:
+        raise EOFError("server closed")
+    buf += chunk
+
+def take_until(sep):
+    global buf
+    while sep not in buf:
+        recv_more()
+    i = buf.index(sep) + len(sep)
+    out, buf = buf[:i], buf[i:]
+    return out
+
+def take(n):
+    global buf
+    while len(buf) < n:
+        recv_more()
+    out, buf = buf[:n], buf[n:]
+    return out
+
+def response(method):
+    head = take_until(b"\r\n\r\n").decode("latin-1")
+    lines = head.split("\r\n")
+    status = int(lines[0].split(" ")[1])
+    headers = {}
+    for line in lines[1:]:
+        if line:
+            k, v = line.split(":", 1)
+            headers[k.strip().lower()] = v.strip()
+    no_body = method == "HEAD" or status in (204, 304)
+    body = b"" if no_body else take(int(headers.get("content-length", "0")))
+    return {"status": status, "headers": headers, "len": len(body), "sha256": hashlib.sha256(body).hexdigest(),
+            "body": body[:4096].decode("latin-1")}
+
+for line in sys.stdin:
+    cmd = json.loads(line)
+    reused = sock is not None
+    if sock is None:
+        sock, buf = socket.create_connection((ip, port), timeout=30), b""
+    answer = {"reused": reused, "responses": [], "closed": False}
+    try:
+        sock.sendall(bytes.fromhex(cmd["send"]))
+        for method in cmd["methods"]:
+            answer["responses"].append(response(method))
+        last = answer["responses"][-1]["headers"] if answer["responses"] else {}
+        if last.get("connection") == "close":
+            sock.settimeout(10)
+            while sock.recv(65536):
+                pass
+            answer["closed"] = True
+    except (EOFError, OSError) as e:
+        answer["error"] = repr(e)
+        answer["closed"] = True
+    if answer["closed"]:
+        sock.close()
+        sock = None
+    print(json.dumps(answer), flush=True)
+'''
+
+DOWNLOADS = r'''
+import asyncio, hashlib, json, sys, time
+ip, port, n, path, bound = sys.argv[1], int(sys.argv[2]), int(sys.argv[3]), sys.argv[4], float(sys.argv[5])
+
+async def one():
+    started = time.monotonic()
+    reader, writer = await asyncio.open_connection(ip, port)
+    writer.write(f"GET {path} HTTP/1.1\r\nHost: vm\r\nConnection: close\r\n\r\n".encode())
+    data = await reader.read()   # until the server closes
+    writer.close()
+    head, _, body = data.partition(b"\r\n\r\n")
+    return {"status": int(head.split(b" ")[1]), "sha256": hashlib.sha256(body).hexdigest(),
+            "s": time.monotonic() - started}
+
+async def bounded():
+    try:
+        return await asyncio.wait_for(one(), bound)
+    except Exception as e:
+        return {"error": repr(e)}
+
+async def main():
+    results = await asyncio.gather(*(bounded() for _ in range(n)))
+    ok = [r for r in results if "error" not in r]
+    times = sorted(r["s"] for r in ok)
+    print(json.dumps({
+        "errors": [r["error"] for r in results if "error" in r],
+        "statuses": sorted({r["status"] for r in ok}),
+        "sha256": sorted({r["sha256"] for r in ok}),
+        "median_s": times[len(times) // 2] if times else None,
+        "max_s": times[-1] if times else None,
+    }))
+
+asyncio.run(main())
+'''

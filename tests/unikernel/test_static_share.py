@@ -1,0 +1,362 @@
+"""The `static` unikernel serving a host folder over virtio-9p, driven by real clients.
+
+One VM per module, in a namespace of its own, shares a temp folder read-only; a folder next to it
+holds a secret that no request may ever reach (through `..`, encodings, symlinks). Behaviour only:
+speed is for bench/.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import secrets
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from email.utils import formatdate
+from pathlib import Path
+
+import pytest
+
+from bench.unikernel_harness import UNIKERNELS, Lab, Vm, is_root, qemu_argv, qemu_available
+from tests.unikernel import static_clients
+from tests.unikernel.test_static_logic import TRAVERSAL
+
+IMAGE = UNIKERNELS / "build" / "static.elf"
+SECRET = f"TOP-SECRET-{secrets.token_hex(8)}"
+
+pytestmark = [
+    pytest.mark.qemu,
+    pytest.mark.root,
+    pytest.mark.timeout(300),
+    pytest.mark.skipif(not qemu_available(), reason="qemu-system-x86_64 is not installed"),
+    pytest.mark.skipif(not is_root(), reason="needs root: network namespaces, bridges and TAPs"),
+]
+
+
+def share_args(folder: Path, tag: str = "share") -> list[str]:
+    return ["-fsdev", f"local,id=f0,path={folder},security_model=none,readonly=on",
+            "-device", f"virtio-9p-pci,fsdev=f0,mount_tag={tag},disable-modern=on"]
+
+
+def boot_static(lab: Lab, name: str, host: int, folder: Path, extra: str = "", tag: str = "share",
+                wait: bool = True) -> Vm:
+    ip = lab.netns.address(host)
+    tap = lab.netns.add_tap()
+    mac = f"52:54:00:78:{lab.netns.subnet:02x}:{host:02x}"
+    append = f"ip={ip}/24 gw={lab.netns.gateway} port=80 name={name} {extra}".strip()
+    argv = lab.netns.cmd(*qemu_argv(append=append, netdev=f"tap,id=n0,ifname={tap},script=no,downscript=no",
+                                    mac=mac, image=IMAGE), *share_args(folder, tag))
+    vm = Vm(argv=argv, workdir=lab.workdir, name=name, ip=ip, mac=mac, port=80)
+    lab.vms.append(vm)
+    vm.start()
+    if wait:
+        vm.wait_ready()
+    return vm
+
+
+@pytest.fixture(scope="module")
+def files(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """share/ with the files the tests fetch; outside/ next to it with the secret."""
+    root = tmp_path_factory.mktemp("static")
+    share, outside = root / "share", root / "outside"
+    (share / "docs").mkdir(parents=True)
+    (share / "empty").mkdir()
+    outside.mkdir()
+    (outside / "secret.txt").write_text(SECRET)
+    (share / "index.html").write_text("<h1>root index</h1>\n")
+    (share / "docs" / "index.html").write_text("<h1>docs</h1>\n")
+    (share / "docs" / "a b.txt").write_text("spaced\n")
+    (share / "small.txt").write_bytes(os.urandom(4096).hex()[:4096].encode())
+    (share / "data.json").write_text('{"ok": true}\n')
+    (share / "f64k.bin").write_bytes(os.urandom(65536))
+    (share / "big.bin").write_bytes(os.urandom(10 * 1024 * 1024))
+    (share / "empty.txt").write_bytes(b"")
+    (share / "escape").symlink_to(outside / "secret.txt")
+    (share / "escape_rel").symlink_to("../outside/secret.txt")
+    (share / "linkdir").symlink_to(outside)
+    (share / "inner_link.txt").symlink_to("small.txt")   # inside the share, but a symlink all the same
+    os.mkfifo(share / "fifo")
+    return share
+
+
+@pytest.fixture(scope="module")
+def image() -> Path:
+    proc = subprocess.run(["make", "-C", str(UNIKERNELS), "SERVICES=static"], capture_output=True, text=True)
+    if proc.returncode != 0 or not IMAGE.exists():
+        pytest.fail(f"make -C unikernels failed ({proc.returncode}):\n{proc.stdout}\n{proc.stderr}", pytrace=False)
+    return IMAGE
+
+
+@pytest.fixture(scope="module")
+def lab(image: Path, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Lab]:
+    lab = Lab(tmp_path_factory.mktemp("uk-static"))
+    try:
+        yield lab
+    finally:
+        lab.close()
+
+
+@pytest.fixture(scope="module")
+def vm(lab: Lab, files: Path) -> Vm:
+    return boot_static(lab, "static-0", 10, files)
+
+
+class Session:
+    """static_clients.SESSION inside the namespace: requests over one keep-alive connection."""
+
+    def __init__(self, lab: Lab, vm: Vm) -> None:
+        assert vm.ip
+        self.proc = subprocess.Popen(
+            lab.netns.cmd(sys.executable, "-c", static_clients.SESSION, vm.ip, str(vm.port)),
+            stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True,
+        )
+
+    def send(self, raw: bytes, methods: list[str]) -> dict:
+        assert self.proc.stdin and self.proc.stdout
+        self.proc.stdin.write(json.dumps({"send": raw.hex(), "methods": methods}) + "\n")
+        self.proc.stdin.flush()
+        line = self.proc.stdout.readline()
+        assert line, f"session client died ({self.proc.poll()})"
+        return json.loads(line)
+
+    def get(self, target: str | bytes, method: str = "GET", headers: str = "") -> dict:
+        t = target.encode() if isinstance(target, str) else target
+        answer = self.send(method.encode() + b" " + t + b" HTTP/1.1\r\nHost: vm\r\n" + headers.encode() + b"\r\n",
+                           [method])
+        assert answer["responses"], answer
+        return answer["responses"][0]
+
+    def close(self) -> None:
+        assert self.proc.stdin
+        self.proc.stdin.close()
+        self.proc.wait(10)
+
+
+@pytest.fixture
+def http(lab: Lab, vm: Vm) -> Iterator[Session]:
+    s = Session(lab, vm)
+    yield s
+    s.close()
+
+
+def sha(data: bytes) -> str:
+    return hashlib.sha256(data).hexdigest()
+
+
+# ---- files, types, directories ----
+
+def test_ready_names_the_service(vm: Vm) -> None:
+    assert vm.wait_ready() == f"ready name=static-0 ip={vm.ip} port=80 service=static"
+
+
+def test_files_are_served_with_their_type(http: Session, files: Path) -> None:
+    for target, name, ctype in [("/small.txt", "small.txt", "text/plain; charset=utf-8"),
+                                ("/data.json", "data.json", "application/json"),
+                                ("/f64k.bin", "f64k.bin", "application/octet-stream"),
+                                ("/docs/a%20b.txt", "docs/a b.txt", "text/plain; charset=utf-8")]:
+        r = http.get(target)
+        assert r["status"] == 200, target
+        assert r["headers"]["content-type"] == ctype
+        assert r["headers"]["x-backend"] == "static-0"
+        assert r["sha256"] == sha((files / name).read_bytes())
+    r = http.get("/empty.txt")
+    assert (r["status"], r["headers"]["content-length"], r["len"]) == (200, "0", 0)
+
+
+def test_directory_serves_its_index_and_gets_its_slash(http: Session, files: Path) -> None:
+    r = http.get("/")
+    assert r["status"] == 200 and r["body"] == (files / "index.html").read_text()
+    assert r["headers"]["content-type"] == "text/html; charset=utf-8"
+    r = http.get("/docs/")
+    assert r["status"] == 200 and r["body"] == (files / "docs" / "index.html").read_text()
+    r = http.get("/docs")
+    assert r["status"] == 301 and r["headers"]["location"] == "docs/"
+    r = http.get("/docs?x=1")
+    assert r["status"] == 301 and r["headers"]["location"] == "docs/?x=1"
+    assert http.get("/empty/")["status"] == 404          # a directory without index.html
+    assert http.get("/small.txt/")["status"] == 404      # a file asked for as a directory
+    assert http.get("/missing.txt")["status"] == 404
+
+
+def test_curl_follows_the_redirect(lab: Lab, vm: Vm, files: Path) -> None:
+    r = lab.netns.run("curl", "-sS", "-L", "--max-time", "20", f"http://{vm.ip}/docs")
+    assert r.returncode == 0 and r.stdout == (files / "docs" / "index.html").read_text()
+
+
+def test_head_has_the_headers_of_get_and_no_body(http: Session) -> None:
+    get = http.get("/small.txt")
+    answer = http.send(b"HEAD /small.txt HTTP/1.1\r\nHost: vm\r\n\r\nGET /data.json HTTP/1.1\r\nHost: vm\r\n\r\n",
+                       ["HEAD", "GET"])
+    head, after = answer["responses"]
+    assert head["status"] == 200 and head["len"] == 0
+    for k in ("content-length", "content-type", "etag", "last-modified"):
+        assert head["headers"][k] == get["headers"][k]
+    assert after["status"] == 200 and after["body"] == '{"ok": true}\n'   # nothing stray between them
+
+
+def test_other_methods_get_405_and_the_connection_stays(http: Session) -> None:
+    answer = http.send(b"POST /small.txt HTTP/1.1\r\nHost: vm\r\nContent-Length: 5\r\n\r\nhello"
+                       b"DELETE / HTTP/1.1\r\nHost: vm\r\n\r\nGET /data.json HTTP/1.1\r\nHost: vm\r\n\r\n",
+                       ["POST", "DELETE", "GET"])
+    statuses = [r["status"] for r in answer["responses"]]
+    assert statuses == [405, 405, 200]
+    assert answer["responses"][0]["headers"]["allow"] == "GET, HEAD"
+    assert not answer["closed"]
+
+
+def test_keep_alive_and_pipelining(http: Session, files: Path) -> None:
+    etag = http.get("/small.txt")["headers"]["etag"]
+    batch = (b"GET /small.txt HTTP/1.1\r\nHost: vm\r\n\r\n"
+             b"GET /f64k.bin HTTP/1.1\r\nHost: vm\r\nRange: bytes=0-9\r\n\r\n"
+             b"GET /small.txt HTTP/1.1\r\nHost: vm\r\nIf-None-Match: " + etag.encode() + b"\r\n\r\n"
+             b"GET /nope HTTP/1.1\r\nHost: vm\r\n\r\n"
+             b"GET /f64k.bin HTTP/1.1\r\nHost: vm\r\n\r\n"
+             b"GET /data.json HTTP/1.1\r\nHost: vm\r\nConnection: close\r\n\r\n")
+    answer = http.send(batch, ["GET"] * 6)
+    assert answer["reused"]
+    assert [r["status"] for r in answer["responses"]] == [200, 206, 304, 404, 200, 200]
+    assert answer["responses"][4]["sha256"] == sha((files / "f64k.bin").read_bytes())
+    assert answer["closed"]
+
+
+# ---- validators and ranges ----
+
+def test_etag_and_if_none_match(http: Session) -> None:
+    r = http.get("/small.txt")
+    etag = r["headers"]["etag"]
+    assert etag.startswith('"') and etag.endswith('"')
+    for field in (etag, f"W/{etag}", f'"nope", {etag}', "*"):
+        r304 = http.get("/small.txt", headers=f"If-None-Match: {field}\r\n")
+        assert r304["status"] == 304 and r304["len"] == 0, field
+        assert r304["headers"]["etag"] == etag
+    assert http.get("/small.txt", headers='If-None-Match: "nope"\r\n')["status"] == 200
+
+
+def test_if_modified_since(http: Session) -> None:
+    modified = http.get("/small.txt")["headers"]["last-modified"]
+    assert http.get("/small.txt", headers=f"If-Modified-Since: {modified}\r\n")["status"] == 304
+    assert http.get("/small.txt", headers="If-Modified-Since: Sat, 01 Jan 2000 00:00:00 GMT\r\n")["status"] == 200
+    assert http.get("/small.txt", headers="If-Modified-Since: Saturday, 01-Jan-00 00:00:00 GMT\r\n")["status"] == 200
+    assert http.get("/small.txt", headers="If-Modified-Since: not a date\r\n")["status"] == 200
+
+
+def test_ranges(http: Session, files: Path) -> None:
+    data = (files / "f64k.bin").read_bytes()
+    size = len(data)
+    for field, start, end in [("bytes=0-99", 0, 99), ("bytes=65000-", 65000, size - 1),
+                              ("bytes=-100", size - 100, size - 1), ("bytes=100-999999", 100, size - 1)]:
+        r = http.get("/f64k.bin", headers=f"Range: {field}\r\n")
+        assert r["status"] == 206, field
+        assert r["headers"]["content-range"] == f"bytes {start}-{end}/{size}"
+        assert r["sha256"] == sha(data[start:end + 1])
+    for field in (f"bytes={size}-", "bytes=-0", f"bytes={size * 2}-{size * 3}"):
+        r = http.get("/f64k.bin", headers=f"Range: {field}\r\n")
+        assert r["status"] == 416, field
+        assert r["headers"]["content-range"] == f"bytes */{size}"
+    r = http.get("/f64k.bin", headers="Range: bytes=0-1,5-6\r\n")   # several ranges: all of it
+    assert r["status"] == 200 and r["sha256"] == sha(data)
+    etag = r["headers"]["etag"]
+    assert http.get("/f64k.bin", headers=f"Range: bytes=0-9\r\nIf-Range: {etag}\r\n")["status"] == 206
+    assert http.get("/f64k.bin", headers='Range: bytes=0-9\r\nIf-Range: "stale"\r\n')["status"] == 200
+
+
+def test_ten_mib_file_is_byte_exact(lab: Lab, vm: Vm, files: Path, tmp_path: Path) -> None:
+    out = tmp_path / "big.bin"   # the namespace shares the mount namespace: curl writes here
+    r = lab.netns.run("curl", "-sS", "--max-time", "120", "-o", str(out), "-w", "%{http_code}",
+                      f"http://{vm.ip}/big.bin", timeout=150)
+    assert r.stdout == "200", r.stderr
+    assert sha(out.read_bytes()) == sha((files / "big.bin").read_bytes())
+
+
+# ---- a file changed on the host ----
+
+def test_a_file_edited_on_the_host_is_served_changed_at_once(http: Session, files: Path) -> None:
+    f = files / "live.txt"
+    f.write_text("version 1\n")
+    first = http.get("/live.txt")
+    assert first["body"] == "version 1\n"
+    # Same size, in place, within the same second: only content and mtime's nanoseconds differ.
+    with f.open("r+") as fh:
+        fh.write("version 2\n")
+    answer = wait_for_body(http, "/live.txt", "version 2\n", bound=1.0)
+    assert answer["headers"]["etag"] != first["headers"]["etag"]
+    # Replaced by rename (a new inode), as editors and deploy tools do.
+    tmp = files / ".live.tmp"
+    tmp.write_text("version three\n")
+    tmp.replace(f)
+    wait_for_body(http, "/live.txt", "version three\n", bound=1.0)
+    # Same connection throughout: nothing is cached per connection either.
+    assert http.get("/live.txt", headers=f"If-None-Match: {first['headers']['etag']}\r\n")["status"] == 200
+
+
+def wait_for_body(http: Session, target: str, body: str, bound: float) -> dict:
+    """Asks until the body is `body`, at most `bound` seconds after the change (the service's promise)."""
+    deadline = time.monotonic() + bound
+    while True:
+        r = http.get(target)
+        if r["body"] == body or time.monotonic() > deadline:
+            assert r["body"] == body, f"still {r['body']!r} {bound} s after the change"
+            return r
+
+
+# ---- never outside the share ----
+
+SHARE_TRAVERSAL = [
+    b"/../outside/secret.txt", b"/%2e%2e/outside/secret.txt", b"/..%2foutside%2fsecret.txt",
+    b"/docs/../../outside/secret.txt", b"/docs/%2e%2e/%2e%2e/outside/secret.txt", b"/%2E%2E%2Foutside%2Fsecret.txt",
+    b"/..%5coutside%5csecret.txt", b"/escape", b"/escape_rel", b"/linkdir/secret.txt", b"/linkdir/", b"/linkdir",
+    b"/inner_link.txt", b"/fifo", b"/secret.txt%00.html", b"//outside/secret.txt", b"/.%2e/outside/secret.txt",
+    b"/%c0%ae%c0%ae/outside/secret.txt", b"/docs/..", b"/docs/.",
+]
+
+
+def test_traversal_corpus_over_http(http: Session) -> None:
+    # the request line cannot carry raw spaces or control bytes: those are the parser's 400s
+    corpus = [t for t in TRAVERSAL if t and all(0x20 < c < 0x7F for c in t)] + SHARE_TRAVERSAL
+    for target in corpus:
+        r = http.get(target)
+        assert r["status"] in (400, 404, 414), (target, r["status"])
+        assert SECRET not in r["body"], target
+    assert http.get(b"/%2e%2e/outside/secret.txt", method="HEAD")["status"] == 404
+    assert http.get("/small.txt")["status"] == 200   # and still serving
+
+
+def test_absolute_form_and_asterisk_are_refused(http: Session) -> None:
+    assert http.get(b"http://vm/../outside/secret.txt")["status"] == 400
+    assert http.get(b"*", method="OPTIONS")["status"] == 400
+
+
+# ---- many clients ----
+
+def test_256_concurrent_64k_downloads_all_finish(lab: Lab, vm: Vm, files: Path) -> None:
+    assert vm.ip
+    got = lab.netns.python(static_clients.DOWNLOADS, vm.ip, "80", "256", "/f64k.bin", "60", timeout=240)
+    assert got["errors"] == []
+    assert got["statuses"] == [200]
+    assert got["sha256"] == [sha((files / "f64k.bin").read_bytes())]
+    print(f"256 x 64 KiB: median {got['median_s']:.2f} s, slowest {got['max_s']:.2f} s")
+
+
+# ---- boot arguments ----
+
+def test_share_tag_boot_argument(lab: Lab, files: Path) -> None:
+    other = boot_static(lab, "static-tag", 20, files, extra="share_tag=site", tag="site")
+    s = Session(lab, other)
+    try:
+        assert s.get("/data.json")["body"] == '{"ok": true}\n'
+    finally:
+        s.close()
+
+
+def test_missing_share_stops_the_vm_with_an_error(lab: Lab, files: Path) -> None:
+    bad = boot_static(lab, "static-bad", 21, files, extra="share_tag=absent", wait=False)
+    assert bad.wait_exit(60) != 0
+    assert "error: cannot mount the 9P share with tag absent" in bad.output()
+
+
+def test_dates_are_http_dates(http: Session, files: Path) -> None:
+    modified = http.get("/data.json")["headers"]["last-modified"]
+    assert modified == formatdate(int((files / "data.json").stat().st_mtime), usegmt=True)
