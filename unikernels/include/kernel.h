@@ -67,7 +67,6 @@ uintptr_t bios_ebda(void);   /* the EBDA's address, read before page 0 was unmap
 /* paging.c: PAE identity map, code read-only, data no-execute, page 0 and the page
  * under the stack unmapped. After idt_init, before anything else can fault. */
 void paging_init(void);
-int paging_nx(void);         /* 1: the CPU enforces no-execute */
 extern char stack_guard[];   /* boot.S: the unmapped page under the stack */
 
 /* selftest.c: a hidden boot argument selftest=write-code|exec-data|stack|null makes the

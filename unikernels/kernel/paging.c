@@ -52,11 +52,6 @@ static uint64_t low_page(uintptr_t addr)
     return addr | PTE_P | PTE_RW | nx;              /* data, bss, stack, heap */
 }
 
-int paging_nx(void)
-{
-    return nx != 0;
-}
-
 void paging_init(void)
 {
     if (cpu_has_nx())
