@@ -10,6 +10,7 @@
 #include <sys/stat.h>
 #include <unistd.h>
 #include "fs.h"
+#include "fs_posix.h"
 
 #define MAX_FILES 256
 
@@ -25,11 +26,10 @@ int fs_mount(const char *dir, int writable)
     return root < 0 ? -errno : 0;
 }
 
-/* Opens `path` under the root one component at a time, never through a symlink. */
-static int walk(const char *path, int flags, mode_t mode)
+int posix_open_beneath(int top, const char *path, int flags, int mode)
 {
     char part[256];
-    int dir = dup(root);
+    int dir = dup(top);
     if (dir < 0)
         return -errno;
     const char *p = path;
@@ -43,7 +43,7 @@ static int walk(const char *path, int flags, mode_t mode)
         memcpy(part, p, n);
         part[n] = 0;
         int last = !slash;
-        int fd = last ? openat(dir, part, flags | O_NOFOLLOW | O_CLOEXEC, mode)
+        int fd = last ? openat(dir, part, flags | O_NOFOLLOW | O_CLOEXEC, (mode_t)mode)
                       : openat(dir, part, O_PATH | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC);
         int err = errno;
         close(dir);
@@ -54,10 +54,12 @@ static int walk(const char *path, int flags, mode_t mode)
     }
     if (p == path) {   /* "" is the root itself */
         close(dir);
-        return openat(root, ".", flags | O_CLOEXEC);
+        return openat(top, ".", flags | O_CLOEXEC);
     }
     return dir;
 }
+
+static int walk(const char *path, int flags, mode_t mode) { return posix_open_beneath(root, path, flags, (int)mode); }
 
 int fs_stat(const char *path, struct fs_stat *st)
 {

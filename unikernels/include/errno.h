@@ -27,5 +27,7 @@
 #define EMSGSIZE 90
 #define ENODEV 19
 #define ENXIO 6
+#define ECONNRESET 104
 #define ETIMEDOUT 110
+#define ECONNREFUSED 111
 #endif
