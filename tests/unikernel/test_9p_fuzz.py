@@ -1,11 +1,12 @@
 """What the guest takes from devices, checked on the host under ASan and UBSan.
 
-tests/unikernel/host/fuzz_9p.c compiles unikernels/fs/9p.c and answers every request the
+unikernels/fs/tests/fuzz_9p.c compiles unikernels/fs/9p.c and answers every request the
 client sends with a server's reply that is then damaged at random (bytes, sizes, counts,
-tags, types, truncation, Rlerror, timeouts). tests/unikernel/host/virtq_test.c compiles
+tags, types, truncation, Rlerror, timeouts). unikernels/drivers/tests/virtq_test.c compiles
 unikernels/drivers/virtio_pci.c and writes used rings as a broken device might (ids never
 posted, returned twice or beyond the ring, lengths beyond the buffer). Seeded, so a
-failure replays with the same seed.
+failure replays with the same seed. `make -C unikernels host-tests` runs both too, with their
+default seed.
 """
 
 from __future__ import annotations
@@ -18,7 +19,8 @@ from pathlib import Path
 import pytest
 
 REPO = Path(__file__).resolve().parents[2]
-HOST = REPO / "tests" / "unikernel" / "host"
+HARNESSES = {"fuzz_9p": REPO / "unikernels" / "fs" / "tests" / "fuzz_9p.c",
+             "virtq_test": REPO / "unikernels" / "drivers" / "tests" / "virtq_test.c"}
 CFLAGS = [
     "-std=gnu11", "-O1", "-g", "-Wall", "-Wextra", "-Wno-unused-parameter", "-Werror",
     "-fsanitize=address,undefined", "-fno-sanitize-recover=all", "-fno-omit-frame-pointer",
@@ -30,7 +32,7 @@ pytestmark = pytest.mark.skipif(shutil.which("gcc") is None, reason="gcc is not 
 
 def build(tmp_path_factory: pytest.TempPathFactory, name: str) -> Path:
     binary = tmp_path_factory.mktemp(name) / name
-    proc = subprocess.run(["gcc", *CFLAGS, "-o", str(binary), str(HOST / f"{name}.c")], capture_output=True, text=True)
+    proc = subprocess.run(["gcc", *CFLAGS, "-o", str(binary), str(HARNESSES[name])], capture_output=True, text=True)
     assert proc.returncode == 0, proc.stderr
     return binary
 

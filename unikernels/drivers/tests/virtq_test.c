@@ -8,7 +8,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#include "../../../unikernels/drivers/virtio_pci.c"
+#include "../virtio_pci.c"
 
 /* What virtio_pci.c links against in the kernel, for memory-only use. */
 uint32_t pci_read32(const struct pci_dev *d, uint8_t off) { return 0xFFFFFFFFu; }

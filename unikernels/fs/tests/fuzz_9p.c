@@ -10,7 +10,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#include "../../../unikernels/fs/9p.c"
+#include "../9p.c"
 
 #define BUF (64 * 1024 + 4096)
 static uint8_t req[BUF], rep[BUF + 64];
