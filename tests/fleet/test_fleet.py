@@ -9,7 +9,6 @@ import re
 import signal
 import socket
 import threading
-import time
 from collections.abc import Callable
 from pathlib import Path
 
@@ -19,6 +18,7 @@ import pytest
 from tests.fleet.conftest import qemu_of
 from tests.observability import helpers
 from tests.running import RunningProxy, free_port
+from tests.waiting import wait_until
 
 pytestmark = [pytest.mark.root, pytest.mark.qemu]
 
@@ -58,23 +58,24 @@ def get(port: int, path: str = "/", timeout: float = 10.0) -> tuple[int, bytes]:
         conn.close()
 
 
-def wait_until(condition: Callable[[], bool], timeout: float, what: str, proxy: RunningProxy | None = None) -> None:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if condition():
-            return
-        time.sleep(0.05)
-    raise AssertionError(f"timed out waiting for {what}" + (f"\n{proxy.log()[-4000:]}" if proxy else ""))
-
-
 def vms_in_rotation(proxy: RunningProxy) -> int:
     return proxy.log().count("in rotation")
+
+
+def metrics_listener(port: int) -> str:
+    return f'[metrics]\nlisten = "127.0.0.1:{port}"'
+
+
+def running_vms(mport: int) -> set[int]:
+    """The QEMU pids of the VMs the master's /status lists as running: what is live, not what was logged."""
+    return {vm["pid"] for vm in helpers.status(mport)["vms"] if vm["state"] == "running"}
 
 
 def start_fleet(ukproxy: Callable[..., RunningProxy], text: str, port: int, expected_vms: int,
                 name: str = "ukproxy", pid_name: str | None = None) -> RunningProxy:
     proxy = ukproxy(text, name, pid_name).start([port])
-    wait_until(lambda: vms_in_rotation(proxy) >= expected_vms, 60, f"{expected_vms} VMs in rotation", proxy)
+    wait_until(lambda: vms_in_rotation(proxy) >= expected_vms, f"{expected_vms} VMs in rotation", timeout=60,
+               context=proxy.log)
     return proxy
 
 
@@ -99,8 +100,8 @@ def test_pools_serve_through_ukproxy_pinned_and_namespaced(
     assert get(port, "/health")[0] == 200
     assert get(port, "/nope")[0] == 404
     # /status: each VM's sessions as its pool counted them, summed over the workers, none in flight
-    rows = helpers.wait_until(lambda: helpers.status(mport)["vms"],
-                              lambda vms: sum(vm["requests"] for vm in vms) >= 22, "22 sessions on the VM rows")
+    rows = wait_until(lambda: helpers.status(mport)["vms"], "22 sessions on the VM rows",
+                      accept=lambda vms: sum(vm["requests"] for vm in vms) >= 22)
     assert sorted(vm["id"] for vm in rows) == sorted(owners.values())
     assert sum(vm["requests"] for vm in rows) == 22 and all(vm["active"] == 0 for vm in rows), rows
 
@@ -140,18 +141,19 @@ def hold(port: int, n: int) -> list[socket.socket]:
 def test_overflow_spawns_up_to_max_then_surplus_is_destroyed(
     netns_name: str, unikernel_image: Path, ukproxy: Callable[..., RunningProxy]
 ) -> None:
-    port = free_port()
+    port, mport = free_port(), free_port()
     pool = 'min = 1\nmax = 3\nmax_conns = 2\noverflow = "spawn"\nsurplus = "destroy"\nidle_timeout = "1s"\n'
     pool += 'queue_timeout = "20s"'
-    proxy = start_fleet(ukproxy, fleet_config(port, netns_name, unikernel_image, workers=1, pool=pool), port, 1)
+    proxy = start_fleet(ukproxy, fleet_config(port, netns_name, unikernel_image, workers=1, pool=pool,
+                                              extra=metrics_listener(mport)), port, 1)
     held = hold(port, 5)  # 5 connections need 3 VMs of 2 slots each
     try:
         assert len(qemu_of(netns_name)) == 3
-        assert vms_in_rotation(proxy) == 3
+        assert running_vms(mport) == {p.pid for p in qemu_of(netns_name)}
     finally:
         for s in held:
             s.close()
-    wait_until(lambda: len(qemu_of(netns_name)) == 1, 30, "surplus VMs stopped", proxy)
+    wait_until(lambda: len(qemu_of(netns_name)) == 1, "surplus VMs stopped", timeout=30, context=proxy.log)
     assert proxy.log().count("above min") == 2
     assert get(port)[0] == 200
 
@@ -159,9 +161,10 @@ def test_overflow_spawns_up_to_max_then_surplus_is_destroyed(
 def test_queue_waits_for_a_free_slot_then_times_out(
     netns_name: str, unikernel_image: Path, ukproxy: Callable[..., RunningProxy]
 ) -> None:
-    port = free_port()
+    port, mport = free_port(), free_port()
     pool = 'min = 1\nmax = 1\nmax_conns = 1\noverflow = "queue"\nqueue_timeout = "3s"'
-    proxy = start_fleet(ukproxy, fleet_config(port, netns_name, unikernel_image, workers=1, pool=pool), port, 1)
+    proxy = start_fleet(ukproxy, fleet_config(port, netns_name, unikernel_image, workers=1, pool=pool,
+                                              extra=metrics_listener(mport)), port, 1)
     first = hold(port, 1)[0]
     result: dict[str, object] = {}
 
@@ -170,7 +173,8 @@ def test_queue_waits_for_a_free_slot_then_times_out(
 
     t = threading.Thread(target=queued)
     t.start()
-    time.sleep(0.5)
+    wait_until(lambda: helpers.scrape(mport).value("ukproxy_pool_queue_length", upstream="web"),
+               "the request in the pool's queue", accept=lambda n: n == 1, context=proxy.log)
     assert "answer" not in result  # waiting in the queue for the only slot
     first.close()
     t.join(20)
@@ -191,9 +195,9 @@ def test_queue_waits_for_a_free_slot_then_times_out(
 def test_killed_vm_under_load_is_replaced_with_few_failures(
     netns_name: str, unikernel_image: Path, ukproxy: Callable[..., RunningProxy]
 ) -> None:
-    port = free_port()
+    port, mport = free_port(), free_port()
     proxy = start_fleet(ukproxy, fleet_config(port, netns_name, unikernel_image, workers=1,
-                                              pool="min = 2\nmax = 2"), port, 2)
+                                              pool="min = 2\nmax = 2", extra=metrics_listener(mport)), port, 2)
     outcomes: list[int] = []
     stop = threading.Event()
 
@@ -207,16 +211,17 @@ def test_killed_vm_under_load_is_replaced_with_few_failures(
     threads = [threading.Thread(target=load) for _ in range(4)]
     for t in threads:
         t.start()
-    time.sleep(1.0)
+    wait_until(lambda: len(outcomes), "the load running", accept=lambda n: n >= 8)
     victim = qemu_of(netns_name)[0]
     victim.kill()
-    wait_until(lambda: "died" in proxy.log() and vms_in_rotation(proxy) >= 3, 30, "replacement VM", proxy)
-    time.sleep(1.0)
+    wait_until(lambda: running_vms(mport), "a running replacement VM", timeout=30, context=proxy.log,
+               accept=lambda pids: len(pids) == 2 and victim.pid not in pids)
+    served = len(outcomes)
+    wait_until(lambda: len(outcomes), "the load served after the replacement", accept=lambda n: n >= served + 8)
     stop.set()
     for t in threads:
         t.join(10)
     failed = sum(1 for o in outcomes if o != 200)
-    assert len(outcomes) > 20
     # Connects to the dead VM are cut off and go to the other VM; a splice already carrying its
     # request to it cannot be replayed: at most one per load thread fails.
     assert failed <= len(threads), f"{failed} of {len(outcomes)} requests failed"
@@ -252,11 +257,12 @@ def test_hung_vm_is_taken_out_by_health_checks_and_replaced(
                                               pool="min = 2\nmax = 2", health=health), port, 2)
     hung = qemu_of(netns_name)[0]
     qmp(qmp_path(hung), "stop")  # the guest freezes: TCP connects to it go unanswered
-    wait_until(lambda: "out of rotation" in proxy.log(), 20, "health checks to take the VM out", proxy)
+    wait_until(lambda: "out of rotation" in proxy.log(), "health checks to take the VM out", timeout=20,
+               context=proxy.log)
     for _ in range(10):
         assert get(port, "/health")[0] == 200  # served by the healthy VM
     wait_until(lambda: hung.pid not in {p.pid for p in qemu_of(netns_name)} and len(qemu_of(netns_name)) == 2,
-               30, "the hung VM replaced", proxy)
+               "the hung VM replaced", timeout=30, context=proxy.log)
 
 
 def test_master_sigkill_then_restart_cleans_up(
@@ -271,7 +277,7 @@ def test_master_sigkill_then_restart_cleans_up(
     first.wait(10)
     # The master is gone; its QEMU and namespace are still there.
     assert qemu_of(netns_name) and os.path.exists(f"/run/netns/{netns_name}")
-    wait_until(lambda: not first.workers(), 10, "orphaned workers to leave")
+    wait_until(lambda: not first.workers(), "orphaned workers to leave", timeout=10)
     run_dir = re.search(r"run directory (\S+)", first.log()).group(1)  # type: ignore[union-attr]
     assert os.path.exists(run_dir)  # left by the killed master
     second = start_fleet(ukproxy, text, port, 1, name="second", pid_name="ukproxy")  # the same pid file
@@ -322,7 +328,7 @@ def test_reload_keeps_resizes_adds_and_removes_vm_upstreams(
         now = vm_pids_by_upstream(netns_name)
         return len(now.get("web", ())) == 2 and len(now.get("new", ())) == 1 and "old" not in now
 
-    wait_until(settled, 60, "web resized to 2, new booted, old stopped", proxy)
+    wait_until(settled, "web resized to 2, new booted, old stopped", timeout=60, context=proxy.log)
     assert first["web"] <= vm_pids_by_upstream(netns_name)["web"]  # the unchanged upstream kept its VM
     assert get(port_a)[0] == 200 and get(port_c)[0] == 200
     with pytest.raises(OSError):  # the removed listener is closed
