@@ -7,9 +7,8 @@ cycle reads `free_connections`; the metrics layer reads the counters.
 from __future__ import annotations
 
 import asyncio
-from collections import Counter
 from collections.abc import Callable
-from typing import TYPE_CHECKING, Protocol
+from typing import TYPE_CHECKING, Final, Protocol
 
 from ukproxy.metrics.buckets import LATENCY
 from ukproxy.metrics.tally import RequestTally
@@ -17,6 +16,12 @@ from ukproxy.protocol import CounterKey, Event
 
 if TYPE_CHECKING:
     from ukproxy.access_log import AccessLog
+
+# Module constants, not Event.X: an enum's attribute costs compiled code a lookup on every bump.
+UPSTREAM_FAILED: Final = Event.UPSTREAM_FAILED
+NO_UPSTREAM: Final = Event.NO_UPSTREAM
+TIMEOUT: Final = Event.TIMEOUT
+UPSTREAM_RETRY: Final = Event.UPSTREAM_RETRY
 
 
 class LoggedRequest(Protocol):
@@ -42,7 +47,9 @@ class WorkerState:
         self.upstreams = 0  # upstream connections open now
         self.accepted = 0
         self.handled = 0
-        self.counters: Counter[CounterKey] = Counter()  # (Event, label, label) → running total
+        # (Event, label, label) → running total. A plain dict bumped with get(): a Counter's `+=` costs
+        # half as much again in compiled code.
+        self.counters: dict[CounterKey, int] = {}
         # Called when a connection closes: the accept cycle may want another turn at the mutex.
         self.on_connection_closed: Callable[[], None] | None = None
         self.on_full: Callable[[], None] | None = None
@@ -96,16 +103,20 @@ class WorkerState:
 
     def count(self, event: Event, label: str = "", detail: str = "") -> None:
         """One more `event` (labels as `protocol.Event` lists them), flushed to its metric once a second."""
-        self.counters[(event, label, detail)] += 1
+        key = (event, label, detail)
+        self.counters[key] = self.counters.get(key, 0) + 1
 
     def upstream_failed(self, upstream: str, reason: str) -> None:
-        self.counters[(Event.UPSTREAM_FAILED, upstream, reason)] += 1
+        key = (UPSTREAM_FAILED, upstream, reason)
+        self.counters[key] = self.counters.get(key, 0) + 1
 
     def no_upstream(self, upstream: str) -> None:
-        self.counters[(Event.NO_UPSTREAM, upstream, "")] += 1
+        key = (NO_UPSTREAM, upstream, "")
+        self.counters[key] = self.counters.get(key, 0) + 1
 
     def timeout_fired(self, which: str) -> None:
-        self.counters[(Event.TIMEOUT, which, "")] += 1
+        key = (TIMEOUT, which, "")
+        self.counters[key] = self.counters.get(key, 0) + 1
 
     # observability hooks, called by the proxies
 
@@ -133,7 +144,8 @@ class WorkerState:
                                         client, bytes_sent, bytes_received)
 
     def upstream_retried(self, upstream: str) -> None:
-        self.counters[(Event.UPSTREAM_RETRY, upstream, "")] += 1
+        key = (UPSTREAM_RETRY, upstream, "")
+        self.counters[key] = self.counters.get(key, 0) + 1
 
 
 def _text(value: bytes | None) -> str | None:
