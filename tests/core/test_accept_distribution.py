@@ -11,7 +11,9 @@ import psutil
 import pytest
 
 from tests.core.test_tcp_proxy import exchange, tcp_config
+from tests.observability.helpers import scrape, status
 from tests.running import RunningProxy, echo_servers, free_port
+from tests.waiting import wait_until
 
 
 def clients_per_worker(proxy: RunningProxy, port: int) -> dict[int, int]:
@@ -83,17 +85,26 @@ def test_reuseport_spreads_by_the_kernels_hash(ukproxy: Callable[..., RunningPro
 
 
 def test_disabled_counting_hands_new_connections_to_the_other_worker(ukproxy: Callable[..., RunningProxy]) -> None:
-    # With 64 connections a worker stops competing once fewer than 8 are free (28 clients),
-    # long before it is full: the other worker gets the next ones.
-    port = free_port()
-    extra = 'accept_mutex = true\nworker_connections = 64\naccept_mutex_delay = "20ms"'
+    # With 32 connections a worker that accepts its 15th client (its 14 upstreams open) has fewer than 4
+    # free: it skips its next turns at the mutex, and only then. 30 clients, at most 16 per worker, put at
+    # least 15 on one: the workers that passed the mark are exactly those that stepped aside.
+    port, metrics_port = free_port(), free_port()
+    extra = 'accept_mutex = true\nworker_connections = 32\naccept_mutex_delay = "20ms"'
+    metrics = f'[metrics]\nlisten = "127.0.0.1:{metrics_port}"'
     with echo_servers(1) as (b,):
-        proxy = ukproxy(tcp_config(port, [b.port], extra=extra)).start([port], expect_workers=2)
-        with held_connections(port, 40, pause=0.03):
+        proxy = ukproxy(tcp_config(port, [b.port], extra=extra, upstream_extra=metrics)).start(
+            [port], expect_workers=2)
+        with held_connections(port, 30):
             counts = clients_per_worker(proxy, port)
-            assert sum(counts.values()) == 40
-            assert max(counts.values()) <= 29, counts  # no worker went far past the 7/8 mark
-            assert min(counts.values()) >= 11, counts
+            assert sum(counts.values()) == 30 and all(14 <= c <= 16 for c in counts.values()), counts
+            busy = {pid for pid, c in counts.items() if c >= 15}
+            slots = {w["pid"]: str(w["slot"]) for w in status(metrics_port)["workers"]}
+            skipped = wait_until(  # the counters reach /metrics within a second
+                lambda: {pid: scrape(metrics_port).value("ukproxy_accept_disabled_skips_total", worker=slot)
+                         for pid, slot in slots.items()},
+                f"skips from the workers past the mark ({counts})",
+                accept=lambda skips: all(skips[pid] > 0 for pid in busy))
+            assert {pid for pid, n in skipped.items() if n > 0} == busy, (counts, skipped)
 
 
 def test_accepting_resumes_after_the_lock_holder_is_killed(ukproxy: Callable[..., RunningProxy]) -> None:
@@ -103,18 +114,12 @@ def test_accepting_resumes_after_the_lock_holder_is_killed(ukproxy: Callable[...
         proxy = ukproxy(tcp_config(port, [b.port], extra=extra)).start([port], expect_workers=2)
         pids = {w.pid for w in proxy.workers()}
         assert exchange(port, b"warm") == b"warm"
-        deadline = time.monotonic() + 5
-        while not (holders := lock_holders(pids)) and time.monotonic() < deadline:
-            time.sleep(0.02)
+        holders = wait_until(lambda: lock_holders(pids), "a worker to hold the accept mutex", interval=0.02)
         assert len(holders) == 1, "exactly one worker holds the accept mutex"
         holder = holders.pop()
         psutil.Process(holder).kill()
         # The kernel drops the dead holder's lock; the survivor takes it and serves.
         for i in range(5):
             assert exchange(port, b"after %d" % i) == b"after %d" % i
-        survivor = (pids - {holder}).pop()
-        deadline = time.monotonic() + 5
-        while survivor not in lock_holders({survivor} | {w.pid for w in proxy.workers()}) \
-                and time.monotonic() < deadline:
-            time.sleep(0.02)
-        assert lock_holders({w.pid for w in proxy.workers()}), "someone holds the mutex again"
+        wait_until(lambda: lock_holders({w.pid for w in proxy.workers()}), "someone to hold the mutex again",
+                   interval=0.02, context=proxy.log)
