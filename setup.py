@@ -18,9 +18,11 @@ from setuptools.command.build_ext import build_ext
 
 COMPILED = [
     "ukproxy/proxy/http.py",
+    "ukproxy/proxy/http_body.py",
     "ukproxy/proxy/http_exchange.py",
     "ukproxy/proxy/http_messages.py",
     "ukproxy/proxy/http_request.py",
+    "ukproxy/proxy/http_tunnel.py",
     "ukproxy/proxy/http_upstream.py",
     "ukproxy/proxy/routing.py",
     "ukproxy/upstream/balancing.py",

@@ -25,6 +25,7 @@ from ukproxy.protocol import Event
 from ukproxy.proxy import http_messages as msg
 from ukproxy.proxy.http_exchange import Exchange
 from ukproxy.proxy.http_request import BODY, END, ERROR, HEAD, TAIL, HttpError, RequestHead, RequestReader
+from ukproxy.proxy.http_tunnel import Tunnel
 from ukproxy.proxy.routing import Router
 from ukproxy.upstream.group import UpstreamGroup
 from ukproxy.worker_state import WorkerState
@@ -57,22 +58,6 @@ class HttpSite:
         # A connection's timer is never armed further ahead than this, so the next phase's deadline is never earlier.
         self.timer_tick = min(timeouts, default=60.0)
 
-    @staticmethod
-    def balance_key(group: UpstreamGroup, head: RequestHead, client_ip: bytes) -> bytes | None:
-        config = group.config
-        if config.balance == "ip_hash":
-            return client_ip
-        if config.balance != "hash":
-            return None
-        key = config.hash_key
-        if key == "remote_addr":
-            return client_ip
-        if key == "uri":
-            return head.target
-        if key.startswith("header:"):
-            return head.header(key[7:].strip().lower().encode())
-        return None
-
 
 class LocalReply:
     """The proxy's own answer to a request it forwards nowhere (no route): the body is read and dropped."""
@@ -83,11 +68,11 @@ class LocalReply:
     tunnel = False
     ended_at = 0.0
 
-    def __init__(self, client: HttpClientConnection, head: RequestHead, status: int):
+    def __init__(self, client: HttpClientConnection, head: RequestHead, status: int, started_at: float):
         self.client = client
         self.head = head
         self.status = status
-        self.started_at = client._last_read
+        self.started_at = started_at
         self.body_done = not head.has_body
         self.finished = False
         self.bytes_sent = 0
@@ -139,7 +124,7 @@ class HttpClientConnection(asyncio.Protocol):
         self.events: deque[tuple[int, Any]] = deque()
         self.reader = RequestReader(site.limits, self.events)
         self.exchange: Exchange | LocalReply | None = None
-        self.tunnel: Exchange | None = None
+        self.tunnel: Tunnel | None = None  # after a 101: the connection carries bytes both ways, not requests
         self.requests = 0
         self.closed = False
         self.lingering = False
@@ -179,7 +164,7 @@ class HttpClientConnection(asyncio.Protocol):
     def data_received(self, data: bytes) -> None:
         self._last_read = now = self.loop.time()  # the one clock reading for what this read starts
         if self.tunnel is not None:
-            self.tunnel.tunnel_from_client(data)
+            self.tunnel.from_client(data)
             return
         if self.lingering:
             return
@@ -198,7 +183,7 @@ class HttpClientConnection(asyncio.Protocol):
 
     def eof_received(self) -> bool:
         if self.tunnel is not None:
-            self.tunnel.tunnel_client_eof()
+            self.tunnel.client_eof()
             return True
         exchange = self.exchange
         if exchange is not None and not exchange.finished:
@@ -266,8 +251,8 @@ class HttpClientConnection(asyncio.Protocol):
                 self._last_read = self.loop.time()  # the pause was ours, not the client's
                 self.transport.resume_reading()
 
-    def start_tunnel(self, exchange: Exchange, idle_timeout: float) -> None:
-        self.tunnel = exchange
+    def start_tunnel(self, tunnel: Tunnel, idle_timeout: float) -> None:
+        self.tunnel = tunnel
         self.exchange = None
         self.events.clear()
         for reason in list(self._pause_reasons):
@@ -281,8 +266,8 @@ class HttpClientConnection(asyncio.Protocol):
     def exchange_finished(self, exchange: Exchange | LocalReply, keep_alive: bool, abort: bool = False) -> None:
         if self.exchange is exchange:
             self.exchange = None
-        if self.tunnel is exchange:
-            self.tunnel = None
+        elif self.tunnel is not None:
+            self.tunnel = None  # its exchange ends with it
         now = exchange.ended_at or self.loop.time()
         self.state.request_finished(self.site.listener, exchange.upstream_name, exchange.status,
                                     now - exchange.started_at, exchange.upstream_time, exchange.upstream_addr,
@@ -358,12 +343,12 @@ class HttpClientConnection(asyncio.Protocol):
         match = self.site.router.match(head.host, head.path)
         exchange: Exchange | LocalReply
         if match is None:
-            exchange = LocalReply(self, head, 404)
+            exchange = LocalReply(self, head, 404, self._last_read)
         else:
             if head.expect_continue and head.has_body and head.version == b"1.1":
                 self.write(msg.CONTINUE)
             group = self.site.groups[match.upstream]
-            exchange = Exchange(self, head, match.path, group, group.keepalive_pool)
+            exchange = Exchange(self, self.state, head, match.path, group, self._last_read, self.peer_ip)
         self.exchange = exchange
         exchange.begin()
         if exchange.finished:  # over at once (and self.exchange is None again)
@@ -465,7 +450,7 @@ class HttpClientConnection(asyncio.Protocol):
         elif kind == "tunnel":
             self.state.timeout_fired("tunnel_idle")
             if self.tunnel is not None:
-                self.tunnel.tunnel_closed()
+                self.tunnel.close()
             self.transport.close()
         else:  # linger
             self.transport.close()

@@ -5,24 +5,29 @@ body) is driven by callbacks alone: `begin` sends the request and the upstream c
 it to its end, with no Task or Future per request. Anything else (a connect, a VM pool that must grow or
 queue, a body, a retry) runs the connect-and-retry coroutine; a failed fast attempt continues there.
 
-Retries follow nginx's proxy_next_upstream: on a connect error or timeout always; after the request went
-out only when it is idempotent and its body is still held (`REPLAY_LIMIT`); on a configured 502/503/504
-likewise; never once the client has seen a byte of the response; at most `tries` servers within
-`next_upstream_timeout`. A reused keep-alive connection that fails before any response byte is retried
-once on a fresh connection to the same server (the server closed it as we reused it), idempotent
-requests only.
+Whether a failed attempt is followed by another is decided in one place, `_next_attempt` (nginx's
+ngx_http_upstream_next), called after every failure: a connect error or timeout is always retried; after
+the request went out, only when it is idempotent and its body is still held (`http_body.REPLAY_LIMIT`);
+on a configured 502/503/504 likewise; never once the client has seen a byte of the response; at most
+`tries` servers within `next_upstream_timeout`. A reused keep-alive connection that fails before any
+response byte is retried once on a fresh connection to the same server (the server closed it as we
+reused it), idempotent requests only, without using up a try. The request body lives in
+`http_body.RequestBody`; after a 101 the bytes go both ways through an `http_tunnel.Tunnel`.
 """
 
 from __future__ import annotations
 
 import asyncio
 import logging
-from typing import TYPE_CHECKING, Final
+from typing import TYPE_CHECKING, Final, Protocol
 
 from ukproxy.protocol import Event
 from ukproxy.proxy import http_messages as msg
-from ukproxy.proxy.http_request import IDEMPOTENT, HttpError, RequestHead
+from ukproxy.proxy.http_body import RequestBody
+from ukproxy.proxy.http_request import HttpError, RequestHead
+from ukproxy.proxy.http_tunnel import Tunnel, TunnelClient
 from ukproxy.proxy.http_upstream import (
+    INVALID,
     READ_TIMEOUT,
     RESET,
     SEND_TIMEOUT,
@@ -34,280 +39,327 @@ from ukproxy.upstream.keepalive import KeepalivePool
 from ukproxy.upstream.server import Server
 
 if TYPE_CHECKING:
-    from ukproxy.proxy.http import HttpClientConnection
+    from ukproxy.config import UpstreamConfig
     from ukproxy.upstream.group import UpstreamGroup
     from ukproxy.worker_state import WorkerState
 
 log = logging.getLogger("ukproxy.http")
 
-REPLAY_LIMIT: Final = 256 * 1024  # request body kept for a retry; past it the request cannot be replayed
-PENDING_HIGH: Final = 64 * 1024  # request body waiting for an upstream connection before the client is paused
+# An exchange's phase (Exchange.phase), in the order they come. Final ints rather than an Enum: compiled,
+# a Final int is a constant, an Enum member a lookup each time it is tested.
+STARTING: Final = 0  # choosing a server, connecting, or between two attempts: no request is out
+AWAITING: Final = 1  # a request is out; no response head (nor failure) has come back
+RELAYING: Final = 2  # the client has the response head (or the proxy's error); the body follows
+TUNNEL: Final = 3  # after a 101: the Tunnel carries the bytes, the exchange waits to account for it
+FINISHED: Final = 4
+
+# Why an attempt failed, as bit flags (nginx's NGX_HTTP_UPSTREAM_FT_*), so the retry rules test sets of them.
+FT_CONNECT_ERROR: Final = 0x01
+FT_CONNECT_TIMEOUT: Final = 0x02
+FT_RESET: Final = 0x04  # the connection closed or reset before the response head
+FT_INVALID: Final = 0x08  # the response head could not be parsed
+FT_READ_TIMEOUT: Final = 0x10
+FT_SEND_TIMEOUT: Final = 0x20
+FT_STATUS: Final = 0x40  # the server answered with one of next_upstream_statuses
+FT_NO_CONNECTIONS: Final = 0x80  # worker_connections are used up
+FT_UNEXPECTED_UPGRADE: Final = 0x100  # a 101 to a request that did not ask to upgrade
+FT_NOT_SENT: Final = FT_CONNECT_ERROR | FT_CONNECT_TIMEOUT  # the request never went out: it may always go again
+FT_FINAL: Final = FT_NO_CONNECTIONS | FT_UNEXPECTED_UPGRADE  # another attempt cannot help
+
+_FAILURE_KINDS: Final = {RESET: FT_RESET, INVALID: FT_INVALID, READ_TIMEOUT: FT_READ_TIMEOUT,
+                         SEND_TIMEOUT: FT_SEND_TIMEOUT}  # upstream_failed's `why`
+
+# What follows a failed attempt (`_next_attempt`).
+GIVE_UP: Final = 0  # the client gets the failure
+SAME_SERVER: Final = 1  # again, on a fresh connection to the same server
+NEXT_SERVER: Final = 2
 
 
-class _Outcome:
+class ClientSide(TunnelClient, Protocol):
+    """What an exchange asks of the client connection it serves (http.HttpClientConnection)."""
+
+    closed: bool
+    writing_paused: bool
+    peer: str  # for logs
+
+    def may_keep_alive(self) -> bool: ...
+    def start_tunnel(self, tunnel: Tunnel, idle_timeout: float) -> None: ...
+    def exchange_finished(self, exchange: Exchange, keep_alive: bool, abort: bool = False) -> None: ...
+
+
+def balance_key(config: UpstreamConfig, head: RequestHead, client_ip: bytes) -> bytes | None:
+    """What the hash and ip_hash balancers pick a server by, for this request."""
+    if config.balance == "ip_hash":
+        return client_ip
+    if config.balance != "hash":
+        return None
+    key = config.hash_key
+    if key == "remote_addr":
+        return client_ip
+    if key == "uri":
+        return head.target
+    if key.startswith("header:"):
+        return head.header(key[7:].strip().lower().encode())
+    return None
+
+
+class _Failure:
     """Why an attempt on one server did not produce a response head."""
 
-    __slots__ = ("detail", "retryable", "status", "why")
+    __slots__ = ("detail", "kind", "stale", "status", "why")
 
-    def __init__(self, status: int, why: str, detail: str, retryable: bool):
-        self.status = status
-        self.why = why
+    def __init__(self, status: int, why: str, detail: str, kind: int, stale: bool = False):
+        self.status = status  # what the client gets if nothing follows
+        self.why = why  # for the counters and logs
         self.detail = detail
-        self.retryable = retryable
+        self.kind = kind  # one FT_* flag
+        self.stale = stale  # on a reused keep-alive connection, before any byte of the response
 
 
 class Exchange:
     # One Exchange per request: what most requests never change is a class default, set on the
     # instance only when it does (as plain Python each assignment in __init__ costs every request;
     # compiled, mypyc sets the defaults natively).
-    attempting = False  # a request is out and no response head (or failure) has come back
-    attempt: asyncio.Future[_Outcome | None] | None = None  # what the coroutine awaits, if it runs
+    phase = STARTING
+    attempt: asyncio.Future[_Failure | None] | None = None  # what the coroutine awaits, if it runs
     attempt_started = 0.0
     upstream: UpstreamConnection | None = None
     server: Server | None = None
     upstream_time: float | None = None
     upstream_addr: str | None = None
-    pending_size = 0  # framed body (or upgrade tail) not yet sent, in bytes
-    replay_size = 0
-    response_started = False
     rechunk = False
     keep_alive = False
     status = 0
     bytes_sent = 0
-    finished = False
-    tunnel = False
-    tunnel_eofs = 0
     task: asyncio.Task[None] | None = None
     key: bytes | None = None  # for the balancer (hash, ip_hash)
     ended_at = 0.0  # when the response's last byte came (0: it did not)
 
-    def __init__(self, client: HttpClientConnection, head: RequestHead, path: bytes,
-                 group: UpstreamGroup, pool: KeepalivePool[UpstreamConnection]):
+    def __init__(self, client: ClientSide, state: WorkerState, head: RequestHead, path: bytes, group: UpstreamGroup,
+                 started_at: float, client_ip: bytes):
         self.client = client
-        self.loop = client.loop
+        self.state = state
+        self.loop = state.loop
         self.head = head
         self.group = group
         self.upstream_name = group.name
-        self.pool = pool
-        self.started_at = now = client._last_read  # when its (last) bytes were read: now, as a rule
+        self.keepalive_pool: KeepalivePool[UpstreamConnection] = group.keepalive_pool
+        self.started_at = started_at  # when its (last) bytes were read
+        self.client_ip = client_ip
         timeout = group.config.next_upstream_timeout
-        self.deadline: float | None = now + timeout if timeout > 0 else None
-        self.request_bytes = msg.upstream_request_head(head, path, head.host_header or group.name.encode(),
-                                                       client.peer_ip)
-        # the request body
-        self.body_done = not head.has_body
-        self.pending: list[bytes] = []  # framed body (or upgrade tail) not yet sent
-        self.replay: list[bytes] | None = [] if head.method in IDEMPOTENT else None  # framed body already sent
-        self.tail: list[bytes] = []  # bytes after an upgrade request, held until the 101
+        self.deadline: float | None = started_at + timeout if timeout > 0 else None
+        self.request_bytes = msg.upstream_request_head(head, path, head.host_header or group.name.encode(), client_ip)
+        self.body = RequestBody(head)
         self.tried: list[Server] = []
 
     @property
-    def state(self) -> WorkerState:
-        return self.client.state
+    def finished(self) -> bool:
+        return self.phase == FINISHED
+
+    @property
+    def body_done(self) -> bool:
+        return self.body.done
 
     def begin(self) -> None:
         """Send the request now if a server and an idle connection to it are at hand, else start the coroutine."""
         head = self.head
         try:
-            key = None
             if self.group.keyed:
-                key = self.key = self.client.site.balance_key(self.group, head, self.client.peer_ip)
+                self.key = balance_key(self.group.config, head, self.client_ip)
             if not head.has_body:  # a body is sent with the head by the coroutine's first send
-                server = self.group.acquire_nowait(key, self.tried, self.started_at)
+                server = self.group.acquire_nowait(self.key, self.tried, self.started_at)
                 if server is not None:
-                    self.tried.append(server)
-                    self.server = server
-                    self.upstream_addr = server.name
-                    conn = self.pool.take(server)
+                    self._use(server)
+                    conn = self.keepalive_pool.take(server)
                     if conn is not None:
                         self._send_request(conn, self.started_at)
                         return
-                    self.task = self.loop.create_task(self._run(key, server))
+                    self.task = self.loop.create_task(self._run(server, None))
                     return
         except Exception:
             log.exception("http: internal error proxying %s", self._describe())
             self._fail(500, "internal_error", "internal error")
             return
-        self.task = self.loop.create_task(self._run(key))
+        self.task = self.loop.create_task(self._run(None, None))
 
-    # the connect-and-retry phase
+    # the connect-and-retry coroutine
 
-    async def _run(self, key: bytes | None, server: Server | None = None, failed: _Outcome | None = None,
-                   stale: bool = False) -> None:
+    async def _run(self, server: Server | None, failed: _Failure | None) -> None:
         try:
-            await self._proxy(key, server, failed, stale)
+            await self._proxy(server, failed)
         except asyncio.CancelledError:
             pass
         except Exception:
             log.exception("http: internal error proxying %s", self._describe())
             self._fail(500, "internal_error", "internal error")
 
-    async def _proxy(self, key: bytes | None, server: Server | None, failed: _Outcome | None, stale: bool) -> None:
-        """`server`: already acquired by `begin`; `failed` (and `stale`): how its fast attempt ended."""
-        last: _Outcome | None = None
+    async def _proxy(self, server: Server | None, failed: _Failure | None) -> None:
+        """`server`: already acquired by `begin`; `failed`: how its fast attempt ended."""
+        last: _Failure | None = None
         while True:
-            if server is None:
-                server = await self.group.acquire(key, self.tried, self.loop.time())  # a VM pool may grow or queue
+            if failed is None:
                 if server is None:
-                    if last is None:
-                        self.state.no_upstream(self.group.name)
-                        self._fail(503, "no_server", f"upstream {self.group.name}: no server available")
-                    else:
-                        self._fail(last.status, last.why, last.detail)
-                    return
-                self.tried.append(server)
-                self.server = server
-                self.upstream_addr = server.name
-            outcome = await self._attempt(server, failed, stale)
-            failed = None
-            if outcome is None or self.finished:
+                    server = await self.group.acquire(self.key, self.tried, self.loop.time())  # a VM pool may wait
+                    if server is None:
+                        self._no_server(last)
+                        return
+                    self._use(server)
+                failed = await self._attempt(server, fresh=False)
+            if failed is None or self.phase == FINISHED:
                 return  # the response is on its way (or the client left)
-            last = outcome
-            self._let_go_of_server()
-            server.record_failure(self.loop.time())
-            self.state.upstream_failed(self.group.name, outcome.why)
-            log.warning("upstream %s server %s: %s (%s) for %s", self.group.name, server.name, outcome.why,
-                        outcome.detail, self._describe())
-            if not (outcome.retryable and self._may_try_again()):
-                self._fail(outcome.status, outcome.why, outcome.detail)
+            assert server is not None  # a failure is always some server's
+            after = self._next_attempt(failed)
+            if after == SAME_SERVER:
+                self.state.count(Event.HTTP_STALE_KEEPALIVE, self.group.name)
+                log.info("upstream %s server %s: reused connection was closed, retrying on a new one",
+                         self.group.name, server.name)
+                failed = await self._attempt(server, fresh=True)
+                if failed is None or self.phase == FINISHED:
+                    return
+                after = self._next_attempt(failed)  # never SAME_SERVER again: a fresh connection is not stale
+            self._server_failed(server, failed)
+            if after == GIVE_UP:
+                self._fail(failed.status, failed.why, failed.detail)
                 return
             self.state.upstream_retried(self.group.name)
-            server = None
+            last, server, failed = failed, None, None
 
-    def _may_try_again(self) -> bool:
-        return (
-            len(self.tried) < self.group.config.tries
-            and (self.deadline is None or self.loop.time() < self.deadline)
-            and not self.client.closed
-        )
+    def _next_attempt(self, failure: _Failure) -> int:
+        """What follows `failure`: GIVE_UP, SAME_SERVER (on a fresh connection) or NEXT_SERVER. The whole
+        retry decision, as nginx's ngx_http_upstream_next keeps it: failure kind, what was sent, tries, time."""
+        kind = failure.kind
+        if kind & FT_FINAL or self.phase >= RELAYING or self.client.closed:
+            return GIVE_UP  # nothing to gain, or the client saw a byte of a response, or left
+        if not kind & FT_NOT_SENT and not self.body.replayable:
+            return GIVE_UP  # the request went out: only an idempotent one whose body we still hold goes again
+        if kind == FT_STATUS and failure.status not in self.group.config.next_upstream_statuses:
+            return GIVE_UP
+        if self.deadline is not None and self.loop.time() >= self.deadline:
+            return GIVE_UP  # next_upstream_timeout
+        if failure.stale and self.server is not None and not self.server.gone:
+            return SAME_SERVER  # the server closed the idle connection as we reused it: no try is used up
+        if len(self.tried) >= self.group.config.tries:
+            return GIVE_UP
+        return NEXT_SERVER
 
-    def _replayable(self) -> bool:
-        """May the request go out again? Only an idempotent one whose body we still hold, before any response."""
-        return self.replay is not None and not self.response_started
+    def _use(self, server: Server) -> None:
+        self.tried.append(server)
+        self.server = server
+        self.upstream_addr = server.name
 
-    async def _attempt(self, server: Server, failed: _Outcome | None = None, stale: bool = False) -> _Outcome | None:
-        conn: UpstreamConnection | None
-        if failed is not None:  # the fast attempt on a pooled connection failed
-            self.upstream = None
-            if not (stale and self._replayable()) or server.gone:
-                return failed
-            self._stale_retry(server)
-            conn, reused = None, False
+    def _no_server(self, last: _Failure | None) -> None:
+        if last is None:
+            self.state.no_upstream(self.group.name)
+            self._fail(503, "no_server", f"upstream {self.group.name}: no server available")
         else:
-            conn = self.pool.take(server)
-            reused = conn is not None
-        while True:
-            if conn is None:
-                conn, failure = await self._connect(server)
-                if failure is not None:
-                    return failure
-                assert conn is not None
-                if self.finished or self.client.closed:
-                    conn.close()
-                    return None
-            self.attempt = self.loop.create_future()
-            self._send_request(conn, self.loop.time())
-            outcome = await self.attempt
-            self.attempt = None
-            if outcome is None:
+            self._fail(last.status, last.why, last.detail)
+
+    def _server_failed(self, server: Server, failure: _Failure) -> None:
+        self._release_server()
+        server.record_failure(self.loop.time())
+        self.state.upstream_failed(self.group.name, failure.why)
+        log.warning("upstream %s server %s: %s (%s) for %s", self.group.name, server.name, failure.why,
+                    failure.detail, self._describe())
+
+    async def _attempt(self, server: Server, fresh: bool) -> _Failure | None:
+        """One try on `server`, on an idle keep-alive connection unless `fresh`. None when the response is
+        on its way (or the exchange is over)."""
+        conn = None if fresh else self.keepalive_pool.take(server)
+        if conn is None:
+            conn, failure = await self._connect(server)
+            if failure is not None:
+                return failure
+            assert conn is not None
+            if self.phase == FINISHED or self.client.closed:
+                conn.close()
                 return None
-            self.upstream = None
-            if reused and outcome.why == RESET and not conn.got_bytes and self._replayable() and not server.gone:
-                self._stale_retry(server)
-                conn, reused = None, False
-                continue
-            return outcome
+        self.attempt = self.loop.create_future()
+        self._send_request(conn, self.loop.time())
+        failure = await self.attempt
+        self.attempt = None
+        return failure
 
-    def _stale_retry(self, server: Server) -> None:
-        self.state.count(Event.HTTP_STALE_KEEPALIVE, self.group.name)
-        log.info("upstream %s server %s: reused connection was closed, retrying on a new one",
-                 self.group.name, server.name)
-
-    async def _connect(self, server: Server) -> tuple[UpstreamConnection | None, _Outcome | None]:
+    async def _connect(self, server: Server) -> tuple[UpstreamConnection | None, _Failure | None]:
         config = self.group.config
         if self.state.free_connections <= 0:
-            return None, _Outcome(503, "worker_connections", "worker_connections are not enough", False)
-        conn = UpstreamConnection(self.state, server, self.pool, config.read_timeout, config.send_timeout)
+            return None, _Failure(503, "worker_connections", "worker_connections are not enough", FT_NO_CONNECTIONS)
+        conn = UpstreamConnection(self.state, server, self.keepalive_pool, config.read_timeout, config.send_timeout)
         try:
             await connect(self.loop, server, lambda: conn, config.connect_timeout)
         except TimeoutError:
             self.state.timeout_fired("upstream_connect")
-            return None, _Outcome(504, "connect_timeout", f"no connection within {config.connect_timeout}s", True)
+            return None, _Failure(504, "connect_timeout", f"no connection within {config.connect_timeout}s",
+                                  FT_CONNECT_TIMEOUT)
         except OSError as e:
-            return None, _Outcome(502, "connect_error", e.strerror or str(e), True)
+            return None, _Failure(502, "connect_error", e.strerror or str(e), FT_CONNECT_ERROR)
         return conn, None
 
     def _send_request(self, conn: UpstreamConnection, now: float) -> None:
-        self.attempting = True
+        self.phase = AWAITING
         self.attempt_started = now
         self.upstream = conn
-        if self.replay or self.pending:
-            parts = [self.request_bytes]
-            if self.replay:
-                parts.extend(self.replay)
-            parts.extend(self.pending)
-            pending, self.pending = self.pending, []
-            self._keep_for_replay(pending)
-            if self.pending_size:
-                self.pending_size = 0
+        body = self.body
+        if body.replay or body.pending:
+            data = body.with_head(self.request_bytes)
+            if body.forget_held():
                 self.client.resume_reading("pending")
-            data = b"".join(parts)
         else:
             data = self.request_bytes
         conn.start(self, data, self.head.method == b"HEAD", now)
         if self.client.writing_paused:
             conn.pause_reading()
 
-    def _keep_for_replay(self, framed: list[bytes]) -> None:
-        """Body bytes went upstream: keep them for a replay while that is possible."""
-        if self.replay is not None and framed:
-            size = sum(map(len, framed))
-            if self.replay_size + size > REPLAY_LIMIT:
-                self.replay = None
-            else:
-                self.replay.extend(framed)
-                self.replay_size += size
+    def _attempt_over(self, failure: _Failure | None) -> None:
+        """The attempt that was AWAITING is over: None when its response is on its way (or the exchange
+        ends), else why it failed. The coroutine awaiting it carries on; a failed fast attempt starts it."""
+        attempt = self.attempt
+        if attempt is not None:
+            if not attempt.done():
+                attempt.set_result(failure)
+        elif failure is not None:
+            self.task = self.loop.create_task(self._run(self.server, failure))
+
+    def _refuse(self, failure: _Failure) -> None:
+        """The response head that came is not for the client: the attempt failed."""
+        conn, self.upstream = self.upstream, None
+        if conn is not None:
+            conn.abort()
+        self.phase = STARTING
+        self._attempt_over(failure)
 
     # the request body, from the client connection
 
     def request_body(self, data: bytes) -> None:
-        self._forward_body(msg.chunk(data) if self.head.chunked else data)
+        self._forward_body(self.body.frame(data))
 
     def request_end(self) -> None:
-        self.body_done = True
-        if self.head.chunked:
-            self._forward_body(msg.LAST_CHUNK)
+        last = self.body.end()
+        if last is not None:
+            self._forward_body(last)
 
     def request_tail(self, data: bytes) -> None:
         """Bytes after an upgrade request: the first of the tunnel, held until the upstream agrees."""
-        if self.tunnel and self.upstream is not None:
-            self.upstream.send(data)
-        else:
-            self.tail.append(data)
-            self.pending_size += len(data)
-            if self.pending_size > PENDING_HIGH:
-                self.client.pause_reading("pending")
+        if self.body.hold_tail(data):
+            self.client.pause_reading("pending")
 
     def _forward_body(self, framed: bytes) -> None:
-        if self.finished:
+        phase = self.phase
+        if phase == FINISHED:
             return
         conn = self.upstream
-        if conn is not None and (self.attempting or self.response_started):
+        if conn is not None and phase in (AWAITING, RELAYING):
             conn.send(framed)
-            self._keep_for_replay([framed])
-        else:
-            self.pending.append(framed)
-            self.pending_size += len(framed)
-            if self.pending_size > PENDING_HIGH:
-                self.client.pause_reading("pending")
+            self.body.sent([framed])
+        elif self.body.hold(framed):
+            self.client.pause_reading("pending")
 
     def request_error(self, error: HttpError) -> None:
         """The client's body went wrong (too large, malformed, too slow)."""
-        if self.finished:
+        if self.phase == FINISHED:
             return
-        self.body_done = False
+        self.body.done = False
         self._abort_upstream()
-        if self.response_started:
+        if self.phase == RELAYING:
             log.warning("http: %s while streaming the request body of %s", error.reason, self._describe())
             self.state.count(Event.HTTP_ERROR, error.reason)
             self._done(keep_alive=False, abort=True)
@@ -317,9 +369,9 @@ class Exchange:
     # the client connection's own events
 
     def client_gone(self) -> None:
-        if self.finished:
+        if self.phase == FINISHED:
             return
-        if not self.response_started:
+        if self.phase < RELAYING:
             self.status = 499  # nginx's "client closed request"
         self._abort_upstream()
         self._done(keep_alive=False)
@@ -332,22 +384,12 @@ class Exchange:
         if self.upstream is not None:
             self.upstream.resume_reading()
 
-    def tunnel_from_client(self, data: bytes) -> None:
-        if self.upstream is not None:
-            self.upstream.send(data)
-
-    def tunnel_client_eof(self) -> None:
-        conn = self.upstream
-        if conn is not None and conn.transport is not None and not conn.closed and conn.transport.can_write_eof():
-            conn.transport.write_eof()
-        self._tunnel_eof()
-
-    # the upstream connection's events (ResponseSink)
+    # the upstream connection's events (http_upstream.ResponseSink)
 
     def upstream_data(self, response: UpstreamResponse | None, body: list[bytes], complete: bool, now: float) -> None:
         """What one read from the upstream brought (at `now`): maybe the response head, body pieces,
         maybe the end. Passed to the client in one write."""
-        if self.finished:
+        if self.phase == FINISHED:
             return
         out: bytes | None = None
         if response is not None:
@@ -357,7 +399,7 @@ class Exchange:
             if response.status == 101:
                 self.client.write(out)
                 self._start_tunnel()
-                self._resolve(None)
+                self._attempt_over(None)
                 return
         if body:
             size = 0
@@ -376,29 +418,26 @@ class Exchange:
         if out is not None:
             self.client.write(out)
         if response is not None:
-            self._resolve(None)
+            self._attempt_over(None)
         if complete:
             self.ended_at = now
             conn, self.upstream = self.upstream, None
             if conn is not None:
-                if not self.body_done or self.pending:
-                    conn.reusable = False  # the upstream did not take the whole request: its state is unknown
-                conn.release()
-            self._done(keep_alive=self.keep_alive and self.body_done)
+                conn.release(self.body.all_sent)
+            self._done(keep_alive=self.keep_alive and self.body.done)
 
     def _response_head(self, response: UpstreamResponse, now: float) -> bytes | None:
         """The response head as the client gets it, or None when this response is refused instead:
         a status to retry on, or a 101 nobody asked for."""
         status = response.status
-        if status in self.group.config.next_upstream_statuses and self._replayable() and self._may_try_again():
-            self._resolve(_Outcome(status, f"status_{status}", "answered", True))
-            if self.upstream is not None:
-                self.upstream.abort()
-            return None
+        if status in self.group.config.next_upstream_statuses:
+            failure = _Failure(status, f"status_{status}", "answered", FT_STATUS)
+            if self._next_attempt(failure) != GIVE_UP:
+                self._refuse(failure)
+                return None
         if status == 101 and self.head.upgrade is None:
-            self._resolve(_Outcome(502, "invalid_response", "101 to a request that did not ask to upgrade", False))
-            if self.upstream is not None:
-                self.upstream.abort()
+            self._refuse(_Failure(502, "invalid_response", "101 to a request that did not ask to upgrade",
+                                  FT_UNEXPECTED_UPGRADE))
             return None
         self.upstream_time = upstream_time = now - self.attempt_started
         if self.server is not None:
@@ -414,25 +453,27 @@ class Exchange:
             self.rechunk = head.version == b"1.1"
             close_delimited = not self.rechunk
         self.keep_alive = (
-            head.keep_alive and not close_delimited and self.body_done and status != 101 and head.upgrade is None
+            head.keep_alive and not close_delimited and self.body.done and status != 101 and head.upgrade is None
             and self.client.may_keep_alive()
         )
-        self.response_started = True
-        self.replay = None
+        self.phase = RELAYING
+        self.body.stop_replay()
         return msg.client_response_head(head.version, status, response.reason, response.lines, content_length,
                                         self.rechunk, self.keep_alive, response.upgrade if status == 101 else None)
 
     def upstream_failed(self, why: str, detail: str) -> None:
-        if self.finished:
+        if self.phase == FINISHED:
             return
-        if self.attempting:
-            status = 504 if why in (READ_TIMEOUT, SEND_TIMEOUT) else 502
-            if why in (READ_TIMEOUT, SEND_TIMEOUT):
+        conn, self.upstream = self.upstream, None
+        if self.phase == AWAITING:
+            timeout = why in (READ_TIMEOUT, SEND_TIMEOUT)
+            if timeout:
                 self.state.timeout_fired(f"upstream_{why}")
-            self._resolve(_Outcome(status, why, detail, self._replayable()))
+            stale = why == RESET and conn is not None and conn.reused and not conn.got_bytes
+            self.phase = STARTING
+            self._attempt_over(_Failure(504 if timeout else 502, why, detail, _FAILURE_KINDS.get(why, FT_RESET), stale))
             return
         # The response was under way: the client gets a truncated one and a closed connection.
-        self.upstream = None
         log.warning("upstream %s server %s: %s (%s) while relaying the response to %s", self.group.name,
                     self.upstream_addr, why, detail, self._describe())
         self.state.upstream_failed(self.group.name, why)
@@ -440,106 +481,70 @@ class Exchange:
             self.server.record_failure(self.loop.time())
         self._done(keep_alive=False, abort=True)
 
-    def upstream_tunnel_data(self, data: bytes) -> None:
-        self.bytes_sent += len(data)
-        self.client.write(data)
-
-    def upstream_tunnel_eof(self) -> None:
-        self.client.write_eof()
-        self._tunnel_eof()
-
-    def upstream_tunnel_lost(self) -> None:
-        self.upstream = None
-        self.tunnel_closed()
-
     def upstream_write_paused(self) -> None:
         self.client.pause_reading("upstream")
 
     def upstream_write_resumed(self) -> None:
         self.client.resume_reading("upstream")
 
-    # the tunnel after a 101
+    # after a 101
 
     def _start_tunnel(self) -> None:
-        self.tunnel = True
-        conn = self.upstream
-        assert conn is not None
-        conn.reusable = False
-        for data in self.tail:
-            conn.send(data)
-        self.tail = []
-        if self.pending_size:
-            self.pending_size = 0
-            self.client.resume_reading("pending")
-        self.client.start_tunnel(self, self.group.config.idle_timeout)
-
-    def _tunnel_eof(self) -> None:
-        self.tunnel_eofs += 1
-        if self.tunnel_eofs >= 2:
-            self.tunnel_closed()
-
-    def tunnel_closed(self) -> None:
-        """Either side of the tunnel is gone, or both said EOF: close the other and account."""
-        if self.finished:
-            return
         conn, self.upstream = self.upstream, None
-        if conn is not None:
-            conn.close()
+        assert conn is not None
+        self.phase = TUNNEL
+        tunnel = Tunnel(self.client, conn, self._tunnel_closed)
+        conn.start_tunnel(tunnel)
+        for data in self.body.take_tail():
+            conn.send(data)
+        if self.body.forget_held():
+            self.client.resume_reading("pending")
+        self.client.start_tunnel(tunnel, self.group.config.idle_timeout)
+
+    def _tunnel_closed(self, bytes_to_client: int) -> None:
+        self.bytes_sent += bytes_to_client
         self._done(keep_alive=False)
 
     # endings
-
-    def _resolve(self, outcome: _Outcome | None) -> None:
-        """The attempt in flight is over: None when the response is on its way, else why it failed."""
-        if not self.attempting:
-            return
-        self.attempting = False
-        if self.attempt is not None:
-            if not self.attempt.done():
-                self.attempt.set_result(outcome)
-        elif outcome is not None:
-            # A fast attempt failed: what follows (a fresh connection, another server) is the coroutine's.
-            conn = self.upstream
-            stale = outcome.why == RESET and conn is not None and not conn.got_bytes  # it came from the pool
-            self.task = self.loop.create_task(self._run(self.key, self.server, outcome, stale))
 
     def _abort_upstream(self) -> None:
         conn, self.upstream = self.upstream, None
         if conn is not None:
             conn.abort()
-        if self.attempting:
-            self._resolve(None)
+        if self.phase == AWAITING:
+            self.phase = STARTING
+            self._attempt_over(None)
         if self.task is not None and not self.task.done() and self.attempt is None:
             self.task.cancel()  # still connecting (or a retry not begun)
 
     def _fail(self, status: int, why: str, detail: str, keep_alive: bool | None = None) -> None:
         """Answer with the proxy's own error, if the client has not seen a byte of a response yet."""
-        if self.finished:
+        if self.phase == FINISHED:
             return
         self.state.count(Event.HTTP_ERROR, why)
-        if self.response_started:
+        if self.phase >= RELAYING:
             self._done(keep_alive=False, abort=True)
             return
         log.warning("http: %d (%s: %s) for %s", status, why, detail, self._describe())
         if keep_alive is None:
-            keep_alive = self.head.keep_alive and self.body_done and self.client.may_keep_alive()
+            keep_alive = self.head.keep_alive and self.body.done and self.client.may_keep_alive()
         self.status = status
         self.client.write(msg.error_response(status, keep_alive, head_only=self.head.method == b"HEAD"))
-        self.response_started = True
+        self.phase = RELAYING
         self._done(keep_alive)
 
-    def _let_go_of_server(self) -> None:
+    def _release_server(self) -> None:
         if self.server is not None:
             self.group.release(self.server)
             self.server = None
 
     def _done(self, keep_alive: bool, abort: bool = False) -> None:
-        self.finished = True
-        self._let_go_of_server()
+        self.phase = FINISHED
+        self._release_server()
         task = self.task
         if task is not None and not task.done() and asyncio.current_task() is not task:
             task.cancel()
-        if self.upstream is not None and not self.tunnel:
+        if self.upstream is not None:
             self.upstream.abort()
             self.upstream = None
         self.client.exchange_finished(self, keep_alive, abort)

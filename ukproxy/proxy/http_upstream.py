@@ -58,14 +58,21 @@ class UpstreamResponse:
 
 
 class ResponseSink(Protocol):
-    """What an upstream connection reports to the exchange using it."""
+    """What an upstream connection reports to the exchange using it (http_exchange.Exchange)."""
 
     def upstream_data(self, response: UpstreamResponse | None, body: list[bytes], complete: bool, now: float
                       ) -> None: ...
     def upstream_failed(self, why: str, detail: str) -> None: ...
-    def upstream_tunnel_data(self, data: bytes) -> None: ...
-    def upstream_tunnel_eof(self) -> None: ...
-    def upstream_tunnel_lost(self) -> None: ...
+    def upstream_write_paused(self) -> None: ...
+    def upstream_write_resumed(self) -> None: ...
+
+
+class TunnelSink(Protocol):
+    """What an upstream connection reports to the tunnel it carries after a 101 (http_tunnel.Tunnel)."""
+
+    def from_upstream(self, data: bytes) -> None: ...
+    def upstream_eof(self) -> None: ...
+    def upstream_lost(self) -> None: ...
     def upstream_write_paused(self) -> None: ...
     def upstream_write_resumed(self) -> None: ...
 
@@ -89,11 +96,11 @@ class UpstreamConnection(asyncio.Protocol):
         self.send_timeout = send_timeout
         self.transport: asyncio.Transport | None = None
         self.parser = httptools.HttpResponseParser(self)
-        self.sink: ResponseSink | None = None
+        self.sink: ResponseSink | None = None  # while it carries an exchange's request and response
+        self.tunnel: TunnelSink | None = None  # after a 101, instead
         self.requests = 0  # requests sent on this connection; > 1 means it was reused
         self.closed = False
         self.reusable = True
-        self.tunnel = False
         self.got_bytes = False  # any byte of the current response
         self.reading_paused = False
         self.head_request = False
@@ -134,10 +141,30 @@ class UpstreamConnection(asyncio.Protocol):
         if transport is not None and not self.closed and not transport.is_closing():
             transport.write(data)
 
-    def release(self) -> None:
-        """The exchange is done with us: park in the pool if we can carry another request, else close.
+    @property
+    def reused(self) -> bool:
+        """Taken from the keep-alive pool for the current request (not opened for it)."""
+        return self.requests > 1
+
+    def start_tunnel(self, tunnel: TunnelSink) -> None:
+        """A 101 came: from now on bytes go both ways as they are, and the connection is never reused."""
+        self.sink = None
+        self.tunnel = tunnel
+        self.reusable = False
+        self._cancel_timers()
+
+    def write_eof(self) -> None:
+        transport = self.transport
+        if transport is not None and not self.closed and transport.can_write_eof():
+            transport.write_eof()
+
+    def release(self, whole_request_sent: bool = True) -> None:
+        """The exchange is done with us: park in the pool if we can carry another request, else close (always
+        when the server did not get the whole request: its state is unknown).
         Never called while the parser runs: what it found reaches the exchange after it returns."""
         self.sink = None
+        if not whole_request_sent:
+            self.reusable = False
         if self._send_timer is not None:  # the read timer stays: it finds no sink and lapses (cheaper than re-arming)
             self._cancel_send_timer()
         if self.reading_paused:
@@ -147,11 +174,13 @@ class UpstreamConnection(asyncio.Protocol):
 
     def close(self) -> None:
         self.sink = None
+        self.tunnel = None
         if self.transport is not None and not self.closed:
             self.transport.close()
 
     def abort(self) -> None:
         self.sink = None
+        self.tunnel = None
         self.reusable = False
         if self.transport is not None and not self.closed:
             self.transport.abort()
@@ -184,13 +213,13 @@ class UpstreamConnection(asyncio.Protocol):
     def data_received(self, data: bytes) -> None:
         sink = self.sink
         if sink is None:
+            if self.tunnel is not None:
+                self.tunnel.from_upstream(data)
+                return
             # Parked (or between users): a server speaking out of turn cannot be trusted with a request.
             self.reusable = False
             self.keepalive_pool.discard(self)
             self.close()
-            return
-        if self.tunnel:
-            sink.upstream_tunnel_data(data)
             return
         self.got_bytes = True
         self._last_read = now = self.loop.time()
@@ -225,11 +254,8 @@ class UpstreamConnection(asyncio.Protocol):
                 self._fail(INVALID, "response head too large")
                 return
         self._deliver(sink, now)  # not reusable after an error: the exchange's release closes us
-        if upgrade_tail is not None and self.sink is not None:
-            self.tunnel = True
-            self._cancel_timers()
-            if upgrade_tail:
-                self.sink.upstream_tunnel_data(upgrade_tail)
+        if upgrade_tail and self.tunnel is not None:  # the exchange took the 101 and started the tunnel
+            self.tunnel.from_upstream(upgrade_tail)
 
     def _deliver(self, sink: ResponseSink, now: float) -> None:
         """Hand the exchange what this read brought. Last thing in data_received: on a complete response
@@ -247,10 +273,10 @@ class UpstreamConnection(asyncio.Protocol):
         sink = self.sink
         self.reusable = False
         if sink is None:
+            if self.tunnel is not None:
+                self.tunnel.upstream_eof()
+                return True  # half-open: the client may still be talking
             return False
-        if self.tunnel:
-            sink.upstream_tunnel_eof()
-            return True  # half-open: the client may still be talking
         if self._response is not None and self._response.until_close:
             self._cancel_send_timer()
             sink.upstream_data(None, [], True, self.loop.time())
@@ -267,17 +293,19 @@ class UpstreamConnection(asyncio.Protocol):
         self.state.upstream_closed()
         if self.sink is not None:
             sink, self.sink = self.sink, None
-            if self.tunnel:
-                sink.upstream_tunnel_lost()
-            else:
-                sink.upstream_failed(RESET, "server went away" if self._gone else str(exc) if exc else
-                                     "connection closed")
+            sink.upstream_failed(RESET, "server went away" if self._gone else str(exc) if exc else
+                                 "connection closed")
+        elif self.tunnel is not None:
+            tunnel, self.tunnel = self.tunnel, None
+            tunnel.upstream_lost()
 
     def pause_writing(self) -> None:
         if self.send_timeout > 0:
             self._send_timer = self.loop.call_later(self.send_timeout, self._send_timed_out)
         if self.sink is not None:
             self.sink.upstream_write_paused()
+        elif self.tunnel is not None:
+            self.tunnel.upstream_write_paused()
 
     def resume_writing(self) -> None:
         if self._send_timer is not None:
@@ -285,6 +313,8 @@ class UpstreamConnection(asyncio.Protocol):
             self._send_timer = None
         if self.sink is not None:
             self.sink.upstream_write_resumed()
+        elif self.tunnel is not None:
+            self.tunnel.upstream_write_resumed()
 
     # httptools callbacks: they record, `_deliver` reports
 
@@ -372,7 +402,7 @@ class UpstreamConnection(asyncio.Protocol):
     def _read_check(self) -> None:
         # Re-armed lazily from the last read so that reads never touch the timer.
         self._read_timer = None
-        if self.sink is None or self.tunnel:
+        if self.sink is None:  # parked, or a tunnel: no response awaited
             return
         if self.reading_paused or self.loop.time() - self._last_read < self.read_timeout:
             if self.reading_paused:
@@ -383,7 +413,12 @@ class UpstreamConnection(asyncio.Protocol):
 
     def _send_timed_out(self) -> None:
         self._send_timer = None
-        if self.sink is not None:
+        tunnel = self.tunnel
+        if tunnel is not None:
+            log.info("upstream %s: tunnel could not send for %ss, closing", self.server.name, self.send_timeout)
+            self.abort()  # connection_lost will tell nobody: the tunnel hears it here
+            tunnel.upstream_lost()
+        elif self.sink is not None:
             self._fail(SEND_TIMEOUT, f"could not send for {self.send_timeout}s")
 
     def _cancel_timers(self) -> None:
