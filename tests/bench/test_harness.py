@@ -1,5 +1,5 @@
 """Smoke tests of `python -m bench` itself: a tiny real run writes the table and JSON; a missing tool or a
-failing client fails loudly. No speed assertions (DESIGN rule 6)."""
+failing client fails loudly. No speed assertions (docs/architecture.md, rule 6)."""
 
 from __future__ import annotations
 

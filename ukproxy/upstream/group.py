@@ -2,7 +2,7 @@
 and this worker's idle keep-alive connections to them.
 
 The servers come from a source, a static list or a VM pool: the proxy only calls `acquire` and
-`release`, and never knows which source it got (DESIGN rule 2).
+`release`, and never knows which source it got (docs/architecture.md, rule 2: one backend interface).
 """
 
 from __future__ import annotations

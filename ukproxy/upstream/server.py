@@ -1,6 +1,7 @@
 """One upstream server: its configured address and limits, and its live state in this worker.
 
-Live state is per worker process (DESIGN rule 1): nothing here is shared or locked.
+Live state is per worker process (docs/architecture.md, rule 1: share nothing on the request path):
+nothing here is shared or locked.
 Times are seconds on one monotonic clock (``time.monotonic()``); callers pass ``now`` so
 tests can inject it.
 
