@@ -222,3 +222,27 @@ for i, c in enumerate(idle):
         closed.append(True)
 print(json.dumps({"answer": answer[:12].decode("latin-1"), "closed": closed}))
 '''
+
+# `conns` connections that each pipeline `n` requests for `path` and never read a byte of the answers.
+PIPELINE_NO_READ = r'''
+import json, socket, sys, time
+ip, port, seconds, conns, n, path = (sys.argv[1], int(sys.argv[2]), float(sys.argv[3]), int(sys.argv[4]),
+                                     int(sys.argv[5]), sys.argv[6])
+end = time.monotonic() + seconds
+req = f"GET {path} HTTP/1.1\r\nHost: vm\r\n\r\n".encode() * n
+socks, queued = [], 0
+for _ in range(conns):
+    s = socket.create_connection((ip, port), timeout=5)
+    s.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
+    s.setblocking(False)
+    try:
+        queued += s.send(req)
+    except BlockingIOError:
+        pass
+    socks.append(s)
+print("started", flush=True)
+time.sleep(max(0.0, end - time.monotonic()))
+for s in socks:
+    s.close()
+print(json.dumps({"conns": len(socks), "bytes_sent": queued}))
+'''

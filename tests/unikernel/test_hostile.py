@@ -124,6 +124,15 @@ def test_256_concurrent_64_kib_downloads_leave_room_for_others(lab: Lab) -> None
     assert attack["digests"] == [hashlib.sha256(LARGE.read_bytes()).hexdigest()]
 
 
+def test_clients_that_pipeline_and_never_read_leave_room_for_others(lab: Lab) -> None:
+    # Each fills its receive buffer (16 KiB) with requests while the VM's replies pile up unread:
+    # 150 of them want more receive memory than the VM gives all connections together.
+    vm = lab.boot("noread-0")
+    probes, attack = _under_attack(lab, vm, hostile.PIPELINE_NO_READ, "150", "400", "/static/large.txt")
+    _all_answered(probes, vm)
+    assert attack["conns"] == 150 and attack["bytes_sent"] > 150 * 11680, attack
+
+
 # ---- deadlines and limits ----
 
 def _wait_close(lab: Lab, vm: Vm, payload: bytes, limit: float = 20) -> dict:

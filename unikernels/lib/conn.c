@@ -17,7 +17,7 @@
 #include "lwip/priv/tcp_priv.h"
 
 #define RX_FIRST 1024              /* first receive allocation: most request heads fit */
-#define RX_BUDGET (1024 * 1024)    /* receive buffers of all connections together */
+#define RX_BUDGET (1536 * 1024)    /* receive buffers of all connections together, for growth */
 #define POLL_INTERVAL 2            /* tcp_poll every 2 x 500 ms: deadline resolution */
 
 struct listener {
@@ -193,7 +193,9 @@ static int rx_reserve(struct conn *c, uint32_t n)
         cap *= 2;
     if (cap > max)
         cap = max;
-    if (stats.rx_bytes - c->rx_cap + cap > RX_BUDGET)
+    /* A first RX_FIRST is always allowed (max_conns of them at most): a new client is
+     * never refused because others hold big buffers. Growing is, past the budget. */
+    if (cap > RX_FIRST && stats.rx_bytes - c->rx_cap + cap > RX_BUDGET)
         return -1;
     uint8_t *b = mem_malloc((mem_size_t)cap);
     if (!b)
