@@ -5,7 +5,9 @@
  * clock): counting ticks instead goes wrong on a busy host, where QEMU delivers
  * late PIT interrupts and merges them, so the clock ran 30-40 % slow and every
  * lwIP timer (retransmission, TIME-WAIT, idle close) with it. Without a PM
- * timer, ticks are counted.
+ * timer (microvm), ticks are counted, each weighed by the PIT counter's phase
+ * (latched: the exact time since its last reload), so late and merged ticks
+ * still add up to the right time.
  * The local APIC timer's rate is measured over the same interval; then the PIT
  * stops and the idle loop arms the APIC timer (one-shot) for lwIP's next
  * timeout: an idle VM wakes only when lwIP has work (its ARP timer, once a
@@ -30,6 +32,19 @@ static uint32_t armed_due;     /* ... for this uptime_ms */
 
 #define PM_HZ 3579545u
 #define PM_MASK 0xFFFFFFu     /* 24 bits: wraps every 4.7 s, far beyond a tick */
+#define PIT_DIV (PIT_HZ / TIMER_HZ)
+
+static uint64_t tick_tsc[CAL_TICKS + 1];     /* without a PM timer: the TSC at ticks 1.. */
+static uint16_t tick_phase[CAL_TICKS + 1];   /* ... and the PIT's phase then */
+
+/* PIT counts since channel 0's last reload (mode 2 counts PIT_DIV down to 1). */
+static uint16_t pit_phase(void)
+{
+    outb(0x43, 0x00);   /* latch channel 0 */
+    uint16_t c = inb(0x40);
+    c |= (uint16_t)(inb(0x40) << 8);
+    return (uint16_t)(PIT_DIV - c);
+}
 
 void timer_use_pm(uint16_t port)
 {
@@ -61,6 +76,41 @@ static void calibrated(uint64_t per_ms, uint64_t elapsed_us)
             pit_stop();
         }
     }
+}
+
+/* The median tick interval is about one period; each interval, less its phase
+ * difference, is then a whole number of periods. Elapsed time = periods + phase. */
+static void calibrate_by_ticks(void)
+{
+    uint64_t sorted[CAL_TICKS];
+    for (int i = 0; i < CAL_TICKS; i++) {
+        uint64_t d = tick_tsc[i + 1] - tick_tsc[i];
+        int j = i;
+        for (; j > 0 && sorted[j - 1] > d; j--)
+            sorted[j] = sorted[j - 1];
+        sorted[j] = d;
+    }
+    /* unsigned divisions only: the kernel's libc has no signed 64-bit division */
+    uint64_t period = sorted[CAL_TICKS / 2];
+    uint64_t periods = 0;
+    for (int i = 0; i < CAL_TICKS; i++) {
+        uint64_t d = tick_tsc[i + 1] - tick_tsc[i] + period / 2;
+        uint16_t a = tick_phase[i], b = tick_phase[i + 1];
+        uint64_t shift = (uint64_t)(b > a ? b - a : a - b) * period / PIT_DIV;
+        if (b > a)
+            d = d > shift ? d - shift : 0;
+        else
+            d += shift;
+        periods += d / period;
+    }
+    uint64_t pit = periods * PIT_DIV + tick_phase[CAL_TICKS];
+    pit = pit > tick_phase[0] ? pit - tick_phase[0] : 0;
+    uint64_t elapsed_us = pit * 1000000 / PIT_HZ;
+    if (elapsed_us)
+        calibrated((tick_tsc[CAL_TICKS] - tick_tsc[0]) * 1000 / elapsed_us, elapsed_us);
+    else   /* cannot happen with a working PIT; count ticks as before */
+        calibrated((tick_tsc[CAL_TICKS] - tick_tsc[0]) / (CAL_TICKS * 1000 / TIMER_HZ),
+                   CAL_TICKS * 1000000ull / TIMER_HZ);
 }
 
 static void lapic_timer_irq(void)
@@ -101,6 +151,8 @@ static void timer_irq(void)
             lapic_count_from(LAPIC_FULL);   /* masked: counted, not delivered */
         if (pm_port)
             pm_last = inl(pm_port) & PM_MASK;
+        else
+            tick_tsc[0] = cal_start, tick_phase[0] = pit_phase();
     } else if (!tsc_per_ms && pm_port) {
         uint64_t tsc = rdtsc();
         uint32_t pm = inl(pm_port) & PM_MASK;
@@ -108,8 +160,11 @@ static void timer_irq(void)
         pm_last = pm;
         if (pm_elapsed >= PM_HZ / 2)   /* 500 ms of host time, however many ticks arrived */
             calibrated((tsc - cal_start) * PM_HZ / (pm_elapsed * 1000), pm_elapsed * 1000000 / PM_HZ);
-    } else if (!tsc_per_ms && t == 1 + CAL_TICKS) {
-        calibrated((rdtsc() - cal_start) / (CAL_TICKS * 1000 / TIMER_HZ), CAL_TICKS * 1000000ull / TIMER_HZ);
+    } else if (!tsc_per_ms && t <= 1 + CAL_TICKS) {
+        tick_tsc[t - 1] = rdtsc();
+        tick_phase[t - 1] = pit_phase();
+        if (t == 1 + CAL_TICKS)
+            calibrate_by_ticks();
     }
     work_pending = 1;
 }
@@ -117,10 +172,9 @@ static void timer_irq(void)
 void timer_init(void)
 {
     cal_start_ticks_ms = 1000 / TIMER_HZ;
-    uint16_t div = PIT_HZ / TIMER_HZ;
     outb(0x43, 0x34);           /* channel 0, lo/hi, mode 2 (rate generator) */
-    outb(0x40, div & 0xFF);
-    outb(0x40, div >> 8);
+    outb(0x40, PIT_DIV & 0xFF);
+    outb(0x40, PIT_DIV >> 8);
     irq_register(0, timer_irq);
     irq_unmask(0);
     if (lapic_init() == 0) {
