@@ -11,8 +11,9 @@ from collections.abc import Callable, Iterator
 import psutil
 
 from tests.core.test_tcp_proxy import tcp_config
-from tests.observability.helpers import scrape, wait_until
+from tests.observability.helpers import scrape
 from tests.running import RunningProxy, echo_servers, exchange, free_port
+from tests.waiting import wait_until
 
 CONNECTIONS = 24  # enough that every one of two reuseport sockets gets some (the kernel hashes)
 
