@@ -6,7 +6,10 @@
  * changed, an Rlerror or a timeout instead. The client must never read or
  * write outside its buffers (ASan/UBSan abort the run) and must return what
  * fs.h promises: a count within what was asked, or a negative errno.
- *   fuzz_9p SEED ITERATIONS     deterministic; exit 0 when every check held */
+ *   fuzz_9p SEED ITERATIONS     deterministic; exit 0 when every check held
+ * Built with clang -fsanitize=fuzzer -DLIBFUZZER, libFuzzer's input is the
+ * stream of choices instead (coverage-guided, for bounded runs by hand):
+ *   clang -g -O1 -fsanitize=fuzzer,address,undefined -DLIBFUZZER -iquote include fs/tests/fuzz_9p.c */
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -14,16 +17,30 @@
 
 #define BUF (64 * 1024 + 4096)
 static uint8_t req[BUF], rep[BUF + 64];
+#ifndef LIBFUZZER
 static uint64_t rng;
+#endif
 static long checks, mounted;
 static struct fs_counters total;
 
+#ifdef LIBFUZZER
+static const uint8_t *choices;
+static size_t choices_left;
+#endif
+
 static uint32_t rnd(void)
 {
+#ifdef LIBFUZZER
+    uint32_t v = 0;
+    for (int i = 0; i < 4 && choices_left; i++, choices_left--)
+        v = v << 8 | *choices++;
+    return v;
+#else
     rng ^= rng << 13;
     rng ^= rng >> 7;
     rng ^= rng << 17;
     return (uint32_t)(rng >> 16);
+#endif
 }
 static uint32_t below(uint32_t n) { return n ? rnd() % n : 0; }
 static int chance(unsigned pct) { return below(100) < pct; }
@@ -299,6 +316,15 @@ static void one_session(void)
         FAIL("%d fids still open after every handle was closed", used);
 }
 
+#ifdef LIBFUZZER
+int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
+{
+    choices = data;
+    choices_left = size;
+    one_session();
+    return 0;
+}
+#else
 int main(int argc, char **argv)
 {
     rng = argc > 1 ? strtoull(argv[1], NULL, 0) * 2654435761u + 1 : 1;
@@ -310,3 +336,4 @@ int main(int argc, char **argv)
            checks, total.requests, total.bad_replies, total.timeouts);
     return 0;
 }
+#endif
