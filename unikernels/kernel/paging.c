@@ -6,8 +6,9 @@
  *
  * The whole 4 GiB is identity-mapped, so a physical address is its own
  * pointer (DMA buffers from page_alloc, device MMIO such as the local APIC):
- * 2 MiB pages, except the low megabytes up to the kernel's end, which get
- * 4 KiB pages for the fine-grained permissions. */
+ * 2 MiB pages, except where the permissions change within one (page 0, the
+ * code and constants, the stack guard), which get 4 KiB pages. Few page
+ * tables to fill keeps boot as fast as before. */
 #include <stdint.h>
 #include <string.h>
 #include "kernel.h"
@@ -23,7 +24,7 @@
 #define CR0_WP  (1u << 16)       /* the kernel too faults on writes to read-only pages */
 #define CR4_PAE (1u << 5)
 
-extern char __text_start[], __rodata_start[], __data_start[], __kernel_end[];
+extern char __text_start[], __rodata_start[], __data_start[];
 
 static uint64_t pdpt[4] __attribute__((aligned(32)));
 static uint64_t nx;   /* PTE_NX when the CPU has it, else 0 (the bit would be reserved) */
@@ -57,10 +58,10 @@ void paging_init(void)
     if (cpu_has_nx())
         nx = PTE_NX;
     uint64_t *pd = page_alloc(4 * 4096);             /* 4 directories x 512 x 2 MiB */
-    uintptr_t fine_end = ((uintptr_t)__kernel_end + MIB2 - 1) & ~(MIB2 - 1);
+    uintptr_t guard = (uintptr_t)stack_guard;
     for (uint32_t i = 0; i < 4 * 512; i++) {
         uintptr_t base = (uintptr_t)i * MIB2;
-        if (base < fine_end) {
+        if (base < (uintptr_t)__data_start || (guard >= base && guard - base < MIB2)) {
             uint64_t *pt = page_alloc(4096);
             for (uint32_t j = 0; j < 512; j++)
                 pt[j] = low_page(base + j * 4096);
