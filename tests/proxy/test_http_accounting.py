@@ -10,6 +10,7 @@ import asyncio
 
 from tests.proxy.backends import Backend
 from tests.proxy.in_process import in_process_http
+from tests.waiting import await_until
 from ukproxy.protocol import Event
 
 
@@ -48,11 +49,9 @@ async def test_counts_return_to_zero_after_mixed_traffic():
             assert sum(a.startswith(b"HTTP/1.1 200") for a in answers) == 21
             assert answers[21].startswith(b"HTTP/1.1 400")
             assert answers[23].startswith(b"HTTP/1.1 408")
-            for _ in range(200):  # let the early leaver, the timeout and the lingering closes play out
-                if state.clients == 0 and state.reading == 0 and state.writing == 0:
-                    break
-                await asyncio.sleep(0.05)
-            assert (state.clients, state.reading, state.writing) == (0, 0, 0)
+            # the early leaver, the timeout and the lingering closes play out
+            await await_until(lambda: (state.clients, state.reading, state.writing), "every client connection closed",
+                              accept=lambda open_: open_ == (0, 0, 0), timeout=10, interval=0.05)
             pool = group.keepalive_pool
             assert state.upstreams == len(pool)  # only parked keep-alive connections remain open
             assert all(s.active == 0 for s in group.servers)  # least_conn's counts balanced
@@ -62,10 +61,7 @@ async def test_counts_return_to_zero_after_mixed_traffic():
             assert state.counters[(Event.HTTP_REJECTED, "400", "")] == 1
             assert state.counters[(Event.TIMEOUT, "client_header", "")] == 1
             pool.close_all()
-            for _ in range(100):
-                if state.upstreams == 0:
-                    break
-                await asyncio.sleep(0.02)
-            assert state.upstreams == 0
+            await await_until(lambda: state.upstreams, "the pool's connections closed", accept=lambda n: n == 0,
+                              timeout=10, interval=0.02)
     finally:
         backend.close()

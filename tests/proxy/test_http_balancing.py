@@ -45,16 +45,16 @@ def test_round_robin_spreads_requests_of_one_connection(backends, http_proxy):
 
 def test_least_conn_avoids_the_busy_server(backends, http_proxy):
     import threading
-    import time
+
+    from tests.waiting import wait_until
 
     servers = [backends(f"b{i}") for i in range(2)]
     _, port = http_proxy([s.address for s in servers], upstream_extra='balance = "least_conn"')
     slow = threading.Thread(target=_who, args=(port, "/sleep/2"))
     slow.start()
     try:
-        # wait until the slow request is in flight at one backend
-        while sum(s.total() for s in servers) == 0:
-            time.sleep(0.01)
+        wait_until(lambda: sum(s.total() for s in servers), "the slow request in flight at one backend",
+                   interval=0.01)
         busy = next(s.name for s in servers if s.total())
         assert {_who(port, f"/{i}") for i in range(4)} == {n for n in ("b0", "b1") if n != busy}
     finally:

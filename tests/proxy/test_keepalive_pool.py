@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 
+from tests.waiting import await_until
 from ukproxy.upstream.keepalive import KeepalivePool
 from ukproxy.upstream.server import Server
 
@@ -56,11 +57,7 @@ async def test_idle_connections_expire_and_discard_forgets():
     pool.put(server, discarded)
     pool.discard(discarded)  # the server closed it while parked
     assert pool.idle_for(server) == 1
-    for _ in range(100):
-        if expiring.closed:
-            break
-        await asyncio.sleep(0.05)
-    assert expiring.closed
+    await await_until(lambda: expiring.closed, "the idle connection expired", timeout=5, interval=0.05)
     assert not discarded.closed  # its owner closes it, the pool only forgets it
     assert pool.take(server) is None
 
@@ -73,10 +70,6 @@ async def test_a_taken_connection_is_not_expired_and_later_ones_still_are():
     assert pool.take(server) is taken  # back in use before the sweep comes round
     await asyncio.sleep(0.1)
     pool.put(server, later)  # parked after the first sweep: the sweep must be armed again
-    for _ in range(100):
-        if later.closed:
-            break
-        await asyncio.sleep(0.05)
-    assert later.closed
+    await await_until(lambda: later.closed, "the later connection expired", timeout=5, interval=0.05)
     assert not taken.closed
     assert len(pool) == 0

@@ -8,12 +8,11 @@ from __future__ import annotations
 
 import asyncio
 import threading
-import time
-from collections.abc import Callable
 from contextlib import AbstractAsyncContextManager
 
 from tests.proxy.backends import Backend, RawBackend, blackhole, silent_after
 from tests.proxy.in_process import InProcessProxy, in_process_http
+from tests.waiting import await_until
 from ukproxy.protocol import Event
 
 # Without the cut-off these requests would wait for the read timeout (60 s) or connect timeout (30 s).
@@ -34,20 +33,13 @@ async def get(port: int, path: str) -> bytes:
         writer.close()
 
 
-async def until(condition: Callable[[], bool], timeout: float = 10.0) -> None:
-    deadline = time.monotonic() + timeout
-    while not condition():
-        assert time.monotonic() < deadline, "condition not met in time"
-        await asyncio.sleep(0.01)
-
-
 async def test_a_request_in_flight_to_a_server_cut_off_goes_to_the_next() -> None:
     heard = threading.Event()
     gone, backup = RawBackend(silent_after(0, heard)), Backend("backup")
     try:
         async with proxy_to(gone.address, backup.address) as proxy:
             answer = asyncio.ensure_future(get(proxy.port, "/page"))
-            await until(heard.is_set)
+            await await_until(heard.is_set, "the server to hear the request")
             assert len(proxy.group.servers[0].attached) == 1  # the connection carrying the request
             assert proxy.group.servers[0].cut_off() == 1
             response = await asyncio.wait_for(answer, CUT_OFF_ANSWER)
@@ -67,7 +59,7 @@ async def test_a_reused_keepalive_connection_cut_off_is_not_retried_on_its_serve
         async with proxy_to(gone.address, backup.address) as proxy:
             assert (await get(proxy.port, "/one")).endswith(b"first")
             answer = asyncio.ensure_future(get(proxy.port, "/two"))  # on the pooled connection
-            await until(heard.is_set)
+            await await_until(heard.is_set, "the server to hear the request")
             proxy.group.servers[0].cut_off()
             response = await asyncio.wait_for(answer, CUT_OFF_ANSWER)
             assert response.endswith(b"backup GET /two")
@@ -84,9 +76,8 @@ async def test_a_connect_to_a_server_cut_off_goes_to_the_next() -> None:
         with blackhole() as address:
             async with proxy_to(address, backup.address, 'connect_timeout = "30s"') as proxy:
                 answer = asyncio.ensure_future(get(proxy.port, "/page"))
-                await until(lambda: len(proxy.group.servers[0].attached) == 1)  # the connect under way
-                await asyncio.sleep(0.2)
-                assert not answer.done()
+                await await_until(lambda: len(proxy.group.servers[0].attached) == 1, "the connect under way")
+                assert not answer.done()  # and without the cut-off it would wait out connect_timeout (30 s)
                 proxy.group.servers[0].cut_off()
                 response = await asyncio.wait_for(answer, CUT_OFF_ANSWER)
                 assert response.startswith(b"HTTP/1.1 200") and response.endswith(b"backup GET /page")
@@ -101,7 +92,7 @@ async def test_a_request_that_cannot_be_replayed_gets_a_502() -> None:
         async with proxy_to(gone.address, backup.address) as proxy:
             reader, writer = await asyncio.open_connection("127.0.0.1", proxy.port)
             writer.write(b"POST /form HTTP/1.1\r\nHost: t\r\nContent-Length: 2\r\nConnection: close\r\n\r\nab")
-            await until(heard.is_set)
+            await await_until(heard.is_set, "the server to hear the request")
             proxy.group.servers[0].cut_off()
             response = await asyncio.wait_for(reader.read(), 5)
             writer.close()
