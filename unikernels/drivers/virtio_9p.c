@@ -1,8 +1,11 @@
 /* virtio-9p over legacy virtio-PCI (or virtio-mmio on microvm): one queue; a request is a chain of two
  * descriptors, the message out and a buffer for the reply. One request is in
- * flight at a time and the caller polls for its completion with a bound (no
- * interrupt: the device is told not to send one), so a file call is a plain
- * synchronous function. The mount tag is in the device configuration. */
+ * flight at a time and the caller waits for its completion with a bound, so a
+ * file call is a plain synchronous function. It waits halted, woken by the
+ * device's interrupt (or the timer, for the bound): spinning would take the
+ * CPU from QEMU's own threads, which serve the request, and under TCG on a
+ * busy host that made every call several times slower. The mount tag is in
+ * the device configuration. */
 #include <string.h>
 #include "kernel.h"
 #include "errno.h"
@@ -32,8 +35,7 @@ static int tag_matches(const struct virtio_dev *d, const char *tag)
     return 1;
 }
 
-/* Completions are polled, but a line shared with other devices must never stay
- * raised: any interrupt this device does send (a configuration change) is acked. */
+/* Only acknowledges: the waiter looks at the used ring itself once woken. */
 static void irq(void)
 {
     (void)virtio_isr(&dev);
@@ -67,7 +69,6 @@ int v9p_open(const char *tag, uint32_t *buf_size)
         vq.desc[1].addr = (uintptr_t)rep_buf;
         vq.desc[1].len = BUF_SIZE;
         vq.desc[1].flags = VIRTQ_DESC_F_WRITE;
-        vq.avail->flags = VIRTQ_AVAIL_F_NO_INTERRUPT;
         irq_register(dev.irq, irq);
         irq_unmask(dev.irq);
         virtio_driver_ok(&dev);
@@ -81,24 +82,44 @@ uint8_t *v9p_request_buf(void)
     return req_buf;
 }
 
-/* 1 once the device has handed the chain back (done_len set), 0 on timeout. The
- * TSC bound is a backstop in case the clock does not advance (interrupts off). */
+static int interrupts_on(void)
+{
+    uint32_t flags;
+    __asm__ volatile("pushf; pop %0" : "=r"(flags));
+    return flags & (1u << 9);
+}
+
+/* 1 once the device has handed the chain back (done_len set), 0 on timeout.
+ * With interrupts off (never the case from the main loop) it spins instead of
+ * halting. The TSC bound is a backstop in case the clock does not advance. */
 static int wait_done(uint32_t timeout_ms)
 {
     uint32_t start = uptime_ms();
     uint64_t tsc_end = rdtsc() + (uint64_t)timeout_ms * 4000000u;
+    int can_halt = interrupts_on();
     uint16_t id;
     uint32_t len;
     for (;;) {
         if (virtq_next_used(&vq, BUF_SIZE, &id, &len)) {
             in_flight = 0;
             done_len = len;
-            (void)virtio_isr(&dev);   /* clear any interrupt status all the same */
             return 1;
         }
-        if (uptime_ms() - start >= timeout_ms || rdtsc() > tsc_end)
+        uint32_t elapsed = uptime_ms() - start;
+        if (elapsed >= timeout_ms || rdtsc() > tsc_end)
             return 0;
-        __asm__ volatile("pause");
+        if (!can_halt) {
+            __asm__ volatile("pause");
+            continue;
+        }
+        /* As the idle loop does: the check and the hlt cannot miss the interrupt. */
+        cli();
+        if (!virtq_has_used(&vq)) {
+            timer_arm(timeout_ms - elapsed);
+            sti_hlt();
+        } else {
+            sti();
+        }
     }
 }
 

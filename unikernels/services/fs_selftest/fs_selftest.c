@@ -6,6 +6,7 @@
  *   link=P   a symlink: fs_stat must report it, fs_open must refuse it
  *   through=P a path through a symlinked directory: stat and open must fail
  *   out=P    (rw=1) write P.tmp in chunks, fsync, rename it to P, read it back
+ *   bench=N  (with file=P) time N fs_stat calls and N open + 4 KiB read + close
  * Then it listens on the boot port (connections are closed at once) so the VM
  * reports `ready` as every service does. */
 #include <string.h>
@@ -198,6 +199,26 @@ static void write_file(const char *path)
     hash_file(path, 4096);
 }
 
+/* Round-trip costs, for what a static file server can expect per request. */
+static void bench(const char *path, uint32_t n)
+{
+    struct fs_stat st;
+    fs_file f;
+    uint32_t t0 = uptime_ms();
+    for (uint32_t i = 0; i < n; i++)
+        fs_stat(path, &st);
+    uint32_t t1 = uptime_ms();
+    for (uint32_t i = 0; i < n; i++) {
+        if (fs_open(path, FS_RDONLY, &f) == 0) {
+            fs_read(f, 0, buf, 4096);
+            fs_close(f);
+        }
+    }
+    uint32_t t2 = uptime_ms();
+    printf("fs: bench n=%u stat_us=%u open_read_close_us=%u\n", (unsigned)n, (unsigned)((t1 - t0) * 1000 / n),
+           (unsigned)((t2 - t1) * 1000 / n));
+}
+
 static err_t on_accept(void *arg, struct tcp_pcb *pcb, err_t err)
 {
     if (err != ERR_OK || !pcb)
@@ -217,6 +238,9 @@ static int selftest_start(const struct boot_args *args)
         list_root();
         if (file)
             hash_file(file, fs_max_io());
+        uint32_t n = cmdline_uint("bench", 0, 100000, 0);
+        if (file && n)
+            bench(file, n);
         if (link)
             check_link(link);
         if (through)
@@ -238,5 +262,5 @@ static int selftest_start(const struct boot_args *args)
     return net_listen(args->port, on_accept);
 }
 
-static const char *const selftest_keys[] = { "tag", "rw", "file", "link", "through", "out", NULL };
+static const char *const selftest_keys[] = { "tag", "rw", "file", "link", "through", "out", "bench", NULL };
 SERVICE_DEFINE(fs_selftest_service, .name = "fs_selftest", .keys = selftest_keys, .start = selftest_start);
