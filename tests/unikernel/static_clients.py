@@ -105,3 +105,35 @@ async def main():
 
 asyncio.run(main())
 '''
+
+# N clients ask for a large file and stop reading once it starts; then a fresh client downloads a 64 KiB
+# file (bounded by `bound` seconds). Reports its answer.
+SLOW_READERS = r'''
+import json, socket, sys, time
+ip, port, n, bound = sys.argv[1], int(sys.argv[2]), int(sys.argv[3]), float(sys.argv[4])
+slow = []
+for _ in range(n):
+    s = socket.socket()
+    s.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)   # a small window that fills at once
+    s.settimeout(bound)
+    s.connect((ip, port))
+    s.sendall(b"GET /big.bin HTTP/1.1\r\nHost: vm\r\n\r\n")
+    slow.append(s)
+for s in slow:
+    s.recv(1)   # its answer has started; it reads nothing more
+started = time.monotonic()
+fresh = socket.create_connection((ip, port), timeout=bound)
+fresh.sendall(b"GET /f64k.bin HTTP/1.1\r\nHost: vm\r\nConnection: close\r\n\r\n")
+data, done = b"", True
+try:
+    while chunk := fresh.recv(65536):
+        data += chunk
+except OSError:
+    done = False
+took = time.monotonic() - started
+for s in slow:
+    s.close()
+head, _, body = data.partition(b"\r\n\r\n")
+print(json.dumps({"done": done, "status": head.split(b" ")[1].decode() if head else None, "len": len(body),
+                  "took": took}))
+'''

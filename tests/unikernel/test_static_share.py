@@ -43,6 +43,7 @@ def share_args(folder: Path, tag: str = "share") -> list[str]:
 
 def boot_static(lab: Lab, name: str, host: int, folder: Path, extra: str = "", tag: str = "share",
                 wait: bool = True) -> Vm:
+    """A static VM at .HOST of the lab's subnet (100 and up: Lab.boot numbers its VMs from 10)."""
     ip = lab.netns.address(host)
     tap = lab.netns.add_tap()
     mac = f"52:54:00:78:{lab.netns.subnet:02x}:{host:02x}"
@@ -101,7 +102,7 @@ def lab(image: Path, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Lab]:
 
 @pytest.fixture(scope="module")
 def vm(lab: Lab, files: Path) -> Vm:
-    return boot_static(lab, "static-0", 10, files)
+    return boot_static(lab, "static-0", 100, files)
 
 
 class Session:
@@ -340,10 +341,21 @@ def test_256_concurrent_64k_downloads_all_finish(lab: Lab, vm: Vm, files: Path) 
     print(f"256 x 64 KiB: median {got['median_s']:.2f} s, slowest {got['max_s']:.2f} s")
 
 
+def test_clients_that_stop_reading_cannot_hold_every_stream(lab: Lab, vm: Vm) -> None:
+    # 40 stalled downloads: more than the 32 streams the VM runs at once, so the fresh client queues
+    # behind them. Streams whose client took nothing for 10 s are reset while others wait; without
+    # that the fresh client would wait for the idle timeout (75 s), beyond the client's 60 s bound.
+    assert vm.ip
+    got = lab.netns.python(static_clients.SLOW_READERS, vm.ip, "80", "40", "60", timeout=120)
+    assert got["done"], got
+    assert (got["status"], got["len"]) == ("200", 65536)
+    print(f"fresh 64 KiB download behind 40 stalled ones: {got['took']:.1f} s")
+
+
 # ---- boot arguments ----
 
 def test_share_tag_boot_argument(lab: Lab, files: Path) -> None:
-    other = boot_static(lab, "static-tag", 20, files, extra="share_tag=site", tag="site")
+    other = boot_static(lab, "static-tag", 101, files, extra="share_tag=site", tag="site")
     s = Session(lab, other)
     try:
         assert s.get("/data.json")["body"] == '{"ok": true}\n'
@@ -352,7 +364,7 @@ def test_share_tag_boot_argument(lab: Lab, files: Path) -> None:
 
 
 def test_missing_share_stops_the_vm_with_an_error(lab: Lab, files: Path) -> None:
-    bad = boot_static(lab, "static-bad", 21, files, extra="share_tag=absent", wait=False)
+    bad = boot_static(lab, "static-bad", 102, files, extra="share_tag=absent", wait=False)
     assert bad.wait_exit(60) != 0
     assert "error: cannot mount the 9P share with tag absent" in bad.output()
 

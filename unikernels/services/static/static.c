@@ -7,10 +7,12 @@
  * (fs.h refuses them, and a walk through one fails).
  *
  * Nothing is cached: every request stats the file afresh, so an edit on the
- * host is served at once. A body streams from the share: each time the
- * connection has send room (on_writable) we read only what it can take into
- * one buffer shared by all connections, and lwIP copies it; no file is ever
- * held whole in guest memory. One request per connection per turn of the
+ * host is served at once. A body streams from the share through one of
+ * STAGES staging buffers: a piece is read into it, lwIP copies out what its
+ * send buffer takes, and on_writable goes on when acknowledgements make room;
+ * no file is ever held whole in guest memory. Connections beyond STAGES wait
+ * in order, and a stream whose client stopped reading loses its buffer (a
+ * reset) to them after SEND_STALL_MS. One request per connection per turn of the
  * main loop: a pipelined batch yields (conn_defer) between requests, since
  * each one waits for the host. */
 #include <string.h>
@@ -21,6 +23,7 @@
 #include "services.h"
 #include "lwip/opt.h"
 #include "lwip/mem.h"
+#include "lwip/timeouts.h"
 #include "conditional.h"
 #include "http_date.h"
 #include "mime.h"
@@ -32,6 +35,7 @@
 #define OUT_MAX (TARGET_MAX + 1024)   /* response head: the fields, and a Location up to a target long */
 #define STAGE_SIZE 32768         /* one read from the share into a staging buffer */
 #define STAGES 32                /* bodies streaming at once; the others wait their turn (FIFO) */
+#define SEND_STALL_MS 10000      /* a stream that took no byte this long loses to a waiting one */
 #define SKIP_MAX (1024 * 1024)   /* request body a 405 may carry and still keep the connection */
 
 struct req_state {
@@ -41,6 +45,7 @@ struct req_state {
     uint8_t has_file, busy, close_after;
     uint8_t stage;               /* staging buffer held while streaming: its index + 1, or 0 */
     uint8_t waiting;             /* in the queue for a staging buffer */
+    uint32_t progress_ms;        /* when lwIP last took bytes of this body */
     struct conn *self;
     struct req_state *next_wait;
     uint32_t st_off, st_len;     /* its bytes not yet queued: [st_off, st_len) */
@@ -64,8 +69,9 @@ static char out[OUT_MAX];                /* the response head being built */
  * lwIP heap that bodies in flight take (STAGES x TCP_SND_BUF), however many
  * clients download at once. */
 static uint8_t stages[STAGES][STAGE_SIZE];
-static uint8_t stage_busy[STAGES];
+static struct req_state *stage_owner[STAGES];
 static struct req_state *wait_head, *wait_tail;
+static int stall_check_armed;
 static char path[SHARE_PATH_MAX + 16];   /* + "/index.html" */
 
 static void process(struct conn *c);
@@ -122,18 +128,47 @@ static void response_done(struct conn *c, struct req_state *s)
     conn_request_done(c);
 }
 
-static uint8_t stage_get(void)
+static void stage_take(struct req_state *s, int i)
+{
+    stage_owner[i] = s;
+    s->stage = (uint8_t)(i + 1);
+    s->progress_ms = uptime_ms();
+}
+
+/* 1 if s now holds a staging buffer. */
+static int stage_get(struct req_state *s)
 {
     for (int i = 0; i < STAGES; i++)
-        if (!stage_busy[i]) {
-            stage_busy[i] = 1;
-            return (uint8_t)(i + 1);
+        if (!stage_owner[i]) {
+            stage_take(s, i);
+            return 1;
         }
     return 0;
 }
 
+/* While connections wait: a stream whose client took no byte for
+ * SEND_STALL_MS is reset (nginx's send_timeout), so clients that stop
+ * reading cannot hold every staging buffer. */
+static void check_stalls(void *arg)
+{
+    (void)arg;
+    stall_check_armed = 0;
+    uint32_t now = uptime_ms();
+    for (int i = 0; i < STAGES && wait_head; i++)
+        if (stage_owner[i] && now - stage_owner[i]->progress_ms >= SEND_STALL_MS)
+            conn_abort(stage_owner[i]->self);   /* on_close hands its buffer over */
+    if (wait_head) {
+        sys_timeout(1000, check_stalls, NULL);
+        stall_check_armed = 1;
+    }
+}
+
 static void wait_for_stage(struct req_state *s)
 {
+    if (!stall_check_armed) {
+        sys_timeout(1000, check_stalls, NULL);
+        stall_check_armed = 1;
+    }
     if (s->waiting)
         return;
     s->waiting = 1;
@@ -167,19 +202,18 @@ static void stop_waiting(struct req_state *s)
  * it continues on a later turn of the main loop. */
 static void stage_put(struct req_state *s)
 {
-    uint8_t stage = s->stage;
+    int i = s->stage - 1;
     s->stage = 0;
     s->st_off = s->st_len = 0;
-    if (!stage)
+    if (i < 0)
         return;
     struct req_state *w = wait_head;
-    if (!w) {
-        stage_busy[stage - 1] = 0;
-        return;
+    stage_owner[i] = NULL;
+    if (w) {
+        stop_waiting(w);
+        stage_take(w, i);
+        conn_defer(w->self);
     }
-    stop_waiting(w);
-    w->stage = stage;
-    conn_defer(w->self);
 }
 
 /* Reads [s->off, s->off + n) into buf; 0, or -1 after aborting c: the file
@@ -211,6 +245,8 @@ static int stream_staged(struct conn *c, struct req_state *s)
     s->st_off += sent;
     s->off += sent;
     s->left -= sent;
+    if (sent)
+        s->progress_ms = uptime_ms();
     return conn_closed(c) || s->st_off < s->st_len;
 }
 
@@ -227,9 +263,7 @@ static void pump(struct conn *c, struct req_state *s)
         free_pending(s);
     }
     while (s->left) {
-        if (!s->stage)
-            s->stage = stage_get();
-        if (!s->stage) {
+        if (!s->stage && !stage_get(s)) {
             wait_for_stage(s);   /* stage_put hands one over and resumes us */
             return;
         }
