@@ -124,6 +124,7 @@ def test_readdir_lists_the_share_root_with_types(ro_run: Run, ro_share: Path) ->
 
 def test_a_10_mib_file_reads_whole_with_its_sha256(ro_run: Run, ro_share: Path) -> None:
     assert ro_run.first("stat")["size"] == str(BIG)
+    assert ro_run.first("fstat")["size"] == str(BIG)
     read = ro_run.first("read")
     assert read["rc"] == "0" and read["bytes"] == str(BIG)
     assert read["sha256"] == hashlib.sha256((ro_share / "big.bin").read_bytes()).hexdigest()

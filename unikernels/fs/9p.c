@@ -371,6 +371,37 @@ int fs_mount(const char *tag, int writable)
     return 0;
 }
 
+/* Tgetattr on a walked or open fid. */
+static int getattr(uint32_t fid, struct fs_stat *st)
+{
+    struct req m = begin(TGETATTR);
+    put32(&m, fid);
+    put64(&m, GETATTR_BASIC);
+    struct rep r;
+    int rc = rpc(&m, &r);
+    if (rc)
+        return rc;
+    struct qid q;
+    (void)get64(&r);   /* valid */
+    getqid(&r, &q);
+    st->mode = get32(&r);
+    (void)get32(&r);   /* uid */
+    (void)get32(&r);   /* gid */
+    (void)get64(&r);   /* nlink */
+    (void)get64(&r);   /* rdev */
+    st->size = get64(&r);
+    (void)get64(&r);   /* blksize */
+    (void)get64(&r);   /* blocks */
+    (void)get64(&r);   /* atime */
+    (void)get64(&r);
+    st->mtime_sec = get64(&r);
+    st->mtime_nsec = (uint32_t)get64(&r);
+    (void)take(&r, 8 * 6);   /* ctime, btime, gen, data_version */
+    st->ino = q.path;
+    st->version = q.version;
+    return parsed(&r);
+}
+
 int fs_stat(const char *path, struct fs_stat *st)
 {
     const char *names[MAX_DEPTH];
@@ -385,33 +416,16 @@ int fs_stat(const char *path, struct fs_stat *st)
     int rc = walk(names, lens, n, &fid, &q);
     if (rc)
         return rc;
-    struct req m = begin(TGETATTR);
-    put32(&m, fid);
-    put64(&m, GETATTR_BASIC);
-    struct rep r;
-    rc = rpc(&m, &r);
-    if (!rc) {
-        (void)get64(&r);   /* valid */
-        getqid(&r, &q);
-        st->mode = get32(&r);
-        (void)get32(&r);   /* uid */
-        (void)get32(&r);   /* gid */
-        (void)get64(&r);   /* nlink */
-        (void)get64(&r);   /* rdev */
-        st->size = get64(&r);
-        (void)get64(&r);   /* blksize */
-        (void)get64(&r);   /* blocks */
-        (void)get64(&r);   /* atime */
-        (void)get64(&r);
-        st->mtime_sec = get64(&r);
-        st->mtime_nsec = (uint32_t)get64(&r);
-        (void)take(&r, 8 * 6);   /* ctime, btime, gen, data_version */
-        st->ino = q.path;
-        st->version = q.version;
-        rc = parsed(&r);
-    }
+    rc = getattr(fid, st);
     clunk(fid);
     return rc;
+}
+
+int fs_fstat(fs_file f, struct fs_stat *st)
+{
+    if (!open_fid(f))
+        return -EBADF;
+    return getattr((uint32_t)f, st);
 }
 
 /* Opens fid (walked to an existing file) with Tlopen. */

@@ -53,6 +53,9 @@ int  fs_fsync(fs_file f);
 int  fs_rename(const char *from, const char *to);
 int  fs_readdir(fs_file dir, uint64_t *cookie, char *name, uint32_t name_len, uint8_t *type); /* 1 entry, 0 end */
 void fs_close(fs_file f);
+/* The stat of an open file: one round trip, where fs_stat(path) takes three
+ * (walk, getattr, clunk), so open-then-fstat is the cheap way to serve a file. */
+int  fs_fstat(fs_file f, struct fs_stat *st);
 
 /* Counters for a service's info page: requests sent, replies refused as
  * malformed, timeouts. */

@@ -232,7 +232,7 @@ static void one_session(void)
     int nopen = 0;
     static uint8_t data[BUF + 16];
     for (int step = 0, steps = 5 + (int)below(40); step < steps; step++) {
-        switch (below(7)) {
+        switch (below(8)) {
         case 0: {
             struct fs_stat st;
             errno_ok(fs_stat(random_path(), &st), "fs_stat");
@@ -294,6 +294,11 @@ static void one_session(void)
         }
             break;
         case 5: errno_ok(fs_rename(random_path(), random_path()), "fs_rename"); break;
+        case 7: if (nopen) {
+            struct fs_stat st;
+            errno_ok(fs_fstat(open[below(nopen)], &st), "fs_fstat");
+        }
+            break;
         case 6:
             if (nopen) {
                 int i = (int)below(nopen);

@@ -126,6 +126,9 @@ static void hash_file(const char *path, uint32_t chunk)
         printf("fs: open %s rc=%d\n", path, rc);
         return;
     }
+    struct fs_stat fst;
+    rc = fs_fstat(f, &fst);
+    printf("fs: fstat %s rc=%d size=%u\n", path, rc, rc ? 0 : (unsigned)fst.size);
     struct sha256 s;
     char hex[65];
     uint64_t off = 0;
