@@ -95,6 +95,9 @@ uint32_t conn_unacked(const struct conn *c);
 /* Calls on_resume on a later turn of the main loop, after the network has been
  * served: a handler that works in slices yields this way. */
 void conn_defer(struct conn *c);
+/* For work done in slices: whether anything else is waiting for the CPU
+ * (network input, an interrupt, other deferred connections). */
+int conn_should_yield(void);
 
 /* ---- ending ---- */
 /* Graceful: queued bytes still go out, then FIN; unread input is discarded. */

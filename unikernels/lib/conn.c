@@ -332,12 +332,15 @@ uint32_t conn_unacked(const struct conn *c)
 
 /* ---- long work ---- */
 
+static uint32_t run_started;   /* uptime when run_deferred began; 0: not running */
+
 static void run_deferred(void *arg)
 {
     (void)arg;
     struct conn *c = defer_head;
     defer_head = defer_tail = NULL;   /* what is deferred now runs on the next turn */
     defer_scheduled = 0;
+    run_started = uptime_ms() | 1;
     while (c) {
         struct conn *next = c->defer_next;
         c->defer_next = NULL;
@@ -351,6 +354,12 @@ static void run_deferred(void *arg)
         }
         c = next;
     }
+    run_started = 0;
+}
+
+int conn_should_yield(void)
+{
+    return defer_head != NULL || work_pending || net_rx_pending();
 }
 
 void conn_defer(struct conn *c)
@@ -364,9 +373,12 @@ void conn_defer(struct conn *c)
         defer_head = c;
     defer_tail = c;
     if (!defer_scheduled) {
-        /* 1 ms, not 0: sys_check_timeouts would run a 0 ms timeout again in the same pass,
-         * before the network is polled. */
-        sys_timeout(1, run_deferred, NULL);
+        /* Due at once, so the main loop does not sleep. sys_check_timeouts runs what is due
+         * at the time it began: a slice that took a millisecond or more runs again only
+         * after the network has been polled. One that took none waits a millisecond, or
+         * this pass would run it again and again. */
+        uint32_t now = uptime_ms() | 1;
+        sys_timeout(run_started == now ? 1 : 0, run_deferred, NULL);
         defer_scheduled = 1;
     }
 }

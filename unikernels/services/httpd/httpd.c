@@ -21,7 +21,8 @@
 #define HEAD_MAX 8192           /* request line + headers; beyond: 431 */
 #define OUT_MAX 1024            /* response head + generated body */
 #define WORK_MAX_MS 10000
-#define WORK_SLICE_MS 10        /* /api/work burns this much, then lets the network run */
+#define WORK_SLICE_MS 10        /* /api/work burns at least this much, then lets waiting work run */
+#define WORK_SLICE_MAX_MS 250   /* ... and at most this much when nothing waits */
 
 struct http {
     uint32_t skip;              /* request body bytes still to discard */
@@ -195,12 +196,19 @@ static void route(struct http *h, struct request *r)
     }
 }
 
-/* One slice of /api/work; answers once the time is burnt, else asks for another turn. */
+/* One slice of /api/work, in wall-clock time like the whole request once was:
+ * at least WORK_SLICE_MS, longer while nothing else waits (each turn of the
+ * main loop costs time too). Answers once the time is burnt, else asks for
+ * another turn. */
 static void work_slice(struct conn *c, struct http *h)
 {
-    uint32_t ms = h->work_left_ms < WORK_SLICE_MS ? h->work_left_ms : WORK_SLICE_MS;
-    busy_wait_ms(ms);
-    h->work_left_ms -= ms;
+    uint32_t start = uptime_ms(), burnt = 0;
+    while (burnt < h->work_left_ms &&
+           (burnt < WORK_SLICE_MS || (burnt < WORK_SLICE_MAX_MS && !conn_should_yield()))) {
+        __asm__ volatile("pause");
+        burnt = uptime_ms() - start;
+    }
+    h->work_left_ms -= burnt < h->work_left_ms ? burnt : h->work_left_ms;
     if (h->work_left_ms) {
         conn_defer(c);
         return;
