@@ -65,8 +65,8 @@ static const struct boot_args *args;
 static char head[HEAD_MAX + 1];          /* the request being answered: one at a time */
 static char out[OUT_MAX];                /* the response head being built */
 /* File bytes on their way into lwIP, which copies them. A body streams only
- * while it holds one of these: that bounds both the staging memory and the
- * lwIP heap that bodies in flight take (STAGES x TCP_SND_BUF), however many
+ * while it holds one of these: that bounds the staging memory, and the lwIP
+ * heap that streaming bodies fill (STAGES x TCP_SND_BUF), however many
  * clients download at once. */
 static uint8_t stages[STAGES][STAGE_SIZE];
 static struct req_state *stage_owner[STAGES];
