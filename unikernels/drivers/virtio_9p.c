@@ -57,7 +57,7 @@ int v9p_open(const char *tag, uint32_t *buf_size)
         }
         virtio_set_features(&d, F_MOUNT_TAG);
         dev = d;
-        if (virtq_setup(&dev, &vq, 0)) {
+        if (virtq_setup(&dev, &vq, 0) || vq.size < 2) {   /* a request takes two descriptors */
             virtio_fail(&dev);
             return -ENODEV;
         }
