@@ -34,6 +34,9 @@ def test_connect_disconnect_cycles_and_vm_replacements_leak_nothing(
     port = free_port()
     proxy = start_fleet(ukproxy, fleet_config(port, netns_name, unikernel_image, workers=2), port, 2)
     assert get(port)[0] == 200
+    # After each VM's first liveness check: a worker opens the metric files it records checks in then.
+    wait_until(lambda: helpers.status(mport)["vms"], "both VMs checked",
+               accept=lambda vms: len(vms) == 2 and all(vm["health"] == "pass" for vm in vms), context=proxy.log)
     workers = proxy.workers()
     before = {p.pid: fd_count(p.pid) for p in [psutil.Process(proxy.pid), *workers]}
 
@@ -56,7 +59,7 @@ def test_connect_disconnect_cycles_and_vm_replacements_leak_nothing(
                    and len(qemu_of(netns_name)) == 2 and proxy.log().count("in rotation") >= 3 + n,
                    30, f"replacement {n + 1}", proxy)
     assert get(port)[0] == 200
-    assert len(taps(netns_name)) == 2  # one TAP per live VM: the dead ones' TAPs were removed
+    assert len(taps(netns_name)) == 3  # one TAP per live VM and the spare: the dead ones' TAPs were removed
     assert fd_count(proxy.pid) <= before[proxy.pid]
     assert sorted(os.listdir(os.path.join(run_dir, "metrics"))) == metrics_files_before
     assert {w.pid for w in proxy.workers()} == {w.pid for w in workers}  # no worker died on the way

@@ -20,7 +20,7 @@ from pathlib import Path
 
 import pytest
 
-from bench.unikernel_harness import UNIKERNELS, Lab, Vm, is_root, qemu_argv, qemu_available
+from bench.unikernel_harness import QEMU, UNIKERNELS, Lab, Vm, is_root, qemu_argv, qemu_available
 from tests.unikernel import static_clients
 from tests.unikernel.test_static_logic import TRAVERSAL
 
@@ -41,15 +41,28 @@ def share_args(folder: Path, tag: str = "share") -> list[str]:
             "-device", f"virtio-9p-pci,fsdev=f0,mount_tag={tag},disable-modern=on"]
 
 
+def microvm_argv(append: str, netdev: str, mac: str, folder: Path, tag: str) -> list[str]:
+    """QEMU's microvm machine, as ukproxy starts it: NIC and share on virtio-mmio."""
+    return [QEMU, "-M", "microvm,ioapic2=off", "-accel", "tcg", "-nodefaults", "-no-user-config", "-nographic",
+            "-no-reboot", "-m", "16", "-kernel", str(IMAGE), "-append", append, "-serial", "stdio",
+            "-device", "isa-debug-exit,iobase=0xf4,iosize=0x04",
+            "-netdev", netdev, "-device", f"virtio-net-device,netdev=n0,mac={mac}",
+            "-fsdev", f"local,id=f0,path={folder},security_model=none,readonly=on",
+            "-device", f"virtio-9p-device,fsdev=f0,mount_tag={tag}"]
+
+
 def boot_static(lab: Lab, name: str, host: int, folder: Path, extra: str = "", tag: str = "share",
-                wait: bool = True) -> Vm:
+                wait: bool = True, microvm: bool = False) -> Vm:
     """A static VM at .HOST of the lab's subnet (100 and up: Lab.boot numbers its VMs from 10)."""
     ip = lab.netns.address(host)
     tap = lab.netns.add_tap()
     mac = f"52:54:00:78:{lab.netns.subnet:02x}:{host:02x}"
     append = f"ip={ip}/24 gw={lab.netns.gateway} port=80 name={name} {extra}".strip()
-    argv = lab.netns.cmd(*qemu_argv(append=append, netdev=f"tap,id=n0,ifname={tap},script=no,downscript=no",
-                                    mac=mac, image=IMAGE), *share_args(folder, tag))
+    netdev = f"tap,id=n0,ifname={tap},script=no,downscript=no"
+    if microvm:
+        argv = lab.netns.cmd(*microvm_argv(append, netdev, mac, folder, tag))
+    else:
+        argv = lab.netns.cmd(*qemu_argv(append=append, netdev=netdev, mac=mac, image=IMAGE), *share_args(folder, tag))
     vm = Vm(argv=argv, workdir=lab.workdir, name=name, ip=ip, mac=mac, port=80)
     lab.vms.append(vm)
     vm.start()
@@ -359,6 +372,20 @@ def test_share_tag_boot_argument(lab: Lab, files: Path) -> None:
     s = Session(lab, other)
     try:
         assert s.get("/data.json")["body"] == '{"ok": true}\n'
+    finally:
+        s.close()
+
+
+def test_serves_on_the_microvm_machine(lab: Lab, files: Path) -> None:
+    micro = boot_static(lab, "static-micro", 103, files, microvm=True)
+    s = Session(lab, micro)
+    try:
+        assert s.get("/")["body"] == (files / "index.html").read_text()
+        data = (files / "f64k.bin").read_bytes()
+        assert s.get("/f64k.bin")["sha256"] == sha(data)
+        r = s.get("/f64k.bin", headers="Range: bytes=-10\r\n")
+        assert r["status"] == 206 and r["sha256"] == sha(data[-10:])
+        assert s.get("/escape")["status"] == 404
     finally:
         s.close()
 
