@@ -60,3 +60,11 @@ def netns_name() -> Iterator[str]:
         subprocess.run(["ip", "netns", "delete", name], check=False)
     assert not leftovers, f"QEMU processes left behind: {[p.pid for p in leftovers]}"
     assert not namespace_left, f"namespace {name} left behind"
+
+
+@pytest.fixture(scope="session")
+def static_image(unikernel_image: Path) -> Path:
+    """The `static` service's image (built with the others): serves its 9P share over HTTP."""
+    image = unikernel_image.parent / "static.elf"
+    assert image.exists(), f"{image} was not built"
+    return image

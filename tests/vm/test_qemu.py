@@ -65,6 +65,19 @@ def test_spec_refuses_what_would_break_options() -> None:
         VmSpec(vm_id="a", accel="tcg", run_dir="/" + "d" * 120, **common)
 
 
+def test_a_share_becomes_a_legacy_virtio_9p_device() -> None:
+    common = dict(vm_id="web-1", image="x", service_args="", ip=None, gateway=None, port=80, memory_mib=16,
+                  accel="tcg", mac="52:54:00:00:00:01")
+    argv = qemu_command(VmSpec(share="/srv/a,b", machine="pc", **common))  # type: ignore[arg-type]
+    assert argv[argv.index("-fsdev") + 1] == "local,id=share0,path=/srv/a,,b,security_model=none,readonly=on"
+    assert "virtio-9p-pci,disable-modern=on,fsdev=share0,mount_tag=share" in argv
+    argv = qemu_command(VmSpec(share="/srv/data", share_writable=True, share_tag="data", **common))  # type: ignore[arg-type]
+    assert argv[argv.index("-fsdev") + 1] == "local,id=share0,path=/srv/data,security_model=none"
+    assert "virtio-9p-device,fsdev=share0,mount_tag=data" in argv  # microvm: virtio-mmio
+    assert "share_tag=data" in argv[argv.index("-append") + 1]  # the guest looks for "share" unless told
+    assert "-fsdev" not in qemu_command(VmSpec(**common))  # type: ignore[arg-type]
+
+
 # -- bridge mode ----------------------------------------------------------------------------------
 
 
@@ -95,7 +108,8 @@ async def test_boots_on_tap_serves_pinned_and_powers_off(tap_spec: MakeTapSpec, 
 
 @needs_root
 async def test_paused_vm_ignores_powerdown_and_is_killed(tap_spec: MakeTapSpec, vms: MakeVm) -> None:
-    vm = vms(await tap_spec("web-1", n=1, stop_timeout=0.5))
+    # pc: stop presses the ACPI power button, which a frozen guest cannot act on (microvm quits QEMU)
+    vm = vms(await tap_spec("web-1", n=1, stop_timeout=0.5, machine="pc"))
     await vm.start()
     await vm.pause()
     assert vm.state == "paused"
@@ -131,7 +145,8 @@ async def test_missing_image_fails_boot_with_qemu_error(user_spec: MakeSpec, vms
 
 async def test_bad_guest_args_fail_boot_with_guest_error(user_spec: MakeSpec, vms: MakeVm) -> None:
     vm = vms(user_spec(service_args="service=ftp"))
-    with pytest.raises(VmBootError, match=r"error: bad command line: service must be httpd \(this image's service\): ftp"):
+    with pytest.raises(VmBootError,
+                       match=r"error: bad command line: service must be httpd \(this image's service\): ftp"):
         await vm.start()
     assert exit_code(vm.exited.result()) == 3  # isa-debug-exit: (1 << 1) | 1
 

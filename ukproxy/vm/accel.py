@@ -12,8 +12,9 @@ import logging
 import os
 import shutil
 import tempfile
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
+from ukproxy.config import VmConfig
 from ukproxy.reaper import ChildReaper
 from ukproxy.vm.qemu import QemuVm, VmBootError, VmSpec
 
@@ -44,9 +45,10 @@ def kvm_unusable_reason(device: str = KVM_DEVICE) -> str | None:
     return None
 
 
-def _probe_spec(image: str, accel: str, boot_timeout: float, run_dir: str, netns: str) -> VmSpec:
+def _probe_spec(image: str, accel: str, boot_timeout: float, run_dir: str, netns: str,
+                like: VmConfig | None = None) -> VmSpec:
     # user-mode network with restrict=on and no forwards: the guest needs a NIC to come up, nothing more
-    return VmSpec(
+    spec = VmSpec(
         vm_id=f"accel-probe-{accel}",
         image=image,
         service_args="",  # the image runs its own service; the probe only waits for `ready`
@@ -61,6 +63,10 @@ def _probe_spec(image: str, accel: str, boot_timeout: float, run_dir: str, netns
         stop_timeout=0.5,
         run_dir=run_dir,
     )
+    if like is None:
+        return spec
+    # the machine and the share of the VMs it stands for: a service that serves a share needs it to start
+    return replace(spec, machine=like.machine, share=like.share, share_tag=like.share_tag)
 
 
 async def _time_boot(spec: VmSpec, reaper: ChildReaper | None) -> tuple[float | None, str]:
@@ -88,6 +94,7 @@ async def probe_accel(
     reaper: ChildReaper | None = None,
     netns: str = "ukproxy",
     kvm_device: str = KVM_DEVICE,
+    like: VmConfig | None = None,
 ) -> AccelChoice:
     """Boot `image` under TCG, then KVM (bounded), and choose. Pass the master's reaper when it has one.
 
@@ -98,11 +105,11 @@ async def probe_accel(
         return _chosen(AccelChoice("tcg", f"{unusable}; using TCG without probing", None, None))
     run_dir = tempfile.mkdtemp(prefix="ukproxy-accel-")
     try:
-        tcg_seconds, tcg_error = await _time_boot(_probe_spec(image, "tcg", TCG_DEADLINE, run_dir, netns), reaper)
+        tcg_seconds, tcg_error = await _time_boot(_probe_spec(image, "tcg", TCG_DEADLINE, run_dir, netns, like), reaper)
         if tcg_seconds is None:
             raise VmBootError(f"accel probe: {image} does not boot under TCG: {tcg_error}")
         deadline = max(KVM_DEADLINE_MIN, KVM_DEADLINE_TCG_MULTIPLE * tcg_seconds)
-        kvm_seconds, kvm_error = await _time_boot(_probe_spec(image, "kvm", deadline, run_dir, netns), reaper)
+        kvm_seconds, kvm_error = await _time_boot(_probe_spec(image, "kvm", deadline, run_dir, netns, like), reaper)
     finally:
         shutil.rmtree(run_dir, ignore_errors=True)
     return _chosen(decide(tcg_seconds, kvm_seconds, f"no ready line within {deadline:.1f}s ({kvm_error})"))

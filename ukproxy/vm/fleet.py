@@ -27,6 +27,7 @@ from ukproxy.reaper import ChildReaper
 from ukproxy.vm.placement.host import host_nodes
 from ukproxy.vm.qemu import QemuVm, VmBootError, VmSpec, find_leftover_vms
 from ukproxy.vm.scheduler import AntiAffinity, Scheduler, Unschedulable, VmRequest
+from ukproxy.vm.spare_tap import SpareTap
 
 log = logging.getLogger("ukproxy.fleet")
 
@@ -81,6 +82,7 @@ class Fleet:
         self.accel: str | None = None
         self.vm_user: str | None = None  # QEMU runs as this user once started (None: as we run)
         self.scheduler: Scheduler | None = None
+        self.spare_tap: SpareTap | None = None  # bridge mode: the next VM's TAP, made ahead
         self.on_vm_exit: Callable[[FleetVm, int], None] = lambda vm, status: None
         self.replacements = 0  # VMs that died unasked (their workers replace them)
         self.closing = False
@@ -111,6 +113,8 @@ class Fleet:
             if removed:
                 log.warning("removed %d TAPs left by an earlier master: %s", len(removed), ", ".join(removed))
             self.addresses = AddressAllocator(net.subnet, reserved=(self.network.gateway.ip,))
+            self.spare_tap = SpareTap(self.network)
+            self.spare_tap.prepare()
             log.info("backend network: namespace %s, bridge %s, gateway %s",
                      net.netns, net.bridge, self.network.gateway)
         self.accel = await self._choose_accel()
@@ -144,8 +148,9 @@ class Fleet:
             return wanted.pop()
         from ukproxy.vm.accel import probe_accel
 
-        image = self.vm_upstreams()[0].vm.image  # type: ignore[union-attr]
-        choice = await probe_accel(image, reaper=self.reaper, netns=self.config.network.netns)
+        first = self.vm_upstreams()[0].vm
+        assert first is not None
+        choice = await probe_accel(first.image, reaper=self.reaper, netns=self.config.network.netns, like=first)
         return choice.accel
 
     async def shutdown(self) -> None:
@@ -153,6 +158,8 @@ class Fleet:
         # Boots in flight finish first (a VM must not come up after the fleet was emptied).
         await asyncio.gather(*self.launching, return_exceptions=True)
         await asyncio.gather(*(self.stop(vm_id) for vm_id in list(self.vms)), return_exceptions=True)
+        if self.spare_tap is not None:
+            await self.spare_tap.close()
         if self.network is not None:
             with contextlib.suppress(Exception):
                 await self.network.down_async()
@@ -204,12 +211,12 @@ class Fleet:
         tap = ip = tap_fd = None
         try:
             if self.mode == "bridge":
-                from bridge import mac_for, open_tap, tap_name
+                from bridge import mac_for, open_tap
 
                 assert self.network is not None and self.addresses is not None
                 ip = self.addresses.allocate()
-                tap = tap_name(number)
-                await self.network.add_tap_async(tap)
+                assert self.spare_tap is not None
+                tap = await self.spare_tap.take()
                 tap_fd = open_tap(self.network.netns, tap)
                 spec = VmSpec(
                     vm_id=vm_id, image=vm_config.image, service_args=vm_config.args,
@@ -219,6 +226,7 @@ class Fleet:
                     boot_timeout=vm_config.boot_timeout, stop_timeout=vm_config.stop_timeout,
                     run_dir=self.run_dir, netns=self.config.network.netns, user=self.vm_user,
                     share=vm_config.share, share_writable=vm_config.share_writable, share_tag=vm_config.share_tag,
+                    machine=vm_config.machine,
                 )
                 host, port = str(ip), vm_config.port
             else:
@@ -232,6 +240,7 @@ class Fleet:
                     boot_timeout=vm_config.boot_timeout, stop_timeout=vm_config.stop_timeout,
                     run_dir=self.run_dir, netns=self.config.network.netns,
                     share=vm_config.share, share_writable=vm_config.share_writable, share_tag=vm_config.share_tag,
+                    machine=vm_config.machine,
                 )
                 host, port = "127.0.0.1", hostfwd
             qemu = QemuVm(spec, self.reaper)

@@ -12,17 +12,19 @@ import os
 import pwd
 import stat
 
+DEFAULT_SHARE_TAG = "share"  # the mount tag the guest services look for without share_tag=
 READ = stat.S_IROTH | stat.S_IXOTH  # list the folder and open what is in it
 WRITE = stat.S_IWOTH | stat.S_IXOTH  # create, rename and remove files in it
 
 
-def fsdev_args(fsdev_id: str, folder: str, tag: str, writable: bool) -> list[str]:
+def fsdev_args(fsdev_id: str, folder: str, tag: str, writable: bool,
+               device: str = "virtio-9p-pci,disable-modern=on") -> list[str]:
     """-fsdev and -device for one share. security_model=none: files keep the host's owners and modes,
     which QEMU (unprivileged) cannot change anyway. The guest drives legacy virtio only."""
     options = f"local,id={fsdev_id},path={_qemu_escape(folder)},security_model=none"
     if not writable:
         options += ",readonly=on"
-    return ["-fsdev", options, "-device", f"virtio-9p-pci,fsdev={fsdev_id},mount_tag={tag},disable-modern=on"]
+    return ["-fsdev", options, "-device", f"{device},fsdev={fsdev_id},mount_tag={tag}"]
 
 
 def _qemu_escape(value: str) -> str:

@@ -30,6 +30,7 @@
 #include "share_path.h"
 #include "static_request.h"
 #include "validators.h"
+#include "wallclock.h"
 
 #define HEAD_MAX 8192            /* request line + fields; beyond: 431 (or 414) */
 #define OUT_MAX (TARGET_MAX + 1024)   /* response head: the fields, and a Location up to a target long */
@@ -285,8 +286,11 @@ struct head_fields {
 static void respond(struct conn *c, struct req_state *s, const struct static_request *r, int status,
                     const struct head_fields *f, const char *text)
 {
-    int n = snprintf(out, sizeof(out), "HTTP/1.1 %d %s\r\nServer: ukproxy-unikernel\r\nX-Backend: %s\r\n",
-                     status, reason(status), args->name);
+    char now[HTTP_DATE_LEN + 1];
+    int64_t ms = wallclock_ms();   /* from the RTC: the guest has a clock, so it sends Date */
+    http_date_format(ms > 0 ? (int64_t)((uint64_t)ms / 1000) : 0, now);
+    int n = snprintf(out, sizeof(out), "HTTP/1.1 %d %s\r\nServer: ukproxy-unikernel\r\nDate: %s\r\nX-Backend: %s\r\n",
+                     status, reason(status), now, args->name);
     if (f->ctype)
         n += snprintf(out + n, sizeof(out) - (size_t)n, "Content-Type: %s\r\n", f->ctype);
     if (!f->no_length)
