@@ -5,7 +5,6 @@ from __future__ import annotations
 import os
 import socket
 import subprocess
-import time
 from collections.abc import Callable
 from pathlib import Path
 
@@ -13,8 +12,10 @@ import psutil
 import pytest
 
 from tests.fleet.conftest import qemu_of
-from tests.fleet.test_fleet import fleet_config, get, start_fleet, wait_until
+from tests.fleet.test_fleet import fleet_config, get, start_fleet
+from tests.observability import helpers
 from tests.running import RunningProxy, free_port
+from tests.waiting import wait_until
 
 pytestmark = [pytest.mark.root, pytest.mark.qemu]
 
@@ -28,11 +29,17 @@ def taps(netns: str) -> list[str]:
     return sorted(line.split(": ")[1].split("@")[0] for line in out.splitlines() if ": uktap" in line)
 
 
+def live_vms(mport: int) -> dict[int, str]:
+    """QEMU pid → state of every VM the master's /status lists."""
+    return {vm["pid"]: vm["state"] for vm in helpers.status(mport)["vms"]}
+
+
 def test_connect_disconnect_cycles_and_vm_replacements_leak_nothing(
     netns_name: str, unikernel_image: Path, ukproxy: Callable[..., RunningProxy]
 ) -> None:
-    port = free_port()
-    proxy = start_fleet(ukproxy, fleet_config(port, netns_name, unikernel_image, workers=2), port, 2)
+    port, mport = free_port(), free_port()
+    metrics = f'[metrics]\nlisten = "127.0.0.1:{mport}"'
+    proxy = start_fleet(ukproxy, fleet_config(port, netns_name, unikernel_image, workers=2, extra=metrics), port, 2)
     assert get(port)[0] == 200
     # After each VM's first liveness check: a worker opens the metric files it records checks in then.
     wait_until(lambda: helpers.status(mport)["vms"], "both VMs checked",
@@ -45,9 +52,9 @@ def test_connect_disconnect_cycles_and_vm_replacements_leak_nothing(
             if i % 2:
                 s.sendall(b"GET /health HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
                 assert s.recv(12) == b"HTTP/1.1 200"
-    time.sleep(0.5)
-    after = {pid: fd_count(pid) for pid in before}
-    assert all(after[pid] <= before[pid] for pid in before), f"fds before {before}, after {after}"
+    # The last connections close asynchronously in the workers: wait for the fds to come back.
+    wait_until(lambda: {pid: fd_count(pid) for pid in before}, f"every process back to its fds {before}",
+               accept=lambda after: all(after[pid] <= before[pid] for pid in before), context=proxy.log)
 
     run_dir = next(line.split("run directory ")[1].strip() for line in proxy.log().splitlines()
                    if "run directory " in line)
@@ -55,12 +62,14 @@ def test_connect_disconnect_cycles_and_vm_replacements_leak_nothing(
     for n in range(100):
         victim = qemu_of(netns_name)[0]
         victim.kill()
-        wait_until(lambda v=victim, n=n: v.pid not in {p.pid for p in qemu_of(netns_name)}
-                   and len(qemu_of(netns_name)) == 2 and proxy.log().count("in rotation") >= 3 + n,
-                   30, f"replacement {n + 1}", proxy)
+        wait_until(lambda: live_vms(mport), f"replacement {n + 1}: two running VMs, pid {victim.pid} not one",
+                   accept=lambda vms, v=victim: len(vms) == 2 and v.pid not in vms
+                   and set(vms.values()) == {"running"} and len(qemu_of(netns_name)) == 2,
+                   timeout=30, context=proxy.log)
     assert get(port)[0] == 200
     assert len(taps(netns_name)) == 3  # one TAP per live VM and the spare: the dead ones' TAPs were removed
-    assert fd_count(proxy.pid) <= before[proxy.pid]
+    wait_until(lambda: fd_count(proxy.pid), f"the master back to {before[proxy.pid]} fds",  # /status probes close
+               accept=lambda fds: fds <= before[proxy.pid], context=proxy.log)
     assert sorted(os.listdir(os.path.join(run_dir, "metrics"))) == metrics_files_before
     assert {w.pid for w in proxy.workers()} == {w.pid for w in workers}  # no worker died on the way
 
