@@ -101,25 +101,30 @@ async def main():
 asyncio.run(main())
 '''
 
-# One connection pipelining `n` requests for `/api/work?ms=10000`, read for `seconds`, then closed.
+# `conns` connections, each pipelining `n` requests for `/api/work?ms=10000`, read for `seconds`, then closed.
 PIPELINED_WORK = r'''
-import json, socket, sys, time
-ip, port, seconds, n = sys.argv[1], int(sys.argv[2]), float(sys.argv[3]), int(sys.argv[4])
-s = socket.create_connection((ip, port), timeout=5)
-s.sendall(b"GET /api/work?ms=10000 HTTP/1.1\r\nHost: vm\r\n\r\n" * n)
+import json, selectors, socket, sys, time
+ip, port, seconds, conns, n = sys.argv[1], int(sys.argv[2]), float(sys.argv[3]), int(sys.argv[4]), int(sys.argv[5])
+sel = selectors.DefaultSelector()
+for _ in range(conns):
+    s = socket.create_connection((ip, port), timeout=5)
+    s.sendall(b"GET /api/work?ms=10000 HTTP/1.1\r\nHost: vm\r\n\r\n" * n)
+    s.setblocking(False)
+    sel.register(s, selectors.EVENT_READ)
 print("started", flush=True)
 end = time.monotonic() + seconds
 data = b""
 while time.monotonic() < end:
-    s.settimeout(max(0.01, end - time.monotonic()))
-    try:
-        chunk = s.recv(65536)
-    except socket.timeout:
-        break
-    if not chunk:
-        break
-    data += chunk
-s.close()
+    for key, _ in sel.select(max(0.01, end - time.monotonic())):
+        try:
+            chunk = key.fileobj.recv(65536)
+        except OSError:
+            chunk = b""
+        if not chunk:
+            sel.unregister(key.fileobj)
+        data += chunk
+for key in list(sel.get_map().values()):
+    key.fileobj.close()
 print(json.dumps({"answers": data.count(b"HTTP/1.1 200")}))
 '''
 

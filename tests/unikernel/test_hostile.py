@@ -96,12 +96,21 @@ def test_300_slow_header_connections_leave_room_for_others(lab: Lab) -> None:
 
 def test_pipelined_long_work_on_one_connection_does_not_starve_others(lab: Lab) -> None:
     vm = lab.boot("work-0")
-    probes, attack = _under_attack(lab, vm, hostile.PIPELINED_WORK, "50")
+    probes, attack = _under_attack(lab, vm, hostile.PIPELINED_WORK, "1", "50")
     _all_answered(probes, vm)
     assert attack["answers"] <= 1, attack   # one request at a time, 10 s each
     # The attacker hung up: the VM drops the rest of its work instead of burning 500 s.
     wait_until(lambda: _info(lab, vm), "the VM to drop the hung-up connection's work", timeout=30, interval=0.5,
                accept=lambda info: info["connections"] == 1)
+
+
+def test_long_work_on_100_connections_at_once_does_not_starve_others(lab: Lab) -> None:
+    # A hundred slices of work are due on every turn of the VM's loop: the loop must still
+    # turn to the network in between, not run them all back to back.
+    vm = lab.boot("works-0")
+    probes, attack = _under_attack(lab, vm, hostile.PIPELINED_WORK, "100", "1")
+    _all_answered(probes, vm)
+    assert attack["answers"] == 0, attack   # 100 x 10 s of work cannot be done in 10 s
 
 
 def test_mss_536_clients_download_64_kib_intact(lab: Lab) -> None:

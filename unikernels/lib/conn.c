@@ -19,6 +19,7 @@
 #define RX_FIRST 1024              /* first receive allocation: most request heads fit */
 #define RX_BUDGET (1536 * 1024)    /* receive buffers of all connections together, for growth */
 #define POLL_INTERVAL 2            /* tcp_poll every 2 x 500 ms: deadline resolution */
+#define DEFER_BUDGET_MS 50         /* deferred work run back to back while the network waits */
 
 struct listener {
     const struct conn_handlers *h;
@@ -337,11 +338,23 @@ static uint32_t run_started;   /* uptime when run_deferred began; 0: not running
 static void run_deferred(void *arg)
 {
     (void)arg;
-    struct conn *c = defer_head;
+    struct conn *c = defer_head, *batch_tail = defer_tail;
     defer_head = defer_tail = NULL;   /* what is deferred now runs on the next turn */
     defer_scheduled = 0;
     run_started = uptime_ms() | 1;
     while (c) {
+        if (uptime_ms() - run_started >= DEFER_BUDGET_MS && (work_pending || net_rx_pending())) {
+            /* The network waits: the rest of this batch goes first on the next turn. */
+            batch_tail->defer_next = defer_head;
+            defer_head = c;
+            if (!defer_tail)
+                defer_tail = batch_tail;
+            if (!defer_scheduled) {
+                sys_timeout(0, run_deferred, NULL);
+                defer_scheduled = 1;
+            }
+            break;
+        }
         struct conn *next = c->defer_next;
         c->defer_next = NULL;
         c->deferred = 0;
