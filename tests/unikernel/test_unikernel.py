@@ -31,6 +31,7 @@ from bench.unikernel_harness import (
 )
 from tests.running import free_port
 from tests.unikernel import clients
+from tests.waiting import wait_until
 
 STATIC = UNIKERNELS / "services" / "httpd" / "embed"
 TX_SLOTS = 256   # the VM's transmit ring
@@ -285,9 +286,8 @@ def test_an_nmi_prints_the_counters_and_the_vm_carries_on(lab: Lab, web: Vm) -> 
     # QMP inject-nmi is how to look inside a VM that no longer answers.
     seen = len(web.lines)
     assert all("return" in r for r in web.qmp("inject-nmi"))
-    deadline = time.monotonic() + 10
-    while not any(line.startswith("nmi: tx ") for line in web.lines[seen:]) and time.monotonic() < deadline:
-        time.sleep(0.05)
+    wait_until(lambda: web.lines[seen:], "the NMI's counters on the console", timeout=10,
+               accept=lambda lines: any(line.startswith("nmi: tx ") for line in lines))
     dump = [line for line in web.lines[seen:] if line.startswith("nmi: ")]
     assert [line.split()[1].split("=")[0] for line in dump] == ["uptime_ms", "rx", "tx", "mem"], dump
     assert _info(lab, web)["name"] == "web-0"
@@ -304,14 +304,22 @@ POOLS = ("free_heap", "pbuf_pool_free", "seg_free", "pbuf_ref_free", "pcb_free")
 
 def _settled(lab: Lab, vm: Vm, timeout: float, like: dict | None = None) -> dict:
     """/api/info once only our own request's connection is left and the pools are back
-    where `like` had them (closing pcbs linger until the last ACK), or the deadline passed."""
-    deadline = time.monotonic() + timeout
-    while True:
+    where `like` had them (closing pcbs linger until the last ACK), or the deadline passed.
+    `asked` and `answered` bracket, in host time, the moment the VM read its uptime."""
+
+    def timed_info() -> dict:
+        asked = time.monotonic()
         info = _info(lab, vm)
-        back = like is None or all(info[k] == like[k] for k in POOLS)
-        if (info["connections"] == 1 and back) or time.monotonic() > deadline:
-            return info
-        time.sleep(0.5)
+        return {**info, "asked": asked, "answered": time.monotonic()}
+
+    def settled(info: dict) -> bool:
+        return info["connections"] == 1 and (like is None or all(info[k] == like[k] for k in POOLS))
+
+    try:
+        return wait_until(timed_info, "the VM's connections and pools to settle", accept=settled,
+                          timeout=timeout, interval=0.5)
+    except AssertionError:
+        return timed_info()  # the caller's assertions say what did not settle
 
 
 @needs_root
@@ -323,14 +331,17 @@ def test_sustained_keep_alive_load_leaves_the_vm_answering_with_its_memory_back(
     # The load starts while the VM still calibrates its clock (the first 500 ms): its
     # uptime must keep pace with ours anyway, or every lwIP timer drifts with it.
     vm = lab.boot("load-0")
-    before, t0 = _settled(lab, vm, 5), time.monotonic()
+    before = _settled(lab, vm, 5)
     r = lab.netns.run("wrk", "-t2", "-c64", "-d10s", "--timeout", "5s", f"http://{vm.ip}/static/large.txt",
                       timeout=40)
     assert r.returncode == 0, r.stderr
     assert re.search(r"\d+ requests in", r.stdout), r.stdout
-    after, t1 = _settled(lab, vm, 20, like=before), time.monotonic()
+    after = _settled(lab, vm, 20, like=before)
     vm_s = (after["uptime_ms"] - before["uptime_ms"]) / 1000
-    assert 0.9 < vm_s / (t1 - t0) < 1.1, (vm_s, t1 - t0)
+    # Host time between the VM's two readings lies in [shortest, longest] whatever the load; a clock
+    # counting late ticks ran 30-40 % slow. 20 % covers a calibration the load disturbed, and no more.
+    shortest, longest = after["asked"] - before["answered"], after["answered"] - before["asked"]
+    assert 0.8 * shortest <= vm_s <= 1.2 * longest, (vm_s, shortest, longest)
     assert after["requests"] - before["requests"] > 100, (before, after)
     assert after["connections"] == 1, after
     for key in POOLS:
@@ -370,11 +381,9 @@ def test_many_pipelined_requests_with_large_replies(lab: Lab, web: Vm) -> None:
 @needs_root
 def test_idle_keep_alive_connections_are_closed(lab: Lab) -> None:
     vm = lab.boot("idle-0", extra="idle_timeout=1")
-    started = time.monotonic()
     got = raw(lab, vm, b"GET /health HTTP/1.1\r\nHost: vm\r\n\r\n")
     assert statuses(got["data"]) == [200]
-    assert got["closed"]
-    assert time.monotonic() - started < 15
+    assert got["closed"]  # by the VM within the client's 20 s of silence: the 1 s timeout, not the default 75 s
 
 
 # ---- echo ----
@@ -463,13 +472,9 @@ def test_user_networking_needs_no_root(image: Path, tmp_path: Path) -> None:
     try:
         vm.start()
         vm.wait_ready()
-        deadline = time.monotonic() + 20
-        while True:
-            r = subprocess.run(["curl", "-sS", "--max-time", "5", f"http://127.0.0.1:{port}/"],
-                               capture_output=True, text=True)
-            if r.returncode == 0 or time.monotonic() > deadline:
-                break
-            time.sleep(0.1)
+        r = wait_until(lambda: subprocess.run(["curl", "-sS", "--max-time", "5", f"http://127.0.0.1:{port}/"],
+                                              capture_output=True, text=True),
+                       "the forwarded port to answer", accept=lambda r: r.returncode == 0, interval=0.1)
         assert "user-0" in r.stdout, r.stderr
     finally:
         vm.stop()
