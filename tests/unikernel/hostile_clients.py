@@ -251,3 +251,30 @@ for s in socks:
     s.close()
 print(json.dumps({"conns": len(socks), "bytes_sent": queued}))
 '''
+
+# Keeps `n` connections busy with /api/work, then tries one more connection and reports how it ended.
+FULL_OF_BUSY = r'''
+import json, socket, sys, time
+ip, port, n = sys.argv[1], int(sys.argv[2]), int(sys.argv[3])
+busy = []
+for _ in range(n):
+    s = socket.create_connection((ip, port), timeout=5)
+    s.sendall(b"GET /api/work?ms=4000 HTTP/1.1\r\nHost: vm\r\n\r\n")
+    busy.append(s)
+time.sleep(0.5)
+s = socket.create_connection((ip, port), timeout=5)
+how, data = "open", b""
+try:
+    s.sendall(b"GET /health HTTP/1.1\r\nHost: vm\r\n\r\n")
+    data = s.recv(4096)
+    how = "fin" if not data else "answered"
+except ConnectionResetError:
+    how = "reset"
+except socket.timeout:
+    how = "timeout"
+answers = []
+for b in busy:
+    b.settimeout(20)
+    answers.append(b.recv(4096)[:12].decode("latin-1"))
+print(json.dumps({"extra": how, "busy_answers": answers}))
+'''

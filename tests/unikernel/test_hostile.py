@@ -173,6 +173,14 @@ def test_a_full_vm_makes_room_by_closing_its_longest_idle_connection(lab: Lab) -
     assert _info(lab, vm)["evicted"] >= 1
 
 
+def test_a_vm_full_of_busy_connections_resets_a_new_one(lab: Lab) -> None:
+    vm = lab.boot("busy-0", extra="max_conns=2")
+    got = lab.netns.python(hostile.FULL_OF_BUSY, vm.ip, "80", "2")
+    assert got["extra"] == "reset", got
+    assert got["busy_answers"] == ["HTTP/1.1 200"] * 2, got   # the busy ones were not disturbed
+    assert _info(lab, vm)["refused"] >= 1
+
+
 @pytest.mark.parametrize("arg", ["head_timeout=0", "idle_timeout=x", "max_conns=100000"])
 def test_bad_limits_are_a_bad_command_line(lab: Lab, arg: str) -> None:
     vm = lab.boot(f"badarg-{arg.split('=')[0]}", extra=arg, wait=False)
