@@ -236,6 +236,27 @@ def test_keep_alive_and_pipelining(http: Session, files: Path) -> None:
     assert answer["closed"]
 
 
+def test_http10_keeps_alive_only_when_asked(http: Session) -> None:
+    answer = http.send(b"GET /data.json HTTP/1.0\r\nConnection: keep-alive\r\n\r\n", ["GET"])
+    assert answer["responses"][0]["headers"]["connection"] == "keep-alive" and not answer["closed"]
+    answer = http.send(b"GET /data.json HTTP/1.0\r\n\r\n", ["GET"])
+    assert answer["responses"][0]["status"] == 200 and answer["closed"]
+
+
+def test_malformed_requests_get_400_and_are_closed(http: Session) -> None:
+    for raw in (b"GET /small.txt HTTP/1.1\r\n\r\n",                       # no Host
+                b"GET /small.txt HTTP/1.1\r\nHost: vm\r\nRange: bytes=0-1\r\nRange: bytes=2-3\r\n\r\n",
+                b"GET /small.txt\r\n\r\n"):
+        answer = http.send(raw, ["GET"])
+        assert answer["responses"][0]["status"] == 400 and answer["closed"], raw
+    # beyond the 8 KiB head limit, though within what the connection layer buffers (one TCP window)
+    big = b"GET /small.txt HTTP/1.1\r\nHost: vm\r\nX-Pad: " + b"a" * 9000 + b"\r\n\r\n"
+    assert http.send(big, ["GET"])["responses"][0]["status"] == 431
+    long_target = b"GET /" + b"a" * 3000 + b" HTTP/1.1\r\nHost: vm\r\n\r\n"
+    assert http.send(long_target, ["GET"])["responses"][0]["status"] == 414
+    assert http.get("/data.json")["status"] == 200   # and a fresh connection is served
+
+
 # ---- validators and ranges ----
 
 def test_etag_and_if_none_match(http: Session) -> None:

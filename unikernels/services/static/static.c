@@ -507,9 +507,11 @@ static void process(struct conn *c)
             conn_close(c);
         return;
     }
-    int end = find_head_end(data, len);
+    /* Only the first HEAD_MAX bytes may hold the head (the connection layer
+     * may buffer more: its floor is one TCP window). */
+    int end = find_head_end(data, len < HEAD_MAX ? len : HEAD_MAX);
     if (!end) {
-        if (conn_rx_full(c)) {   /* HEAD_MAX bytes and no end: name the limit hit */
+        if (len >= HEAD_MAX || conn_rx_full(c)) {   /* no end in HEAD_MAX bytes: name the limit hit */
             int eol = 0;
             while (eol < (int)len && data[eol] != '\n')
                 eol++;
