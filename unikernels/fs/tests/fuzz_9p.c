@@ -1,5 +1,5 @@
-/* Host-side fuzzer for the guest's 9P2000.L client (unikernels/fs/9p.c, included
- * whole). The transport is replaced by an answering function that parses each
+/* Host-side fuzzer for the guest's 9P2000.L client (unikernels/fs/9p.c and
+ * p9_wire.c, included whole). The transport is replaced by an answering function that parses each
  * request the client sends (checking it is well-formed), builds the reply a
  * server would give, and then, for most requests, damages it: bytes flipped,
  * fields set to boundary values, the reply cut short or padded, the tag or type
@@ -13,6 +13,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include "../p9_wire.c"
 #include "../9p.c"
 
 #define BUF (64 * 1024 + 4096)
@@ -91,21 +92,21 @@ static uint32_t answer(uint32_t len)
     w32(&o, 0);
     w8(&o, (uint8_t)(type + 1));
     w16(&o, tag);
-    if (type != TVERSION && tag == NOTAG)
-        FAIL("request type %u with NOTAG", type);
-    if (chance(8) && type != TVERSION) {
-        rep[4] = RLERROR;
+    if (type != P9_TVERSION && tag == P9_NOTAG)
+        FAIL("request type %u with P9_NOTAG", type);
+    if (chance(8) && type != P9_TVERSION) {
+        rep[4] = P9_RLERROR;
         w32(&o, 1 + below(130));
     } else {
         switch (type) {
-        case TVERSION:
+        case P9_TVERSION:
             w32(&o, chance(80) ? rd32(b) : below(2) ? 100 : 1u << 30);
             wstr(&o, chance(90) ? "9P2000.L" : "9P2000");
             break;
-        case TATTACH:
+        case P9_TATTACH:
             wqid(&o, chance(90) ? 0x80 : 0);
             break;
-        case TWALK: {
+        case P9_TWALK: {
             uint16_t n = rd16(b + 8);
             if (n > MAX_WALK)
                 FAIL("Twalk with %u names", n);
@@ -115,28 +116,28 @@ static uint32_t answer(uint32_t len)
                 wqid(&o, i + 1 < n ? (chance(90) ? 0x80 : random_qid_type()) : random_qid_type());
             break;
         }
-        case TGETATTR:
+        case P9_TGETATTR:
             w64(&o, 0x7FF);
             wqid(&o, random_qid_type());
             w32(&o, chance(50) ? 0100644 : 040755);
             for (int i = 0; i < 3; i++) w32(&o, rnd());
             for (int i = 0; i < 16; i++) w64(&o, (uint64_t)rnd() << (below(2) * 32));
             break;
-        case TLOPEN: case TLCREATE:
+        case P9_TLOPEN: case P9_TLCREATE:
             wqid(&o, 0);
             w32(&o, below(2) ? 0 : rnd());
             break;
-        case TREAD: {
+        case P9_TREAD: {
             uint32_t want = rd32(b + 12);
             uint32_t n = chance(90) ? below(want + 1) : want;
             w32(&o, n);
             for (uint32_t i = 0; i < n && o.len < BUF; i++) w8(&o, (uint8_t)rnd());
             break;
         }
-        case TWRITE:
+        case P9_TWRITE:
             w32(&o, below(rd32(b + 12) + 1));
             break;
-        case TREADDIR: {
+        case P9_TREADDIR: {
             uint32_t start = o.len;
             w32(&o, 0);
             unsigned n = below(6);
@@ -151,7 +152,7 @@ static uint32_t answer(uint32_t len)
             memcpy(rep + start, &count, 4);
             break;
         }
-        case TCLUNK: case TFSYNC: case TRENAMEAT:
+        case P9_TCLUNK: case P9_TFSYNC: case P9_TRENAMEAT:
             break;
         default:
             FAIL("unexpected request type %u", type);
@@ -171,7 +172,7 @@ static uint32_t answer(uint32_t len)
         case 5: rep[4] = (uint8_t)rnd(); break;                         /* type */
         case 6: if (o.len >= 11) { uint32_t v = below(2) ? 0xFFFFFFFFu : 0x7FFFFFFF - below(8); memcpy(rep + 7, &v, 4); } break;
         case 7: if (o.len >= 9) { uint16_t v = (uint16_t)(0xFFFF - below(4)); memcpy(rep + 7 + below(o.len - 8), &v, 2); } break;
-        default: rep[4] = RLERROR; { uint32_t v = below(2) ? 0 : rnd(); memcpy(rep + 7, &v, 4); } o.len = 11; memcpy(rep, &o.len, 4); break;
+        default: rep[4] = P9_RLERROR; { uint32_t v = below(2) ? 0 : rnd(); memcpy(rep + 7, &v, 4); } o.len = 11; memcpy(rep, &o.len, 4); break;
         }
     }
     return o.len;
@@ -214,18 +215,19 @@ static const char *random_path(void)
 
 static void one_session(void)
 {
-    total.requests += fs.counters.requests;
-    total.bad_replies += fs.counters.bad_replies;
-    total.timeouts += fs.counters.timeouts;
+    total.requests += p9.counters.requests;
+    total.bad_replies += p9.counters.bad_replies;
+    total.timeouts += p9.counters.timeouts;
     memset(&fs, 0, sizeof(fs));
+    memset(&p9, 0, sizeof(p9));
     memset(&rd, 0, sizeof(rd));
     damage_pct = chance(50) ? 0 : 30;
     int rc = fs_mount("t", (int)below(2));
     errno_ok(rc, "fs_mount");
     if (rc)
         return;
-    if (fs.msize < MIN_MSIZE || fs.msize > BUF)
-        FAIL("msize %u accepted", fs.msize);
+    if (p9.msize < MIN_MSIZE || p9.msize > BUF)
+        FAIL("msize %u accepted", p9.msize);
     mounted++;
     damage_pct = 5 + (int)below(40);
     fs_file open[8];
