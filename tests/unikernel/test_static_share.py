@@ -11,6 +11,7 @@ import hashlib
 import json
 import os
 import secrets
+import select
 import subprocess
 import sys
 import time
@@ -21,7 +22,7 @@ from pathlib import Path
 import pytest
 
 from bench.unikernel_harness import QEMU, UNIKERNELS, Lab, Vm, is_root, qemu_argv, qemu_available
-from tests.unikernel import static_clients
+from tests.unikernel import hostile_clients, static_clients
 from tests.unikernel.test_static_logic import TRAVERSAL
 
 IMAGE = UNIKERNELS / "build" / "static.elf"
@@ -85,6 +86,7 @@ def files(tmp_path_factory: pytest.TempPathFactory) -> Path:
     (share / "docs" / "a b.txt").write_text("spaced\n")
     (share / "small.txt").write_bytes(os.urandom(4096).hex()[:4096].encode())
     (share / "data.json").write_text('{"ok": true}\n')
+    (share / "health").write_text("ok\n")   # what hostile_clients.PROBE asks for
     (share / "f64k.bin").write_bytes(os.urandom(65536))
     (share / "big.bin").write_bytes(os.urandom(10 * 1024 * 1024))
     (share / "empty.txt").write_bytes(b"")
@@ -384,6 +386,36 @@ def test_clients_that_stop_reading_cannot_hold_every_stream(lab: Lab, vm: Vm) ->
     assert got["done"], got
     assert (got["status"], got["len"]) == ("200", 65536)
     print(f"fresh 64 KiB download behind 40 stalled ones: {got['took']:.1f} s")
+
+
+def test_fresh_clients_are_answered_during_256_concurrent_downloads(lab: Lab, files: Path) -> None:
+    # As tests/unikernel/test_hostile.py does for httpd: 256 clients download 64 KiB over and over for
+    # 10 s; meanwhile each of 3 fresh clients must get its 200 within 2 s. A small file never waits
+    # behind the downloads' turn for a staging buffer.
+    target = boot_static(lab, "static-attacked", 104, files)
+    size = (files / "f64k.bin").stat().st_size
+    attack = subprocess.Popen(
+        lab.netns.cmd(sys.executable, "-c", hostile_clients.DOWNLOADS, str(target.ip), "80", "10", "256",
+                      "/f64k.bin", str(size), "0"),
+        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    try:
+        assert attack.stdout
+        ready, _, _ = select.select([attack.stdout], [], [], 30)
+        assert ready and attack.stdout.readline().strip() == "started", "the downloads never got going"
+        probes = lab.netns.python(hostile_clients.PROBE, str(target.ip), "80", "3", "0.3", "2.0")
+        still_running = attack.poll() is None
+        out, err = attack.communicate(timeout=90)
+    finally:
+        if attack.poll() is None:
+            attack.kill()
+            attack.wait()
+    assert still_running, "the downloads ended before the probes did"
+    assert attack.returncode == 0, err
+    assert [p["status"] for p in probes] == ["200"] * 3, probes
+    downloads = json.loads(out.strip().splitlines()[-1])
+    assert downloads["ok"] >= 256 and downloads["bad"] == 0, downloads
+    assert downloads["digests"] == [sha((files / "f64k.bin").read_bytes())]
+    print(f"probes {[p['s'] for p in probes]} s; {downloads['ok']} downloads in 10 s")
 
 
 # ---- boot arguments ----

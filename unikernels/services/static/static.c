@@ -37,6 +37,7 @@
 #define STAGE_SIZE 32768         /* one read from the share into a staging buffer */
 #define STAGES 32                /* bodies streaming at once; the others wait their turn (FIFO) */
 #define SEND_STALL_MS 10000      /* a stream that took no byte this long loses to a waiting one */
+#define SMALL_MAX 8192           /* a body this small that lwIP can take at once skips the queue */
 #define SKIP_MAX (1024 * 1024)   /* request body a 405 may carry and still keep the connection */
 
 struct req_state {
@@ -71,6 +72,7 @@ static char out[OUT_MAX];                /* the response head being built */
  * clients download at once. */
 static uint8_t stages[STAGES][STAGE_SIZE];
 static struct req_state *stage_owner[STAGES];
+static uint8_t small_buf[SMALL_MAX];     /* a small body between the share and lwIP, within one call */
 static struct req_state *wait_head, *wait_tail;
 static int stall_check_armed;
 static char path[SHARE_PATH_MAX + 16];   /* + "/index.html" */
@@ -251,6 +253,21 @@ static int stream_staged(struct conn *c, struct req_state *s)
     return conn_closed(c) || s->st_off < s->st_len;
 }
 
+/* A small body that fits lwIP's send room: read and queued at once, so small
+ * files never wait behind large downloads for a staging buffer. 0 when all
+ * was taken, 1 when on_writable must continue (what lwIP refused is read
+ * again then). */
+static int send_small(struct conn *c, struct req_state *s)
+{
+    uint32_t got;
+    if (read_body(c, s, small_buf, (uint32_t)s->left, &got))
+        return 1;
+    uint32_t sent = conn_send(c, small_buf, got, CONN_COPY | (got < s->left ? CONN_MORE : 0));
+    s->off += sent;
+    s->left -= sent;
+    return conn_closed(c) || sent < got;
+}
+
 /* Queues the pending head, then the body chunk by chunk while lwIP takes it.
  * Returns when the response is all queued (s->busy cleared), when lwIP is
  * full (on_writable calls again), or when the connection was closed. */
@@ -264,6 +281,11 @@ static void pump(struct conn *c, struct req_state *s)
         free_pending(s);
     }
     while (s->left) {
+        if (!s->stage && s->left <= SMALL_MAX && s->left <= TCP_SND_BUF - conn_unacked(c)) {
+            if (send_small(c, s))
+                return;
+            continue;
+        }
         if (!s->stage && !stage_get(s)) {
             wait_for_stage(s);   /* stage_put hands one over and resumes us */
             return;
