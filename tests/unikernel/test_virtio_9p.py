@@ -25,7 +25,7 @@ from tests.waiting import wait_until
 
 IMAGE = UNIKERNELS / "build" / "fs_selftest.elf"
 BIG = 10 * 1024 * 1024
-ELOOP, ENODEV, EROFS = 40, 19, 30
+ELOOP, ENODEV, EROFS, ETIMEDOUT = 40, 19, 30, 110
 DT_DIR, DT_REG, DT_LNK = 4, 8, 10
 
 pytestmark = [
@@ -73,9 +73,9 @@ def microvm_argv(image: Path, append: str, netdev: str) -> list[str]:
 
 
 def boot(image: Path, workdir: Path, share: Path, append: str, readonly: bool, tag: str = "share0",
-         microvm: bool = False) -> Run:
+         microvm: bool = False, fsdev_extra: str = "") -> Run:
     append = f"ip=10.0.2.15/24 gw=10.0.2.2 port=80 name=fs-0 {append}"
-    fsdev = f"local,id=f0,path={share},security_model=none" + (",readonly=on" if readonly else "")
+    fsdev = f"local,id=f0,path={share},security_model=none" + (",readonly=on" if readonly else "") + fsdev_extra
     if microvm:
         argv = microvm_argv(image, append, "user,id=n0,restrict=on")
         argv += ["-fsdev", fsdev, "-device", f"virtio-9p-device,fsdev=f0,mount_tag={tag}"]
@@ -185,6 +185,18 @@ def test_a_host_side_read_only_share_answers_writes_with_erofs(image: Path, rw_s
     assert run.first("mount")["rc"] == "0"
     assert run.first("create")["rc"] == str(-EROFS)   # the host's Rlerror, passed through
     assert list(rw_share.rglob("*")) == [rw_share / "sub"]
+
+
+def test_a_stalled_host_is_a_timeout_and_the_share_comes_back(image: Path, ro_share: Path, tmp_path: Path) -> None:
+    # QEMU's fsdev throttling at 4 KiB/s: after its first burst a 64 KiB read takes ~16 s, past the
+    # guest's 5 s bound. The call returns -ETIMEDOUT, later calls fail at once while the host is
+    # still busy with it (the VM stays up: it reaches `ready`), and once the host answers the share
+    # works again.
+    run = boot(image, tmp_path, ro_share, "tag=share0 file=big.bin recover=index.html",
+               readonly=True, fsdev_extra=",throttling.bps-total=4096")
+    assert run.first("read")["rc"] == str(-ETIMEDOUT)
+    assert run.first("recover")["rc"] == "0"
+    assert int(run.first("counters")["timeouts"]) >= 1
 
 
 def test_an_unknown_mount_tag_is_enodev_and_the_vm_carries_on(image: Path, ro_share: Path, tmp_path: Path) -> None:

@@ -127,7 +127,9 @@ int v9p_rpc(uint32_t req_len, const uint8_t **reply, uint32_t *reply_len, uint32
 {
     if (!req_buf || req_len > BUF_SIZE)
         return -EINVAL;
-    if (in_flight && !wait_done(timeout_ms))
+    /* A request that timed out still owns the buffers. Calls fail at once until
+     * the host answers it, rather than each stalling the VM for another bound. */
+    if (in_flight && !wait_done(0))
         return -ETIMEDOUT;
     vq.desc[0].len = req_len;
     vq.desc[1].len = BUF_SIZE;

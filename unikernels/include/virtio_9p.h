@@ -12,6 +12,7 @@ uint8_t *v9p_request_buf(void);
 /* Sends the request's first req_len bytes and waits up to timeout_ms for the
  * reply: 0 with *reply and *reply_len (reply_len <= buf_size, checked) set;
  * -ETIMEDOUT, or -EPROTO when the device returned a bad length. A request that
- * timed out still owns the buffers: the next call first waits for it. */
+ * timed out still owns the buffers: until the host answers it, calls return
+ * -ETIMEDOUT at once. */
 int v9p_rpc(uint32_t req_len, const uint8_t **reply, uint32_t *reply_len, uint32_t timeout_ms);
 #endif

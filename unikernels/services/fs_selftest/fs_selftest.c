@@ -7,6 +7,8 @@
  *   through=P a path through a symlinked directory: stat and open must fail
  *   out=P    (rw=1) write P.tmp in chunks, fsync, rename it to P, read it back
  *   bench=N  (with file=P) time N fs_stat calls, N open + 4 KiB read + close, N 64 KiB reads
+ *   recover=P after the rest, fs_stat(P) every 200 ms (up to 60 s) until it succeeds: a share
+ *            whose host stalled (a timed-out call) comes back once the host answers
  * Then it listens on the boot port (connections are closed at once) so the VM
  * reports `ready` as every service does. */
 #include <string.h>
@@ -262,6 +264,14 @@ static int selftest_start(const struct boot_args *args)
         }
         if (out && rw)
             write_file(out);
+        const char *recover = cmdline_value("recover");
+        if (recover) {
+            struct fs_stat st;
+            uint32_t t0 = uptime_ms();
+            while ((rc = fs_stat(recover, &st)) != 0 && uptime_ms() - t0 < 60000)
+                busy_wait_ms(200);
+            printf("fs: recover %s rc=%d ms=%u\n", recover, rc, (unsigned)(uptime_ms() - t0));
+        }
         struct fs_counters c;
         fs_counters(&c);
         printf("fs: counters requests=%u bad_replies=%u timeouts=%u\n", (unsigned)c.requests,
@@ -271,5 +281,5 @@ static int selftest_start(const struct boot_args *args)
     return net_listen(args->port, on_accept);
 }
 
-static const char *const selftest_keys[] = { "tag", "rw", "file", "link", "through", "out", "bench", NULL };
+static const char *const selftest_keys[] = { "tag", "rw", "file", "link", "through", "out", "bench", "recover", NULL };
 SERVICE_DEFINE(fs_selftest_service, .name = "fs_selftest", .keys = selftest_keys, .start = selftest_start);
