@@ -4,7 +4,8 @@
  * the ACPI PM timer (3.579545 MHz, a counter that QEMU derives from the host
  * clock): counting ticks instead goes wrong on a busy host, where QEMU delivers
  * late PIT interrupts and merges them, so the clock ran 30-40 % slow and every
- * lwIP timer (retransmission, TIME-WAIT, idle close) with it. Without a PM
+ * lwIP timer (retransmission, TIME-WAIT, idle close) with it. Until then the
+ * PM timer itself is the clock, and TSC time takes over where it stands. Without a PM
  * timer (microvm), ticks are counted, each weighed by the PIT counter's phase
  * (latched: the exact time since its last reload), so late and merged ticks
  * still add up to the right time.
@@ -23,7 +24,8 @@ static uint64_t tsc_boot, cal_start;
 static uint32_t cal_start_ticks_ms, last_ms;
 static uint16_t pm_port;
 static uint32_t pm_last;
-static uint64_t pm_elapsed;   /* PM timer counts since tick 1 */
+static uint64_t pm_elapsed;   /* PM timer counts since timer_use_pm: the clock until calibrated */
+static uint64_t pm_cal_start; /* ... at tick 1 */
 static int have_lapic;
 static uint32_t lapic_per_ms;  /* 0: not measured yet (or no local APIC): the PIT ticks */
 static volatile int armed;     /* a one-shot is counting down */
@@ -49,6 +51,17 @@ static uint16_t pit_phase(void)
 void timer_use_pm(uint16_t port)
 {
     pm_port = port;
+    if (port)
+        pm_last = inl(port) & PM_MASK;
+}
+
+/* PM counts since timer_use_pm; interrupts off (the tick handler advances it too). */
+static uint64_t pm_now(void)
+{
+    uint32_t pm = inl(pm_port) & PM_MASK;
+    pm_elapsed += (pm - pm_last) & PM_MASK;
+    pm_last = pm;
+    return pm_elapsed;
 }
 
 /* PIT channel 0 to mode 0 (one interrupt at terminal count, then silence), IRQ 0 masked:
@@ -61,11 +74,13 @@ static void pit_stop(void)
     irq_mask(0);
 }
 
-/* elapsed_us: how long the calibration ran (tick 1 until now). */
-static void calibrated(uint64_t per_ms, uint64_t elapsed_us)
+/* elapsed_us: how long the calibration ran. TSC time continues from the clock
+ * used so far (ms_at_ref when the TSC read tsc_ref), so uptime never jumps: a
+ * jump forward would cut short whatever is timed across it. */
+static void calibrated(uint64_t per_ms, uint64_t elapsed_us, uint64_t tsc_ref, uint64_t ms_at_ref)
 {
-    /* TSC time continues from tick time at tick 1, so the clock never jumps. */
-    tsc_boot = cal_start - (uint64_t)cal_start_ticks_ms * per_ms;
+    tsc_boot = tsc_ref - ms_at_ref * per_ms;
+    barrier();
     tsc_per_ms = per_ms;
     if (have_lapic) {
         uint64_t per = (uint64_t)(LAPIC_FULL - lapic_count()) * 1000 / elapsed_us;
@@ -107,10 +122,11 @@ static void calibrate_by_ticks(void)
     pit = pit > tick_phase[0] ? pit - tick_phase[0] : 0;
     uint64_t elapsed_us = pit * 1000000 / PIT_HZ;
     if (elapsed_us)
-        calibrated((tick_tsc[CAL_TICKS] - tick_tsc[0]) * 1000 / elapsed_us, elapsed_us);
+        calibrated((tick_tsc[CAL_TICKS] - tick_tsc[0]) * 1000 / elapsed_us, elapsed_us, tick_tsc[0],
+                   cal_start_ticks_ms);
     else   /* cannot happen with a working PIT; count ticks as before */
         calibrated((tick_tsc[CAL_TICKS] - tick_tsc[0]) / (CAL_TICKS * 1000 / TIMER_HZ),
-                   CAL_TICKS * 1000000ull / TIMER_HZ);
+                   CAL_TICKS * 1000000ull / TIMER_HZ, tick_tsc[0], cal_start_ticks_ms);
 }
 
 static void lapic_timer_irq(void)
@@ -150,16 +166,13 @@ static void timer_irq(void)
         if (have_lapic)
             lapic_count_from(LAPIC_FULL);   /* masked: counted, not delivered */
         if (pm_port)
-            pm_last = inl(pm_port) & PM_MASK;
+            pm_cal_start = pm_now();
         else
             tick_tsc[0] = cal_start, tick_phase[0] = pit_phase();
     } else if (!tsc_per_ms && pm_port) {
-        uint64_t tsc = rdtsc();
-        uint32_t pm = inl(pm_port) & PM_MASK;
-        pm_elapsed += (pm - pm_last) & PM_MASK;
-        pm_last = pm;
-        if (pm_elapsed >= PM_HZ / 2)   /* 500 ms of host time, however many ticks arrived */
-            calibrated((tsc - cal_start) * PM_HZ / (pm_elapsed * 1000), pm_elapsed * 1000000 / PM_HZ);
+        uint64_t tsc = rdtsc(), pm = pm_now(), span = pm - pm_cal_start;
+        if (span >= PM_HZ / 2)   /* 500 ms of host time, however many ticks arrived */
+            calibrated((tsc - cal_start) * PM_HZ / (span * 1000), span * 1000000 / PM_HZ, tsc, pm * 1000 / PM_HZ);
     } else if (!tsc_per_ms && t <= 1 + CAL_TICKS) {
         tick_tsc[t - 1] = rdtsc();
         tick_phase[t - 1] = pit_phase();
@@ -187,7 +200,19 @@ void timer_init(void)
  * may both ask, but only the main loop calls this). */
 uint32_t uptime_ms(void)
 {
-    uint32_t ms = tsc_per_ms ? (uint32_t)((rdtsc() - tsc_boot) / tsc_per_ms) : ticks * (1000 / TIMER_HZ);
+    uint32_t ms;
+    if (tsc_per_ms) {
+        ms = (uint32_t)((rdtsc() - tsc_boot) / tsc_per_ms);
+    } else if (pm_port) {   /* calibrating: the PM timer is the clock */
+        uint32_t flags;
+        __asm__ volatile("pushf; pop %0; cli" : "=r"(flags) :: "memory");
+        uint64_t pm = pm_now();
+        if (flags & 0x200)
+            sti();
+        ms = (uint32_t)(pm * 1000 / PM_HZ);
+    } else {
+        ms = ticks * (1000 / TIMER_HZ);
+    }
     if ((int32_t)(ms - last_ms) > 0)
         last_ms = ms;
     return last_ms;
@@ -206,7 +231,9 @@ void busy_wait_ms(uint32_t ms)
             __asm__ volatile("pause");
         return;
     }
-    uint32_t end = ticks + (ms * TIMER_HZ + 999) / 1000;
-    while ((int32_t)(ticks - end) < 0)
+    /* Calibrating: PM (or tick) time, which becomes TSC time on the way without
+     * a jump; never a count of ticks, which stop once calibrated. */
+    uint32_t end = uptime_ms() + ms;
+    while ((int32_t)(uptime_ms() - end) < 0)
         __asm__ volatile("pause");
 }
