@@ -1,6 +1,6 @@
 /* Legacy (version 1) virtio-mmio, the transport of QEMU's microvm machine: a
  * 512-byte register window per device. microvm puts its transports at
- * 0xFEB00000 + 512 * i, interrupting on line 5 + i (the addresses and lines it
+ * 0xFEB00000 + 512 * i, interrupting on an I/O APIC line (the addresses and lines it
  * hands Linux as virtio_mmio.device=512@ADDR:IRQ); a window whose magic is not
  * "virt" or whose DeviceID is 0 holds no device. Unlike PCI, the driver picks
  * the queue size (up to QueueNumMax) and acknowledges interrupts explicitly. */
@@ -10,7 +10,6 @@
 #define MMIO_BASE 0xFEB00000u
 #define MMIO_SLOT 0x200u
 #define MMIO_SLOTS 24
-#define MMIO_IRQ_BASE 5
 
 #define REG_MAGIC 0x000
 #define REG_VERSION 0x004
@@ -51,7 +50,9 @@ int virtio_mmio_find(unsigned type, unsigned nth, struct virtio_dev *out)
             continue;
         if (rd(&d, REG_VERSION) != 1)
             return -2;   /* a modern-only transport (QEMU: -global virtio-mmio.force-legacy=off) */
-        d.irq = (uint8_t)(MMIO_IRQ_BASE + i);
+        /* QEMU 7.2 wires transport i to GSI 16 + i (8 transports, one I/O APIC) or, with
+         * its second I/O APIC (ioapic2, the default), to GSI 24 + i: both past the PICs. */
+        d.irq = (uint8_t)((ioapic_gsi_end() > 24 ? 24 : 16) + i);
         *out = d;
         return 0;
     }

@@ -53,6 +53,12 @@ void lapic_count_from(uint32_t count); /* start counting down, interrupt on zero
 uint32_t lapic_count(void);           /* current count */
 void lapic_timer_unmask(int on);
 void lapic_eoi(void);
+uint32_t lapic_id(void);
+/* ioapic.c: lines beyond the PIC's 16 (irq_register/irq_unmask route them here) */
+void ioapic_add(uint32_t addr, uint32_t gsi_base);   /* acpi.c, from the MADT */
+uint32_t ioapic_gsi_end(void);                       /* 1 + the highest GSI the I/O APICs have */
+int ioapic_route(uint32_t gsi, uint8_t vector);      /* masked until ioapic_mask(gsi, 0) */
+void ioapic_mask(uint32_t gsi, int masked);
 /* acpi.c hands over the ACPI PM timer's port (0: none) to calibrate the TSC with. */
 void timer_use_pm(uint16_t port);
 void busy_wait_ms(uint32_t ms);

@@ -52,6 +52,16 @@ static void parse_s5(const struct sdt *dsdt)
     }
 }
 
+/* The MADT's I/O APIC entries (type 1: id, reserved, address, first GSI), after
+ * the header and the local APIC's address and flags. */
+static void parse_madt(const struct sdt *madt)
+{
+    const uint8_t *p = (const uint8_t *)(madt + 1) + 8, *end = (const uint8_t *)madt + madt->len;
+    for (; p + 2 <= end && p[1] >= 2 && p + p[1] <= end; p += p[1])
+        if (p[0] == 1 && p[1] >= 12)
+            ioapic_add(*(const uint32_t *)(p + 4), *(const uint32_t *)(p + 8));
+}
+
 static void sci_irq(void)
 {
     uint16_t sts = inw(pm1a_evt);
@@ -72,7 +82,7 @@ void acpi_init(void)
     /* ACPI 2+ may give only the XSDT (64-bit entries; microvm does): use it when present. */
     uint32_t xsdt = rsdp[15] >= 2 && !*(const uint32_t *)(rsdp + 28) ? *(const uint32_t *)(rsdp + 24) : 0;
     uint32_t root = xsdt ? xsdt : *(const uint32_t *)(rsdp + 16);
-    const uint8_t *fadt = NULL;
+    const uint8_t *fadt = NULL, *madt = NULL;
     if (root) {
         const struct sdt *t = (const struct sdt *)root;
         uint32_t step = xsdt ? 8 : 4, n = t->len > sizeof(*t) ? (t->len - sizeof(*t)) / step : 0;
@@ -80,8 +90,12 @@ void acpi_init(void)
             uint32_t e = *(const uint32_t *)((const uint8_t *)(t + 1) + i * step);   /* low half of a 64-bit entry */
             if (e && !memcmp((const void *)e, "FACP", 4))
                 fadt = (const uint8_t *)e;
+            if (e && !memcmp((const void *)e, "APIC", 4))
+                madt = (const uint8_t *)e;
         }
     }
+    if (madt)
+        parse_madt((const struct sdt *)madt);
     if (!fadt) {
         printf("acpi: no FADT, power button disabled\n");
         return;

@@ -23,6 +23,11 @@ static struct idt_entry idt[VECTORS];
 /* PCI INTx lines may be shared (e.g. a NIC with the ACPI SCI): chain a few. */
 #define IRQ_SHARE 4
 static irq_handler_t handlers[16][IRQ_SHARE];
+/* Lines 16 and up (no PIC has them) go through an I/O APIC, each to a vector of its own. */
+#define LINE_VECTOR 49
+#define LINES (LAPIC_SPURIOUS_VECTOR - LINE_VECTOR)
+static struct { int irq; irq_handler_t h[IRQ_SHARE]; } lines[LINES];
+static int line_count;
 extern const uint32_t isr_table[VECTORS];
 static irq_handler_t vector_handlers[VECTORS - 48];   /* local APIC vectors 48-63 */
 volatile int work_pending;
@@ -64,6 +69,12 @@ void isr_dispatch(struct isr_frame *f)
             page_fault(f, cr2);
         panic("exception %u err=%x eip=%x cr2=%x", f->vector, f->err, f->eip, cr2);
     }
+    if (f->vector >= LINE_VECTOR && f->vector < LINE_VECTOR + (uint32_t)line_count) {
+        for (int i = 0; i < IRQ_SHARE && lines[f->vector - LINE_VECTOR].h[i]; i++)
+            lines[f->vector - LINE_VECTOR].h[i]();
+        lapic_eoi();   /* after the handlers acknowledged their device: re-arms the level-triggered line */
+        return;
+    }
     if (f->vector >= 48) {
         if (vector_handlers[f->vector - 48])
             vector_handlers[f->vector - 48]();
@@ -86,13 +97,25 @@ void isr_dispatch(struct isr_frame *f)
     outb(PIC1, 0x20);
 }
 
+static irq_handler_t *line_handlers(int irq)
+{
+    for (int i = 0; i < line_count; i++)
+        if (lines[i].irq == irq)
+            return lines[i].h;
+    if (line_count == LINES || ioapic_route((uint32_t)irq, (uint8_t)(LINE_VECTOR + line_count)))
+        panic("irq %d: no I/O APIC line for it", irq);
+    lines[line_count].irq = irq;
+    return lines[line_count++].h;
+}
+
 void irq_register(int irq, irq_handler_t h)
 {
-    if (irq < 0 || irq > 15)
+    if (irq < 0 || irq > 255)
         panic("irq %d out of range", irq);
+    irq_handler_t *chain = irq < 16 ? handlers[irq] : line_handlers(irq);
     for (int i = 0; i < IRQ_SHARE; i++) {
-        if (!handlers[irq][i]) {
-            handlers[irq][i] = h;
+        if (!chain[i]) {
+            chain[i] = h;
             return;
         }
     }
@@ -108,7 +131,9 @@ void vector_register(int vector, irq_handler_t h)
 
 void irq_mask(int irq)
 {
-    if (irq >= 8)
+    if (irq >= 16)
+        ioapic_mask((uint32_t)irq, 1);
+    else if (irq >= 8)
         outb(PIC2 + 1, inb(PIC2 + 1) | (1 << (irq - 8)));
     else
         outb(PIC1 + 1, inb(PIC1 + 1) | (1 << irq));
@@ -116,6 +141,10 @@ void irq_mask(int irq)
 
 void irq_unmask(int irq)
 {
+    if (irq >= 16) {
+        ioapic_mask((uint32_t)irq, 0);
+        return;
+    }
     if (irq >= 8) {
         outb(PIC2 + 1, inb(PIC2 + 1) & ~(1 << (irq - 8)));
         irq = 2;   /* cascade */

@@ -56,6 +56,11 @@ void lapic_timer_unmask(int on)
     reg_write(REG_LVT_TIMER, (on ? 0 : LVT_MASKED) | LAPIC_TIMER_VECTOR);
 }
 
+uint32_t lapic_id(void)
+{
+    return apic ? reg_read(0x020) >> 24 : 0;
+}
+
 void lapic_eoi(void)
 {
     reg_write(REG_EOI, 0);
