@@ -65,7 +65,6 @@ class LocalReply:
     upstream_name = None
     upstream_time = None
     upstream_addr = None
-    tunnel = False
     ended_at = 0.0
 
     def __init__(self, client: HttpClientConnection, head: RequestHead, status: int, started_at: float):
@@ -140,7 +139,6 @@ class HttpClientConnection(asyncio.Protocol):
         self._deadline = 0.0  # for "body" and "tunnel", from the last read instead
         self._last_read = 0.0
         self._stall_timer: asyncio.TimerHandle | None = None
-        self._tunnel_idle = 0.0
 
     # asyncio.Protocol
 
@@ -258,7 +256,6 @@ class HttpClientConnection(asyncio.Protocol):
         for reason in list(self._pause_reasons):
             if reason != "upstream":
                 self.resume_reading(reason)
-        self._tunnel_idle = idle_timeout
         self._drop_deadline()
         if idle_timeout > 0:
             self._set_timer("tunnel", idle_timeout)
