@@ -50,9 +50,11 @@ int virtio_mmio_find(unsigned type, unsigned nth, struct virtio_dev *out)
             continue;
         if (rd(&d, REG_VERSION) != 1)
             return -2;   /* a modern-only transport (QEMU: -global virtio-mmio.force-legacy=off) */
-        /* QEMU 7.2 wires transport i to GSI 16 + i (8 transports, one I/O APIC) or, with
-         * its second I/O APIC (ioapic2, the default), to GSI 24 + i: both past the PICs. */
-        d.irq = (uint8_t)((ioapic_gsi_end() > 24 ? 24 : 16) + i);
+        /* QEMU 7.2 wires transport i to ISA line 5 + i without ACPI (acpi=off: no MADT
+         * lists an I/O APIC), else to GSI 16 + i (one I/O APIC), or 24 + i with its second
+         * I/O APIC (ioapic2, the default): past the PICs, routed by ioapic.c. */
+        uint32_t gsis = ioapic_gsi_end();
+        d.irq = (uint8_t)((gsis == 0 ? 5 : gsis > 24 ? 24 : 16) + i);
         *out = d;
         return 0;
     }
