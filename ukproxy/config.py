@@ -67,6 +67,12 @@ class VmConfig:
     share_writable: bool = False
     share_tag: str = DEFAULT_SHARE_TAG  # the 9P mount tag the guest looks for
     machine: str = DEFAULT_MACHINE  # QEMU's machine: "microvm" (virtio-mmio) or "pc" (PCI)
+    # The services a VM reaches, as (name, "ip:port") of service addresses: passed as name=ip:port.
+    services: tuple[tuple[str, str], ...] = ()
+
+    def kernel_args(self) -> str:
+        """The service's own arguments and its services' addresses, for the kernel command line."""
+        return " ".join([self.args, *(f"{name}={address}" for name, address in self.services)]).strip()
 
 
 @dataclass(frozen=True)
@@ -80,6 +86,8 @@ class PoolConfig:
     queue_timeout: float = 5.0
     surplus: str = "destroy"
     idle_timeout: float = 30.0
+    # A pool whose VM holds state (its writable share): at most one VM, never stopped for being idle.
+    stateful: bool = False
 
 
 @dataclass(frozen=True)
@@ -285,6 +293,8 @@ def _read_config(top: Table, path: str) -> Config:
     top.done()
     _check_references(config, top)
     _check_shares(config, top)
+    _check_service_addresses(config, top)
+    _check_stateful(config, top)
     return config
 
 
@@ -395,6 +405,7 @@ def _read_vm(t: Table) -> VmConfig:
         share_writable=t.get("share_writable", boolean, False),
         share_tag=t.get("share_tag", _share_tag, DEFAULT_SHARE_TAG),
         machine=t.get("machine", one_of("microvm", "pc"), DEFAULT_MACHINE),
+        services=t.get("services", _services, ()),
     )
     if vm.share is None and (t.has("share_writable") or t.has("share_tag")):
         t.issues.add(t.key("share"), "share_writable and share_tag need a share folder")
@@ -413,6 +424,25 @@ def _folder(value: Any) -> str:
     return path
 
 
+_SERVICE_NAME = re.compile(r"[a-z][a-z0-9_]{0,30}")
+# Arguments the kernel or ukproxy itself puts on the command line: a service may not take their names.
+_RESERVED_ARGS = {"ip", "gw", "port", "name", "service", "share_tag"}
+
+
+def _services(value: Any) -> tuple[tuple[str, str], ...]:
+    """{name = "ip:port"}: each becomes name=ip:port on the VM's kernel command line."""
+    if not isinstance(value, dict):
+        raise Invalid(f'expected a table such as {{kv = "10.77.0.1:6379"}}, got {value!r}')
+    out = []
+    for name, address in value.items():
+        if not _SERVICE_NAME.fullmatch(name) or name in _RESERVED_ARGS:
+            raise Invalid(f"{name!r} cannot name a service (lower-case letters, digits and '_'; "
+                          f"not one of {', '.join(sorted(_RESERVED_ARGS))})")
+        host, port = host_port(address)
+        out.append((name, f"{host}:{port}"))
+    return tuple(out)
+
+
 def _share_tag(value: Any) -> str:
     text = string(value)
     if not _SHARE_TAG.fullmatch(text):
@@ -429,6 +459,7 @@ def _read_pool(t: Table) -> PoolConfig:
         queue_timeout=t.get("queue_timeout", duration, 5.0),
         surplus=t.get("surplus", one_of("destroy", "keep"), "destroy"),
         idle_timeout=t.get("idle_timeout", duration, 30.0),
+        stateful=t.get("stateful", boolean, False),
     )
     if pool.min > pool.max:
         t.issues.add(t.key("min"), f"min ({pool.min}) is larger than max ({pool.max})")
@@ -555,3 +586,53 @@ def _check_shares(config: Config, top: Table) -> None:
             problem = access_problem(u.vm.share, user, u.vm.share_writable)
             if problem is not None:
                 top.issues.add(f"upstream[{i}].vm.share", problem)
+
+
+def is_service_address(config: Config, host: str) -> bool:
+    """Whether a listener's address lies in the backend network: bound inside its namespace, for VMs."""
+    try:
+        return ipaddress.ip_address(host) in config.network.subnet
+    except ValueError:
+        return False
+
+
+def _check_service_addresses(config: Config, top: Table) -> None:
+    """Service addresses are listeners on the backend network's gateway, which VMs route to; only a
+    bridge (root) has that network."""
+    issues = top.issues
+    gateway = next(config.network.subnet.hosts())
+    bridge = config.network.mode == "bridge" or (config.network.mode == "auto" and os.geteuid() == 0)
+    service_listeners = set()
+    for i, listen in enumerate(config.listen):
+        if not is_service_address(config, listen.host):
+            continue
+        service_listeners.add(listen.address)
+        if not bridge:
+            issues.add(f"listen[{i}].address", f"{listen.address} is a service address in the backend network "
+                       f"{config.network.subnet}, which only exists with network.mode = \"bridge\" (as root); "
+                       "QEMU user networking has no backend network")
+        elif ipaddress.ip_address(listen.host) != gateway:
+            issues.add(f"listen[{i}].address", f"a service address must be on the backend network's gateway "
+                       f"{gateway} (the only address ukproxy holds there), got {listen.address}")
+    for i, u in enumerate(config.upstreams):
+        for name, address in u.vm.services if u.vm is not None else ():
+            key = f"upstream[{i}].vm.services.{name}"
+            host = address.rsplit(":", 1)[0]
+            if not is_service_address(config, host):
+                issues.add(key, f"{address} is outside the backend subnet {config.network.subnet}: a VM reaches "
+                           f"its services only through service addresses (listeners on {gateway})")
+            elif address not in service_listeners:
+                issues.add(key, f"no [[listen]] has the address {address}")
+
+
+def _check_stateful(config: Config, top: Table) -> None:
+    """A stateful VM owns its share: two VMs (two in one pool, or one per worker) would write one log."""
+    for i, u in enumerate(config.upstreams):
+        if u.vm is None or not u.pool.stateful:
+            continue
+        if u.pool.max != 1:
+            top.issues.add(f"upstream[{i}].pool.max", f"a stateful pool holds one VM (its share is its state), "
+                           f"got max = {u.pool.max}")
+        if config.workers != 1:
+            top.issues.add(f"upstream[{i}].pool.stateful", f"every worker has its own pools, so {config.workers} "
+                           "workers would boot one stateful VM each over the same share: use workers = 1")

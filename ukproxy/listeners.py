@@ -1,10 +1,12 @@
-"""Listening sockets, made by the master before any worker starts, in the host namespace."""
+"""Listening sockets, made by the master before any worker starts: in the host namespace, or, for a
+service address (a listener on the backend network's gateway), inside the backend namespace."""
 
 from __future__ import annotations
 
 import socket
+import threading
 
-from ukproxy.config import Config, ListenConfig
+from ukproxy.config import Config, ListenConfig, is_service_address
 
 ListenKey = tuple[str, int]
 
@@ -27,6 +29,29 @@ def open_listening_socket(lc: ListenConfig, reuseport: bool) -> socket.socket:
     return sock
 
 
+def open_in_namespace(lc: ListenConfig, reuseport: bool, netns: str) -> socket.socket:
+    """A listening socket made inside `netns`: setns moves only the calling thread, so a short-lived
+    thread makes it there; a socket keeps the namespace it was made in."""
+    from bridge import enter_netns
+
+    result: list[socket.socket] = []
+    failure: list[BaseException] = []
+
+    def in_namespace() -> None:
+        try:
+            enter_netns(netns)
+            result.append(open_listening_socket(lc, reuseport))
+        except BaseException as e:
+            failure.append(e)
+
+    thread = threading.Thread(target=in_namespace, name=f"listen-{lc.address}")
+    thread.start()
+    thread.join()
+    if failure:
+        raise failure[0]
+    return result[0]
+
+
 class ListeningSockets:
     """The master's sockets: one per listener, or with reuseport one per listener and worker slot.
 
@@ -37,24 +62,34 @@ class ListeningSockets:
         self.shared: dict[ListenKey, socket.socket] = {}
         self.per_worker: dict[tuple[ListenKey, int], socket.socket] = {}
 
-    def open(self, config: Config) -> None:
-        """Open what `config` needs that isn't open yet; close what it no longer names."""
+    def open(self, config: Config, netns: str | None = None) -> None:
+        """Open what `config` needs that isn't open yet; close what it no longer names. Service addresses
+        are opened only once the backend namespace `netns` exists (a second call after the fleet starts)."""
         wanted_shared: set[ListenKey] = set()
         wanted_per_worker: set[tuple[ListenKey, int]] = set()
         opened: list[socket.socket] = []
+
+        def make(lc: ListenConfig, reuseport: bool) -> socket.socket:
+            if not is_service_address(config, lc.host):
+                return open_listening_socket(lc, reuseport)
+            if netns is None:
+                raise OSError(0, f"cannot listen on {lc.address}: no backend network (service addresses need one)")
+            return open_in_namespace(lc, reuseport, netns)
+
         try:
             for lc in config.listen:
                 key = (lc.host, lc.port)
+                later = netns is None and is_service_address(config, lc.host)  # kept, or opened on the next call
                 if config.reuseport:
                     for slot in range(config.workers):
                         wanted_per_worker.add((key, slot))
-                        if (key, slot) not in self.per_worker:
-                            self.per_worker[(key, slot)] = s = open_listening_socket(lc, True)
+                        if (key, slot) not in self.per_worker and not later:
+                            self.per_worker[(key, slot)] = s = make(lc, True)
                             opened.append(s)
                 else:
                     wanted_shared.add(key)
-                    if key not in self.shared:
-                        self.shared[key] = s = open_listening_socket(lc, False)
+                    if key not in self.shared and not later:
+                        self.shared[key] = s = make(lc, False)
                         opened.append(s)
         except OSError:
             for s in opened:

@@ -147,6 +147,8 @@ class Master:
             self.fleet.vm_user = self.identity.user if self.identity else None
             try:
                 await self.fleet.start()
+                # Service addresses live in the backend network, which exists only now.
+                self.sockets.open(self.config, self.fleet.netns)
             except Exception as e:
                 log.critical("cannot set up the VM fleet: %s", e)
                 await self.fleet.shutdown()
@@ -395,7 +397,7 @@ class Master:
             return
         try:
             self.fleet.check_reconfigure(new)
-            self.sockets.open(new)
+            self.sockets.open(new, self.fleet.netns)
         except (OSError, FleetConfigError) as e:
             log.error("reload refused, keeping the running config: %s", e)
             self.pid_file.write_status("reload-failed")

@@ -66,7 +66,7 @@ class VmPool:
         for entry in list(self.vms.values())[self.settings.max:]:
             self._retire(entry, f"above max ({self.settings.max}) after a reload")
         self._fill_to_min()
-        if self.settings.surplus == "destroy":
+        if self.settings.surplus == "destroy" and not self.settings.stateful:  # a stateful VM is never surplus
             self._surplus_task = self.loop.create_task(self._surplus_loop())
 
     def stop(self) -> None:
@@ -161,7 +161,9 @@ class VmPool:
             if remaining <= 0:
                 self.queue_timeouts += 1
             return False
-        if self.settings.overflow == "spawn" and self.live_count() + self.booting < self.settings.max:
+        # A stateful VM's successor boots only once it has exited: two must never hold its share at once.
+        counted = len(self.vms) if self.settings.stateful else self.live_count()
+        if self.settings.overflow == "spawn" and counted + self.booting < self.settings.max:
             self._request_boot("overflow")
         waiter = self.loop.create_future()
         self.waiters.append(waiter)

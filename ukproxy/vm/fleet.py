@@ -219,7 +219,7 @@ class Fleet:
                 tap = await self.spare_tap.take()
                 tap_fd = open_tap(self.network.netns, tap)
                 spec = VmSpec(
-                    vm_id=vm_id, image=vm_config.image, service_args=vm_config.args,
+                    vm_id=vm_id, image=vm_config.image, service_args=vm_config.kernel_args(),
                     ip=ipaddress.IPv4Interface(f"{ip}/{self.config.network.subnet.prefixlen}"),
                     gateway=self.network.gateway.ip, port=vm_config.port, memory_mib=vm_config.memory_mib,
                     accel=self.accel or "tcg", mac=mac_for(ip), tap_fd=tap_fd, cpu=cpu,
@@ -233,7 +233,7 @@ class Fleet:
                 # User networking: QEMU forwards a loopback port to the guest; no root needed.
                 hostfwd = free_loopback_port()
                 spec = VmSpec(
-                    vm_id=vm_id, image=vm_config.image, service_args=vm_config.args,
+                    vm_id=vm_id, image=vm_config.image, service_args=vm_config.kernel_args(),
                     ip=ipaddress.IPv4Interface("10.0.2.15/24"), gateway=ipaddress.IPv4Address("10.0.2.2"),
                     port=vm_config.port, memory_mib=vm_config.memory_mib, accel=self.accel or "tcg",
                     mac="52:54:00:12:34:56", hostfwd_port=hostfwd, cpu=cpu,
