@@ -53,7 +53,7 @@ def microvm_argv(append: str, netdev: str, mac: str, folder: Path, tag: str) -> 
 
 
 def boot_static(lab: Lab, name: str, host: int, folder: Path, extra: str = "", tag: str = "share",
-                wait: bool = True, microvm: bool = False) -> Vm:
+                wait: bool = True, microvm: bool = False, memory: str = "16") -> Vm:
     """A static VM at .HOST of the lab's subnet (100 and up: Lab.boot numbers its VMs from 10)."""
     ip = lab.netns.address(host)
     tap = lab.netns.add_tap()
@@ -63,7 +63,8 @@ def boot_static(lab: Lab, name: str, host: int, folder: Path, extra: str = "", t
     if microvm:
         argv = lab.netns.cmd(*microvm_argv(append, netdev, mac, folder, tag))
     else:
-        argv = lab.netns.cmd(*qemu_argv(append=append, netdev=netdev, mac=mac, image=IMAGE), *share_args(folder, tag))
+        argv = lab.netns.cmd(*qemu_argv(append=append, netdev=netdev, mac=mac, memory=memory, image=IMAGE),
+                             *share_args(folder, tag))
     vm = Vm(argv=argv, workdir=lab.workdir, name=name, ip=ip, mac=mac, port=80)
     lab.vms.append(vm)
     vm.start()
@@ -378,9 +379,10 @@ def test_256_concurrent_64k_downloads_all_finish(lab: Lab, vm: Vm, files: Path) 
 
 
 def test_clients_that_stop_reading_cannot_hold_every_stream(lab: Lab, vm: Vm) -> None:
-    # 40 stalled downloads: more than the 32 streams the VM runs at once, so the fresh client queues
-    # behind them. Streams whose client took nothing for 10 s are reset while others wait; without
-    # that the fresh client would wait for the idle timeout (75 s), beyond the client's 60 s bound.
+    # 40 stalled downloads: more than the 16 streams the VM runs at once, so the fresh client queues
+    # behind them. Streams whose client took nothing for 5 s are reset while others wait (the fresh
+    # client waits two such rounds); without that it would wait for the idle timeout (75 s), beyond
+    # the client's 60 s bound.
     assert vm.ip
     got = lab.netns.python(static_clients.SLOW_READERS, vm.ip, "80", "40", "60", timeout=120)
     assert got["done"], got
@@ -439,6 +441,15 @@ def test_serves_on_the_microvm_machine(lab: Lab, files: Path) -> None:
         r = s.get("/f64k.bin", headers="Range: bytes=-10\r\n")
         assert r["status"] == 206 and r["sha256"] == sha(data[-10:])
         assert s.get("/escape")["status"] == 404
+    finally:
+        s.close()
+
+
+def test_runs_in_8_mib_of_guest_ram(lab: Lab, files: Path) -> None:
+    small = boot_static(lab, "static-8m", 105, files, memory="8")
+    s = Session(lab, small)
+    try:
+        assert s.get("/f64k.bin")["sha256"] == sha((files / "f64k.bin").read_bytes())
     finally:
         s.close()
 

@@ -35,8 +35,8 @@
 #define HEAD_MAX 8192            /* request line + fields; beyond: 431 (or 414) */
 #define OUT_MAX (TARGET_MAX + 1024)   /* response head: the fields, and a Location up to a target long */
 #define STAGE_SIZE 32768         /* one read from the share into a staging buffer */
-#define STAGES 32                /* bodies streaming at once; the others wait their turn (FIFO) */
-#define SEND_STALL_MS 10000      /* a stream that took no byte this long loses to a waiting one */
+#define STAGES 16                /* bodies streaming at once; the others wait their turn (FIFO) */
+#define SEND_STALL_MS 5000       /* a stream that took no byte this long loses to a waiting one */
 #define SMALL_MAX 8192           /* a body this small that lwIP can take at once skips the queue */
 #define SKIP_MAX (1024 * 1024)   /* request body a 405 may carry and still keep the connection */
 
