@@ -230,6 +230,10 @@ static void process(struct conn *c)
         if (conn_closed(c))
             return;
         if (h->working) {
+            if (conn_peer_closed(c)) {   /* the client went away: do not burn CPU for nobody (nginx's 499) */
+                conn_close(c);
+                return;
+            }
             work_slice(c, h);
             if (h->working)
                 return;   /* on_resume continues */
