@@ -32,7 +32,8 @@ struct conn_handlers {
     /* New bytes in the receive buffer, or the peer finished sending
      * (conn_peer_closed). Required. */
     void (*on_data)(struct conn *c);
-    /* Send room appeared (lwIP acknowledged data); optional. */
+    /* After a conn_send() took less than offered: room may have appeared (the
+     * peer acknowledged data, or the once-a-second retry). Optional. */
     void (*on_writable)(struct conn *c);
     /* The turn a conn_defer() asked for; optional. */
     void (*on_resume)(struct conn *c);
@@ -90,6 +91,10 @@ void conn_request_done(struct conn *c);
 uint32_t conn_send(struct conn *c, const void *data, uint32_t n, unsigned flags);
 /* Bytes sent or queued and not yet acknowledged by the peer. */
 uint32_t conn_unacked(const struct conn *c);
+/* Asks for on_writable at the next acknowledgement (or the once-a-second
+ * check) although the last conn_send took everything: a service that waits
+ * for its client to read what it was sent. */
+void conn_want_writable(struct conn *c);
 
 /* ---- long work ---- */
 /* Calls on_resume on a later turn of the main loop, after the network has been
