@@ -390,34 +390,46 @@ def test_clients_that_stop_reading_cannot_hold_every_stream(lab: Lab, vm: Vm) ->
     print(f"fresh 64 KiB download behind 40 stalled ones: {got['took']:.1f} s")
 
 
-def test_fresh_clients_are_answered_during_256_concurrent_downloads(lab: Lab, files: Path) -> None:
-    # As tests/unikernel/test_hostile.py does for httpd: 256 clients download 64 KiB over and over for
-    # 10 s; meanwhile each of 3 fresh clients must get its 200 within 2 s. A small file never waits
-    # behind the downloads' turn for a staging buffer.
-    target = boot_static(lab, "static-attacked", 104, files)
-    size = (files / "f64k.bin").stat().st_size
-    attack = subprocess.Popen(
-        lab.netns.cmd(sys.executable, "-c", hostile_clients.DOWNLOADS, str(target.ip), "80", "10", "256",
-                      "/f64k.bin", str(size), "0"),
-        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+def under_attack(lab: Lab, vm: Vm, script: str, *args: str) -> tuple[list[dict], dict]:
+    """As tests/unikernel/test_hostile.py does: starts a hostile_clients attack (10 s), probes with 3 fresh
+    clients that must each get a 200 within 2 s while it runs, then returns the probes and the attack's report."""
+    attack = subprocess.Popen(lab.netns.cmd(sys.executable, "-c", script, str(vm.ip), "80", "10", *args),
+                              stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     try:
         assert attack.stdout
         ready, _, _ = select.select([attack.stdout], [], [], 30)
-        assert ready and attack.stdout.readline().strip() == "started", "the downloads never got going"
-        probes = lab.netns.python(hostile_clients.PROBE, str(target.ip), "80", "3", "0.3", "2.0")
+        assert ready and attack.stdout.readline().strip() == "started", "the attack never got going"
+        probes = lab.netns.python(hostile_clients.PROBE, str(vm.ip), "80", "3", "0.3", "2.0")
         still_running = attack.poll() is None
         out, err = attack.communicate(timeout=90)
     finally:
         if attack.poll() is None:
             attack.kill()
             attack.wait()
-    assert still_running, "the downloads ended before the probes did"
+    assert still_running, "the attack ended before the probes did"
     assert attack.returncode == 0, err
-    assert [p["status"] for p in probes] == ["200"] * 3, probes
-    downloads = json.loads(out.strip().splitlines()[-1])
+    assert [p["status"] for p in probes] == ["200"] * 3, (probes, vm.output()[-1500:])
+    return probes, json.loads(out.strip().splitlines()[-1])
+
+
+def test_fresh_clients_are_answered_during_256_concurrent_downloads(lab: Lab, files: Path) -> None:
+    # 256 clients download 64 KiB over and over; a small file never waits behind their turn for a
+    # staging buffer.
+    target = boot_static(lab, "static-attacked", 104, files)
+    size = (files / "f64k.bin").stat().st_size
+    probes, downloads = under_attack(lab, target, hostile_clients.DOWNLOADS, "256", "/f64k.bin", str(size), "0")
     assert downloads["ok"] >= 256 and downloads["bad"] == 0, downloads
     assert downloads["digests"] == [sha((files / "f64k.bin").read_bytes())]
     print(f"probes {[p['s'] for p in probes]} s; {downloads['ok']} downloads in 10 s")
+
+
+def test_fresh_clients_are_answered_while_150_clients_pipeline_and_never_read(lab: Lab, files: Path) -> None:
+    # Each sends 400 requests for a small file and reads none of the answers, which pile up in the
+    # VM's send buffers.
+    target = boot_static(lab, "static-noread", 106, files)
+    probes, attack = under_attack(lab, target, hostile_clients.PIPELINE_NO_READ, "150", "400", "/small.txt")
+    assert attack["conns"] == 150, attack
+    print(f"probes {[p['s'] for p in probes]} s")
 
 
 # ---- boot arguments ----

@@ -331,6 +331,12 @@ uint32_t conn_unacked(const struct conn *c)
     return c->closed ? 0 : (uint32_t)(TCP_SND_BUF - tcp_sndbuf(c->pcb));
 }
 
+void conn_want_writable(struct conn *c)
+{
+    if (!c->closed)
+        c->want_write = 1;
+}
+
 /* ---- long work ---- */
 
 static uint32_t run_started;   /* uptime when run_deferred began; 0: not running */

@@ -24,6 +24,7 @@
 #include "lwip/opt.h"
 #include "lwip/mem.h"
 #include "lwip/timeouts.h"
+#include "lwip/stats.h"
 #include "conditional.h"
 #include "http_date.h"
 #include "mime.h"
@@ -38,6 +39,8 @@
 #define STAGES 16                /* bodies streaming at once; the others wait their turn (FIFO) */
 #define SEND_STALL_MS 5000       /* a stream that took no byte this long loses to a waiting one */
 #define SMALL_MAX 8192           /* a body this small that lwIP can take at once skips the queue */
+#define HEAP_RESERVE (1024 * 1024)   /* ... while this much of lwIP's heap stays free for the rest */
+#define PIPELINE_UNACKED_MAX 8192    /* the next pipelined request waits until the client reads */
 #define SKIP_MAX (1024 * 1024)   /* request body a 405 may carry and still keep the connection */
 
 struct req_state {
@@ -254,7 +257,8 @@ static int stream_staged(struct conn *c, struct req_state *s)
 }
 
 /* A small body that fits lwIP's send room: read and queued at once, so small
- * files never wait behind large downloads for a staging buffer. 0 when all
+ * files never wait behind large downloads for a staging buffer (unless lwIP's
+ * heap runs low: then it streams like any body, within the STAGES bound). 0 when all
  * was taken, 1 when on_writable must continue (what lwIP refused is read
  * again then). */
 static int send_small(struct conn *c, struct req_state *s)
@@ -281,7 +285,8 @@ static void pump(struct conn *c, struct req_state *s)
         free_pending(s);
     }
     while (s->left) {
-        if (!s->stage && s->left <= SMALL_MAX && s->left <= TCP_SND_BUF - conn_unacked(c)) {
+        if (!s->stage && s->left <= SMALL_MAX && s->left <= TCP_SND_BUF - conn_unacked(c) &&
+            lwip_stats.mem.avail - lwip_stats.mem.used >= HEAP_RESERVE) {
             if (send_small(c, s))
                 return;
             continue;
@@ -514,6 +519,12 @@ static void process(struct conn *c)
     }
     if (s->close_after) {
         conn_close(c);
+        return;
+    }
+    /* A client that pipelines without reading what it was sent waits: its
+     * answers would pile up in lwIP's heap, each costing trips to the host. */
+    if (conn_unacked(c) > PIPELINE_UNACKED_MAX) {
+        conn_want_writable(c);
         return;
     }
     uint32_t len;
