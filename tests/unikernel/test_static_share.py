@@ -432,6 +432,15 @@ def test_fresh_clients_are_answered_while_150_clients_pipeline_and_never_read(la
     print(f"probes {[p['s'] for p in probes]} s")
 
 
+@pytest.mark.parametrize(("attack", "args"), [(hostile_clients.ONE_BYTE, ("4", "2")),
+                                             (hostile_clients.SLOW_HEADERS, ("300", "0.25"))],
+                         ids=["one-byte-segments", "300-slow-headers"])
+def test_fresh_clients_are_answered_during_slow_request_attacks(lab: Lab, files: Path, attack: str,
+                                                                 args: tuple[str, str]) -> None:
+    target = boot_static(lab, f"static-slow-{len(lab.vms)}", 110 + len(lab.vms), files)
+    under_attack(lab, target, attack, *args)
+
+
 # ---- boot arguments ----
 
 def test_share_tag_boot_argument(lab: Lab, files: Path) -> None:
