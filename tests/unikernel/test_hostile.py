@@ -21,7 +21,7 @@ from tests.unikernel import hostile_clients as hostile
 from tests.waiting import wait_until
 
 LARGE = UNIKERNELS / "services" / "httpd" / "embed" / "large.txt"
-ATTACK_S = 10        # each attack ends by itself after this long
+ATTACK_S = 7         # each attack ends by itself after this long
 ANSWER_WITHIN = 2.0  # seconds for a fresh client's 200 while an attack runs
 PROBES = 3
 
@@ -69,7 +69,8 @@ def _under_attack(lab: Lab, vm: Vm, script: str, *args: str) -> tuple[list[dict]
         if attack.poll() is None:
             attack.kill()
             attack.wait()
-    assert still_running, "the attack ended before the probes did: lengthen ATTACK_S"
+    answered = all(p["status"] == "200" for p in probes)
+    assert still_running or not answered, "the attack ended before the probes did: lengthen ATTACK_S"
     assert attack.returncode == 0, err
     return probes, json.loads(out.strip().splitlines()[-1])
 
@@ -118,7 +119,7 @@ def test_long_work_on_100_connections_at_once_does_not_starve_others(lab: Lab) -
     probes, attack = _under_attack(lab, vm, hostile.PIPELINED_WORK, "100", "1")
     _all_answered(probes, vm)
     _recovers(lab, vm)
-    assert attack["answers"] == 0, attack   # 100 x 10 s of work cannot be done in 10 s
+    assert attack["answers"] == 0, attack   # 100 x 10 s of work cannot be done in ATTACK_S
 
 
 def test_mss_536_clients_download_64_kib_intact(lab: Lab) -> None:
