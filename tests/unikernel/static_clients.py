@@ -137,3 +137,74 @@ head, _, body = data.partition(b"\r\n\r\n")
 print(json.dumps({"done": done, "status": head.split(b" ")[1].decode() if head else None, "len": len(body),
                   "took": took}))
 '''
+
+# Random request heads built from hostile pieces (odd methods and targets, repeated and malformed
+# conditional and range fields, bare CR/LF, NULs, oversized fields), `n` of them on `workers` threads;
+# each connection sends 1-3 of them pipelined, maybe half-closes, and reads until the server closes or
+# goes quiet. Reports every status line seen and whether any body held `secret`.
+FUZZ = r'''
+import json, random, socket, sys, threading
+ip, port, n, workers, seed, secret = (sys.argv[1], int(sys.argv[2]), int(sys.argv[3]), int(sys.argv[4]),
+                                      int(sys.argv[5]), sys.argv[6].encode())
+METHODS = [b"GET", b"HEAD", b"POST", b"PUT", b"OPTIONS", b"G\x00T", b"", b"GET GET", b"get", b"DELETE"]
+PIECES = [b"/", b"..", b".", b"%2e", b"%2f", b"%5c", b"%00", b"%", b"%zz", b"%c0%ae", b"a", b"docs", b"small.txt",
+          b"f64k.bin", b"index.html", b"escape", b"linkdir", b"fifo", b"outside", b"secret.txt", b"?", b"#", b"\\",
+          b"%ff", b"\xff", b" ", b"~", b"//", b"%25", b";", b"*"]
+FIELDS = [b"Host: vm", b"Host: vm", b"Range: bytes=", b"Range: bytes=-", b"Range: bytes=0-", b"If-None-Match: ",
+          b"If-Modified-Since: ", b"If-Range: ", b"Connection: close", b"Connection: keep-alive",
+          b"Content-Length: ", b"Transfer-Encoding: chunked", b"X-Pad: ", b" folded", b"NoColon", b": empty"]
+VALUES = [b"", b"0", b"1", b"-1", b"99999999999999999999999", b"*", b'"x"', b'W/"x"', b"Sun, 06 Nov 1994 08:49:37 GMT",
+          b"garbage", b"0-1,2-3", b"\r", b"\x00", b"a" * 3000, b"bytes=0-0"]
+VERSIONS = [b"HTTP/1.1", b"HTTP/1.1", b"HTTP/1.0", b"HTTP/2.0", b"HTTP/1.x", b"", b"http/1.1"]
+lock = threading.Lock()
+statuses, leaked, errors = {}, [], []
+
+def head(rng):
+    target = b"/" + b"".join(rng.choice(PIECES) for _ in range(rng.randrange(0, 8)))
+    if rng.random() < 0.3:
+        target = rng.choice([b"/", b"/small.txt", b"/docs/", b"/docs", b"/f64k.bin", b"/data.json?x=1"])
+    elif rng.random() < 0.05:
+        target = b"/" + b"a" * rng.choice([2040, 2049, 5000, 9000])
+    lines = [rng.choice(METHODS) + b" " + target + b" " + rng.choice(VERSIONS)]
+    for _ in range(rng.randrange(0, 6)):
+        f = rng.choice(FIELDS)
+        lines.append(f + rng.choice(VALUES) if f.endswith((b": ", b"=", b"-")) else f)
+    sep = rng.choice([b"\r\n", b"\r\n", b"\r\n", b"\n", b"\r"])
+    return sep.join(lines) + b"\r\n\r\n"
+
+def run(wid):
+    rng = random.Random(seed * 1000 + wid)
+    for _ in range(n // workers):
+        payload = b"".join(head(rng) for _ in range(rng.randrange(1, 4)))
+        try:
+            s = socket.create_connection((ip, port), timeout=10)
+            s.settimeout(3)
+            s.sendall(payload)
+            if rng.random() < 0.5:
+                s.shutdown(socket.SHUT_WR)
+            data = b""
+            try:
+                while chunk := s.recv(65536):
+                    data += chunk
+            except (socket.timeout, ConnectionResetError):
+                pass
+            s.close()
+        except OSError as e:
+            with lock:
+                errors.append(repr(e))
+            continue
+        with lock:
+            for line in data.split(b"\r\n"):
+                if line.startswith(b"HTTP/"):
+                    key = line[:12].decode("latin-1")
+                    statuses[key] = statuses.get(key, 0) + 1
+            if secret in data:
+                leaked.append(payload.decode("latin-1"))
+
+threads = [threading.Thread(target=run, args=(w,)) for w in range(workers)]
+for t in threads:
+    t.start()
+for t in threads:
+    t.join()
+print(json.dumps({"statuses": statuses, "leaked": leaked[:3], "errors": errors[:5], "n_errors": len(errors)}))
+'''

@@ -367,6 +367,18 @@ def test_absolute_form_and_asterisk_are_refused(http: Session) -> None:
     assert http.get(b"*", method="OPTIONS")["status"] == 400
 
 
+def test_random_hostile_requests_get_answers_and_never_the_secret(lab: Lab, vm: Vm, http: Session) -> None:
+    assert vm.ip
+    got = lab.netns.python(static_clients.FUZZ, vm.ip, "80", "400", "8", "12", SECRET, timeout=240)
+    assert got["leaked"] == [], got["leaked"]
+    assert got["n_errors"] == 0, got["errors"]
+    seen = {int(k.split(" ")[1]) for k in got["statuses"]}
+    assert seen <= {200, 206, 301, 304, 400, 404, 405, 413, 414, 416, 431, 501, 505}, got["statuses"]
+    assert {200, 400} <= seen
+    assert http.get("/small.txt")["status"] == 200   # and still serving
+    assert "panic" not in vm.output()
+
+
 # ---- many clients ----
 
 def test_256_concurrent_64k_downloads_all_finish(lab: Lab, vm: Vm, files: Path) -> None:
