@@ -91,6 +91,15 @@ class PoolConfig:
 
 
 @dataclass(frozen=True)
+class PlacementConfig:
+    """Where the scheduler may and would rather put the upstream's VMs (ukproxy/vm/scheduler.py)."""
+
+    cpus: tuple[int, ...] | None = None  # hard node affinity: only these CPUs
+    anti_affinity: str = "preferred"  # from the upstream's own VMs: "none", "preferred" or "required"
+    near: tuple[str, ...] = ()  # upstreams whose VMs it would rather share a CPU with
+
+
+@dataclass(frozen=True)
 class HealthConfig:
     """Active checks of every server. A VM pool without [upstream.health] gets the defaults (a TCP
     liveness check); `type = "none"` turns checks off (UpstreamConfig.health is None)."""
@@ -113,6 +122,7 @@ class UpstreamConfig:
     vm: VmConfig | None = None
     pool: PoolConfig = field(default_factory=PoolConfig)
     health: HealthConfig | None = None
+    placement: PlacementConfig = field(default_factory=PlacementConfig)
     connect_timeout: float = 5.0
     read_timeout: float = 60.0
     send_timeout: float = 60.0
@@ -206,6 +216,8 @@ class Config:
     log: LogConfig = field(default_factory=LogConfig)
     metrics: MetricsConfig = field(default_factory=MetricsConfig)
     network: NetworkConfig = field(default_factory=NetworkConfig)
+    # [placement]: the scheduler's score weights that differ from its defaults, as (plugin, weight)
+    score_weights: tuple[tuple[str, int], ...] = ()
 
     def upstream(self, name: str) -> UpstreamConfig:
         for u in self.upstreams:
@@ -214,7 +226,14 @@ class Config:
         raise KeyError(name)
 
 
+CPUS_ENV = "UKPROXY_CPUS"  # the master's usable CPUs, for workers (taskset pins each to one)
+
+
 def usable_cpus() -> list[int]:
+    """The CPUs ukproxy may use: the master's affinity. A worker, pinned to one CPU, is told them."""
+    told = os.environ.get(CPUS_ENV)
+    if told:
+        return sorted(int(c) for c in told.split(","))
     return sorted(os.sched_getaffinity(0))
 
 
@@ -289,12 +308,14 @@ def _read_config(top: Table, path: str) -> Config:
         log=_read_log(top.table("log")),
         metrics=_read_metrics(top.table("metrics")),
         network=_read_network(top.table("network")),
+        score_weights=_read_score_weights(top.table("placement")),
     )
     top.done()
     _check_references(config, top)
     _check_shares(config, top)
     _check_service_addresses(config, top)
     _check_stateful(config, top)
+    _check_placement(config, top)
     return config
 
 
@@ -364,6 +385,7 @@ def _read_upstream(t: Table) -> UpstreamConfig:
         vm=vm,
         pool=pool,
         health=health,
+        placement=_read_placement(t.table("placement")),
         connect_timeout=t.get("connect_timeout", duration, 5.0),
         read_timeout=t.get("read_timeout", duration, 60.0),
         send_timeout=t.get("send_timeout", duration, 60.0),
@@ -465,6 +487,35 @@ def _read_pool(t: Table) -> PoolConfig:
         t.issues.add(t.key("min"), f"min ({pool.min}) is larger than max ({pool.max})")
     t.done()
     return pool
+
+
+def _read_placement(t: Table) -> PlacementConfig:
+    placement = PlacementConfig(
+        cpus=t.get("cpus", _cpu_list, None),
+        anti_affinity=t.get("anti_affinity", one_of("none", "preferred", "required"), "preferred"),
+        near=tuple(t.get("near", list_of(string), ())),
+    )
+    t.done()
+    return placement
+
+
+def _cpu_list(value: Any) -> tuple[int, ...]:
+    cpus = tuple(list_of(integer(0, 4095))(value))
+    if not cpus:
+        raise Invalid("expected at least one CPU")
+    return cpus
+
+
+def _read_score_weights(t: Table) -> tuple[tuple[str, int], ...]:
+    """[placement]: a weight (0 turns a plugin off) for any of the scheduler's score plugins."""
+    from ukproxy.vm.scheduler import ScoreWeights
+
+    out = []
+    for name, _default in ScoreWeights().plugins_with_names():
+        if t.has(name):
+            out.append((name, t.get(name, integer(0, 1000), 0)))
+    t.done()
+    return tuple(out)
 
 
 def _read_health(t: Table) -> HealthConfig | None:
@@ -636,3 +687,36 @@ def _check_stateful(config: Config, top: Table) -> None:
         if config.workers != 1:
             top.issues.add(f"upstream[{i}].pool.stateful", f"every worker has its own pools, so {config.workers} "
                            "workers would boot one stateful VM each over the same share: use workers = 1")
+
+
+def _check_placement(config: Config, top: Table) -> None:
+    """Placement rules that can never be met are refused now, not at the first boot."""
+    cpus = usable_cpus()
+    vm_upstreams = {u.name for u in config.upstreams if u.vm is not None}
+    for i, u in enumerate(config.upstreams):
+        p = u.placement
+        if u.vm is None:
+            if p != PlacementConfig():
+                top.issues.add(f"upstream[{i}].placement", "placement is for VM pools (a [vm] section)")
+            continue
+        allowed = cpus
+        if p.cpus is not None:
+            unusable = sorted(set(p.cpus) - set(cpus))
+            if unusable:
+                top.issues.add(f"upstream[{i}].placement.cpus", f"CPUs {unusable} are not usable here (usable: {cpus})")
+            allowed = sorted(set(p.cpus) & set(cpus))
+        most = u.pool.max * config.workers  # every worker has a pool
+        if p.anti_affinity == "required" and most > len(allowed):
+            top.issues.add(f"upstream[{i}].placement.anti_affinity",
+                           f"required anti-affinity puts at most one VM of {u.name!r} on a CPU, but its pools may "
+                           f"hold {most} VMs (pool.max {u.pool.max} x {config.workers} workers) on "
+                           f"{len(allowed)} CPUs {allowed}")
+        if most > len(allowed) * u.vm.max_per_cpu:
+            top.issues.add(f"upstream[{i}].placement.cpus",
+                           f"{most} VMs (pool.max {u.pool.max} x {config.workers} workers) cannot fit on "
+                           f"{len(allowed)} CPUs of max_per_cpu {u.vm.max_per_cpu}")
+        for name in p.near:
+            if name == u.name:
+                top.issues.add(f"upstream[{i}].placement.near", "an upstream is not near itself: see anti_affinity")
+            elif name not in vm_upstreams:
+                top.issues.add(f"upstream[{i}].placement.near", f"no VM upstream named {name!r}")

@@ -26,7 +26,7 @@ import time
 from dataclasses import dataclass, field
 
 from ukproxy import compiled, control, metrics
-from ukproxy.config import Config, ConfigError, load
+from ukproxy.config import Config, ConfigError, load, usable_cpus
 from ukproxy.listeners import ListeningSockets
 from ukproxy.logs import setup_logging
 from ukproxy.metrics.master_side import MasterObservability
@@ -231,7 +231,8 @@ class Master:
         parent_end, child_end = socket.socketpair(socket.AF_UNIX, socket.SOCK_STREAM)
         listen_socks = self.sockets.for_worker(config, slot)
         fds = [s.fileno() for s in listen_socks]
-        env = dict(os.environ, UKPROXY_CONTROL_FD=str(child_end.fileno()))
+        env = dict(os.environ, UKPROXY_CONTROL_FD=str(child_end.fileno()),
+                   UKPROXY_CPUS=",".join(map(str, usable_cpus())))  # it revalidates the config, pinned
         cpu = self.cpu_for(slot)
         # taskset pins before the interpreter runs a line, so no thread of the worker ever runs elsewhere.
         pin = ["taskset", "-c", str(cpu)] if cpu is not None and TASKSET else []

@@ -82,11 +82,20 @@ def render(status: dict[str, Any]) -> str:
     vms = status.get("vms") or []
     if isinstance(vms, list) and vms:
         lines += [f"VMs: {len(vms)}", table([vm | {"last_check": _last_check(vm)} for vm in vms], VM_COLUMNS)]
+        lines += placements(vms)
     elif isinstance(vms, dict) and "error" in vms:
         lines.append(f"VMs: unavailable ({vms['error']})")
     else:
         lines.append("VMs: none")
     return "\n".join(lines)
+
+
+def placements(vms: list[dict[str, Any]]) -> list[str]:
+    """Why each VM went where it went: the scheduler's one-line account (totals per CPU, refusals)."""
+    placed = [(vm.get("id", "?"), vm["placement"]) for vm in vms if isinstance(vm.get("placement"), dict)]
+    if not placed:
+        return []
+    return ["", "placement:", *(f"  {vm_id}: {p.get('summary', '?')}" for vm_id, p in placed)]
 
 
 def print_status(args: argparse.Namespace) -> int:

@@ -25,6 +25,7 @@ from tests.waiting import wait_until
 pytestmark = [pytest.mark.root, pytest.mark.qemu, pytest.mark.timeout(300)]
 
 CONFIG = REPO / "conf" / "shortener.toml"
+KV_CPU = max(os.sched_getaffinity(0))  # the test pins kv here with [upstream.placement] cpus
 
 
 class Shortener:
@@ -72,7 +73,8 @@ def shortener_config(web: int, kv: int, metrics: int, netns: str, data: Path, lo
                      ('"run/shortener-kv"', f'"{data}"'),
                      ('"logs/shortener-access.log"', f'"{logs}"'),
                      ('pid_file = "run/shortener.pid"\n', ""),
-                     ('accel = "auto"', 'accel = "tcg"')):
+                     ('accel = "auto"', 'accel = "tcg"'),
+                     ('queue_timeout = "5s"\n', f'queue_timeout = "5s"\n[upstream.placement]\ncpus = [{KV_CPU}]\n')):
         assert old in text, old
         text = text.replace(old, new)
     return text
@@ -197,3 +199,19 @@ def test_kv_pool_is_never_shrunk(shortener: Shortener) -> None:
     """The stateful pool has no surplus loop: its one VM stays, whatever idle_timeout would say."""
     assert len(shortener.vms("kv")) == 1
     assert "stopping VM kv-" not in shortener.proxy.log()
+
+
+def test_placement_follows_the_config_and_says_why(shortener: Shortener) -> None:
+    """kv is pinned by hard affinity (cpus); api, placed after it, prefers kv's CPU (near = ["kv"])."""
+    kv = shortener.vms("kv")[0]
+    assert kv["cpu"] == KV_CPU
+    rejected = kv["placement"]["rejected"]  # type: ignore[index]
+    others = sorted(os.sched_getaffinity(0) - {KV_CPU})
+    assert sorted(int(c) for c in rejected) == others
+    assert all(r.startswith("RequiredCpuAffinity: ") for r in rejected.values())
+    first_api = min(shortener.vms("api"), key=lambda vm: int(str(vm["id"]).rsplit("-", 1)[1]))
+    scores = first_api["placement"]["scores"]  # type: ignore[index]
+    assert {int(c): s["PreferredUpstreamAffinity"] for c, s in scores.items()} == {
+        c: 100 if c == KV_CPU else 0 for c in sorted(os.sched_getaffinity(0))}
+    text = shortener.proxy.cli("status").stdout
+    assert "placement:" in text and f"{first_api['id']}: api -> cpu " in text

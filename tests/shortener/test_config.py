@@ -123,3 +123,36 @@ def test_the_shipped_shortener_config_passes_check(tmp_path: Path) -> None:
     done = subprocess.run([sys.executable, "-m", "ukproxy", "check", "-c", str(path)], cwd=REPO,
                           capture_output=True, text=True, timeout=60)
     assert done.returncode == 0, done.stdout + done.stderr
+
+
+def placement_of(tmp: Path, rules: str, pool: str = "min = 1\nmax = 1\n") -> str:
+    """base() with [upstream.placement] rules for api (a VM pool of max 1)."""
+    return base(tmp, pool=pool).replace('[[upstream]]\nname = "kv"',
+                                        f'[upstream.pool]\nmax = 1\n[upstream.placement]\n{rules}\n'
+                                        '[[upstream]]\nname = "kv"')
+
+
+@needs_root
+def test_placement_rules_reach_the_config(tmp_path: Path) -> None:
+    cpu = min(os.sched_getaffinity(0))
+    text = placement_of(tmp_path, f'cpus = [{cpu}]\nanti_affinity = "required"\nnear = ["kv"]')
+    config = loads(text + '[placement]\npreferred_affinity = 5\nlow_load = 0\n', "x.toml")
+    p = config.upstream("api").placement
+    assert (p.cpus, p.anti_affinity, p.near) == ((cpu,), "required", ("kv",))
+    assert dict(config.score_weights) == {"low_load": 0, "preferred_affinity": 5}
+
+
+@needs_root
+def test_check_refuses_placement_that_can_never_be_met(tmp_path: Path) -> None:
+    cpus = sorted(os.sched_getaffinity(0))
+    errors = errors_of(placement_of(tmp_path, "cpus = [4000]"))
+    assert f"upstream[0].placement.cpus: CPUs [4000] are not usable here (usable: {cpus})" in errors
+    crowded = placement_of(tmp_path, f'cpus = [{cpus[0]}]\nanti_affinity = "required"').replace(
+        "[upstream.pool]\nmax = 1\n[upstream.placement]", "[upstream.pool]\nmax = 2\n[upstream.placement]")
+    assert ("upstream[0].placement.anti_affinity: required anti-affinity puts at most one VM of 'api' on a CPU, "
+            "but its pools may hold 2 VMs (pool.max 2 x 1 workers) on 1 CPUs") in errors_of(crowded)
+    assert "upstream[0].placement.near: no VM upstream named 'db'" in errors_of(placement_of(tmp_path, 'near = ["db"]'))
+    assert "upstream[0].placement.near: an upstream is not near itself" in errors_of(
+        placement_of(tmp_path, 'near = ["api"]'))
+    assert "placement.unknown: unknown key" in errors_of(placement_of(tmp_path, "unknown = 1"))
+    assert "placement.spread_upstream: must be" in errors_of(base(tmp_path) + "[placement]\nspread_upstream = -1\n")

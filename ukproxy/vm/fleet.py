@@ -26,7 +26,15 @@ from ukproxy.protocol import VmInfo
 from ukproxy.reaper import ChildReaper
 from ukproxy.vm.placement.host import host_nodes
 from ukproxy.vm.qemu import QemuVm, VmBootError, VmSpec, find_leftover_vms
-from ukproxy.vm.scheduler import AntiAffinity, Scheduler, Unschedulable, VmRequest
+from ukproxy.vm.scheduler import (
+    AntiAffinity,
+    Placement,
+    Scheduler,
+    SchedulerConfig,
+    ScoreWeights,
+    Unschedulable,
+    VmRequest,
+)
 from ukproxy.vm.spare_tap import SpareTap
 
 log = logging.getLogger("ukproxy.fleet")
@@ -47,10 +55,27 @@ class FleetVm:
     boot_seconds: float | None = None
     stopping: bool = False
     retiring: bool = False  # its upstream left or changed at a reload: stopped once old workers drained
+    placement: Placement | None = None  # why it went where it went
 
     def describe(self) -> VmInfo:
         """What a worker needs to know about the VM."""
         return VmInfo(self.vm_id, self.upstream, self.host, self.port, self.cpu, self.boot_seconds)
+
+
+def scheduler_config(config: Config) -> SchedulerConfig:
+    return SchedulerConfig(weights=ScoreWeights(**dict(config.score_weights)))
+
+
+def placement_row(placement: Placement | None) -> dict[str, object] | None:
+    """Why a VM went where it went, for /status: each CPU's weighted total and every plugin's score, and
+    the CPUs a filter refused, with the reason."""
+    if placement is None:
+        return None
+    return {
+        "summary": placement.describe(),
+        "scores": {str(cpu): {"total": s.total, **s.by_plugin} for cpu, s in sorted(placement.scores.items())},
+        "rejected": {str(r.cpu): f"{r.plugin}: {r.reason}" for r in placement.rejections},
+    }
 
 
 class FleetConfigError(Exception):
@@ -121,7 +146,7 @@ class Fleet:
         cpus = sorted(os.sched_getaffinity(0))
         per_cpu_memory = psutil.virtual_memory().total // (1024 * 1024) // max(1, len(cpus))
         max_vms = max(u.vm.max_per_cpu for u in self.vm_upstreams())  # type: ignore[union-attr]
-        self.scheduler = Scheduler(host_nodes(max_vms, per_cpu_memory))
+        self.scheduler = Scheduler(host_nodes(max_vms, per_cpu_memory), scheduler_config(self.config))
 
     def _choose_mode(self) -> str:
         wanted = self.config.network.mode
@@ -176,9 +201,11 @@ class Fleet:
             raise VmBootError("ukproxy is stopping")
         number = next(self.ids)
         vm_id = f"{upstream_name}-{number}"
+        rules = upstream.placement
         request = VmRequest(upstream=upstream_name, memory_mib=vm_config.memory_mib,
                             worker=worker_cpu if worker_cpu is not None else 0,
-                            anti_affinity=AntiAffinity.PREFERRED)
+                            required_cpus=frozenset(rules.cpus) if rules.cpus is not None else None,
+                            anti_affinity=AntiAffinity(rules.anti_affinity), near=rules.near)
         try:
             placement = self.scheduler.place(request, vm_id)
         except Unschedulable as e:
@@ -199,6 +226,7 @@ class Fleet:
         finally:
             self.launching.discard(launch)
         self.boots += 1
+        vm.placement = placement
         metrics.vm_booted(upstream_name, vm.boot_seconds or 0.0)
         metrics.vm_state_changed(upstream_name, slot, "booting", "running")
         if self.closing:
@@ -311,6 +339,7 @@ class Fleet:
             "state": "stopping" if vm.stopping else "retiring" if vm.retiring else vm.qemu.state,
             "active": None, "requests": None,  # these and the last health check: from the workers' metrics
             "uptime": round(now - vm.started_at, 1), "boot_ms": round((vm.boot_seconds or 0) * 1000, 1),
+            "placement": placement_row(vm.placement),
         } for vm in self.vms.values()]
 
     # reload
@@ -333,6 +362,8 @@ class Fleet:
                 vm.retiring = True
                 retiring.append(vm.vm_id)
         self.config = new
+        if self.scheduler is not None and new.score_weights != old.score_weights:
+            self.scheduler = Scheduler(self.scheduler.snapshot(), scheduler_config(new))  # the VMs stay bound
         if self.mode == "none" and self.vm_upstreams():
             await self.start()
         return retiring

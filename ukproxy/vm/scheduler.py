@@ -18,6 +18,7 @@ from ukproxy.vm.placement.result import NodeScore, Placement, Unschedulable
 from ukproxy.vm.placement.scores import (
     LeastAllocated,
     LowLoad,
+    PreferredUpstreamAffinity,
     PreferredUpstreamAntiAffinity,
     ScorePlugin,
     SpreadUpstream,
@@ -49,6 +50,7 @@ class ScoreWeights:
     worker_affinity: int = 1
     spread_upstream: int = 2
     preferred_anti_affinity: int = 2
+    preferred_affinity: int = 2
 
     def __post_init__(self) -> None:
         for name, weight in self.plugins_with_names():
@@ -62,6 +64,7 @@ class ScoreWeights:
             ("worker_affinity", self.worker_affinity),
             ("spread_upstream", self.spread_upstream),
             ("preferred_anti_affinity", self.preferred_anti_affinity),
+            ("preferred_affinity", self.preferred_affinity),
         ]
 
     def weighted_plugins(self) -> list[tuple[ScorePlugin, int]]:
@@ -72,6 +75,7 @@ class ScoreWeights:
             (WorkerAffinity(), self.worker_affinity),
             (SpreadUpstream(), self.spread_upstream),
             (PreferredUpstreamAntiAffinity(), self.preferred_anti_affinity),
+            (PreferredUpstreamAffinity(), self.preferred_affinity),
         ]
         return [(plugin, weight) for plugin, weight in plugins if weight > 0]
 

@@ -76,7 +76,8 @@ class VmRequest:
     """A request for one new VM.
 
     `worker` is the owning worker's index, which is also its CPU (worker i runs on CPU i); placing the VM
-    there is preferred, never required. `required_cpus`, when given, is hard node affinity.
+    there is preferred, never required. `required_cpus`, when given, is hard node affinity. `near` names
+    upstreams whose VMs the new VM would rather share a CPU with (preferred affinity: api near kv).
     """
 
     upstream: str
@@ -84,6 +85,7 @@ class VmRequest:
     worker: int
     required_cpus: AbstractSet[int] | None = None
     anti_affinity: AntiAffinity = AntiAffinity.NONE
+    near: tuple[str, ...] = ()
 
     def __post_init__(self) -> None:
         if self.memory_mib < 0:
