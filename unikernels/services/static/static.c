@@ -46,7 +46,7 @@
 struct req_state {
     char *pending;               /* head bytes lwIP has not taken yet (mem_malloc'd), or NULL */
     uint32_t pending_len, pending_off;
-    fs_file file;                /* open while a body streams */
+    fs_file file;                /* open (has_file) from its stat until the response is queued */
     uint8_t has_file, busy, close_after;
     uint8_t stage;               /* staging buffer held while streaming: its index + 1, or 0 */
     uint8_t waiting;             /* in the queue for a staging buffer */
@@ -73,7 +73,7 @@ static char out[OUT_MAX];                /* the response head being built */
  * while it holds one of these: that bounds the staging memory, and the lwIP
  * heap that streaming bodies fill (STAGES x TCP_SND_BUF), however many
  * clients download at once. */
-static uint8_t stages[STAGES][STAGE_SIZE];
+static uint8_t stages[STAGES][STAGE_SIZE] LAZY;   /* filled by fs_read before use */
 static struct req_state *stage_owner[STAGES];
 static uint8_t small_buf[SMALL_MAX];     /* a small body between the share and lwIP, within one call */
 static struct req_state *wait_head, *wait_tail;
