@@ -140,8 +140,12 @@ def main(argv: list[str] | None = None) -> int:
             p.add_argument("--wait", action="store_true", help="stop/quit: wait until the master has exited")
         if name == "status":
             p.add_argument("--json", action="store_true", help="print the raw JSON")
+    from ukproxy.cluster import cli as cluster_cli
+
+    cluster_cli.add_parser(sub, DEFAULT_CONFIG)
     args = parser.parse_args(argv)
-    handler = {"run": cmd_run, "check": cmd_check, "status": cmd_status}.get(args.command, cmd_signal)
+    handler = {"run": cmd_run, "check": cmd_check, "status": cmd_status, "cluster": cluster_cli.cmd_cluster}.get(
+        args.command, cmd_signal)
     return handler(args)
 
 

@@ -9,6 +9,7 @@ from __future__ import annotations
 import ipaddress
 import os
 import re
+import socket
 import tomllib
 from dataclasses import dataclass, field, replace
 from pathlib import Path
@@ -193,6 +194,17 @@ class NetworkConfig:
 
 
 @dataclass(frozen=True)
+class ClusterConfig:
+    """[cluster]: this node's place in a cluster sharing config and membership through etcd (docs/cluster.md)."""
+
+    endpoints: tuple[str, ...]
+    name: str = "ukproxy"
+    node_id: str = field(default_factory=socket.gethostname)
+    peer: str = ""  # host:port where peer nodes reach this node's proxy
+    lease_ttl: int = 10  # seconds: how long after this node dies its record vanishes
+
+
+@dataclass(frozen=True)
 class Config:
     path: str
     workers: int
@@ -216,6 +228,7 @@ class Config:
     log: LogConfig = field(default_factory=LogConfig)
     metrics: MetricsConfig = field(default_factory=MetricsConfig)
     network: NetworkConfig = field(default_factory=NetworkConfig)
+    cluster: ClusterConfig | None = None  # [cluster]: ukproxy/cluster/
     # [placement]: the scheduler's score weights that differ from its defaults, as (plugin, weight)
     score_weights: tuple[tuple[str, int], ...] = ()
 
@@ -308,6 +321,7 @@ def _read_config(top: Table, path: str) -> Config:
         log=_read_log(top.table("log")),
         metrics=_read_metrics(top.table("metrics")),
         network=_read_network(top.table("network")),
+        cluster=_read_cluster(top.table("cluster")) if top.has("cluster") else None,
         score_weights=_read_score_weights(top.table("placement")),
     )
     top.done()
@@ -589,6 +603,38 @@ def _read_network(t: Table) -> NetworkConfig:
         t.issues.add(t.key("bridge"), f"interface names are at most 15 characters, got {len(net.bridge)}")
     t.done()
     return net
+
+
+_CLUSTER_NAME = re.compile(r"[A-Za-z0-9_.-]{1,63}")
+
+
+def _endpoint(value: Any) -> str:
+    text = string(value)
+    if not re.fullmatch(r"https?://[^/\s]+", text):
+        raise Invalid(f'expected an etcd client URL such as "http://127.0.0.1:2379", got {value!r}')
+    return text
+
+
+def _read_cluster(t: Table) -> ClusterConfig:
+    cluster = ClusterConfig(
+        endpoints=tuple(t.get("endpoints", list_of(_endpoint), ())),
+        name=t.get("name", string, "ukproxy"),
+        node_id=t.get("node_id", string, socket.gethostname()),
+        peer=t.get("peer", string, ""),
+        lease_ttl=t.get("lease_ttl", integer(2, 3600), 10),
+    )
+    if not cluster.endpoints and not t.has("endpoints"):
+        t.issues.add(t.key("endpoints"), "at least one etcd endpoint is needed")
+    for key, value in (("name", cluster.name), ("node_id", cluster.node_id)):
+        if not _CLUSTER_NAME.fullmatch(value):
+            t.issues.add(t.key(key), f"1-63 letters, digits, '_', '.' or '-', got {value!r}")
+    if cluster.peer:
+        try:
+            host_port(cluster.peer)
+        except Invalid as e:
+            t.issues.add(t.key("peer"), str(e))
+    t.done()
+    return cluster
 
 
 def _check_references(config: Config, top: Table) -> None:

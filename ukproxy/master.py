@@ -23,9 +23,11 @@ import subprocess
 import sys
 import tempfile
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 
 from ukproxy import compiled, control, metrics
+from ukproxy.cluster.node import ClusterNode
 from ukproxy.config import Config, ConfigError, load, usable_cpus
 from ukproxy.listeners import ListeningSockets
 from ukproxy.logs import setup_logging
@@ -104,6 +106,9 @@ class Master:
         self.backoff = 0.1
         self.identity: Identity | None = None
         self.fleet = Fleet(config, self.reaper, self.run_dir)
+        # How a reload reads the config: the file alone, or merged with the cluster's shared part.
+        self.load_config: Callable[[str], Config] = load
+        self.cluster: ClusterNode | None = None
         self.fleet.on_vm_exit = self._vm_died
         # Metrics directory and PROMETHEUS_MULTIPROC_DIR, before any child starts; /metrics + /status.
         self.observability = MasterObservability(
@@ -156,6 +161,9 @@ class Master:
             for slot in range(self.config.workers):
                 await self.spawn(slot)
             self.loop.create_task(self._watch_heartbeats())
+            if self.config.cluster is not None:
+                self.cluster = ClusterNode(self, self.config.cluster)
+                self.cluster.start()
             log.info("master %d: %d workers, listening on %s", os.getpid(), self.config.workers,
                      ", ".join(lc.address for lc in self.config.listen))
             # The workers import what the master did: same sources, same decision (ukproxy.compiled).
@@ -165,6 +173,8 @@ class Master:
                 log.warning("request path: %s, about half as fast", compiled.MODE)
             await self.done.wait()
         finally:
+            if self.cluster is not None:
+                await self.cluster.stop()  # its record leaves at once rather than after the lease TTL
             self.sockets.close()
             await self.fleet.shutdown()
             await self.observability.stop()
@@ -177,6 +187,8 @@ class Master:
             return
         self.stopping = True
         self.stopping_fast = not graceful
+        if self.cluster is not None:
+            self.cluster.draining()
         self.exit_code = exit_code or self.exit_code
         log.info("master: %s stop%s", "graceful" if graceful else "fast", f" ({why})" if why else "")
         sig = signal.SIGQUIT if graceful else signal.SIGTERM
@@ -388,21 +400,22 @@ class Master:
 
     # reload and logs
 
-    async def reload(self) -> None:
-        """Validate the config again; if good, start new workers with it and let the old ones drain."""
+    async def reload(self, loader: Callable[[str], Config] | None = None) -> str | None:
+        """Validate the config again; if good, start new workers with it and let the old ones drain.
+        `loader` reads it (default: self.load_config). Returns why it was refused, or None."""
         try:
-            new = load(self.config.path)
-        except ConfigError as e:
+            new = (loader or self.load_config)(self.config.path)
+        except (ConfigError, OSError) as e:
             log.error("reload refused, keeping the running config:\n%s", e)
             self.pid_file.write_status("reload-failed")
-            return
+            return str(e)
         try:
             self.fleet.check_reconfigure(new)
             self.sockets.open(new, self.fleet.netns)
         except (OSError, FleetConfigError) as e:
             log.error("reload refused, keeping the running config: %s", e)
             self.pid_file.write_status("reload-failed")
-            return
+            return str(e)
         old = [w for w in self.workers.values()]
         retiring = await self.fleet.reconfigure(new)
         if retiring:
@@ -426,6 +439,7 @@ class Master:
                 os.kill(w.pid, signal.SIGQUIT)
         self.pid_file.write_status("reloaded")
         log.info("reloaded: generation %d, %d new workers, %d old draining", self.generation, new.workers, len(old))
+        return None
 
     def reopen_logs(self) -> None:
         setup_logging(self.config.log, "master")
