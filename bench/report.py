@@ -15,17 +15,24 @@ def _err(c: Cell) -> str:
     return f"**{c.errors} ⚠**" if c.errors else "0"
 
 
+def _cpu(c: Cell) -> str:
+    if c.cpu_user_us is None or c.cpu_system_us is None:
+        return "-"
+    return f"{c.cpu_user_us + c.cpu_system_us:.1f} ({c.cpu_user_us:.1f} + {c.cpu_system_us:.1f})"
+
+
 def table(cs: list[Cell], suite: str, client: str, conns: int) -> list[str]:
     rows = [c for c in cs if c.suite == suite and c.client == client and c.connections == conns and not c.mode]
     if not rows:
         return []
-    out = ["| scenario | req/s (median) | min-max | p50 ms | p99 ms | errors | vs nginx | vs direct | client |",
-           "|---|---:|---:|---:|---:|---:|---:|---:|---|"]
+    out = ["| scenario | req/s (median) | min-max | p50 ms | p99 ms | errors | vs nginx | vs direct | "
+           "proxy CPU µs/req (usr + sys) | client |",
+           "|---|---:|---:|---:|---:|---:|---:|---:|---:|---|"]
     direct = find(cs, suite, "direct", client, conns)
     for c in rows:
         out.append(f"| {c.scenario} | {c.rps:,.0f} | {c.rps_min:,.0f}-{c.rps_max:,.0f} | {c.p50_ms:.2f} | "
                    f"{c.p99_ms:.2f} | {_err(c)} | {_r(ratio(c, reference(cs, c)))} | {_r(ratio(c, direct))} | "
-                   f"{c.placement} |")
+                   f"{_cpu(c)} | {c.placement} |")
     return out
 
 

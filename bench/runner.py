@@ -12,6 +12,7 @@ import time
 from collections.abc import Callable
 from typing import Any
 
+from bench import cpu
 from bench.clients import ClientFailed, RunResult
 from bench.scenarios import Scenario, run_ab, run_wrk
 from bench.settings import Settings
@@ -37,6 +38,19 @@ def _guard(s: Scenario, what: str, fn: Callable[[], RunResult]) -> RunResult:
         raise ScenarioFailed(f"scenario {s.backend}/{s.name} ({what}) failed: {e}") from None
 
 
+def _measured(s: Scenario, what: str, fn: Callable[[], RunResult]) -> tuple[RunResult, dict[str, float]]:
+    """One client run, and the proxy's CPU per request over it (empty for a scenario without a proxy)."""
+    if s.cpu_root is None:
+        return _guard(s, what, fn), {}
+    before = cpu.tree_times(s.cpu_root)
+    r = _guard(s, what, fn)
+    return r, cpu.per_request_us(before, cpu.tree_times(s.cpu_root), r.requests)
+
+
+def _cpu_text(c: dict[str, float]) -> str:
+    return f"  cpu {c['cpu_us']:5.1f} us/req ({c['cpu_user_us']:.1f} usr {c['cpu_system_us']:.1f} sys)" if c else ""
+
+
 def _log(msg: str) -> None:
     print(msg, file=sys.stderr, flush=True)
 
@@ -48,20 +62,20 @@ def throughput(suite: str, scenarios: list[Scenario], st: Settings, connections:
         for c in connections:
             for i in range(len(scenarios)):  # rotate the order each repetition: nobody always goes first
                 s = scenarios[(i + rep) % len(scenarios)]
-                r = _guard(s, f"wrk c={c}", lambda s=s, c=c: run_wrk(s, c, st.wrk_seconds))
+                r, used = _measured(s, f"wrk c={c}", lambda s=s, c=c: run_wrk(s, c, st.wrk_seconds))
                 _log(f"  {suite:6} {s.name:14} wrk   c={c:<4} {r.rps:10.0f} req/s p99 {r.p99_ms:8.2f} ms"
-                     f"{'  ERRORS ' + str(r.errors) if r.errors else ''}")
-                records.append(_record(suite, s, rep, r))
+                     f"{_cpu_text(used)}{'  ERRORS ' + str(r.errors) if r.errors else ''}")
+                records.append(_record(suite, s, rep, r, **used))
         if not with_ab:
             continue
         for keepalive in (True, False):
             for i in range(len(scenarios)):
                 s = scenarios[(i + rep) % len(scenarios)]
-                r = _guard(s, "ab", lambda s=s, k=keepalive: run_ab(s, st.ab_connections, st.ab_requests,
-                                                                     st.ab_seconds, k))
+                r, used = _measured(s, "ab", lambda s=s, k=keepalive: run_ab(s, st.ab_connections,
+                                                                              st.ab_requests, st.ab_seconds, k))
                 _log(f"  {suite:6} {s.name:14} {r.client:5} c={st.ab_connections:<4} {r.rps:10.0f} req/s"
-                     f" p99 {r.p99_ms:8.2f} ms{'  ERRORS ' + str(r.errors) if r.errors else ''}")
-                records.append(_record(suite, s, rep, r))
+                     f" p99 {r.p99_ms:8.2f} ms{_cpu_text(used)}{'  ERRORS ' + str(r.errors) if r.errors else ''}")
+                records.append(_record(suite, s, rep, r, **used))
     return records
 
 

@@ -24,6 +24,7 @@ class Scenario:
     prefix: list[str] = field(default_factory=list)
     client_placement: str = "host namespace, 127.0.0.1"
     worker_pids: Callable[[], list[int]] | None = None
+    cpu_root: int | None = None  # the proxy's root process: its tree's CPU per request is measured (bench/cpu.py)
 
 
 def _shares(s: Scenario, connections: int) -> list[tuple[str, int]]:

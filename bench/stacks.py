@@ -37,18 +37,21 @@ def native(procs: Processes, st: Settings, with_ukproxy: bool = True) -> list[Sc
                 upstream=f'servers = ["{server}"]'), metrics).start(ports), tcp, http
 
         uk, tcp, http = on_free_ports(3, start_ukproxy)
-        out += [Scenario("ukproxy tcp", "native", "ukproxy", "l4", [url.format(tcp)], worker_pids=uk.worker_pids),
-                Scenario("ukproxy http", "native", "ukproxy", "l7", [url.format(http)], worker_pids=uk.worker_pids)]
+        root = uk.proc.pid if uk.proc else None
+        out += [Scenario("ukproxy tcp", "native", "ukproxy", "l4", [url.format(tcp)], worker_pids=uk.worker_pids,
+                         cpu_root=root),
+                Scenario("ukproxy http", "native", "ukproxy", "l7", [url.format(http)], worker_pids=uk.worker_pids,
+                         cpu_root=root)]
     stream, http = free_port(), free_port()
-    nginx.start(procs, "proxy-nginx", nginx.proxy_conf(procs.raw_dir / "proxy-nginx", st.workers, [server],
-                                                       stream, http), [stream, http])
-    out += [Scenario("nginx stream", "native", "nginx", "l4", [url.format(stream)]),
-            Scenario("nginx http", "native", "nginx", "l7", [url.format(http)])]
+    ngx = nginx.start(procs, "proxy-nginx", nginx.proxy_conf(procs.raw_dir / "proxy-nginx", st.workers, [server],
+                                                             stream, http), [stream, http])
+    out += [Scenario("nginx stream", "native", "nginx", "l4", [url.format(stream)], cpu_root=ngx.pid),
+            Scenario("nginx http", "native", "nginx", "l7", [url.format(http)], cpu_root=ngx.pid)]
     if have("haproxy"):
         tcp, http = free_port(), free_port()
-        haproxy.start(procs, st.workers, [server], tcp, http)
-        out += [Scenario("haproxy tcp", "native", "haproxy", "l4", [url.format(tcp)]),
-                Scenario("haproxy http", "native", "haproxy", "l7", [url.format(http)])]
+        hap = haproxy.start(procs, st.workers, [server], tcp, http)
+        out += [Scenario("haproxy tcp", "native", "haproxy", "l4", [url.format(tcp)], cpu_root=hap.pid),
+                Scenario("haproxy http", "native", "haproxy", "l7", [url.format(http)], cpu_root=hap.pid)]
     return out
 
 

@@ -25,6 +25,8 @@ class Cell:
     layer: str
     placement: str
     mode: str = ""
+    cpu_user_us: float | None = None  # the proxy's CPU per request (bench/cpu.py), median over the runs
+    cpu_system_us: float | None = None
 
 
 def cells(records: list[dict[str, Any]]) -> list[Cell]:
@@ -35,9 +37,13 @@ def cells(records: list[dict[str, Any]]) -> list[Cell]:
     out = []
     for (suite, scenario, client, conns, mode), rs in groups.items():
         rps = [r["rps"] for r in rs]
+        measured = [r for r in rs if "cpu_us" in r]
+        user = statistics.median(r["cpu_user_us"] for r in measured) if measured else None
+        system = statistics.median(r["cpu_system_us"] for r in measured) if measured else None
         out.append(Cell(suite, scenario, client, conns, statistics.median(rps), min(rps), max(rps),
                         statistics.median(r["p50_ms"] for r in rs), statistics.median(r["p99_ms"] for r in rs),
-                        sum(r["errors"] for r in rs), len(rs), rs[0]["layer"], rs[0]["client_placement"], mode))
+                        sum(r["errors"] for r in rs), len(rs), rs[0]["layer"], rs[0]["client_placement"], mode,
+                        user, system))
     return out
 
 
