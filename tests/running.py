@@ -62,9 +62,10 @@ def _ephemeral_low() -> int:
         return 32768
 
 
-def wait_for_listening(port: int, host: str = "127.0.0.1", timeout: float = 10.0) -> None:
+def wait_for_listening(port: int, host: str = "127.0.0.1", timeout: float = 30.0) -> None:
     """Wait until something has bound host:port, without connecting (a probe connection would
-    reach the backends through the proxy and disturb what a test counts)."""
+    reach the backends through the proxy and disturb what a test counts). A master's start-up
+    (imports, config, workers) takes seconds on a busy 2-core machine: the bound is generous."""
     def bound() -> bool:
         with socket.socket() as s:
             try:
@@ -76,7 +77,7 @@ def wait_for_listening(port: int, host: str = "127.0.0.1", timeout: float = 10.0
     wait_until(bound, f"something to bind {host}:{port}", timeout=timeout)
 
 
-def wait_for_port(port: int, host: str = "127.0.0.1", timeout: float = 10.0) -> None:
+def wait_for_port(port: int, host: str = "127.0.0.1", timeout: float = 30.0) -> None:
     def answers() -> bool:
         with contextlib.suppress(OSError), socket.create_connection((host, port), timeout=0.5):
             return True
@@ -131,7 +132,7 @@ class RunningProxy:
                 continue
         return workers
 
-    def wait_workers(self, n: int, timeout: float = 15.0, exclude: set[int] | None = None) -> list[psutil.Process]:
+    def wait_workers(self, n: int, timeout: float = 30.0, exclude: set[int] | None = None) -> list[psutil.Process]:
         return wait_until(lambda: [w for w in self.workers() if not exclude or w.pid not in exclude],
                           f"{n} workers" + (" of a new generation" if exclude else ""),
                           accept=lambda ws: len(ws) == n, timeout=timeout, context=self.log)
