@@ -1,14 +1,18 @@
 """Memory per VM and boot time, for each way of running QEMU: `python -m bench.vm_density [-n VMS]`.
 
-Boots `n` httpd VMs at once per configuration (QEMU user networking, so no namespace is needed),
-waits for each `ready` line and a first HTTP 200, lets them idle a second, then reads every QEMU's
-memory: RSS (what `ps` shows; it counts the QEMU binary and libraries, shared by all VMs, in full),
-PSS (the shared pages divided among the processes mapping them: what n VMs really cost, per VM) and
+`--images httpd,static,kv,api` picks the images (default httpd), `--variants microvm` the
+configurations whose name contains a word, `--image-dir DIR` measures the images of another build.
+
+Boots `n` VMs of an image at once per configuration (QEMU user networking, so no namespace is needed),
+waits for each `ready` line and a first answer (HTTP 200, or +PONG from kv), lets them idle a second,
+then reads every QEMU's memory: RSS (what `ps` shows; it counts the QEMU binary and libraries, shared by
+all VMs, in full), PSS (the shared pages divided among the processes mapping them: what n VMs really cost, per VM) and
 USS (private to the VM). VMs per GiB come from PSS.
 
 Configurations: "before" is the command ukproxy used until this measurement (the default pc machine,
 transparent huge pages on); "pc" and "microvm" are `ukproxy.vm.qemu.MACHINES` as ukproxy runs them
-now (huge pages off); "-m 8" halves the guest RAM.
+now (huge pages off); "-m 8" halves the guest RAM; "tb-size" caps TCG's translated-code buffer;
+"arena 1" runs QEMU with MALLOC_ARENA_MAX=1 (one malloc arena for all its threads).
 
 Where a VM's private memory goes (smaps of one idle httpd VM on microvm, 25 MiB): the image's
 loaded size counts twice, because QEMU keeps a copy of the multiboot image as a ROM for reset and
@@ -40,8 +44,26 @@ import psutil
 from ukproxy.vm.qemu import VmSpec, _huge_pages_off, qemu_command
 
 REPO = Path(__file__).resolve().parent.parent
-IMAGE = REPO / "unikernels" / "build" / "httpd.elf"
+IMAGES = REPO / "unikernels" / "build"
 READY_TIMEOUT = 60.0
+
+
+@dataclass(frozen=True)
+class Image:
+    name: str
+    args: str  # the service's boot arguments
+    probe: str  # "http": GET /health (or / for static) answers 200; "resp": PING answers +PONG
+    path: str = "/health"
+    share: bool = False
+    min_memory_mib: int = 0  # a smaller -m does not fit this image: those variants run with this much
+
+
+IMAGE_KINDS = {
+    "httpd": Image("httpd", "service=httpd", "http"),
+    "static": Image("static", "", "http", path="/", share=True),
+    "kv": Image("kv", "appendonly=no", "resp", min_memory_mib=16),  # its 4 MiB store is taken at boot
+    "api": Image("api", "kv=10.0.2.2:6379", "http"),  # kv is only dialled when a request needs it
+}
 
 
 @dataclass(frozen=True)
@@ -51,12 +73,15 @@ class Variant:
     memory_mib: int
     huge_pages: bool  # False: started as ukproxy starts QEMU now (PR_SET_THP_DISABLE)
     legacy_command: bool = False  # the command line before -machine was given
+    accel_options: str = ""  # appended to -accel's value, e.g. ",tb-size=16"
+    environment: tuple[tuple[str, str], ...] = ()
 
     def argv(self, spec: VmSpec) -> list[str]:
         argv = qemu_command(spec)
         if self.legacy_command:
             at = argv.index("-machine")
             del argv[at:at + 2]
+        argv[argv.index("-accel") + 1] += self.accel_options
         return argv
 
 
@@ -66,6 +91,8 @@ VARIANTS = (
     Variant("pc, -m 8", "pc", 8, huge_pages=False),
     Variant("microvm", "microvm", 16, huge_pages=False),
     Variant("microvm, -m 8", "microvm", 8, huge_pages=False),
+    Variant("microvm, tb-size 16", "microvm", 16, huge_pages=False, accel_options=",tb-size=16"),
+    Variant("microvm, arena 1", "microvm", 16, huge_pages=False, environment=(("MALLOC_ARENA_MAX", "1"),)),
 )
 
 
@@ -77,10 +104,16 @@ def free_port() -> int:
         return s.getsockname()[1]
 
 
-def _spec(variant: Variant, i: int, run_dir: Path) -> VmSpec:
-    return VmSpec(vm_id=f"density-{i}", image=str(IMAGE), service_args="service=httpd", ip=None, gateway=None,
-                  port=80, memory_mib=variant.memory_mib, accel="tcg", mac="52:54:00:00:00:02", netns="bench",
-                  hostfwd_port=free_port(), run_dir=str(run_dir), machine=variant.machine)
+def _spec(variant: Variant, image: Image, image_dir: Path, i: int, run_dir: Path) -> VmSpec:
+    share = None
+    if image.share:
+        share = run_dir / "share"
+        share.mkdir(exist_ok=True)
+        (share / "index.html").write_text("<h1>density</h1>\n")
+    return VmSpec(vm_id=f"density-{i}", image=str(image_dir / f"{image.name}.elf"), service_args=image.args,
+                  ip=None, gateway=None, port=80, memory_mib=max(variant.memory_mib, image.min_memory_mib),
+                  accel="tcg", mac="52:54:00:00:00:02", netns="bench", hostfwd_port=free_port(),
+                  run_dir=str(run_dir), machine=variant.machine, share=None if share is None else str(share))
 
 
 def _wait_ready(proc: subprocess.Popen[bytes], deadline: float) -> None:
@@ -94,34 +127,45 @@ def _wait_ready(proc: subprocess.Popen[bytes], deadline: float) -> None:
             seen += os.read(proc.stdout.fileno(), 4096)
 
 
-def _first_200(port: int, deadline: float) -> None:
+def _answers(image: Image, port: int) -> bool:
+    if image.probe == "resp":
+        import socket
+
+        with socket.create_connection(("127.0.0.1", port), timeout=5) as s:
+            s.sendall(b"PING\r\n")
+            return s.recv(64).startswith(b"+PONG")
+    with urllib.request.urlopen(f"http://127.0.0.1:{port}{image.path}", timeout=5) as r:
+        return r.status == 200
+
+
+def _first_answer(image: Image, port: int, deadline: float) -> None:
     while True:
         try:
-            with urllib.request.urlopen(f"http://127.0.0.1:{port}/health", timeout=5) as r:
-                if r.status == 200:
-                    return
+            if _answers(image, port):
+                return
         except OSError:
-            if time.monotonic() > deadline:
-                raise
-            time.sleep(0.02)
+            pass
+        if time.monotonic() > deadline:
+            raise RuntimeError(f"{image.name} on port {port} never answered")
+        time.sleep(0.02)
 
 
-def measure(variant: Variant, n: int, run_dir: Path) -> dict[str, Any]:
+def measure(variant: Variant, image: Image, image_dir: Path, n: int, run_dir: Path) -> dict[str, Any]:
     procs: list[subprocess.Popen[bytes]] = []
     boots: list[float] = []
     try:
         for i in range(n):
-            spec = _spec(variant, i, run_dir)
+            spec = _spec(variant, image, image_dir, i, run_dir)
             started = time.monotonic()
             launch = contextlib.nullcontext() if variant.huge_pages else _huge_pages_off()
             with launch:
                 proc = subprocess.Popen(variant.argv(spec), stdin=subprocess.DEVNULL, stdout=subprocess.PIPE,
-                                        stderr=subprocess.STDOUT)
+                                        stderr=subprocess.STDOUT, env={**os.environ, **dict(variant.environment)})
             procs.append(proc)
             _wait_ready(proc, started + READY_TIMEOUT)
             boots.append((time.monotonic() - started) * 1000)
             assert spec.hostfwd_port is not None
-            _first_200(spec.hostfwd_port, started + READY_TIMEOUT)
+            _first_answer(image, spec.hostfwd_port, started + READY_TIMEOUT)
         time.sleep(1.0)  # idle, as a pool's VMs mostly are
         memory = [psutil.Process(p.pid).memory_full_info() for p in procs]
     finally:
@@ -130,7 +174,8 @@ def measure(variant: Variant, n: int, run_dir: Path) -> dict[str, Any]:
             p.wait()
     mib: Callable[[str], list[float]] = lambda field: [getattr(m, field) / 2**20 for m in memory]  # noqa: E731
     rss, pss, uss = mib("rss"), mib("pss"), mib("uss")
-    result = {"variant": variant.name, "machine": variant.machine, "guest_ram_mib": variant.memory_mib, "n": n,
+    result = {"image": image.name, "variant": variant.name, "machine": variant.machine,
+              "guest_ram_mib": max(variant.memory_mib, image.min_memory_mib), "n": n,
               "rss_mib": statistics.median(rss), "pss_mib": statistics.median(pss),
               "uss_mib": statistics.median(uss), "boot_ms": statistics.median(boots),
               "vms_per_gib": 1024 / statistics.median(pss)}
@@ -141,22 +186,30 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("-n", type=int, default=8, help="VMs at once per configuration (default 8)")
     parser.add_argument("--json", type=Path, help="also write the results here")
+    parser.add_argument("--images", default="httpd", help=f"comma-separated, of {', '.join(IMAGE_KINDS)}")
+    parser.add_argument("--variants", default="", help="only configurations whose name contains one of these "
+                        "comma-separated words (e.g. 'microvm')")
+    parser.add_argument("--image-dir", type=Path, default=IMAGES, help="where the images are (default: the build)")
     args = parser.parse_args(argv)
+    images = [IMAGE_KINDS[name] for name in args.images.split(",")]
+    words = [w for w in args.variants.split(",") if w]
+    variants = [v for v in VARIANTS if not words or any(w in v.name for w in words)]
     run_dir = Path(os.environ.get("TMPDIR", "/tmp")) / f"ukproxy-density-{os.getpid()}"
     run_dir.mkdir(parents=True, exist_ok=True)
     cpu = next((line.split(":", 1)[1].strip() for line in Path("/proc/cpuinfo").read_text().splitlines()
                 if line.startswith("model name")), "?")
     print(f"{args.n} VMs per configuration, TCG, on {os.cpu_count()} CPUs ({cpu})")
-    print(f"{'configuration':24} {'RSS MiB':>8} {'PSS MiB':>8} {'USS MiB':>8} {'VMs/GiB':>8} {'boot ms':>8}")
+    print(f"{'image':7} {'configuration':24} {'RSS MiB':>8} {'PSS MiB':>8} {'USS MiB':>8} {'VMs/GiB':>8} "
+          f"{'boot ms':>8}")
     results = []
-    for variant in VARIANTS:
+    for image, variant in ((image, variant) for image in images for variant in variants):
         try:
-            r = measure(variant, args.n, run_dir)
+            r = measure(variant, image, args.image_dir, args.n, run_dir)
         except RuntimeError as e:
-            print(f"{variant.name:24} failed: {e}")
+            print(f"{image.name:7} {variant.name:24} failed: {e}")
             continue
         results.append(r)
-        print(f"{r['variant']:24} {r['rss_mib']:8.1f} {r['pss_mib']:8.1f} {r['uss_mib']:8.1f} "
+        print(f"{image.name:7} {r['variant']:24} {r['rss_mib']:8.1f} {r['pss_mib']:8.1f} {r['uss_mib']:8.1f} "
               f"{r['vms_per_gib']:8.0f} {r['boot_ms']:8.0f}", flush=True)
     if args.json:
         args.json.write_text(json.dumps({"cpu": cpu, "results": results}, indent=2))

@@ -63,9 +63,14 @@ void ioapic_mask(uint32_t gsi, int masked);
 void timer_use_pm(uint16_t port);
 void busy_wait_ms(uint32_t ms);
 
-/* mem.c: page allocator over the multiboot memory map (never freed). */
+/* mem.c: page allocator over the multiboot memory map (never freed). page_alloc's
+ * memory is zeroed, writing only pages that are not zero already, so memory a
+ * VM never uses costs the host nothing. */
 void page_init(uint32_t mbi_addr);
 void *page_alloc(size_t bytes);
+/* A static buffer the loader never writes (linker.ld's .lazy): its pages cost host
+ * memory only once used. NOT zero at boot: only for memory written before it is read. */
+#define LAZY __attribute__((section(".lazy")))
 size_t pages_total(void);
 size_t pages_free(void);
 uintptr_t bios_ebda(void);   /* the EBDA's address, read before page 0 was unmapped (0: none) */

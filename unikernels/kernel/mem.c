@@ -1,6 +1,10 @@
 /* Memory: a bump allocator over the multiboot memory map's region above the
  * kernel. Everything allocated here (virtqueues, DMA buffers) lives for the
  * VM's lifetime; lwIP keeps its own heap and pools for what comes and goes.
+ * Guest RAM no one has written costs the host nothing (QEMU's RAM is anonymous
+ * memory), and a page that is only read maps the host's shared zero page; so
+ * page_alloc zeroes only pages that are not zero already, and a large
+ * allocation (kv's arena) costs the host what the service fills, not its size.
  * QEMU puts the multiboot info and command line right after the kernel, so
  * page_init copies the command line out before the allocator can reuse it.
  * Everything is identity-mapped (paging.c), so a page's address is what a
@@ -62,6 +66,27 @@ void page_init(uint32_t mbi_addr)
         panic("kernel does not fit in memory");
 }
 
+/* Clear [p, p + bytes) a page at a time, writing a page only if it holds a
+ * non-zero word (the firmware's or the loader's leftovers). */
+static void zero_unless_zero(uint8_t *p, size_t bytes)
+{
+    uint8_t *end = p + bytes;
+    while (p < end) {
+        uint8_t *page_end = (uint8_t *)(((uintptr_t)p + 4096) & ~4095u);
+        if (page_end > end)
+            page_end = end;
+        size_t n = (size_t)(page_end - p), i = 0;
+        int dirty = 0;
+        for (; i + 4 <= n && !dirty; i += 4)     /* p is 16-byte aligned */
+            dirty = *(const uint32_t *)(const void *)(p + i) != 0;
+        for (; i < n && !dirty; i++)
+            dirty = p[i] != 0;
+        if (dirty)
+            memset(p, 0, n);
+        p = page_end;
+    }
+}
+
 void *page_alloc(size_t bytes)
 {
     uintptr_t align = bytes >= 4096 ? 4096 : 16;
@@ -69,7 +94,7 @@ void *page_alloc(size_t bytes)
     if (p + bytes > heap_end || p + bytes < p)
         panic("out of memory allocating %u bytes", (unsigned)bytes);
     heap_next = p + bytes;
-    memset((void *)p, 0, bytes);
+    zero_unless_zero((uint8_t *)p, bytes);
     return (void *)p;
 }
 

@@ -31,6 +31,11 @@
 /* Memory: the heap holds PBUF_RAM (copied tcp_write data, ARP queues) and
  * per-connection state; pools hold pcbs, segments and received frames. */
 #define MEM_LIBC_MALLOC            0
+/* The heap and every pool live in linker.ld's .lazy section: not loaded, so QEMU
+ * keeps no copy of their 5 MiB and a page costs host memory only once lwIP uses
+ * it. mem_init and memp_init write what they need; neither reads before writing. */
+#define LWIP_DECLARE_MEMORY_ALIGNED(variable_name, size) \
+    u8_t variable_name[LWIP_MEM_ALIGN_BUFFER(size)] __attribute__((section(".lazy." #variable_name)))
 #define MEMP_MEM_MALLOC            0
 #define MEM_ALIGNMENT              4
 #define MEM_SIZE                   (3 * 1024 * 1024)

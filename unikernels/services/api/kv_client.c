@@ -38,8 +38,10 @@ struct kv_link {
     char rx[RX_MAX];
 };
 
-static struct kv_link links[POOL];
-static struct batch_job jobs[QUEUE_MAX], *free_jobs, *queue_head, *queue_tail, *failed;
+/* LAZY: kv_port_init clears everything but the buffers, whose lengths say what they hold. */
+static struct kv_link links[POOL] LAZY;
+static struct batch_job jobs[QUEUE_MAX] LAZY;
+static struct batch_job *free_jobs, *queue_head, *queue_tail, *failed;
 static ip_addr_t kv_ip;
 static uint16_t kv_port;
 static uint32_t timeout_ms = 1000;
@@ -280,8 +282,12 @@ void kv_port_init(void)
 {
     const char *target = cmdline_value("kv");
     timeout_ms = cmdline_uint("kv_timeout_ms", 10, 60000, 1000);
-    for (int i = 0; i < QUEUE_MAX; i++)
+    for (int i = 0; i < POOL; i++)
+        memset(&links[i], 0, offsetof(struct kv_link, rx));
+    for (int i = 0; i < QUEUE_MAX; i++) {
+        memset(&jobs[i], 0, offsetof(struct batch_job, buf));
         release_job(&jobs[i]);
+    }
     if (!target)
         cmdline_die("kv=IP:PORT is required (kv's service address)", "");
     const char *colon = strchr(target, ':');

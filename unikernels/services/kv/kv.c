@@ -31,8 +31,8 @@ struct kv_conn {
 };
 
 static struct kv_server kv = {.name = "kv"};
-static char out_buf[OUT_MAX];   /* one connection's replies at a time: single-threaded */
-static char log_buf[LOG_MAX];
+static char out_buf[OUT_MAX] LAZY;   /* one connection's replies at a time: single-threaded */
+static char log_buf[LOG_MAX] LAZY;   /* resp_out writes before it reads */
 static struct resp_out log = {log_buf, 0, LOG_MAX, 0};
 static int log_failed;
 

@@ -73,7 +73,7 @@ static char out[OUT_MAX];                /* the response head being built */
  * while it holds one of these: that bounds the staging memory, and the lwIP
  * heap that streaming bodies fill (STAGES x TCP_SND_BUF), however many
  * clients download at once. */
-static uint8_t stages[STAGES][STAGE_SIZE];
+static uint8_t stages[STAGES][STAGE_SIZE] LAZY;   /* filled by fs_read before use */
 static struct req_state *stage_owner[STAGES];
 static uint8_t small_buf[SMALL_MAX];     /* a small body between the share and lwIP, within one call */
 static struct req_state *wait_head, *wait_tail;
