@@ -87,6 +87,10 @@ def render(status: dict[str, Any]) -> str:
         lines.append(f"VMs: unavailable ({vms['error']})")
     else:
         lines.append("VMs: none")
+    if isinstance(status.get("cluster"), dict):
+        from ukproxy.cluster.cli import node_line
+
+        lines += ["", node_line(status["cluster"])]
     return "\n".join(lines)
 
 

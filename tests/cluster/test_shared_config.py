@@ -101,6 +101,8 @@ def test_losing_etcd_is_not_an_outage(etcd, nodes, backends, tmp_path):
         assert answers(a, "old") and answers(b, "old")
     status = a.status()
     assert status is not None and status["cluster"]["etcd_error"]
+    shown = a.cli("status")
+    assert shown.returncode == 0 and "cluster t: node a ready, etcd unreachable (" in shown.stdout, shown.stdout
     with urllib.request.urlopen(f"http://127.0.0.1:{a.metrics_port}/metrics", timeout=5) as resp:
         assert "ukproxy_cluster_etcd_up 0.0" in resp.read().decode()
 

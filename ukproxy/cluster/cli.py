@@ -118,6 +118,19 @@ def _json(raw: bytes) -> dict[str, Any]:
     return value if isinstance(value, dict) else {}
 
 
+def node_line(cluster: dict[str, Any]) -> str:
+    """This node's view of the cluster, for `ukproxy status`: its id, etcd's state and the config it runs."""
+    etcd = cluster.get("etcd", "?")
+    if cluster.get("etcd_error"):
+        etcd += f" ({cluster['etcd_error']})"
+    last = cluster.get("last_config") or {}
+    config = f"shared config revision {cluster.get('config_revision', 0) or 'none (local file)'}"
+    if last.get("applied") is False:
+        config += f"; refused revision {last.get('revision')}: {last.get('error')}"
+    return (f"cluster {cluster.get('cluster', '?')}: node {cluster.get('node', '?')} {cluster.get('state', '?')}, "
+            f"etcd {etcd}, {config}")
+
+
 async def _status(args: argparse.Namespace, cluster: ClusterConfig) -> int:
     keys = Keys(cluster.name)
     client = EtcdClient(cluster.endpoints)
