@@ -73,7 +73,6 @@ def shortener_config(web: int, kv: int, metrics: int, netns: str, data: Path, lo
                      ('"run/shortener-kv"', f'"{data}"'),
                      ('"logs/shortener-access.log"', f'"{logs}"'),
                      ('pid_file = "run/shortener.pid"\n', ""),
-                     ('accel = "auto"', 'accel = "tcg"'),
                      ('queue_timeout = "5s"\n', f'queue_timeout = "5s"\n[upstream.placement]\ncpus = [{KV_CPU}]\n')):
         assert old in text, old
         text = text.replace(old, new)

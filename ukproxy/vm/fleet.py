@@ -173,8 +173,9 @@ class Fleet:
             return wanted.pop()
         from ukproxy.vm.accel import probe_accel
 
-        first = self.vm_upstreams()[0].vm
-        assert first is not None
+        # Probe like a pool whose VMs share nothing writable: a probe must never write another VM's state.
+        candidates = [u.vm for u in self.vm_upstreams() if u.vm is not None]
+        first = next((vm for vm in candidates if not vm.share_writable), candidates[0])
         choice = await probe_accel(first.image, reaper=self.reaper, netns=self.config.network.netns, like=first)
         return choice.accel
 
