@@ -14,12 +14,13 @@ transparent huge pages on); "pc" and "microvm" are `ukproxy.vm.qemu.MACHINES` as
 now (huge pages off); "-m 8" halves the guest RAM; "tb-size" caps TCG's translated-code buffer;
 "arena 1" runs QEMU with MALLOC_ARENA_MAX=1 (one malloc arena for all its threads).
 
-Where a VM's private memory goes (smaps of one idle httpd VM on microvm, 25 MiB): the image's
-loaded size counts twice, because QEMU keeps a copy of the multiboot image as a ROM for reset and
-the loader writes it, zero-filled .bss included, into guest RAM (about 5 MiB each for a 5 MiB
-.bss, most of it lwIP's heap and pbuf pool); then QEMU's heap (4 MiB), its translation-block
-hash table (2 MiB) and code buffer (1-2 MiB), and relocated library data. The QEMU binary and its
-libraries (about 21 MiB of RSS) are shared by every VM: hence PSS, not RSS, for VMs per GiB.
+Where a VM's private memory goes (smaps of one idle httpd VM on microvm, 16.5 MiB): QEMU's malloc
+heap (~3.8 MiB), guest RAM that the guest wrote (~2.2 MiB: the image, lwIP's pools, rings), TCG's
+translation-block hash table (2 MiB) and code buffer (~0.6 MiB), relocated library data and thread
+stacks. Until the unikernel moved its big buffers out of .bss (unikernels/README.md, Memory), the
+image's 5 MiB .bss counted twice more: QEMU's copy of the loaded image for reset, and its zeros
+written into guest RAM. The QEMU binary and its libraries (about 21 MiB of RSS) are shared by every
+VM: hence PSS, not RSS, for VMs per GiB.
 """
 
 from __future__ import annotations
