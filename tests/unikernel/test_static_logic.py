@@ -19,8 +19,11 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-SRC = Path(__file__).resolve().parents[2] / "unikernels" / "services" / "static"
-MODULES = ["share_path", "mime", "http_date", "validators", "range", "conditional", "static_request"]
+UNIKERNELS = Path(__file__).resolve().parents[2] / "unikernels"
+SRC = UNIKERNELS / "services" / "static"
+LIB = UNIKERNELS / "lib"
+INCLUDE = UNIKERNELS / "include"
+MODULES = ["share_path", "mime", "http_date", "validators", "range", "conditional"]
 PATH_MAX = 1024
 
 pytestmark = pytest.mark.skipif(shutil.which("gcc") is None, reason="gcc is not installed")
@@ -58,10 +61,10 @@ def unx(token: str) -> bytes | None:
 @pytest.fixture(scope="module")
 def drv(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Driver]:
     binary = tmp_path_factory.mktemp("static") / "host_driver"
-    sources = [str(SRC / "host" / "driver.c")] + [str(SRC / f"{m}.c") for m in MODULES]
+    sources = [str(SRC / "host" / "driver.c"), str(LIB / "http_request.c")] + [str(SRC / f"{m}.c") for m in MODULES]
     proc = subprocess.run(
         ["gcc", "-O1", "-g", "-Wall", "-Wextra", "-Werror", "-fsanitize=address,undefined",
-         "-fno-sanitize-recover=all", "-o", str(binary), *sources],
+         "-fno-sanitize-recover=all", "-iquote", str(INCLUDE), "-o", str(binary), *sources],
         capture_output=True, text=True,
     )
     assert proc.returncode == 0, proc.stderr

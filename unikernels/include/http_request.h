@@ -10,6 +10,7 @@ struct request {
     int http10, keep_alive, has_host;
     /* header values the services read, NULL when absent (point into the head) */
     char *host, *content_type, *forwarded_proto;
+    char *if_none_match, *if_modified_since, *range, *if_range;   /* a file server's */
     uint32_t content_length;
 };
 

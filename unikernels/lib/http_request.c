@@ -1,6 +1,9 @@
 /* HTTP/1.x request heads: strict parsing into a struct request, in place.
  * Strict on purpose: a backend behind a proxy should reject what it does not
- * understand (400) rather than guess, and name the limit it hit (414, 431). */
+ * understand (400) rather than guess, and name the limit it hit (414, 431).
+ * The fields a service reads may each appear once: a repeated Host or
+ * conditional field is a 400, so a proxy and we never disagree on which one
+ * counts. */
 #include <string.h>
 #include "http_request.h"
 
@@ -39,6 +42,15 @@ static int is_tchar(char ch)
            (ch && strchr("!#$%&'*+-.^_`|~", ch));
 }
 
+/* Stores v in *slot unless the field was already seen; -1 then. */
+static int once(char **slot, char *v)
+{
+    if (*slot)
+        return -1;
+    *slot = v;
+    return 0;
+}
+
 /* Parses head[] (NUL-terminated, ends with CRLFCRLF); 0 or an HTTP status. */
 int request_parse(char *h, struct request *r)
 {
@@ -66,7 +78,7 @@ int request_parse(char *h, struct request *r)
     if (target[0] != '/')
         return 400;
     for (char *p = target; *p; p++)
-        if ((unsigned char)*p <= ' ' || (unsigned char)*p >= 0x7F)
+        if ((unsigned char)*p <= ' ' || (unsigned char)*p >= 0x7F || *p == '#')
             return 400;
     const char *ver = sp2 + 1;
     if (strncmp(ver, "HTTP/", 5) || !(ver[5] >= '0' && ver[5] <= '9') || ver[6] != '.' ||
@@ -93,7 +105,7 @@ int request_parse(char *h, struct request *r)
         *eol = 0;
         char *colon = strchr(line, ':');
         if (!colon || colon == line)
-            return 400;   /* also rejects obs-fold (line starting with space) */
+            return 400;   /* also rejects obs-fold (a line starting with space) */
         *colon = 0;
         for (char *p = line; *p; p++)
             if (!is_tchar(*p))
@@ -104,6 +116,9 @@ int request_parse(char *h, struct request *r)
         char *end = eol;
         while (end > v && (end[-1] == ' ' || end[-1] == '\t'))
             *--end = 0;
+        for (char *p = v; *p; p++)
+            if ((unsigned char)*p < 0x20 && *p != '\t')
+                return 400;   /* a bare CR or a control byte in a value */
         if (ieq(line, "connection")) {
             if (has_token(v, "close"))
                 r->keep_alive = 0;
@@ -125,12 +140,25 @@ int request_parse(char *h, struct request *r)
         } else if (ieq(line, "transfer-encoding")) {
             return 501;   /* no request bodies worth streaming here */
         } else if (ieq(line, "host")) {
+            if (once(&r->host, v))
+                return 400;
             r->has_host = 1;
-            r->host = v;
         } else if (ieq(line, "content-type")) {
             r->content_type = v;
         } else if (ieq(line, "x-forwarded-proto")) {
             r->forwarded_proto = v;
+        } else if (ieq(line, "if-none-match")) {
+            if (once(&r->if_none_match, v))
+                return 400;
+        } else if (ieq(line, "if-modified-since")) {
+            if (once(&r->if_modified_since, v))
+                return 400;
+        } else if (ieq(line, "range")) {
+            if (once(&r->range, v))
+                return 400;
+        } else if (ieq(line, "if-range")) {
+            if (once(&r->if_range, v))
+                return 400;
         }
         line = eol + 2;
     }

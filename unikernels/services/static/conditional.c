@@ -5,7 +5,7 @@
 #include "range.h"
 #include "validators.h"
 
-void conditional_answer(const struct static_request *r, int is_get, uint64_t size, const char *etag,
+void conditional_answer(const struct request *r, int is_get, uint64_t size, const char *etag,
                         int64_t mtime_sec, struct file_answer *out)
 {
     out->status = 200;

@@ -2,13 +2,13 @@
 #ifndef UK_STATIC_CONDITIONAL_H
 #define UK_STATIC_CONDITIONAL_H
 #include <stdint.h>
-#include "static_request.h"
+#include "http_request.h"
 
 struct file_answer {
     int status;             /* 200, 206, 304 or 416 */
     uint64_t start, len;    /* the bytes to send (200: all, 206: the range) */
 };
 
-void conditional_answer(const struct static_request *r, int is_get, uint64_t size, const char *etag,
+void conditional_answer(const struct request *r, int is_get, uint64_t size, const char *etag,
                         int64_t mtime_sec, struct file_answer *out);
 #endif

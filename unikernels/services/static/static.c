@@ -29,12 +29,12 @@
 #include "http_date.h"
 #include "mime.h"
 #include "share_path.h"
-#include "static_request.h"
+#include "http_request.h"
 #include "validators.h"
 #include "wallclock.h"
 
 #define HEAD_MAX 8192            /* request line + fields; beyond: 431 (or 414) */
-#define OUT_MAX (TARGET_MAX + 1024)   /* response head: the fields, and a Location up to a target long */
+#define OUT_MAX (URI_MAX + 1024)   /* response head: the fields, and a Location up to a target long */
 #define STAGE_SIZE 32768         /* one read from the share into a staging buffer */
 #define STAGES 16                /* bodies streaming at once; the others wait their turn (FIFO) */
 #define SEND_STALL_MS 5000       /* a stream that took no byte this long loses to a waiting one */
@@ -310,7 +310,7 @@ struct head_fields {
 
 /* Builds the response head, queues it, and starts the body (s->left from an
  * open s->file) unless head_only. */
-static void respond(struct conn *c, struct req_state *s, const struct static_request *r, int status,
+static void respond(struct conn *c, struct req_state *s, const struct request *r, int status,
                     const struct head_fields *f, const char *text)
 {
     char now[HTTP_DATE_LEN + 1];
@@ -347,7 +347,7 @@ static void respond(struct conn *c, struct req_state *s, const struct static_req
     if (text && !head_only)
         n += snprintf(out + n, sizeof(out) - (size_t)n, "%s", text);
     if (n >= (int)sizeof(out))
-        n = (int)sizeof(out) - 1;   /* cannot happen: Location is bounded by TARGET_MAX */
+        n = (int)sizeof(out) - 1;   /* cannot happen: Location is bounded by URI_MAX */
     if (head_only) {
         close_file(s);
         s->left = 0;
@@ -371,7 +371,7 @@ static void respond(struct conn *c, struct req_state *s, const struct static_req
 }
 
 /* A short text answer (errors, redirects). */
-static void respond_text(struct conn *c, struct req_state *s, const struct static_request *r, int status,
+static void respond_text(struct conn *c, struct req_state *s, const struct request *r, int status,
                          const char *location)
 {
     char text[64];
@@ -395,9 +395,9 @@ static int status_for(int err)
 
 /* "Location: ./name/" relative to the request, so it stays right behind a
  * proxy that strips a prefix; "./" keeps a name with ':' from reading as a scheme. */
-static void redirect_to_dir(struct conn *c, struct req_state *s, const struct static_request *r)
+static void redirect_to_dir(struct conn *c, struct req_state *s, const struct request *r)
 {
-    static char loc[TARGET_MAX + 8];
+    static char loc[URI_MAX + 8];
     const char *name = r->path;   /* its last segment; r->path starts with '/' */
     for (const char *p = r->path; *p; p++)
         if (*p == '/')
@@ -421,7 +421,7 @@ static int open_stat(const char *p, fs_file *f, struct fs_stat *st)
     return rc;
 }
 
-static void serve(struct conn *c, struct req_state *s, struct static_request *r)
+static void serve(struct conn *c, struct req_state *s, struct request *r)
 {
     int dir, status = share_path(r->path, path, SHARE_PATH_MAX + 1, &dir);
     if (status) {
@@ -548,7 +548,7 @@ static void process(struct conn *c)
             int eol = 0;
             while (eol < (int)len && data[eol] != '\n')
                 eol++;
-            respond_text(c, s, NULL, eol > TARGET_MAX + 32 ? 414 : 431, NULL);
+            respond_text(c, s, NULL, eol > URI_MAX + 32 ? 414 : 431, NULL);
             end_turn(c, s);
         } else if (conn_peer_closed(c)) {
             conn_close(c);   /* a partial head that can never finish */
@@ -559,8 +559,8 @@ static void process(struct conn *c)
     head[end] = 0;
     conn_consume(c, (uint32_t)end);
     conn_head_done(c);
-    struct static_request r;
-    int status = static_request_parse(head, &r);
+    struct request r;
+    int status = request_parse(head, &r);
     if (status) {
         respond_text(c, s, NULL, status, NULL);
         end_turn(c, s);

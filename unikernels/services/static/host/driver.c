@@ -12,7 +12,7 @@
 #include "../mime.h"
 #include "../range.h"
 #include "../share_path.h"
-#include "../static_request.h"
+#include "http_request.h"
 #include "../validators.h"
 
 /* Decodes "x<hex>" into a fresh NUL-terminated buffer (caller frees). */
@@ -98,8 +98,8 @@ int main(void)
             free(f);
         } else if (!strcmp(cmd, "request") || !strcmp(cmd, "answer")) {
             char *head = unhex(argv[1]);
-            struct static_request r;
-            int st = static_request_parse(head, &r);
+            struct request r;
+            int st = request_parse(head, &r);
             if (!strcmp(cmd, "request")) {
                 printf("%d", st);
                 if (!st) {
