@@ -76,6 +76,7 @@ class ClusterNode:
         self.outcome_written: dict[str, Any] | None = None
         self.seen_revision: int | None = None
         self.applying = asyncio.Lock()
+        self.changed = asyncio.Event()  # something to publish now rather than at the next tick
         self.tasks: list[asyncio.Task[None]] = []
         self.registrations = 0
         master.load_config = self.load_config  # a SIGHUP re-reads the local file, merged with what runs
@@ -91,6 +92,7 @@ class ClusterNode:
 
     def draining(self) -> None:
         self.state = "draining"
+        self.changed.set()
 
     async def stop(self) -> None:
         for task in self.tasks:
@@ -149,10 +151,12 @@ class ClusterNode:
                     if await self.client.keepalive(self.lease) <= 0:
                         raise LeaseLost()
                     renewed_at = time.monotonic()
+                self.changed.clear()
                 await self._publish()
                 self._connected()
                 backoff.reset()
-                await asyncio.sleep(TICK)
+                with contextlib.suppress(TimeoutError):
+                    await asyncio.wait_for(self.changed.wait(), TICK)
             except LeaseLost:
                 log.warning("cluster: lease %x expired (this node was paused or cut off past %ds): registering "
                             "again", self.lease, self.config.lease_ttl)
@@ -259,11 +263,13 @@ class ClusterNode:
             self.outcome = {"revision": revision, "applied": True, "error": None}
             metrics.config_applied(revision)
             log.info("cluster: applied the shared config, revision %d", revision)
+            self.changed.set()
 
     def _refused(self, revision: int, reason: str) -> None:
         log.error("cluster: shared config revision %d refused, keeping revision %d: %s",
                   revision, self.applied_revision, reason)
         self.outcome = {"revision": revision, "applied": False, "error": reason, "running": self.applied_revision}
+        self.changed.set()
         metrics.config_refused()
 
 
