@@ -48,7 +48,8 @@ def backends() -> Iterator[Callable[[str], Backend]]:
 class Node(RunningProxy):
     """A ukproxy master with a [cluster] section; its workers are remembered so a SIGKILL leaves none."""
 
-    def __init__(self, tmp: Path, etcd: Etcd, node_id: str, backend: Backend, name: str | None = None):
+    def __init__(self, tmp: Path, etcd: Etcd, node_id: str, backend: Backend, name: str | None = None,
+                 endpoint: str | None = None):
         self.node_id = node_id
         self.port = free_port()
         self.metrics_port = free_port()
@@ -66,7 +67,7 @@ servers = ["{backend.address}"]
 listen = "127.0.0.1:{self.metrics_port}"
 
 [cluster]
-endpoints = ["{etcd.url}"]
+endpoints = ["{endpoint or etcd.url}"]
 name = "{CLUSTER}"
 node_id = "{node_id}"
 peer = "127.0.0.1:{self.port}"
@@ -119,8 +120,8 @@ lease_ttl = {TTL}
 def nodes(tmp_path: Path, etcd: Etcd) -> Iterator[Callable[..., Node]]:
     made: list[Node] = []
 
-    def make(node_id: str, backend: Backend, name: str | None = None) -> Node:
-        made.append(Node(tmp_path, etcd, node_id, backend, name))
+    def make(node_id: str, backend: Backend, name: str | None = None, endpoint: str | None = None) -> Node:
+        made.append(Node(tmp_path, etcd, node_id, backend, name, endpoint))
         return made[-1]
 
     yield make

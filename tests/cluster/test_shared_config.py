@@ -9,6 +9,7 @@ import urllib.request
 from pathlib import Path
 
 from tests.cluster.conftest import CLUSTER, records, statuses
+from tests.cluster.relay import Relay
 from tests.running import REPO
 from tests.waiting import wait_until
 from ukproxy.cluster.shared_config import dumps
@@ -124,3 +125,26 @@ def test_the_merged_config_is_written_back_as_equivalent_toml():
     odd = {"s": 'quote " backslash \\ newline \n control \x01 astral \U0001f600', "f": [1.5, -0.0],
            "t": {"inner": [{"x": {"y": []}}]}, "e": []}
     assert tomllib.loads(dumps(odd)) == odd
+
+
+def test_a_node_cut_off_from_etcd_serves_on_and_catches_up_past_a_compaction(etcd, nodes, backends):
+    old, new = backends("old"), backends("new")
+    relay = Relay(etcd.client_port)
+    a = nodes("a", old, endpoint=relay.url).start_node()
+    first = wait_until(lambda: records(etcd), "a's record", accept=lambda r: "a" in r, timeout=30, context=a.log)
+    relay.cut()
+    wait_until(a.cluster, "a to see etcd gone", accept=lambda s: s["etcd"] == "unreachable", timeout=30)
+    for server in ("127.0.0.1:1", new.address):  # two pushes it misses, then their history compacted
+        last = etcd.put(CONFIG_KEY, f'[[upstream]]\nname = "web"\nservers = ["{server}"]\n')
+    etcd.call("/v3/kv/compaction", {"revision": str(last), "physical": True})
+    wait_until(lambda: records(etcd), "a's record to expire while cut off", accept=lambda r: "a" not in r,
+               timeout=30)
+    assert answers(a, "old"), "cut off, the node serves what it last knew"
+
+    relay.heal()
+    wait_until(a.cluster, "a to catch up", accept=lambda s: s["config_revision"] == last and s["etcd"] == "connected",
+               timeout=60, context=a.log)
+    assert answers(a, "new")
+    again = wait_until(lambda: records(etcd), "a registered again", accept=lambda r: "a" in r, timeout=30)
+    assert again["a"]["lease"] != first["a"]["lease"]
+    relay.cut()
