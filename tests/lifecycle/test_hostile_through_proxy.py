@@ -1,0 +1,183 @@
+"""Hostile clients through a ukproxy tcp listener (issue 12's original report): one httpd VM behind one
+worker, pool min = max = 1. No attack may keep a fresh client from its 200 within 2 s, nor take the VM
+down so that it has to be replaced.
+
+The attack clients are those of the direct-to-VM tests (tests/unikernel/hostile_clients.py), pointed
+at the proxy's loopback listener: each connection they open is one proxied connection to the VM. The
+MSS-536 client offers that MSS to the proxy; the proxy's own leg to the VM keeps its usual MSS (the
+direct test covers a VM facing MSS 536). One master and one VM serve every attack in turn; after each,
+the VM must let go of the attack's connections before the next begins.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import select
+import subprocess
+import sys
+import uuid
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import pytest
+
+from tests.fleet.conftest import qemu_of
+from tests.fleet.test_fleet import get, vms_in_rotation
+from tests.running import REPO, RunningProxy, free_port
+from tests.unikernel import hostile_clients as hostile
+from tests.waiting import wait_until
+
+LARGE = REPO / "unikernels" / "services" / "httpd" / "embed" / "large.txt"
+ATTACK_S = 6         # each attack ends by itself after this long
+ANSWER_WITHIN = 2.0  # seconds for a fresh client's 200 while an attack runs (the issue's criterion)
+PROBES = 3
+# With the pool's default max_conns (64 a VM) and max = 1, the worker queues every connection past the 64th
+# (up to queue_timeout, 5 s), first come first served: attackers holding 64 connections, or 256 downloaders
+# queued ahead, keep a fresh client waiting longer than 2 s. With max_conns = 1024 both attacks pass (the VM's
+# own limits then hold). Strict: when the pool stops queueing fresh clients behind an attack, remove this.
+POOL_QUEUES_BEHIND_ATTACK = pytest.mark.xfail(
+    strict=True, reason="the pool queues a fresh client behind the attack's connections once its VM has max_conns")
+
+
+def config(port: int, netns: str, image: Path) -> str:
+    """The issue's setup, as a new user would write it: every other setting at its default."""
+    return f"""
+workers = 1
+[network]
+netns = "{netns}"
+[[listen]]
+address = "127.0.0.1:{port}"
+protocol = "tcp"
+upstream = "web"
+[[upstream]]
+name = "web"
+[upstream.vm]
+image = "{image}"
+args = "service=httpd"
+[upstream.pool]
+min = 1
+max = 1
+"""
+
+
+pytestmark = [pytest.mark.root, pytest.mark.qemu, pytest.mark.timeout(240)]
+
+
+@dataclass
+class Proxied:
+    proxy: RunningProxy
+    port: int
+    netns: str
+    vm_pid: int
+
+
+@pytest.fixture(scope="module")
+def proxied(unikernel_image: Path, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Proxied]:
+    netns = f"ukt-hostile-{uuid.uuid4().hex[:8]}"
+    port = free_port()
+    proxy = RunningProxy(tmp_path_factory.mktemp("hostile-proxy"),
+                         config(port, netns, unikernel_image))
+    try:
+        proxy.start([port])
+        wait_until(lambda: vms_in_rotation(proxy), "the VM in rotation", timeout=60, context=proxy.log)
+        assert get(port, "/health")[0] == 200
+        pids = [p.pid for p in qemu_of(netns)]
+        assert len(pids) == 1, pids
+        yield Proxied(proxy, port, netns, pids[0])
+    finally:
+        proxy.stop()
+        leftovers = qemu_of(netns)
+        for p in leftovers:
+            p.kill()
+        namespace_left = os.path.exists(f"/run/netns/{netns}")
+        if namespace_left:
+            subprocess.run(["ip", "netns", "delete", netns], check=False)
+        assert not leftovers and not namespace_left, f"left behind: QEMU {leftovers}, namespace {namespace_left}"
+
+
+def _python(script: str, *args: str) -> list[str]:
+    return [sys.executable, "-c", script, *args]
+
+
+def _under_attack(p: Proxied, script: str, *args: str) -> tuple[list[dict], dict]:
+    """Starts the attack at the proxy, probes once it is in full swing, then collects the attack's report."""
+    _settled(p)   # the previous attack's connections are gone, even if its test failed
+    attack = subprocess.Popen(_python(script, "127.0.0.1", str(p.port), str(ATTACK_S), *args),
+                              stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    try:
+        assert attack.stdout
+        ready, _, _ = select.select([attack.stdout], [], [], ATTACK_S + 10)
+        assert ready, "the attack never got going"
+        assert attack.stdout.readline().strip() == "started", attack.stderr.read() if attack.stderr else ""
+        probe = subprocess.run(_python(hostile.PROBE, "127.0.0.1", str(p.port), str(PROBES), "0.3",
+                                       str(ANSWER_WITHIN)), capture_output=True, text=True, timeout=60)
+        still_running = attack.poll() is None
+        out, err = attack.communicate(timeout=ATTACK_S + 60)
+    finally:
+        if attack.poll() is None:
+            attack.kill()
+            attack.wait()
+    assert probe.returncode == 0, probe.stderr
+    probes = json.loads(probe.stdout)
+    answered = all(pr["status"] == "200" for pr in probes)
+    assert still_running or not answered, "the attack ended before the probes did: lengthen ATTACK_S"
+    assert attack.returncode == 0, err
+    return probes, json.loads(out.strip().splitlines()[-1])
+
+
+def _info(p: Proxied) -> dict:
+    status, body = get(p.port, "/api/info", timeout=5)
+    assert status == 200, body
+    return json.loads(body)
+
+
+def _settled(p: Proxied) -> dict:
+    """The VM holds only our own (proxied) connection and its buffer."""
+    return wait_until(lambda: _info(p), "the VM to let go of the attack's connections", timeout=40, interval=0.5,
+                      accept=lambda i: i["connections"] == 1 and i["rx_buffered"] <= 1024, context=p.proxy.log)
+
+
+def _survived(p: Proxied, probes: list[dict]) -> None:
+    """Every probe answered in time, the VM let go of the attack's connections, and it is the same VM."""
+    assert [pr["status"] for pr in probes] == ["200"] * PROBES, (probes, p.proxy.log()[-2000:])
+    _settled(p)
+    assert [q.pid for q in qemu_of(p.netns)] == [p.vm_pid], "the VM was replaced"
+
+
+def test_one_byte_segments(proxied: Proxied) -> None:
+    probes, attack = _under_attack(proxied, hostile.ONE_BYTE, "1", "2")
+    _survived(proxied, probes)
+    assert attack["bytes"] > 1000, attack
+
+
+@POOL_QUEUES_BEHIND_ATTACK
+def test_300_slow_header_connections(proxied: Proxied) -> None:
+    probes, attack = _under_attack(proxied, hostile.SLOW_HEADERS, "300", "0.25")
+    _survived(proxied, probes)
+    assert attack["connected"] == 300, attack
+
+
+def test_50_pipelined_long_work_requests_on_one_connection(proxied: Proxied) -> None:
+    probes, attack = _under_attack(proxied, hostile.PIPELINED_WORK, "1", "50")
+    _survived(proxied, probes)
+    assert attack["answers"] <= 1, attack   # one request at a time, 10 s each
+
+
+def test_an_mss_536_client_downloads_64_kib_intact(proxied: Proxied) -> None:
+    probes, attack = _under_attack(proxied, hostile.DOWNLOADS, "1", "/static/large.txt",
+                                   str(LARGE.stat().st_size), "536")
+    _survived(proxied, probes)
+    assert attack["ok"] >= 1 and attack["bad"] == 0 and attack["errors"] == 0, attack
+    assert attack["digests"] == [hashlib.sha256(LARGE.read_bytes()).hexdigest()]
+
+
+@POOL_QUEUES_BEHIND_ATTACK
+def test_256_concurrent_64_kib_downloads(proxied: Proxied) -> None:
+    probes, attack = _under_attack(proxied, hostile.DOWNLOADS, "256", "/static/large.txt",
+                                   str(LARGE.stat().st_size), "0")
+    _survived(proxied, probes)
+    assert attack["ok"] >= 256 and attack["bad"] == 0, attack
+    assert attack["digests"] == [hashlib.sha256(LARGE.read_bytes()).hexdigest()]
