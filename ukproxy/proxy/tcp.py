@@ -81,6 +81,7 @@ class TcpClientSide(asyncio.Protocol):
         self.bytes_sent = 0  # to the client
         self.upstream_addr: str | None = None
         self.connect_time: float | None = None
+        self._peer: tuple[str, int] | None = None  # getpeername once, and only if something wants it
 
     # client side
 
@@ -163,9 +164,11 @@ class TcpClientSide(asyncio.Protocol):
     async def _connect_upstream(self) -> None:
         group = self.group
         tried: list[Server] = []
-        key = self._balance_key()
+        key = self._balance_key() if group.keyed else None
         while len(tried) < group.config.tries:
-            server = await group.acquire(key, tried, self.loop.time())
+            server = group.acquire_nowait(key, tried, self.loop.time())
+            if server is None:
+                server = await group.acquire(key, tried, self.loop.time())  # a VM pool may grow or queue
             if server is None:
                 break
             tried.append(server)
@@ -205,23 +208,28 @@ class TcpClientSide(asyncio.Protocol):
             self._arm_idle_timer()
             return
         log.error("upstream %s: no server could be reached for %s (tried %d)",
-                  group.name, self._peer(), len(tried))
+                  group.name, self._peer_text(), len(tried))
         self.state.no_upstream(group.name)
         if self.transport is not None:
             self.transport.close()
 
+    def _peername(self) -> tuple[str, int] | None:
+        if self._peer is None and self.transport is not None:
+            self._peer = self.transport.get_extra_info("peername")
+        return self._peer
+
     def _balance_key(self) -> bytes | None:
-        peer = self.transport.get_extra_info("peername") if self.transport else None
+        peer = self._peername()
         return peer[0].encode() if peer else None
 
-    def _peer(self) -> str:
-        peer = self.transport.get_extra_info("peername") if self.transport else None
+    def _peer_text(self) -> str:
+        peer = self._peername()
         return f"{peer[0]}:{peer[1]}" if peer else "?"
 
     # closing
 
     def _session_finished(self) -> None:
-        peer = self.transport.get_extra_info("peername") if self.transport else None
+        peer = self._peername() if self.state.access_log is not None else None  # only the access log names it
         self.state.tcp_session_finished(
             self.listener, self.group.name, 200 if self.upstream_addr is not None else 502,
             self.loop.time() - self.started, self.connect_time, self.upstream_addr,
@@ -244,7 +252,7 @@ class TcpClientSide(asyncio.Protocol):
         if self.closed:
             return
         if self.loop.time() - self.last_activity >= self.group.config.idle_timeout:
-            log.info("closing idle tcp connection from %s", self._peer())
+            log.info("closing idle tcp connection from %s", self._peer_text())
             self.state.timeout_fired("idle")
             self.transport.close()  # type: ignore[union-attr]
         else:

@@ -23,29 +23,47 @@ class ServerGone(OSError):
 
 
 class _PendingConnect:
+    """A connect under way in its caller's task. Its deadline or its server's going cancels that task (no
+    task or wait_for of its own: one connect per tcp client and per fresh upstream http connection), and
+    `connect` turns the cancellation it caused into TimeoutError or ServerGone."""
+
+    __slots__ = ("task", "why")
+
     def __init__(self, task: asyncio.Task[Any]):
         self.task = task
-        self.cut = False
+        self.why = ""  # "timeout" or "gone" once we cancelled the task
 
     def cut_off(self) -> None:
-        self.cut = True
-        self.task.cancel()
+        self._cancel("gone")
+
+    def time_out(self) -> None:
+        self._cancel("timeout")
+
+    def _cancel(self, why: str) -> None:
+        if not self.why:
+            self.why = why
+            self.task.cancel()
 
 
 async def connect(loop: asyncio.AbstractEventLoop, server: Server, factory: Callable[[], P],
                   timeout: float) -> tuple[asyncio.Transport, P]:
-    """`loop.create_connection` to `server` within `timeout` (TimeoutError), or ServerGone."""
+    """`loop.create_connection` to `server` within `timeout` (TimeoutError), or ServerGone. Runs in a task."""
     if server.gone:
         raise ServerGone(server)
-    task = loop.create_task(loop.create_connection(factory, server.host, server.port))
+    task = asyncio.current_task()
+    assert task is not None, "connect is awaited from a task"
     pending = _PendingConnect(task)
+    timer = loop.call_later(timeout, pending.time_out) if timeout > 0 else None
     server.attach(pending)
     try:
-        return await asyncio.wait_for(task, timeout)  # type: ignore[return-value]
+        return await loop.create_connection(factory, server.host, server.port)  # type: ignore[return-value]
     except asyncio.CancelledError:
-        current = asyncio.current_task()
-        if pending.cut and (current is None or not current.cancelling()):
+        if pending.why and task.uncancel() == 0:  # ours alone: nobody else asked the task to stop
+            if pending.why == "timeout":
+                raise TimeoutError() from None
             raise ServerGone(server) from None
         raise
     finally:
+        if timer is not None:
+            timer.cancel()
         server.detach(pending)
