@@ -27,7 +27,9 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 
 from ukproxy import compiled, control, metrics
+from ukproxy.cluster import startup as cluster_startup
 from ukproxy.cluster.node import ClusterNode
+from ukproxy.cluster.startup import Shared
 from ukproxy.config import Config, ConfigError, load, usable_cpus
 from ukproxy.listeners import ListeningSockets
 from ukproxy.logs import setup_logging
@@ -109,6 +111,7 @@ class Master:
         # How a reload reads the config: the file alone, or merged with the cluster's shared part.
         self.load_config: Callable[[str], Config] = load
         self.cluster: ClusterNode | None = None
+        self.joined: Shared | None = None  # the shared config it started with
         self.fleet.on_vm_exit = self._vm_died
         # Metrics directory and PROMETHEUS_MULTIPROC_DIR, before any child starts; /metrics + /status.
         self.observability = MasterObservability(
@@ -162,7 +165,7 @@ class Master:
                 await self.spawn(slot)
             self.loop.create_task(self._watch_heartbeats())
             if self.config.cluster is not None:
-                self.cluster = ClusterNode(self, self.config.cluster)
+                self.cluster = ClusterNode(self, self.config.cluster, self.joined)
                 self.cluster.start()
             log.info("master %d: %d workers, listening on %s", os.getpid(), self.config.workers,
                      ", ".join(lc.address for lc in self.config.listen))
@@ -476,6 +479,11 @@ def run_master(config: Config) -> int:
     pid_file = PidFile(config.pid_file)
     pid_file.acquire()  # first: a second master must not touch the running one's files
     try:
-        return asyncio.run(Master(config, pid_file).run())
+        joined = None
+        if config.cluster is not None:
+            config, joined = cluster_startup.join(config)  # the first workers run the shared config already
+        master = Master(config, pid_file)
+        master.joined = joined
+        return asyncio.run(master.run())
     finally:
         pid_file.release()

@@ -148,3 +148,25 @@ def test_a_node_cut_off_from_etcd_serves_on_and_catches_up_past_a_compaction(etc
     again = wait_until(lambda: records(etcd), "a registered again", accept=lambda r: "a" in r, timeout=30)
     assert again["a"]["lease"] != first["a"]["lease"]
     relay.cut()
+
+
+def test_a_node_restarted_while_etcd_is_down_runs_the_shared_config_it_last_applied(etcd, nodes, backends, tmp_path):
+    old, new = backends("old"), backends("new")
+    a = nodes("a", old).start_node()
+    wait_until(lambda: records(etcd), "a's record", accept=lambda r: "a" in r, timeout=30, context=a.log)
+    file = tmp_path / "shared.toml"
+    file.write_text(shared(new))
+    assert push(a, file, "--wait", "60").returncode == 0
+    revision = a.cluster()["config_revision"]
+    a.stop()
+    etcd.kill()
+
+    a.start_node()
+    assert answers(a, "new"), "started on its kept copy of the shared config, not its local file alone"
+    assert a.cluster()["config_revision"] == revision
+    etcd.start()
+    wait_until(a.cluster, "a to reach etcd", accept=lambda s: s["etcd"] == "connected", timeout=60, context=a.log)
+    wait_until(lambda: statuses(etcd).get("a", {}).get("value", {}), "a's status",
+               accept=lambda s: s.get("revision") == revision and s.get("applied"), timeout=30)
+    status = a.status()
+    assert status is not None and status["master"]["generation"] == 0, "the same revision needs no reload"

@@ -26,6 +26,7 @@ from ukproxy.cluster.capacity import capacity, queued_requests
 from ukproxy.cluster.etcd import Compacted, EtcdClient, EtcdError, KeyValue, b64, compare, put_op
 from ukproxy.cluster.keys import Keys
 from ukproxy.cluster.shared_config import load_merged
+from ukproxy.cluster.startup import Shared, keep, label
 from ukproxy.config import ClusterConfig, Config
 
 log = logging.getLogger("ukproxy.cluster")
@@ -57,7 +58,7 @@ class Backoff:
 
 
 class ClusterNode:
-    def __init__(self, master: Any, config: ClusterConfig):
+    def __init__(self, master: Any, config: ClusterConfig, joined: Shared | None = None):
         self.master = master
         self.config = config
         self.keys = Keys(config.name)
@@ -79,12 +80,15 @@ class ClusterNode:
         self.changed = asyncio.Event()  # something to publish now rather than at the next tick
         self.tasks: list[asyncio.Task[None]] = []
         self.registrations = 0
+        if joined is not None:  # started on it (ukproxy.cluster.startup)
+            self.shared_text, self.applied_revision = joined.text, joined.revision
+            self.outcome = {"revision": joined.revision, "applied": True, "error": None}
         master.load_config = self.load_config  # a SIGHUP re-reads the local file, merged with what runs
         master.observability.add_status_provider("cluster", self.status)
 
     def start(self) -> None:
         metrics.etcd_up(False)
-        metrics.config_applied(0)
+        metrics.config_applied(self.applied_revision)
         loop = asyncio.get_running_loop()
         self.tasks = [loop.create_task(self._membership()), loop.create_task(self._config())]
         log.info("cluster %s: node %s joining through %s", self.config.name, self.config.node_id,
@@ -111,7 +115,7 @@ class ClusterNode:
         return load_merged(path, self.shared_text, self._label(self.applied_revision))
 
     def _label(self, revision: int) -> str:
-        return f"etcd {self.keys.config}@{revision}"
+        return label(self.config, revision)
 
     # etcd's state
 
@@ -255,15 +259,25 @@ class ClusterNode:
             except UnicodeDecodeError:
                 self._refused(revision, f"{self._label(revision)}: not UTF-8 text")
                 return
+            if text == self.shared_text:  # runs already (started on it, or pushed again unchanged): no reload
+                self._ran(text, revision)
+                return
             reason = await self.master.reload(lambda path: load_merged(path, text, self._label(revision)))
             if reason is not None:
                 self._refused(revision, reason)
                 return
-            self.shared_text, self.applied_revision = text, revision
-            self.outcome = {"revision": revision, "applied": True, "error": None}
-            metrics.config_applied(revision)
-            log.info("cluster: applied the shared config, revision %d", revision)
-            self.changed.set()
+            self._ran(text, revision)
+
+    def _ran(self, text: str | None, revision: int) -> None:
+        self.shared_text, self.applied_revision = text, revision
+        try:
+            keep(self.master.config.pid_file, Shared(text, revision) if text is not None else None)
+        except OSError as e:
+            log.warning("cluster: cannot keep a copy of the shared config: %s", e)
+        self.outcome = {"revision": revision, "applied": True, "error": None}
+        metrics.config_applied(revision)
+        log.info("cluster: running the shared config, revision %d", revision)
+        self.changed.set()
 
     def _refused(self, revision: int, reason: str) -> None:
         log.error("cluster: shared config revision %d refused, keeping revision %d: %s",
