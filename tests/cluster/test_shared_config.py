@@ -54,6 +54,11 @@ def test_a_push_reaches_every_node_and_a_node_down_takes_it_when_it_returns(etcd
                accept=lambda s: s.get("revision") == revision and s.get("applied"), timeout=60, context=c.log)
     assert answers(c, "new")
 
+    # A reload (SIGHUP) re-reads the local file and merges the shared config in again.
+    reloaded = a.cli("reload")
+    assert reloaded.returncode == 0, reloaded.stderr
+    assert answers(a, "new")
+
     # A push computed against an older revision is refused: someone changed it meanwhile.
     stale = push(a, file, "--revision", str(revision - 1))
     assert stale.returncode == 1 and f"at revision {revision}" in stale.stderr
