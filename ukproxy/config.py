@@ -330,7 +330,26 @@ def _read_config(top: Table, path: str) -> Config:
     _check_service_addresses(config, top)
     _check_stateful(config, top)
     _check_placement(config, top)
-    return config
+    return _tcp_pool_defaults(config, top)
+
+
+# What one unikernel VM holds at once (its connection layer's max_conns default).
+VM_CONNECTIONS = 512
+
+
+def _tcp_pool_defaults(config: Config, top: Table) -> Config:
+    """A pool behind a tcp listener defaults max_conns to what a VM holds itself, not to the 64 requests
+    in flight an http pool allows: a tcp client holds its VM connection for its whole life, so with 64 a
+    few dozen slow clients held every slot and a fresh client queued behind them."""
+    tcp_upstreams = {listen.upstream for listen in config.listen if listen.protocol == "tcp"}
+    raw = top.data.get("upstream", [])
+    upstreams = []
+    for i, u in enumerate(config.upstreams):
+        given = i < len(raw) and isinstance(raw[i], dict) and "max_conns" in raw[i].get("pool", {})
+        if u.name in tcp_upstreams and u.vm is not None and not given:
+            u = replace(u, pool=replace(u.pool, max_conns=VM_CONNECTIONS))
+        upstreams.append(u)
+    return replace(config, upstreams=tuple(upstreams))
 
 
 def _read_listen(t: Table) -> ListenConfig:

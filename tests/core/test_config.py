@@ -204,3 +204,24 @@ def test_vm_pools_get_a_tcp_liveness_check_unless_turned_off() -> None:
     assert loads(GOOD, "x.toml").upstream("web").health is None  # static servers: checks only when asked
     checked = loads(GOOD + '[upstream.health]\ntype = "http"\n', "x.toml").upstream("web").health
     assert checked is not None and checked.type == "http"
+
+
+def test_a_vm_pool_behind_a_tcp_listener_defaults_to_what_a_vm_holds() -> None:
+    def upstream(listen_protocol: str, pool: str = "") -> int:
+        config = loads(f"""
+[[listen]]
+address = "127.0.0.1:9000"
+protocol = "{listen_protocol}"
+upstream = "u"
+[[upstream]]
+name = "u"
+[upstream.vm]
+image = "unikernels/build/httpd.elf"
+[upstream.pool]
+{pool}
+""")
+        return config.upstreams[0].pool.max_conns
+
+    assert upstream("tcp") == 512          # a tcp client holds its VM connection for its whole life
+    assert upstream("http") == 64          # requests in flight
+    assert upstream("tcp", "max_conns = 8") == 8

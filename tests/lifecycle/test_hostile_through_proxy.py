@@ -34,12 +34,6 @@ LARGE = REPO / "unikernels" / "services" / "httpd" / "embed" / "large.txt"
 ATTACK_S = 6         # each attack ends by itself after this long
 ANSWER_WITHIN = 2.0  # seconds for a fresh client's 200 while an attack runs (the criterion)
 PROBES = 3
-# With the pool's default max_conns (64 a VM) and max = 1, the worker queues every connection past the 64th
-# (up to queue_timeout, 5 s), first come first served: attackers holding 64 connections, or 256 downloaders
-# queued ahead, keep a fresh client waiting longer than 2 s. With max_conns = 1024 both attacks pass (the VM's
-# own limits then hold). Strict: when the pool stops queueing fresh clients behind an attack, remove this.
-POOL_QUEUES_BEHIND_ATTACK = pytest.mark.xfail(
-    strict=True, reason="the pool queues a fresh client behind the attack's connections once its VM has max_conns")
 
 
 def config(port: int, netns: str, image: Path) -> str:
@@ -153,7 +147,6 @@ def test_one_byte_segments(proxied: Proxied) -> None:
     assert attack["bytes"] > 1000, attack
 
 
-@POOL_QUEUES_BEHIND_ATTACK
 def test_300_slow_header_connections(proxied: Proxied) -> None:
     probes, attack = _under_attack(proxied, hostile.SLOW_HEADERS, "300", "0.25")
     _survived(proxied, probes)
@@ -174,7 +167,6 @@ def test_an_mss_536_client_downloads_64_kib_intact(proxied: Proxied) -> None:
     assert attack["digests"] == [hashlib.sha256(LARGE.read_bytes()).hexdigest()]
 
 
-@POOL_QUEUES_BEHIND_ATTACK
 def test_256_concurrent_64_kib_downloads(proxied: Proxied) -> None:
     probes, attack = _under_attack(proxied, hostile.DOWNLOADS, "256", "/static/large.txt",
                                    str(LARGE.stat().st_size), "0")
