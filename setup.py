@@ -25,6 +25,7 @@ COMPILED = [
     "ukproxy/proxy/http_tunnel.py",
     "ukproxy/proxy/http_upstream.py",
     "ukproxy/proxy/routing.py",
+    "ukproxy/proxy/tcp.py",
     "ukproxy/upstream/balancing.py",
     "ukproxy/upstream/group.py",
     "ukproxy/upstream/keepalive.py",

@@ -50,7 +50,7 @@ async def connect(loop: asyncio.AbstractEventLoop, server: Server, factory: Call
     """`loop.create_connection` to `server` within `timeout` (TimeoutError), or ServerGone. Runs in a task."""
     if server.gone:
         raise ServerGone(server)
-    task = asyncio.current_task()
+    task = asyncio.current_task(loop)  # with the loop named: no get_running_loop, whose getpid is a system call
     assert task is not None, "connect is awaited from a task"
     pending = _PendingConnect(task)
     timer = loop.call_later(timeout, pending.time_out) if timeout > 0 else None
