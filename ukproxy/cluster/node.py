@@ -182,8 +182,14 @@ class ClusterNode:
             "state": self.state, "capacity": capacity(config, list(self.master.fleet.vms.values()), queues),
         }
 
+    async def _queues(self) -> dict[str, int]:
+        """Requests queued per upstream; only VM pools queue, so without them the metric files stay unread."""
+        if not any(u.vm is not None for u in self.master.config.upstreams):
+            return {}
+        return await asyncio.get_running_loop().run_in_executor(None, queued_requests)
+
     async def _register(self) -> None:
-        queues = await asyncio.get_running_loop().run_in_executor(None, queued_requests)
+        queues = await self._queues()
         record = self._record_now(queues)
         lease = await self.client.grant(self.config.lease_ttl)
         node_key = self.keys.node(self.config.node_id)
@@ -208,7 +214,7 @@ class ClusterNode:
         key is still ours (under our lease): a record that vanished means the lease did."""
         if time.monotonic() - self.written_at < MIN_WRITE_INTERVAL:
             return
-        queues = await asyncio.get_running_loop().run_in_executor(None, queued_requests)
+        queues = await self._queues()
         record = self._record_now(queues)
         puts = []
         if record != self.record:
