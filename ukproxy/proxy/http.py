@@ -23,7 +23,7 @@ from typing import Any, Final
 from ukproxy.config import Config, ListenConfig
 from ukproxy.protocol import Event
 from ukproxy.proxy import http_messages as msg
-from ukproxy.proxy.http_exchange import Exchange
+from ukproxy.proxy.http_exchange import ClientSide, Exchange
 from ukproxy.proxy.http_request import BODY, END, ERROR, HEAD, TAIL, HttpError, RequestHead, RequestReader
 from ukproxy.proxy.http_tunnel import Tunnel
 from ukproxy.proxy.routing import Router
@@ -113,7 +113,7 @@ class LocalReply:
 DRAIN_GRACE: Final = 1.0  # seconds an idle keep-alive connection of a stopping worker may still bring a request
 
 
-class HttpClientConnection(asyncio.Protocol):
+class HttpClientConnection(ClientSide):
     def __init__(self, site: HttpSite):
         self.site = site
         self.state = site.state

@@ -20,13 +20,13 @@ from __future__ import annotations
 import asyncio
 import enum
 import logging
-from typing import TYPE_CHECKING, Final, Protocol
+from typing import TYPE_CHECKING, Final
 
 from ukproxy.protocol import Event
 from ukproxy.proxy import http_messages as msg
 from ukproxy.proxy.http_body import RequestBody
 from ukproxy.proxy.http_request import HttpError, RequestHead
-from ukproxy.proxy.http_tunnel import Tunnel, TunnelClient
+from ukproxy.proxy.http_tunnel import Tunnel
 from ukproxy.proxy.http_upstream import (
     INVALID,
     READ_TIMEOUT,
@@ -87,16 +87,35 @@ class Next(enum.Enum):
     NEXT_SERVER = 2
 
 
-class ClientSide(TunnelClient, Protocol):
-    """What an exchange asks of the client connection it serves (http.HttpClientConnection)."""
+class ClientSide(asyncio.Protocol):
+    """What an exchange asks of the client connection it serves; http.HttpClientConnection is the one kind.
+    A base class rather than a Protocol: compiled, calls through it stay native (through a Protocol each is
+    a Python-level call), and this module needs nothing from http."""
 
     closed: bool
     writing_paused: bool
     peer: str  # for logs
 
-    def may_keep_alive(self) -> bool: ...
-    def start_tunnel(self, tunnel: Tunnel, idle_timeout: float) -> None: ...
-    def exchange_finished(self, exchange: Exchange, keep_alive: bool, abort: bool = False) -> None: ...
+    def write(self, data: bytes) -> None:
+        raise NotImplementedError
+
+    def write_eof(self) -> None:
+        raise NotImplementedError
+
+    def pause_reading(self, reason: str) -> None:
+        raise NotImplementedError
+
+    def resume_reading(self, reason: str) -> None:
+        raise NotImplementedError
+
+    def may_keep_alive(self) -> bool:
+        raise NotImplementedError
+
+    def start_tunnel(self, tunnel: Tunnel, idle_timeout: float) -> None:
+        raise NotImplementedError
+
+    def exchange_finished(self, exchange: Exchange, keep_alive: bool, abort: bool = False) -> None:
+        raise NotImplementedError
 
 
 def balance_key(config: UpstreamConfig, head: RequestHead, client_ip: bytes) -> bytes | None:
