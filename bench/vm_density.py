@@ -11,8 +11,9 @@ USS (private to the VM). VMs per GiB come from PSS.
 
 Configurations: "before" is the command ukproxy used until this measurement (the default pc machine,
 transparent huge pages on); "pc" and "microvm" are `ukproxy.vm.qemu.MACHINES` as ukproxy runs them
-now (huge pages off); "-m 8" halves the guest RAM; "tb-size" caps TCG's translated-code buffer;
-"arena 1" runs QEMU with MALLOC_ARENA_MAX=1 (one malloc arena for all its threads).
+now (huge pages off); "ACPI on" is microvm as ukproxy ran it before acpi=off; "-m 8" halves the
+guest RAM; "tb-size" caps TCG's translated-code buffer; "arena 1" runs QEMU with MALLOC_ARENA_MAX=1
+(one malloc arena for all its threads).
 
 Where a VM's private memory goes (smaps of one idle httpd VM on microvm, 16.5 MiB): QEMU's malloc
 heap (~3.8 MiB), guest RAM that the guest wrote (~2.2 MiB: the image, lwIP's pools, rings), TCG's
@@ -75,6 +76,7 @@ class Variant:
     huge_pages: bool  # False: started as ukproxy starts QEMU now (PR_SET_THP_DISABLE)
     legacy_command: bool = False  # the command line before -machine was given
     accel_options: str = ""  # appended to -accel's value, e.g. ",tb-size=16"
+    machine_options: str = ""  # replaces -machine's value
     environment: tuple[tuple[str, str], ...] = ()
 
     def argv(self, spec: VmSpec) -> list[str]:
@@ -83,6 +85,8 @@ class Variant:
             at = argv.index("-machine")
             del argv[at:at + 2]
         argv[argv.index("-accel") + 1] += self.accel_options
+        if self.machine_options:
+            argv[argv.index("-machine") + 1] = self.machine_options
         return argv
 
 
@@ -90,6 +94,7 @@ VARIANTS = (
     Variant("before: pc, huge pages", "pc", 16, huge_pages=True, legacy_command=True),
     Variant("pc", "pc", 16, huge_pages=False),
     Variant("pc, -m 8", "pc", 8, huge_pages=False),
+    Variant("microvm, ACPI on", "microvm", 16, huge_pages=False, machine_options="microvm,ioapic2=off"),
     Variant("microvm", "microvm", 16, huge_pages=False),
     Variant("microvm, -m 8", "microvm", 8, huge_pages=False),
     Variant("microvm, tb-size 16", "microvm", 16, huge_pages=False, accel_options=",tb-size=16"),
