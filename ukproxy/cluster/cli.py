@@ -3,17 +3,18 @@
 from __future__ import annotations
 
 import argparse
-import asyncio
 import json
 import sys
 import time
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from ukproxy.cluster.etcd import EtcdClient, EtcdError, compare, put_op
 from ukproxy.cluster.keys import Keys
 from ukproxy.cluster.shared_config import merged_text, parse_shared
 from ukproxy.config import ClusterConfig, ConfigError, load, loads
+
+if TYPE_CHECKING:
+    from ukproxy.cluster.etcd import EtcdClient
 
 
 def add_parser(sub: Any, default_config: str) -> None:
@@ -41,6 +42,10 @@ def cmd_cluster(args: argparse.Namespace) -> int:
     if local.cluster is None:
         print(f"ukproxy: {args.config} has no [cluster] section", file=sys.stderr)
         return 1
+    import asyncio
+
+    from ukproxy.cluster.etcd import EtcdError  # aiohttp: imported by this command only, not by every ukproxy one
+
     run = _push if args.cluster_command == "push" else _status
     try:
         return asyncio.run(run(args, local.cluster))
@@ -63,6 +68,8 @@ async def _push(args: argparse.Namespace, cluster: ClusterConfig) -> int:
             print(f"ukproxy: {issue}", file=sys.stderr)
         print(f"ukproxy: {args.file} not pushed: invalid", file=sys.stderr)
         return 1
+    from ukproxy.cluster.etcd import EtcdClient, compare, put_op
+
     keys = Keys(cluster.name)
     client = EtcdClient(cluster.endpoints)
     try:
@@ -83,6 +90,8 @@ async def _push(args: argparse.Namespace, cluster: ClusterConfig) -> int:
 
 async def _wait_for_nodes(client: EtcdClient, keys: Keys, revision: int, timeout: float) -> int:
     """Until every registered node reports the revision (applied or refused), within `timeout`."""
+    import asyncio
+
     deadline = time.monotonic() + timeout
     while True:
         nodes, statuses = await _read(client, keys)
@@ -132,6 +141,8 @@ def node_line(cluster: dict[str, Any]) -> str:
 
 
 async def _status(args: argparse.Namespace, cluster: ClusterConfig) -> int:
+    from ukproxy.cluster.etcd import EtcdClient
+
     keys = Keys(cluster.name)
     client = EtcdClient(cluster.endpoints)
     try:
