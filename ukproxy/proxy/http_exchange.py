@@ -575,7 +575,7 @@ class Exchange:
         self.phase = Phase.FINISHED
         self._release_server()
         task = self.task
-        if task is not None and not task.done() and asyncio.current_task() is not task:
+        if task is not None and not task.done() and asyncio.current_task(self.loop) is not task:
             task.cancel()
         if self.upstream is not None:
             self.upstream.abort()
