@@ -18,9 +18,10 @@ _HOSTS_CACHED = 1024  # hosts whose route tables are remembered (a client may se
 
 
 class RouteMatch:
-    def __init__(self, upstream: str, path: bytes):
+    def __init__(self, upstream: str, path: bytes, route: RouteConfig | None = None):
         self.upstream = upstream
         self.path = path  # the path (and query) to send upstream, prefix stripped if the route says so
+        self.route = route  # the [[route]] that matched; None for the listener's own upstream
 
 
 @dataclass(frozen=True)
@@ -28,6 +29,7 @@ class _Route:
     prefix: bytes
     upstream: str
     strip: bool
+    config: RouteConfig  # for what a route sets beyond its upstream (compression, ...)
 
 
 class Router:
@@ -35,7 +37,7 @@ class Router:
         self.default_upstream = default_upstream
         by_host: dict[str, list[_Route]] = {}
         for r in routes:
-            by_host.setdefault(r.host.lower(), []).append(_Route(r.prefix.encode(), r.upstream, r.strip_prefix))
+            by_host.setdefault(r.host.lower(), []).append(_Route(r.prefix.encode(), r.upstream, r.strip_prefix, r))
         for table in by_host.values():
             table.sort(key=lambda route: len(route.prefix), reverse=True)  # longest prefix first
         self.exact = {h: t for h, t in by_host.items() if not h.startswith("*")}
@@ -52,7 +54,7 @@ class Router:
             for route in table:
                 rest = _after_prefix(target, route.prefix)
                 if rest is not None:
-                    return RouteMatch(route.upstream, _strip(rest) if route.strip else target)
+                    return RouteMatch(route.upstream, _strip(rest) if route.strip else target, route.config)
         if self.default_upstream is not None:
             return RouteMatch(self.default_upstream, target)
         return None
