@@ -4,7 +4,7 @@ PY := .venv/bin/python
 CONF ?= conf/ukproxy.toml
 APT_PACKAGES := python3-venv python3-dev gcc make xz-utils dpkg-dev qemu-system-x86 iproute2 curl \
                 nginx libnginx-mod-stream wrk apache2-utils redis-tools redis-server haproxy etcd-server etcd-client \
-                nghttp2-client openssl
+                nghttp2-client openssl chromium-headless-shell
 
 .PHONY: run test deps venv compiled unikernels lint bench clean
 
