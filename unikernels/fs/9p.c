@@ -72,11 +72,22 @@ static int open_fid(fs_file f)
 
 /* ---- paths ---- */
 
-/* Splits path into its components (pointers into path, lengths); the count,
- * or -EINVAL for an empty, "." or ".." component or one with a NUL or too long. */
-static int split(const char *path, const char **names, uint16_t *lens, int max)
+#define MAX_DEPTH 64
+
+/* A path as its components (pointers into the path, and lengths). */
+struct path {
+    const char *names[MAX_DEPTH];
+    uint16_t lens[MAX_DEPTH];
+    int n;
+};
+
+/* Splits path into pp: 0, -ENODEV before a mount, -EINVAL for an empty, "."
+ * or ".." component or one too long, -ENAMETOOLONG past MAX_DEPTH. */
+static int split(const char *path, struct path *pp)
 {
-    int n = 0;
+    pp->n = 0;
+    if (!fs.mounted)
+        return -ENODEV;
     if (!*path)
         return 0;
     for (const char *p = path;;) {
@@ -84,24 +95,24 @@ static int split(const char *path, const char **names, uint16_t *lens, int max)
         size_t len = end ? (size_t)(end - p) : strlen(p);
         if (len == 0 || len > MAX_NAME || (len == 1 && p[0] == '.') || (len == 2 && p[0] == '.' && p[1] == '.'))
             return -EINVAL;
-        if (n == max)
+        if (pp->n == MAX_DEPTH)
             return -ENAMETOOLONG;
-        names[n] = p;
-        lens[n++] = (uint16_t)len;
+        pp->names[pp->n] = p;
+        pp->lens[pp->n++] = (uint16_t)len;
         if (!end)
-            return n;
+            return 0;
         p = end + 1;
     }
 }
-
-#define MAX_DEPTH 64
 
 /* Walks newfid (allocated here) to the first n of the given components. Every
  * qid but the last must be a directory (-ELOOP for a symlink, -ENOTDIR else).
  * 0 with *fid and *last (the root's qid type when n is 0), or a negative errno
  * with nothing left allocated. */
-static int walk(const char *const *names, const uint16_t *lens, int n, uint32_t *fid, struct p9_qid *last)
+static int walk(const struct path *pp, int n, uint32_t *fid, struct p9_qid *last)
 {
+    const char *const *names = pp->names;
+    const uint16_t *lens = pp->lens;
     uint32_t newfid;
     int rc = fid_alloc(&newfid);
     if (rc)
@@ -245,16 +256,12 @@ static int getattr(uint32_t fid, struct fs_stat *st)
 
 int fs_stat(const char *path, struct fs_stat *st)
 {
-    const char *names[MAX_DEPTH];
-    uint16_t lens[MAX_DEPTH];
-    if (!fs.mounted)
-        return -ENODEV;
-    int n = split(path, names, lens, MAX_DEPTH);
-    if (n < 0)
-        return n;
+    struct path pp;
     uint32_t fid;
     struct p9_qid q;
-    int rc = walk(names, lens, n, &fid, &q);
+    int rc = split(path, &pp);
+    if (!rc)
+        rc = walk(&pp, pp.n, &fid, &q);
     if (rc)
         return rc;
     rc = getattr(fid, st);
@@ -269,20 +276,26 @@ int fs_fstat(fs_file f, struct fs_stat *st)
     return getattr((uint32_t)f, st);
 }
 
-/* Opens fid (walked to an existing file) with Tlopen. */
-static int lopen(uint32_t fid, uint32_t lflags)
+/* Sends a Tlopen or Tlcreate and reads its reply (qid, iounit). */
+static int open_rpc(struct p9_req *m)
 {
-    struct p9_req m = p9_begin(P9_TLOPEN);
-    p9_put32(&m, fid);
-    p9_put32(&m, lflags | L_NOFOLLOW);
     struct p9_rep r;
-    int rc = p9_rpc(&m, &r);
+    int rc = p9_rpc(m, &r);
     if (rc)
         return rc;
     struct p9_qid q;
     p9_getqid(&r, &q);
     (void)p9_get32(&r);   /* iounit: we bound every transfer by msize instead */
     return p9_parsed(&r);
+}
+
+/* Opens fid (walked to an existing file) with Tlopen. */
+static int lopen(uint32_t fid, uint32_t lflags)
+{
+    struct p9_req m = p9_begin(P9_TLOPEN);
+    p9_put32(&m, fid);
+    p9_put32(&m, lflags | L_NOFOLLOW);
+    return open_rpc(&m);
 }
 
 /* Creates leaf in dirfid, which becomes the open file (Tlcreate). */
@@ -294,20 +307,12 @@ static int lcreate(uint32_t dirfid, const char *leaf, uint16_t len, uint32_t lfl
     p9_put32(&m, lflags | L_NOFOLLOW);
     p9_put32(&m, 0644);
     p9_put32(&m, 0);   /* gid */
-    struct p9_rep r;
-    int rc = p9_rpc(&m, &r);
-    if (rc)
-        return rc;
-    struct p9_qid q;
-    p9_getqid(&r, &q);
-    (void)p9_get32(&r);   /* iounit */
-    return p9_parsed(&r);
+    return open_rpc(&m);
 }
 
 int fs_open(const char *path, int flags, fs_file *out)
 {
-    const char *names[MAX_DEPTH];
-    uint16_t lens[MAX_DEPTH];
+    struct path pp;
     if (!fs.mounted)
         return -ENODEV;
     if (flags & ~(FS_WRONLY | FS_CREAT | FS_TRUNC | FS_APPEND))
@@ -318,21 +323,21 @@ int fs_open(const char *path, int flags, fs_file *out)
     if (write && !fs.writable)
         return -EROFS;
     uint32_t lflags = (write ? L_WRONLY : 0) | (flags & FS_TRUNC ? L_TRUNC : 0) | (flags & FS_APPEND ? L_APPEND : 0);
-    int n = split(path, names, lens, MAX_DEPTH);
-    if (n < 0)
-        return n;
+    int rc = split(path, &pp), n = pp.n;
+    if (rc)
+        return rc;
     uint32_t fid;
     struct p9_qid q;
-    int rc = walk(names, lens, n, &fid, &q);
+    rc = walk(&pp, n, &fid, &q);
     if (!rc) {
         if (q.type & P9_QT_SYMLINK)
             rc = -ELOOP;
         else
             rc = lopen(fid, lflags);
     } else if (rc == -ENOENT && (flags & FS_CREAT) && n > 0) {
-        if ((rc = walk(names, lens, n - 1, &fid, &q)))
+        if ((rc = walk(&pp, n - 1, &fid, &q)))
             return rc;
-        rc = lcreate(fid, names[n - 1], lens[n - 1], lflags);
+        rc = lcreate(fid, pp.names[n - 1], pp.lens[n - 1], lflags);
     } else {
         return rc;
     }
@@ -345,28 +350,35 @@ int fs_open(const char *path, int flags, fs_file *out)
     return 0;
 }
 
-int fs_read(fs_file f, uint64_t off, void *buf, uint32_t n)
+/* Sends a Tread or Treaddir of up to max bytes and copies the data of its
+ * reply to buf: the count, or a negative errno. */
+static int read_rpc(uint8_t type, uint32_t fid, uint64_t off, uint32_t max, void *buf)
 {
-    if (!open_fid(f))
-        return -EBADF;
-    if (n > p9.msize - P9_READ_HDR)
-        n = p9.msize - P9_READ_HDR;
-    struct p9_req m = p9_begin(P9_TREAD);
-    p9_put32(&m, (uint32_t)f);
+    struct p9_req m = p9_begin(type);
+    p9_put32(&m, fid);
     p9_put64(&m, off);
-    p9_put32(&m, n);
+    p9_put32(&m, max);
     struct p9_rep r;
     int rc = p9_rpc(&m, &r);
     if (rc)
         return rc;
     uint32_t count = p9_get32(&r);
-    if (count > n)
+    if (count > max)
         r.bad = 1;
     const uint8_t *data = p9_take(&r, count);
     if ((rc = p9_parsed(&r)))
         return rc;
     memcpy(buf, data, count);
     return (int)count;
+}
+
+int fs_read(fs_file f, uint64_t off, void *buf, uint32_t n)
+{
+    if (!open_fid(f))
+        return -EBADF;
+    if (n > p9.msize - P9_READ_HDR)
+        n = p9.msize - P9_READ_HDR;
+    return read_rpc(P9_TREAD, (uint32_t)f, off, n, buf);
 }
 
 int fs_write(fs_file f, uint64_t off, const void *buf, uint32_t n)
@@ -407,32 +419,33 @@ int fs_fsync(fs_file f)
 
 int fs_rename(const char *from, const char *to)
 {
-    const char *fnames[MAX_DEPTH], *tnames[MAX_DEPTH];
-    uint16_t flens[MAX_DEPTH], tlens[MAX_DEPTH];
+    struct path fp, tp;
     if (!fs.mounted)
         return -ENODEV;
     if (!fs.writable)
         return -EROFS;
-    int fn = split(from, fnames, flens, MAX_DEPTH), tn = split(to, tnames, tlens, MAX_DEPTH);
-    if (fn < 0 || tn < 0)
-        return fn < 0 ? fn : tn;
-    if (fn == 0 || tn == 0)
+    int rc = split(from, &fp);
+    if (!rc)
+        rc = split(to, &tp);
+    if (rc)
+        return rc;
+    if (fp.n == 0 || tp.n == 0)
         return -EBUSY;   /* the share's root cannot move */
     uint32_t fdir, tdir;
     struct p9_qid q;
-    int rc = walk(fnames, flens, fn - 1, &fdir, &q);
+    rc = walk(&fp, fp.n - 1, &fdir, &q);
     if (rc)
         return rc;
-    rc = walk(tnames, tlens, tn - 1, &tdir, &q);
+    rc = walk(&tp, tp.n - 1, &tdir, &q);
     if (rc) {
         clunk(fdir);
         return rc;
     }
     struct p9_req m = p9_begin(P9_TRENAMEAT);
     p9_put32(&m, fdir);
-    p9_putstr(&m, fnames[fn - 1], flens[fn - 1]);
+    p9_putstr(&m, fp.names[fp.n - 1], fp.lens[fp.n - 1]);
     p9_put32(&m, tdir);
-    p9_putstr(&m, tnames[tn - 1], tlens[tn - 1]);
+    p9_putstr(&m, tp.names[tp.n - 1], tp.lens[tp.n - 1]);
     struct p9_rep r;
     rc = p9_rpc(&m, &r);
     clunk(fdir);
@@ -468,24 +481,12 @@ static int readdir_fetch(uint32_t fid, uint64_t cookie)
 {
     rd.fid = 0;
     uint32_t count = p9.msize - P9_READ_HDR < READDIR_COUNT ? p9.msize - P9_READ_HDR : READDIR_COUNT;
-    struct p9_req m = p9_begin(P9_TREADDIR);
-    p9_put32(&m, fid);
-    p9_put64(&m, cookie);
-    p9_put32(&m, count);
-    struct p9_rep r;
-    int rc = p9_rpc(&m, &r);
-    if (rc)
-        return rc;
-    uint32_t n = p9_get32(&r);
-    if (n > count)
-        r.bad = 1;
-    const uint8_t *data = p9_take(&r, n);
-    if ((rc = p9_parsed(&r)))
-        return rc;
-    memcpy(rd.data, data, n);
+    int n = read_rpc(P9_TREADDIR, fid, cookie, count, rd.data);
+    if (n < 0)
+        return n;
     rd.fid = fid;
     rd.next_cookie = cookie;
-    rd.len = n;
+    rd.len = (uint32_t)n;
     rd.pos = 0;
     return 0;
 }

@@ -232,10 +232,7 @@ int main(int argc, char **argv)
         return 1;
     }
     if (dir) {
-        int rc = fs_mount(dir, 1);
-        if (!rc)
-            rc = aof_start(&kv, "appendonly.aof", strcmp(fsync_policy, "everysec") ? AOF_ALWAYS : AOF_EVERYSEC,
-                           now_ms());
+        int rc = aof_start_on_share(&kv, dir, fsync_policy, now_ms());
         if (rc) {
             fprintf(stderr, "kv: cannot use the log in %s: %s\n", dir, strerror(-rc));
             return 1;

@@ -18,6 +18,10 @@ struct request {
  * Returns 0, or the HTTP status to answer with (400, 413, 414, 501, 505). */
 int request_parse(char *head, struct request *r);
 
+/* The length of the request head at the start of in (through its blank
+ * line), looking at no more than max bytes; 0 while no whole head is there. */
+uint32_t request_head_end(const uint8_t *in, uint32_t len, uint32_t max);
+
 /* Reads unsigned `key=N` from a query string; 0 on success. */
 int request_query_uint(const char *query, const char *key, uint32_t *out);
 #endif

@@ -4,8 +4,9 @@
 #include "lwip/tcp.h"
 /* Brings up virtio-net and the lwIP interface with the boot addresses. */
 void net_init(const struct boot_args *a);
-/* Listens on `port` for a service, each accepted pcb going to `on_accept`; 0 on success. */
-int net_listen(uint16_t port, tcp_accept_fn on_accept);
+/* Listens on `port` for a service, each accepted pcb going to `on_accept`
+ * with `arg` (lwIP's tcp_arg); 0 on success. */
+int net_listen(uint16_t port, tcp_accept_fn on_accept, void *arg);
 /* Moves received frames into lwIP; returns how many. */
 int net_poll(void);
 int net_rx_pending(void);

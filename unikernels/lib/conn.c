@@ -560,14 +560,9 @@ int conn_listen(uint16_t port, const struct conn_handlers *h, const struct conn_
         return -1;
     listeners[n].h = h;
     listeners[n].l = l;
-    struct tcp_pcb *pcb = tcp_new();
-    if (!pcb || tcp_bind(pcb, IP_ANY_TYPE, port) != ERR_OK)
+    if (net_listen(port, on_accept, &listeners[n]))
         return -1;
-    pcb = tcp_listen(pcb);
-    if (!pcb)
-        return -1;
-    tcp_arg(pcb, &listeners[n++]);
-    tcp_accept(pcb, on_accept);
+    n++;
     return 0;
 }
 

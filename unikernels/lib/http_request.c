@@ -51,6 +51,15 @@ static int once(char **slot, char *v)
     return 0;
 }
 
+uint32_t request_head_end(const uint8_t *in, uint32_t len, uint32_t max)
+{
+    uint32_t scan = len < max ? len : max;
+    for (uint32_t i = 3; i < scan; i++)
+        if (in[i] == '\n' && in[i - 1] == '\r' && in[i - 2] == '\n' && in[i - 3] == '\r')
+            return i + 1;
+    return 0;
+}
+
 /* Parses head[] (NUL-terminated, ends with CRLFCRLF); 0 or an HTTP status. */
 int request_parse(char *h, struct request *r)
 {

@@ -134,7 +134,7 @@ static void deliver(const void *frame, size_t len)
         pbuf_free(p);
 }
 
-int net_listen(uint16_t port, tcp_accept_fn on_accept)
+int net_listen(uint16_t port, tcp_accept_fn on_accept, void *arg)
 {
     struct tcp_pcb *pcb = tcp_new();
     if (!pcb || tcp_bind(pcb, IP_ANY_TYPE, port) != ERR_OK)
@@ -142,6 +142,7 @@ int net_listen(uint16_t port, tcp_accept_fn on_accept)
     pcb = tcp_listen(pcb);
     if (!pcb)
         return -1;
+    tcp_arg(pcb, arg);
     tcp_accept(pcb, on_accept);
     return 0;
 }

@@ -278,7 +278,7 @@ static int selftest_start(const struct boot_args *args)
                (unsigned)c.bad_replies, (unsigned)c.timeouts);
     }
     printf("fs: done\n");
-    return net_listen(args->port, on_accept);
+    return net_listen(args->port, on_accept, NULL);
 }
 
 static const char *const selftest_keys[] = { "tag", "rw", "file", "link", "through", "out", "bench", "recover", NULL };

@@ -271,15 +271,9 @@ static void process(struct conn *c)
                 conn_close(c);
             return;
         }
-        const uint8_t *end = NULL;
         uint32_t scan = len < HEAD_MAX ? len : HEAD_MAX;
-        for (uint32_t i = 3; i < scan; i++) {
-            if (in[i] == '\n' && in[i - 1] == '\r' && in[i - 2] == '\n' && in[i - 3] == '\r') {
-                end = in + i + 1;
-                break;
-            }
-        }
-        if (!end) {
+        uint32_t head_len = request_head_end(in, len, HEAD_MAX);
+        if (!head_len) {
             if (len < HEAD_MAX && !conn_rx_full(c)) {
                 if (conn_peer_closed(c))
                     conn_close(c);   /* a partial head can never finish */
@@ -293,7 +287,6 @@ static void process(struct conn *c)
             respond_error(h, eol == scan || eol > URI_MAX + 32 ? 414 : 431);
             continue;
         }
-        uint32_t head_len = (uint32_t)(end - in);
         memcpy(head, in, head_len);
         head[head_len] = 0;
         conn_consume(c, head_len);

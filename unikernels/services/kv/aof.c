@@ -101,6 +101,15 @@ int aof_start(struct kv_server *kv, const char *path, enum aof_fsync policy, int
     return 0;
 }
 
+int aof_start_on_share(struct kv_server *kv, const char *share, const char *appendfsync, int64_t now)
+{
+    int rc = fs_mount(share, 1);
+    if (rc)
+        return rc;
+    return aof_start(kv, "appendonly.aof", appendfsync && !strcmp(appendfsync, "everysec") ? AOF_EVERYSEC : AOF_ALWAYS,
+                     now);
+}
+
 int aof_append(struct kv_server *kv, const char *buf, uint32_t n, int64_t now)
 {
     if (!aof.open || n == 0)

@@ -196,11 +196,7 @@ static int kv_start(const struct boot_args *a)
     if (kv_store_init(&kv.store, (size_t)maxmemory_mb * 1024 * 1024))
         panic("kv: no memory for the store");
     if (!appendonly || !strcmp(appendonly, "yes")) {
-        int rc = fs_mount(tag ? tag : "share", 1);
-        if (!rc)
-            rc = aof_start(&kv, "appendonly.aof",
-                           fsync_policy && !strcmp(fsync_policy, "everysec") ? AOF_EVERYSEC : AOF_ALWAYS,
-                           wallclock_ms());
+        int rc = aof_start_on_share(&kv, tag ? tag : "share", fsync_policy, wallclock_ms());
         if (rc) {
             printf("error: kv: cannot use the append-only log on share '%s': errno %d\n", tag ? tag : "share", -rc);
             return -1;

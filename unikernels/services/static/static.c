@@ -483,14 +483,6 @@ static void serve(struct conn *c, struct req_state *s, struct request *r)
 
 /* ---- requests ---- */
 
-static int find_head_end(const uint8_t *p, uint32_t len)
-{
-    for (uint32_t i = 3; i < len; i++)
-        if (p[i] == '\n' && p[i - 1] == '\r' && p[i - 2] == '\n' && p[i - 3] == '\r')
-            return (int)i + 1;
-    return 0;
-}
-
 /* After an answer was started: close if it was the last, or come back for
  * the next buffered request on a later turn, after the other connections and
  * the network. A response still streaming comes back through on_writable. */
@@ -542,7 +534,7 @@ static void process(struct conn *c)
     }
     /* Only the first HEAD_MAX bytes may hold the head (the connection layer
      * may buffer more: its floor is one TCP window). */
-    int end = find_head_end(data, len < HEAD_MAX ? len : HEAD_MAX);
+    uint32_t end = request_head_end(data, len, HEAD_MAX);
     if (!end) {
         if (len >= HEAD_MAX || conn_rx_full(c)) {   /* no end in HEAD_MAX bytes: name the limit hit */
             int eol = 0;
@@ -555,9 +547,9 @@ static void process(struct conn *c)
         }
         return;
     }
-    memcpy(head, data, (size_t)end);
+    memcpy(head, data, end);
     head[end] = 0;
-    conn_consume(c, (uint32_t)end);
+    conn_consume(c, end);
     conn_head_done(c);
     struct request r;
     int status = request_parse(head, &r);
