@@ -51,6 +51,24 @@ TCP_SESSIONS = Counter(
 TCP_SENT_BYTES = Counter("ukproxy_tcp_sent_bytes", "Bytes sent to TCP clients.", ["listener"])
 TCP_RECEIVED_BYTES = Counter("ukproxy_tcp_received_bytes", "Bytes received from TCP clients.", ["listener"])
 
+# TLS and HTTP versions (tls/acceptor.py counts the handshakes)
+TLS_HANDSHAKES = Counter("ukproxy_tls_handshakes", "TLS handshakes done (full or resumed), by listener and version.",
+                         ["listener", "version"])
+TLS_RESUMPTIONS = Counter("ukproxy_tls_resumptions", "TLS handshakes that resumed a session.", ["listener"])
+TLS_HANDSHAKE_FAILURES = Counter(
+    "ukproxy_tls_handshake_failures", "TLS connections that ended without a session, by reason (plain_http, "
+    "not_tls, timeout, client_closed, no_shared_cipher, protocol_version, client_alert, tls_error).",
+    ["listener", "reason"])
+REQUESTS_BY_PROTOCOL = Counter("ukproxy_requests_by_protocol", "HTTP requests by listener and HTTP version.",
+                               ["listener", "protocol"])
+
+# HTTP/2 (proxy/h2_connection.py)
+HTTP2_STREAMS = Counter("ukproxy_http2_streams", "HTTP/2 streams opened by clients.")
+HTTP2_RESETS = Counter("ukproxy_http2_resets", "HTTP/2 RST_STREAM frames, by direction (received, sent).",
+                       ["direction"])
+HTTP2_GOAWAYS = Counter("ukproxy_http2_goaways", "HTTP/2 GOAWAY frames sent, by reason (drain, idle, "
+                        "keepalive_requests, rapid_reset, control_flood, header_flood, protocol_error).", ["reason"])
+
 # upstreams
 UPSTREAM_FAILURES = Counter(
     "ukproxy_upstream_failures", "Failed upstream attempts by reason (connect, timeout, reset, protocol).",
@@ -91,5 +109,9 @@ POOL_QUEUE_LENGTH = Gauge("ukproxy_pool_queue_length", "Requests waiting for a V
                           ["upstream"], multiprocess_mode="livesum")
 POOL_QUEUE_WAIT = Histogram("ukproxy_pool_queue_wait_seconds", "Time a request waited in a pool queue for a VM.",
                             ["upstream"], buckets=QUEUE_WAIT)
+EDGE_REFUSED = Counter("ukproxy_edge_refused", "Requests refused before going upstream, by rule (limit_req, "
+                       "limit_conn, access, auth_basic) and zone (edge/guard.py).", ["rule", "zone"])
+LIMIT_REQ_DELAYED = Counter("ukproxy_limit_req_delayed", "Requests a limit_req zone delayed to keep to its rate.",
+                            ["zone"])
 WORKER_EVENTS = Counter("ukproxy_worker_events", "Other events the proxies count, by their key (http_errors:...).",
                         ["event"])

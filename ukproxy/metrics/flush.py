@@ -14,6 +14,7 @@ import logging
 from collections.abc import Hashable
 from typing import TYPE_CHECKING, Any
 
+from ukproxy.edge.guard import OUTCOMES as EDGE_OUTCOMES
 from ukproxy.metrics import families as f
 from ukproxy.protocol import EVENT_NAMES, CounterKey, Event
 
@@ -135,6 +136,20 @@ class WorkerMetricsFlusher:
             f.TIMEOUTS.labels(label).inc(n)
         elif event is Event.ACCEPT_ERROR:
             f.ACCEPT_ERRORS.inc(n)
+        elif event is Event.HTTP2_STREAMS:
+            f.HTTP2_STREAMS.inc(n)
+        elif event is Event.HTTP2_RESETS:
+            f.HTTP2_RESETS.labels(label).inc(n)
+        elif event is Event.HTTP2_GOAWAYS:
+            f.HTTP2_GOAWAYS.labels(label).inc(n)
+        elif event is Event.TLS_HANDSHAKE:
+            f.TLS_HANDSHAKES.labels(label, detail).inc(n)
+        elif event is Event.TLS_RESUMPTION:
+            f.TLS_RESUMPTIONS.labels(label).inc(n)
+        elif event is Event.TLS_HANDSHAKE_FAILED:
+            f.TLS_HANDSHAKE_FAILURES.labels(label, detail).inc(n)
+        elif event is Event.REQUESTS_BY_PROTOCOL:
+            f.REQUESTS_BY_PROTOCOL.labels(label, detail).inc(n)
         else:  # the rest share one family, by name ("http_errors:bad_gateway", "accept_over_limit")
             name = EVENT_NAMES[event]
             f.WORKER_EVENTS.labels(f"{name}:{label}" if label else name).inc(n)
@@ -152,3 +167,8 @@ class WorkerMetricsFlusher:
             f.TCP_SENT_BYTES.labels(listener).inc(n)
         for listener, n in tally.tcp_received.take().items():
             f.TCP_RECEIVED_BYTES.labels(listener).inc(n)
+        for (rule, zone), n in EDGE_OUTCOMES.take().items():  # type: ignore[misc]
+            if rule == "limit_req_delayed":
+                f.LIMIT_REQ_DELAYED.labels(zone).inc(n)
+            else:
+                f.EDGE_REFUSED.labels(rule, zone).inc(n)

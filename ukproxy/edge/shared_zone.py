@@ -1,0 +1,113 @@
+"""A fixed-size hash table that every worker maps: the shared memory of limit_req and limit_conn zones.
+
+nginx keeps a zone's state (a red-black tree of nodes) in shared memory under one mutex. Here a zone
+is a file in the master's run directory that each worker opens and mmaps (the first to come creates it;
+zero bytes are an empty table, so nobody has to initialise it). The table is set-associative: a key
+hashes to one bucket of WAYS entries, and a bucket is the unit of locking, an fcntl record lock on its
+byte range. The kernel releases a lock whose holder dies, so a killed worker can never wedge a zone;
+two workers contend only when their keys share a bucket. Cost: two fcntl calls per lookup, measured in
+docs/architecture.md ("The edge"). A key that finds its bucket full takes the entry its owner says is
+stalest (`claim`); the file is named after the zone and its geometry, so a reload that keeps a zone as
+it was keeps its state, as nginx keeps a zone of the same name and size.
+
+Entry layout (ENTRY bytes): a key field (first byte its length, then the key, or 0xFF and a digest for
+keys too long to hold), then two 8-byte numbers whose meaning is the zone kind's (edge/limits.py).
+"""
+
+from __future__ import annotations
+
+import fcntl
+import hashlib
+import mmap
+import os
+import zlib
+from typing import Final
+
+ENTRY: Final = 64
+KEY_FIELD: Final = 48
+WAYS: Final = 8
+BUCKET: Final = ENTRY * WAYS
+_LONG: Final = 0xFF
+_PAD: Final = bytes(KEY_FIELD)
+
+
+class SharedZone:
+    """One zone's table. `path` None: a private table, for a process that runs alone."""
+
+    def __init__(self, path: str | None, size: int):
+        self.path = path
+        self.buckets = max(16, size // BUCKET)
+        length = self.buckets * BUCKET
+        if path is None:
+            self.fd = -1
+            self.map = mmap.mmap(-1, length)
+        else:
+            self.fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o600)
+            if os.fstat(self.fd).st_size < length:
+                os.ftruncate(self.fd, length)  # another worker may do the same at once: both only add zeros
+            self.map = mmap.mmap(self.fd, length)
+
+    @staticmethod
+    def file_name(kind: str, name: str, size: int) -> str:
+        return f"limit_{kind}-{name}-{max(16, size // BUCKET)}x{BUCKET}.zone"
+
+    def entry_key(self, key: bytes) -> bytes:
+        """The key as an entry holds it."""
+        n = len(key)
+        if n < KEY_FIELD:
+            return bytes((n,)) + key + _PAD[n + 1:]
+        return bytes((_LONG,)) + hashlib.blake2b(key, digest_size=KEY_FIELD - 1).digest()
+
+    def bucket(self, entry_key: bytes) -> int:
+        """The offset of the key's bucket."""
+        return zlib.crc32(entry_key) % self.buckets * BUCKET
+
+    def lock(self, bucket: int) -> None:
+        if self.fd >= 0:
+            fcntl.lockf(self.fd, fcntl.LOCK_EX, BUCKET, bucket)
+
+    def unlock(self, bucket: int) -> None:
+        if self.fd >= 0:
+            fcntl.lockf(self.fd, fcntl.LOCK_UN, BUCKET, bucket)
+
+    def find(self, entry_key: bytes, bucket: int) -> int:
+        """The offset of the key's entry in its (locked) bucket, or -1."""
+        end = bucket + BUCKET
+        at = self.map.find(entry_key, bucket, end)
+        while at >= 0 and (at - bucket) % ENTRY:  # the bytes matched across two entries: look further
+            at = self.map.find(entry_key, at + 1, end)
+        return at
+
+    def empty_or(self, bucket: int) -> int:
+        """The first unused entry of the (locked) bucket, or -1 when all are taken."""
+        m = self.map
+        for at in range(bucket, bucket + BUCKET, ENTRY):
+            if m[at] == 0:
+                return at
+        return -1
+
+    def take(self, at: int, entry_key: bytes) -> None:
+        """Entry `at` now holds `entry_key`, its numbers zero."""
+        self.map[at:at + ENTRY] = entry_key + bytes(ENTRY - KEY_FIELD)
+
+    def close(self) -> None:
+        self.map.close()
+        if self.fd >= 0:
+            os.close(self.fd)
+            self.fd = -1
+
+
+_opened: dict[str, SharedZone] = {}
+
+
+def open_zone(kind: str, name: str, size: int) -> SharedZone:
+    """This worker's mapping of a zone (one per zone however many listeners and routes use it). The run
+    directory comes from the master (UKPROXY_RUN_DIR); without one the zone is private to this process."""
+    run_dir = os.environ.get("UKPROXY_RUN_DIR")
+    file_name = SharedZone.file_name(kind, name, size)
+    path = os.path.join(run_dir, file_name) if run_dir else None
+    cache_key = path or f"private:{file_name}"
+    zone = _opened.get(cache_key)
+    if zone is None:
+        zone = _opened[cache_key] = SharedZone(path, size)
+    return zone
