@@ -1,0 +1,175 @@
+"""The edge rules of one http listener, applied to each request: the seam between the proxy and edge/.
+
+`HttpSite.edge` is None when nothing here is configured (no [real_ip], no [request_id], no route
+with rules), and then a request costs what it did before. Otherwise `EdgeSite.plan` runs once per
+request, after routing: it settles the request id, applies the route's rewrites (re-routing on
+`last`) and return, and gives the exchange an `EdgePlan` that builds the upstream request head
+(forwarding headers, the id, the route's request rules) and filters the response's header lines.
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Final
+
+from ukproxy.edge.headers import HeaderRules, drop_lines
+from ukproxy.edge.realip import RealIp
+from ukproxy.edge.request_id import acceptable, new_request_id
+from ukproxy.edge.rewrite import LAST, FixedReply, RouteRules
+from ukproxy.edge.variables import RequestContext
+from ukproxy.proxy.http_request import SPECIAL
+
+if TYPE_CHECKING:
+    from ukproxy.config import Config
+    from ukproxy.proxy.http_request import RequestHead
+    from ukproxy.proxy.routing import RouteMatch, Router
+
+MAX_REROUTES: Final = 10  # nginx's bound on rewrite ... last cycles
+_VIA_SELF: Final = {b"1.1": b"1.1 ukproxy", b"1.0": b"1.0 ukproxy"}
+# What an untrusted peer may not tell upstream (the proxy's own X-Forwarded-For/-Proto, X-Real-IP and
+# Via are made from SPECIAL fields; these others would pass as they came).
+_FORWARDING: Final = frozenset((b"forwarded", b"x-forwarded-host", b"x-forwarded-port", b"x-forwarded-prefix",
+                                b"x-forwarded-server"))
+
+
+class EdgeSite:
+    def __init__(self, config: Config, router: Router, real_ip: RealIp | None):
+        self.router = router
+        self.real_ip = real_ip
+        self.scheme = b"http"
+        self.x_forwarded_host = config.real_ip is not None and config.real_ip.x_forwarded_host
+        self.forwarded = config.real_ip is not None and config.real_ip.forwarded
+        request_id = config.request_id
+        self.id_header = request_id.header.encode() if request_id is not None else None
+        self.id_name = self.id_header.lower() if self.id_header is not None else b""
+        self.keep_ids = request_id.keep_incoming if request_id is not None else "never"
+        self.return_id = request_id is not None and request_id.return_to_client
+        # Per [[route]] (by identity: RouteMatch.route is the config object itself), its rules at run time.
+        self.rules: dict[int, RouteRules] = {}
+        for route in config.routes:
+            r = route.rules
+            if r is not None:
+                self.rules[id(route)] = RouteRules(r.rewrite, r.return_rule, HeaderRules.from_config(r.request_headers),
+                                                   HeaderRules.from_config(r.response_headers))
+
+    @classmethod
+    def from_config(cls, config: Config, router: Router, real_ip: RealIp | None) -> EdgeSite | None:
+        if config.real_ip is None and config.request_id is None and not any(r.rules for r in config.routes):
+            return None
+        return cls(config, router, real_ip)
+
+    def plan(self, head: RequestHead, match: RouteMatch | None, client_ip: bytes, peer_ip: bytes) -> EdgePlan:
+        trusted = self.real_ip is not None and self.real_ip.trusts(peer_ip)
+        context = RequestContext(head, client_ip, self.scheme)
+        if self.id_header is not None:
+            incoming = head.header(self.id_name)
+            keep = self.keep_ids == "always" or (self.keep_ids == "trusted" and trusted)
+            head.request_id = incoming if keep and acceptable(incoming) else new_request_id()
+        plan = EdgePlan(self, context, match, trusted, peer_ip)
+        for _ in range(MAX_REROUTES + 1):
+            rules = self.rules.get(id(match.route)) if match is not None else None
+            plan.rules = rules
+            if rules is None:
+                return plan
+            before = context.target
+            outcome = rules.rewrite(context)
+            if isinstance(outcome, FixedReply):
+                plan.reply = outcome
+                return plan
+            if outcome == LAST:
+                match = plan.match = self.router.match(head.host, context.target)
+                continue
+            if context.target != before:
+                plan.path = context.target  # a rewrite's path goes upstream as it is (no strip_prefix)
+            plan.reply = rules.answer(context)
+            return plan
+        plan.reply = FixedReply(500, body=b"500 rewrite cycle\n")
+        plan.rules = None
+        return plan
+
+
+class EdgePlan:
+    """What the edge rules decided for one request."""
+
+    reply: FixedReply | None = None  # the proxy answers itself (return, redirect)
+    rules: RouteRules | None = None
+
+    def __init__(self, site: EdgeSite, context: RequestContext, match: RouteMatch | None, trusted: bool,
+                 peer_ip: bytes):
+        self.site = site
+        self.context = context
+        self.match = match  # after any `last` rewrites
+        self.trusted = trusted  # the peer is a trusted proxy: its forwarding headers are kept
+        self.peer_ip = peer_ip
+        self.path: bytes | None = None  # the path a rewrite made; None: the match's
+
+    @property
+    def status(self) -> int:
+        return self.reply.status if self.reply is not None else 404
+
+    def upstream_head(self, path: bytes, host: bytes) -> bytes:
+        """The request as it goes upstream (as http_messages.upstream_request_head builds it), with the
+        forwarding headers [real_ip] asks for, the request id and the route's request rules."""
+        site = self.site
+        head = self.context.head
+        lines = head.lines
+        named = head.connection_tokens
+        if named and not named <= SPECIAL:
+            lines = drop_lines(lines, named)
+        if site.real_ip is not None and not self.trusted:
+            lines = drop_lines(lines, _FORWARDING)
+        trusted = self.trusted or site.real_ip is None  # without [real_ip], forwarding headers pass (nginx)
+        peer = self.peer_ip
+        forwarded_for = head.forwarded_for + b", " + peer if head.forwarded_for and trusted else peer
+        proto = (head.header(b"x-forwarded-proto") if self.trusted else None) or site.scheme
+        via = _VIA_SELF[head.version]
+        if head.via:
+            via = head.via + b", " + via
+        out = [b"Host: %s\r\n" % host, *lines,
+               b"X-Forwarded-For: %s\r\nX-Real-IP: %s\r\nX-Forwarded-Proto: %s\r\nVia: %s\r\n"
+               % (forwarded_for, self.context.client_ip, proto, via)]
+        if site.x_forwarded_host and not (self.trusted and head.header(b"x-forwarded-host")):
+            out.append(b"X-Forwarded-Host: %s\r\n" % (head.host_header or host))
+        if site.forwarded:
+            out = self._forwarded(out, host)
+        if head.request_id is not None and site.id_header is not None:
+            out = drop_lines(out, frozenset((site.id_name,)))
+            out.append(b"%s: %s\r\n" % (site.id_header, head.request_id))
+        rules = self.rules
+        if rules is not None and rules.request_headers is not None:
+            out = rules.request_headers.apply(out, self.context)
+        if head.chunked:
+            out.append(b"Transfer-Encoding: chunked\r\n")
+        elif head.content_length is not None:
+            out.append(b"Content-Length: %d\r\n" % head.content_length)
+        if head.upgrade is not None:
+            out.append(b"Connection: upgrade\r\nUpgrade: " + head.upgrade + b"\r\n")
+        return b"%s %s HTTP/1.1\r\n%s\r\n" % (head.method, path, b"".join(out))
+
+    def _forwarded(self, out: list[bytes], host: bytes) -> list[bytes]:
+        """RFC 7239: this hop's element, after a trusted proxy's (one line, the earlier ones merged)."""
+        head = self.context.head
+        peer = self.peer_ip
+        node = b'"[%s]"' % peer if b":" in peer else peer
+        element = b'for=%s;host="%s";proto=%s' % (node, head.host_header or host, self.site.scheme)
+        earlier = [line[line.find(b":") + 1:-2].strip() for line in out if line[:10].lower() == b"forwarded:"]
+        if earlier:
+            out = drop_lines(out, frozenset((b"forwarded",)))
+            element = b", ".join([*earlier, element])
+        out.append(b"Forwarded: %s\r\n" % element)
+        return out
+
+    def response_lines(self, lines: list[bytes]) -> list[bytes]:
+        """The response's header lines as the client gets them."""
+        rules = self.rules
+        if rules is not None and rules.response_headers is not None:
+            lines = rules.response_headers.apply(lines, self.context)
+        site = self.site
+        request_id = self.context.head.request_id
+        if site.return_id and request_id is not None and site.id_header is not None:
+            lines = [*drop_lines(lines, frozenset((site.id_name,))), b"%s: %s\r\n" % (site.id_header, request_id)]
+        return lines
+
+    def reply_bytes(self, keep_alive: bool, head_only: bool) -> bytes:
+        """The proxy's own answer (a return, a redirect, or the 404 when nothing matched)."""
+        reply = self.reply or FixedReply(404)
+        return reply.render(keep_alive, head_only, self.response_lines([]))
