@@ -92,6 +92,7 @@ class Init(Message):
     nofile: int
     heartbeat_interval: float
     vms: list[VmInfo]  # the slot's VMs, adopted by the pools
+    ticket_keys: list[str] = dataclasses.field(default_factory=list)  # TLS session ticket keys (tls/tickets.py)
 
     @classmethod
     def from_fields(cls, fields: dict[str, Any]) -> Message:
@@ -119,12 +120,42 @@ class VmBootFailed(Message):
 
 
 @dataclass(frozen=True)
+class PeerInfo:
+    """A peer node that may take spilled requests for an upstream, weighted by its free capacity."""
+
+    node: str
+    host: str
+    port: int
+    weight: int
+
+
+@dataclass(frozen=True)
+class Peers(Message):
+    """Per upstream, the peer nodes to spill to when this worker's pool is full (docs/cluster.md)."""
+
+    TYPE: ClassVar[str] = "peers"
+    upstreams: dict[str, list[PeerInfo]]
+
+    @classmethod
+    def from_fields(cls, fields: dict[str, Any]) -> Message:
+        return cls({name: [PeerInfo(**p) for p in peers] for name, peers in fields.pop("upstreams").items()})
+
+
+@dataclass(frozen=True)
 class VmExited(Message):
     """A VM of the worker's slot is gone: it died, or it stopped as the worker asked."""
 
     TYPE: ClassVar[str] = "vm_exited"
     vm: str
     upstream: str
+
+
+@dataclass(frozen=True)
+class TicketKeys(Message):
+    """The TLS session ticket keys after a rotation, hex, current first (tls/tickets.py)."""
+
+    TYPE: ClassVar[str] = "ticket_keys"
+    keys: list[str]
 
 
 # worker → master
@@ -163,7 +194,8 @@ class VmStop(Message):
 
 
 KINDS: Final[dict[str, type[Message]]] = {
-    kind.TYPE: kind for kind in (Init, VmBooted, VmBootFailed, VmExited, Ready, Heartbeat, VmBoot, VmStop)
+    kind.TYPE: kind for kind in (Init, VmBooted, VmBootFailed, VmExited, Peers, Ready, Heartbeat, VmBoot, VmStop,
+                                  TicketKeys)
 }
 
 
@@ -198,6 +230,14 @@ class Event(enum.IntEnum):
     HTTP_REJECTED = 7  # (status, ""): a client's request refused with a 4xx
     HTTP_ERROR = 8  # (reason, ""): an exchange ended in an error answer
     HTTP_STALE_KEEPALIVE = 9  # (upstream, ""): a pooled upstream connection was found closed
+    TLS_HANDSHAKE = 20  # (listener, TLS version): a handshake done, full or resumed
+    TLS_RESUMPTION = 21  # (listener, ""): a handshake that resumed a session (a ticket)
+    TLS_HANDSHAKE_FAILED = 22  # (listener, reason): see tls/acceptor.py for the reasons
+    REQUESTS_BY_PROTOCOL = 23  # (listener, protocol: "HTTP/1.1", "HTTP/2", ...): requests by HTTP version
+    SPILLED = 10  # (upstream, ""): a request sent to a peer node because this node's pool was full
+    HTTP2_STREAMS = 30  # ("", ""): HTTP/2 streams a client opened
+    HTTP2_RESETS = 31  # (direction: "received" or "sent", ""): RST_STREAM frames
+    HTTP2_GOAWAYS = 32  # (reason, ""): GOAWAY frames sent (drain, idle, rapid_reset, control_flood, ...)
 
 
 CounterKey = tuple[Event, str, str]
@@ -208,4 +248,5 @@ EVENT_NAMES: Final[dict[Event, str]] = {
     Event.HTTP_REJECTED: "http_rejected",
     Event.HTTP_ERROR: "http_errors",
     Event.HTTP_STALE_KEEPALIVE: "http_stale_keepalive",
+    Event.SPILLED: "spilled",
 }

@@ -34,6 +34,7 @@ from ukproxy.protocol import (
     EXIT_OK,
     Heartbeat,
     Message,
+    Peers,
     Ready,
     VmBooted,
     VmBootFailed,
@@ -43,6 +44,7 @@ from ukproxy.protocol import (
 from ukproxy.proxy.tcp import TcpClientSide
 from ukproxy.upstream.group import UpstreamGroup
 from ukproxy.upstream.health import HealthCheck, check_servers
+from ukproxy.upstream.peers import HostSockets, PeerSet
 from ukproxy.upstream.vm_pool import VmPool
 from ukproxy.worker_state import WorkerState
 
@@ -51,7 +53,8 @@ log = logging.getLogger("ukproxy.worker")
 
 class Worker:
     def __init__(self, config: Config, worker_id: int, sockets: list[socket.socket],
-                 channel: control.ControlChannel, lock_path: str | None, heartbeat_interval: float = 1.0):
+                 channel: control.ControlChannel, lock_path: str | None, heartbeat_interval: float = 1.0,
+                 host_sockets: HostSockets | None = None):
         self.config = config
         self.worker_id = worker_id
         self.loop = asyncio.get_running_loop()
@@ -64,6 +67,8 @@ class Worker:
             if u.vm is not None:
                 group = self.groups[u.name]
                 group.vm_pool = self.vm_pools[u.name] = VmPool(u, self.loop, channel.send, group.set_servers)
+                if config.cluster is not None:  # a full pool spills to peer nodes (docs/cluster.md)
+                    group.peers = PeerSet(config.cluster.node_id, host_sockets)
         self.listeners = [
             Listener(sock, self._protocol_factory(lc), lc.address, lc.backlog)
             for lc, sock in zip(config.listen, sockets, strict=True)
@@ -129,6 +134,11 @@ class Worker:
         elif isinstance(message, VmExited):
             if pool := self.vm_pools.get(message.upstream):
                 pool.exited(message.vm)
+        elif isinstance(message, Peers):
+            for name, peers in message.upstreams.items():
+                group = self.groups.get(name)
+                if group is not None and group.peers is not None:
+                    group.peers.update(peers)
         else:
             log.error("worker %d: unexpected control message %s", self.worker_id, message.TYPE)
 
@@ -176,6 +186,8 @@ def main() -> None:
     sockets = [socket.socket(fileno=fd) for fd in init.listen_fds]
     for s in sockets:
         s.setblocking(False)
+    # Before the namespace: its thread stays in the host namespace, where peer nodes are reachable.
+    host_sockets = HostSockets() if init.netns and config.cluster is not None else None
     if init.netns:
         # Listening sockets stay in the host namespace; every socket made from here on (upstreams)
         # lives in the backend namespace, so the VMs are reachable only through the proxy.
@@ -190,7 +202,7 @@ def main() -> None:
 
     async def start() -> None:
         channel = await control.ControlChannel.open(sock, rest)
-        worker = Worker(config, worker_id, sockets, channel, init.lock_path, init.heartbeat_interval)
+        worker = Worker(config, worker_id, sockets, channel, init.lock_path, init.heartbeat_interval, host_sockets)
         if init.identity is not None:
             # Last: the sockets, the namespace and every import are in place.
             preload_late_imports()

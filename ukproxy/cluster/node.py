@@ -6,6 +6,8 @@ Two loops, each retrying with a backoff while etcd is away (the node keeps servi
   node was paused or cut off past its TTL) took the record with it: register again, one record.
 - config: read the shared config, apply it through the master's graceful reload, then watch from the
   revision read; a compacted revision means re-read. The outcome goes under this node's status key.
+- peers (unless `spill = false`): follow the other nodes' records and tell the workers where they may
+  spill requests when a VM pool is full (`spill.PeerDirectory`).
 """
 
 from __future__ import annotations
@@ -26,6 +28,7 @@ from ukproxy.cluster.capacity import capacity, queued_requests
 from ukproxy.cluster.etcd import Compacted, EtcdClient, EtcdError, KeyValue, b64, compare, put_op
 from ukproxy.cluster.keys import Keys
 from ukproxy.cluster.shared_config import load_merged
+from ukproxy.cluster.spill import PeerDirectory
 from ukproxy.cluster.startup import Shared, keep, label
 from ukproxy.config import ClusterConfig, Config
 
@@ -80,6 +83,8 @@ class ClusterNode:
         self.changed = asyncio.Event()  # something to publish now rather than at the next tick
         self.tasks: list[asyncio.Task[None]] = []
         self.registrations = 0
+        self.peers = PeerDirectory(self.keys, config.node_id, lambda: master.config,
+                                   lambda: [w.channel for w in master.workers.values()])
         if joined is not None:  # started on it (ukproxy.cluster.startup)
             self.shared_text, self.applied_revision = joined.text, joined.revision
             self.outcome = {"revision": joined.revision, "applied": True, "error": None}
@@ -91,6 +96,8 @@ class ClusterNode:
         metrics.config_applied(self.applied_revision)
         loop = asyncio.get_running_loop()
         self.tasks = [loop.create_task(self._membership()), loop.create_task(self._config())]
+        if self.config.spill:
+            self.tasks.append(loop.create_task(self._peers()))
         log.info("cluster %s: node %s joining through %s", self.config.name, self.config.node_id,
                  ", ".join(self.config.endpoints))
 
@@ -138,8 +145,13 @@ class ClusterNode:
             "state": self.state, "etcd": self.etcd, "etcd_error": self.etcd_error,
             "etcd_since": round(self.etcd_since, 3), "lease": f"{self.lease:x}" if self.lease else None,
             "registrations": self.registrations, "config_revision": self.applied_revision,
-            "last_config": self.outcome, "record": self.record,
+            "last_config": self.outcome, "record": self.record, "spill_peers": self.peers.status(),
         }
+
+    def greet(self, channel: Any) -> None:
+        """A worker just started: it learns where to spill."""
+        if self.config.spill:
+            self.peers.greet(channel)
 
     # membership
 
@@ -229,6 +241,20 @@ class ClusterNode:
             raise LeaseLost()
         self.record, self.outcome_written, self.written_at = record, outcome, time.monotonic()
         metrics.wrote("record")
+
+    # the peers to spill to
+
+    async def _peers(self) -> None:
+        backoff = Backoff()
+        while True:
+            try:
+                await self.peers.follow(self.client)
+            except Compacted as e:
+                log.warning("cluster: node records watch: %s; reading them again", e)
+                continue
+            except EtcdError as e:
+                self._unreachable(e)
+            await asyncio.sleep(backoff.next())
 
     # the shared config
 

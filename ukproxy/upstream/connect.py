@@ -9,7 +9,8 @@ from __future__ import annotations
 
 import asyncio
 import errno
-from collections.abc import Callable
+import socket
+from collections.abc import Awaitable, Callable
 from typing import Any, TypeVar
 
 from ukproxy.upstream.server import Server
@@ -45,9 +46,12 @@ class _PendingConnect:
             self.task.cancel()
 
 
-async def connect(loop: asyncio.AbstractEventLoop, server: Server, factory: Callable[[], P],
-                  timeout: float) -> tuple[asyncio.Transport, P]:
-    """`loop.create_connection` to `server` within `timeout` (TimeoutError), or ServerGone. Runs in a task."""
+async def connect(loop: asyncio.AbstractEventLoop, server: Server, factory: Callable[[], P], timeout: float,
+                  make_socket: Callable[[asyncio.AbstractEventLoop, Server],
+                                        Awaitable[socket.socket | None]] | None = None,
+                  ) -> tuple[asyncio.Transport, P]:
+    """`loop.create_connection` to `server` within `timeout` (TimeoutError), or ServerGone. Runs in a task.
+    `make_socket` connects a socket of its own instead (a peer node, from the host namespace)."""
     if server.gone:
         raise ServerGone(server)
     task = asyncio.current_task(loop)  # with the loop named: no get_running_loop, whose getpid is a system call
@@ -56,6 +60,9 @@ async def connect(loop: asyncio.AbstractEventLoop, server: Server, factory: Call
     timer = loop.call_later(timeout, pending.time_out) if timeout > 0 else None
     server.attach(pending)
     try:
+        sock = await make_socket(loop, server) if make_socket is not None else None
+        if sock is not None:
+            return await loop.create_connection(factory, sock=sock)  # type: ignore[return-value]
         return await loop.create_connection(factory, server.host, server.port)  # type: ignore[return-value]
     except asyncio.CancelledError:
         if pending.why and task.uncancel() == 0:  # ours alone: nobody else asked the task to stop

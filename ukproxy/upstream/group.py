@@ -17,7 +17,13 @@ from ukproxy.upstream.keepalive import KeepalivePool
 from ukproxy.upstream.server import Server
 
 if TYPE_CHECKING:
+    from ukproxy.upstream.peers import PeerSet
     from ukproxy.upstream.vm_pool import VmPool
+
+# How far a request may look for a server past this worker's own (`UpstreamGroup.acquire`):
+LOCAL = 0  # its own servers, waiting in a VM pool's queue if need be (tcp sessions)
+MAY_SPILL = 1  # a peer node's, when its own VM pool is full, before queueing (http requests in a cluster)
+FROM_PEER = 2  # a request a peer spilled here: this node's own VMs only, and no queue (503 at once when full)
 
 
 def server_from_config(c: ServerConfig) -> Server:
@@ -36,6 +42,7 @@ class UpstreamGroup:
         options = {"consistent": config.consistent} if config.balance == "hash" else {}
         self.balancer: Balancer = make_balancer(config.balance, servers, **options)
         self.vm_pool: VmPool | None = None  # the source of the servers, when VMs (set by the worker)
+        self.peers: PeerSet | None = None  # in a cluster, with a VM pool: peer nodes to spill to (set by the worker)
         # http's idle connections to the servers, shared by every http listener of this worker
         self.keepalive_pool: KeepalivePool[Any] = KeepalivePool(loop, config.keepalive, config.keepalive_timeout)
         self.keyed = config.balance in ("hash", "ip_hash")  # does the balancer want a key per request?
@@ -54,12 +61,21 @@ class UpstreamGroup:
             server.connection_started()
         return server
 
-    async def acquire(self, key: bytes | str | None, tried: Collection[Server], now: float) -> Server | None:
-        """A server for one connection or request, or None. A VM pool may grow or queue first."""
+    async def acquire(self, key: bytes | str | None, tried: Collection[Server], now: float,
+                      reach: int = LOCAL) -> Server | None:
+        """A server for one connection or request, or None. A VM pool may grow or queue first; when it is
+        full (at its max) a request that may spill goes to a peer node first (`reach`: see LOCAL)."""
         server = self.acquire_nowait(key, tried, now)
         vm_pool = self.vm_pool
         if server is not None or vm_pool is None:
             return server
+        peers = self.peers
+        if reach != LOCAL and peers is not None and not vm_pool.can_grow():
+            if reach == FROM_PEER:
+                return None  # spilled here because its node was full: no queue, the answer is 503 at once
+            server = peers.acquire(tried, now)
+            if server is not None:
+                return server
         deadline = vm_pool.queue_deadline(now)
         while await vm_pool.wait_for_capacity(deadline):
             server = self.acquire_nowait(key, tried, vm_pool.loop.time())
@@ -69,5 +85,5 @@ class UpstreamGroup:
 
     def release(self, server: Server) -> None:
         server.connection_finished()
-        if self.vm_pool is not None:
+        if self.vm_pool is not None and (self.peers is None or not self.peers.holds(server)):
             self.vm_pool.released(server)

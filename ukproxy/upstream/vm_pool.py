@@ -149,6 +149,12 @@ class VmPool:
     def live_count(self) -> int:
         return sum(1 for vm in self.vms.values() if not vm.stopping)
 
+    def can_grow(self) -> bool:
+        """Whether a request that finds every VM busy may have a VM booted for it (else it queues)."""
+        # A stateful VM's successor boots only once it has exited: two must never hold its share at once.
+        counted = len(self.vms) if self.settings.stateful else self.live_count()
+        return self.running and self.settings.overflow == "spawn" and counted + self.booting < self.settings.max
+
     def queue_deadline(self, now: float) -> float:
         """Until when a request that finds no free VM at `now` may wait for one (queue_timeout)."""
         return now + self.settings.queue_timeout
@@ -161,9 +167,7 @@ class VmPool:
             if remaining <= 0:
                 self.queue_timeouts += 1
             return False
-        # A stateful VM's successor boots only once it has exited: two must never hold its share at once.
-        counted = len(self.vms) if self.settings.stateful else self.live_count()
-        if self.settings.overflow == "spawn" and counted + self.booting < self.settings.max:
+        if self.can_grow():
             self._request_boot("overflow")
         waiter = self.loop.create_future()
         self.waiters.append(waiter)

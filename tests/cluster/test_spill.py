@@ -1,0 +1,204 @@
+"""Spill to peers: two nodes, each a master with its own VM pool in its own backend namespace and subnet.
+When one node's pool is full its requests go to the peer, which serves them from its own VMs only (and
+answers 503 at once when it is full too); as the load drops they come home (docs/cluster.md)."""
+
+from __future__ import annotations
+
+import http.client
+import ipaddress
+import json
+import socket
+import subprocess
+import sys
+import threading
+import urllib.request
+import uuid
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from tests.cluster.etcd_server import Etcd
+from tests.fleet.conftest import qemu_of, unikernel_image  # noqa: F401 - a fixture, used by name
+from tests.observability import helpers
+from tests.running import RunningProxy, free_port
+from tests.waiting import wait_until
+
+pytestmark = [pytest.mark.root, pytest.mark.qemu]
+
+
+@pytest.fixture(scope="module")
+def etcd(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Etcd]:
+    server = Etcd(tmp_path_factory.mktemp("etcd")).start()
+    yield server
+    server.remove()
+
+
+class VmNode(RunningProxy):
+    """A cluster node whose upstream `web` is a pool of one httpd VM taking one connection at a time,
+    behind an http listener (what spills) and a tcp one (a session there holds the VM's only slot)."""
+
+    def __init__(self, tmp: Path, etcd: Etcd, cluster: str, node_id: str, subnet: str, image: Path):
+        self.node_id = node_id
+        self.netns = f"ukt-spill-{uuid.uuid4().hex[:8]}"
+        self.port, self.tcp_port, self.metrics_port = free_port(), free_port(), free_port()
+        self.access_log = tmp / f"{node_id}-access.log"
+        super().__init__(tmp, f"""workers = 1
+[log]
+access_log = "{self.access_log}"
+access_format = "json"
+[network]
+netns = "{self.netns}"
+subnet = "{subnet}"
+[[listen]]
+address = "127.0.0.1:{self.port}"
+protocol = "http"
+upstream = "web"
+[[listen]]
+address = "127.0.0.1:{self.tcp_port}"
+protocol = "tcp"
+upstream = "web"
+[[upstream]]
+name = "web"
+connect_timeout = "2s"
+[upstream.vm]
+image = "{image}"
+args = "service=httpd idle_timeout=600"
+accel = "tcg"
+boot_timeout = "60s"
+[upstream.pool]
+min = 1
+max = 1
+max_conns = 1
+overflow = "queue"
+queue_timeout = "20s"
+[metrics]
+listen = "127.0.0.1:{self.metrics_port}"
+[cluster]
+endpoints = ["{etcd.url}"]
+name = "{cluster}"
+node_id = "{node_id}"
+peer = "127.0.0.1:{self.port}"
+lease_ttl = 3
+""", node_id)
+
+    def status(self) -> dict[str, Any]:
+        return helpers.status(self.metrics_port)
+
+    def vm_address(self) -> str:
+        return next(vm["address"] for vm in self.status()["vms"] if vm["state"] == "running")
+
+    def served(self, path: str) -> list[dict[str, Any]]:
+        """The access log's lines for `path` (written out about once a second)."""
+        if not self.access_log.exists():
+            return []
+        lines = [json.loads(line) for line in self.access_log.read_text().splitlines() if line.strip()]
+        return [line for line in lines if line.get("uri") == path]
+
+    def hold(self) -> socket.socket:
+        """A tcp session through the node to its VM, kept open: the VM's only slot is taken."""
+        s = socket.create_connection(("127.0.0.1", self.tcp_port), timeout=30)
+        s.sendall(b"GET /health HTTP/1.1\r\nHost: x\r\n\r\n")
+        assert s.recv(100).startswith(b"HTTP/1.1 200")
+        return s
+
+
+def get(node: VmNode, path: str, timeout: float = 30.0) -> int:
+    conn = http.client.HTTPConnection("127.0.0.1", node.port, timeout=timeout)
+    try:
+        conn.request("GET", path, headers={"Connection": "close"})
+        response = conn.getresponse()
+        response.read()
+        return response.status
+    finally:
+        conn.close()
+
+
+def one_line(node: VmNode, path: str) -> dict[str, Any]:
+    return wait_until(lambda: node.served(path), f"{node.node_id}'s access log line for {path}",
+                      accept=lambda lines: len(lines) == 1, timeout=10, context=node.log)[0]
+
+
+@pytest.fixture
+def two_nodes(etcd: Etcd, tmp_path: Path, unikernel_image: Path) -> Iterator[tuple[VmNode, VmNode]]:  # noqa: F811
+    cluster = f"spill{uuid.uuid4().hex[:6]}"
+    a = VmNode(tmp_path, etcd, cluster, "a", "10.78.1.0/24", unikernel_image)
+    b = VmNode(tmp_path, etcd, cluster, "b", "10.78.2.0/24", unikernel_image)
+    try:
+        for node in (a, b):
+            node.start()
+        for node in (a, b):
+            wait_until(lambda n=node: n.log().count("in rotation"), f"{node.node_id}'s VM in rotation",
+                       timeout=90, context=node.log)
+        yield a, b
+    finally:
+        for node in (a, b):
+            node.stop()
+        for node in (a, b):
+            leftovers = qemu_of(node.netns)
+            for p in leftovers:
+                p.kill()
+            namespace_left = Path(f"/run/netns/{node.netns}").exists()
+            if namespace_left:
+                subprocess.run(["ip", "netns", "delete", node.netns], check=False)
+            assert not leftovers and not namespace_left, f"{node.netns} left QEMU or its namespace behind"
+
+
+def test_a_full_pool_spills_to_the_peer_which_serves_locally_and_requests_come_home(two_nodes):
+    a, b = two_nodes
+    for node, peer in ((a, b), (b, a)):
+        wait_until(lambda n=node: n.status()["cluster"]["spill_peers"], f"{node.node_id} to know its peer",
+                   accept=lambda p, peer=peer: [x["node"] for x in p.get("web", [])] == [peer.node_id],
+                   timeout=30, context=node.log)
+    a_vm, b_vm = a.vm_address(), b.vm_address()
+
+    assert get(a, "/health?home") == 200
+    assert one_line(a, "/health?home")["upstream_addr"] != "peer b"
+
+    held_a = a.hold()
+    try:
+        # a's only VM is busy: its requests go to b, whose own VM serves them.
+        for i in range(3):
+            assert get(a, f"/health?spilled-{i}") == 200
+            assert one_line(a, f"/health?spilled-{i}")["upstream_addr"] == "peer b"
+            assert one_line(b, f"/health?spilled-{i}")["upstream_addr"] not in ("peer a", None)
+        wait_until(lambda: helpers.scrape(a.metrics_port).value("ukproxy_worker_events_total", event="spilled:web"),
+                   "a's spill counter", accept=lambda n: n == 3, timeout=10)
+
+        # Both full: b answers the spilled request 503 at once (it never passes it on, nor queues it),
+        # a leaves b out and queues the request at home, where it is served once a's VM is free.
+        held_b = b.hold()
+        answer: dict[str, int] = {}
+        waiting = threading.Thread(target=lambda: answer.setdefault("status", get(a, "/health?both-full")))
+        waiting.start()
+        try:
+            assert one_line(b, "/health?both-full")["status"] == 503
+            wait_until(lambda: helpers.scrape(a.metrics_port).value("ukproxy_pool_queue_length", upstream="web"),
+                       "the request in a's own queue", accept=lambda n: n == 1, timeout=10, context=a.log)
+        finally:
+            held_a.close()
+            waiting.join(30)
+        assert answer.get("status") == 200
+        assert one_line(a, "/health?both-full")["upstream_addr"] != "peer b"
+        held_b.close()
+    finally:
+        held_a.close()
+
+    # The load dropped: a's requests are served at home again.
+    assert get(a, "/health?home-again") == 200
+    assert one_line(a, "/health?home-again")["upstream_addr"] != "peer b"
+    assert b.served("/health?home-again") == []
+
+    # Each node's VMs are in a network of their own: from b's namespace a's VM is not even routable.
+    probe = (f"import socket; s = socket.socket(); s.settimeout(5)\n"
+             f"host, port = {a_vm!r}.rsplit(':', 1)\n"
+             "try:\n    s.connect((host, int(port)))\n    print('connected')\n"
+             "except OSError as e:\n    print(e.errno)\n")
+    seen = subprocess.run(["ip", "netns", "exec", b.netns, sys.executable, "-c", probe],
+                          capture_output=True, text=True, timeout=30)
+    assert seen.stdout.strip() == "101", (seen.stdout, seen.stderr)  # ENETUNREACH
+    assert ipaddress.ip_address(a_vm.rsplit(":", 1)[0]) in ipaddress.ip_network("10.78.1.0/24")
+    assert ipaddress.ip_address(b_vm.rsplit(":", 1)[0]) in ipaddress.ip_network("10.78.2.0/24")
+    with urllib.request.urlopen(f"http://127.0.0.1:{a.metrics_port}/status", timeout=5) as resp:
+        assert json.loads(resp.read())["cluster"]["etcd"] == "connected"
