@@ -5,8 +5,10 @@ from the same C code), in one run. Needs root (the split's backend network).
 Load: wrk at 64 connections, a mixed Lua workload (90 % redirects, 8 % the page, 2 % creates) and each
 route alone; req/s, p50/p99, CPU per request (every process of the stack: the original, or ukproxy's
 master, workers and every QEMU), total RSS after the load, and the time from start to the first 200.
-Isolation: an api VM SIGKILLed under load (errors counted, the page still answering), kv SIGKILLed
-(acknowledged links still resolve after the fleet replaces it), and the same faults against the original.
+Isolation: an api VM SIGKILLed under load (errors counted, the page still answering), a request that
+crashes the api code (its test hook, bench.shortener_crash: failures per kind and the time back to full
+service), kv SIGKILLed (acknowledged links still resolve after the fleet replaces it), and the same faults
+against the original.
 kv against redis-server is bench.kv. Writes bench/results/shortener.md and shortener.json.
 """
 
@@ -32,6 +34,7 @@ from pathlib import Path
 import psutil
 
 from bench.procs import free_port
+from bench.shortener_crash import crash_under_load, describe, request
 from bench.tools import cpu_model, require
 
 REPO = Path(__file__).resolve().parent.parent
@@ -123,14 +126,15 @@ class Stack:
 class Original(Stack):
     name = "original"
 
-    def __init__(self, data: Path) -> None:
-        self.data, self.port = data, free_port()
+    def __init__(self, data: Path, appendfsync: str = "always") -> None:
+        self.data, self.port, self.appendfsync = data, free_port(), appendfsync
         self.started_in = self.start()
 
     def start(self) -> float:
         began = time.monotonic()
         self.proc = subprocess.Popen([str(ORIGINAL), "--port", str(self.port), "--site", str(SITE),
-                                      "--data", str(self.data)], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+                                      "--data", str(self.data), "--appendfsync", self.appendfsync, "--crash-hook"],
+                                     stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
         wait_for(lambda: http(self.port, "GET", "/", timeout=1)[0] == 200, "the original's first 200", 30)
         return time.monotonic() - began
 
@@ -148,7 +152,7 @@ class Split(Stack):
 
     name = "split"
 
-    def __init__(self, workdir: Path) -> None:
+    def __init__(self, workdir: Path, appendfsync: str = "always") -> None:
         self.port, kv_port, self.metrics = free_port(), free_port(), free_port()
         self.netns = f"ukb-short-{os.getpid() % 100000}"
         data = workdir / "kv"
@@ -162,7 +166,10 @@ class Split(Stack):
                          ('netns = "ukshort"', f'netns = "{self.netns}"'),
                          ('"run/shortener-kv"', f'"{data}"'),
                          ('"logs/shortener-access.log"', '"off"'),
-                         ('"run/shortener.pid"', f'"{workdir / "ukproxy.pid"}"')):
+                         ('"run/shortener.pid"', f'"{workdir / "ukproxy.pid"}"'),
+                         ("appendfsync=always", f"appendfsync={appendfsync}"),
+                         ('"service=api kv_timeout_ms=1000"', '"service=api kv_timeout_ms=1000 crash_hook=yes"')):
+            assert old in text, old
             text = text.replace(old, new)
         config = workdir / "shortener.toml"
         config.write_text(text)
@@ -269,12 +276,29 @@ def survivors(port: int, links: dict[str, str]) -> int:
     return kept
 
 
+def crash_split(split: Split, codes: list[str]) -> dict[str, object]:
+    """POST /api/crash through ukproxy: the api VM that takes it faults and the fleet replaces it."""
+    api = split.vm_pids("api")
+
+    def crash() -> str:
+        return f"{request(split.port, 'POST', '/api/crash', b'')} from ukproxy"
+
+    row = crash_under_load(split.port, codes, crash, back_within_s=120)
+    after = split.vm_pids("api")
+    gone = len(set(api) - set(after))
+    return {"stack": "split", "fault": f"a request that crashes the api code (one of {len(api)} api VMs)",
+            **row, "page_answered": row["page_failed"] == 0,
+            "outcome": describe(row, "not back within 120s") + f"; crash request: {row['crash_answer']}; "
+                       f"api VMs gone {gone}, new {len(set(after) - set(api))}"}
+
+
 def isolation_split(split: Split, codes: list[str], seconds: int, workdir: Path) -> list[dict[str, object]]:
     rows: list[dict[str, object]] = []
     api = split.vm_pids("api")
     figures, page = under_load(split, codes, seconds, workdir, lambda: os.kill(api[0], signal.SIGKILL))
     rows.append({"stack": "split", "fault": f"SIGKILL one of {len(api)} api VMs under load", **figures,
                  "page_answered": page, "outcome": f"{figures['errors']:.0f} errors in {figures['requests']:.0f}"})
+    rows.append(crash_split(split, codes))
     links = {c: u for c, u in ((create(split.port, f"https://example.org/acked/{i}"), "") for i in range(20)) if c}
     (kv,) = split.vm_pids("kv")
     os.kill(kv, signal.SIGKILL)
@@ -289,6 +313,21 @@ def isolation_split(split: Split, codes: list[str], seconds: int, workdir: Path)
     return rows
 
 
+def crash_original(original: Original, codes: list[str]) -> dict[str, object]:
+    """POST /api/crash: the api code's fault kills the one process, page and kv with it."""
+    def crash() -> str:
+        status = request(original.port, "POST", "/api/crash", b"")
+        original.proc.wait(10)
+        return f"{status or 'no answer'}; the process died of signal {-original.proc.returncode}"
+
+    row = crash_under_load(original.port, codes, crash, back_within_s=10)
+    original.start()
+    return {"stack": "original", "fault": "a request that crashes the api code", **row,
+            "page_answered": row["page_failed"] == 0,
+            "outcome": describe(row, "not back within 10s: down until restarted by hand")
+            + f"; crash request: {row['crash_answer']}"}
+
+
 def isolation_original(original: Original, codes: list[str], seconds: int, workdir: Path) -> list[dict[str, object]]:
     rows: list[dict[str, object]] = []
     figures, page = under_load(original, codes, seconds, workdir, lambda: original.proc.kill())
@@ -297,6 +336,7 @@ def isolation_original(original: Original, codes: list[str], seconds: int, workd
                                                    "everything down until restarted"})
     original.proc.wait()
     original.start()
+    rows.append(crash_original(original, codes))
     links = {c: "" for c in (create(original.port, f"https://example.org/acked/{i}") for i in range(20)) if c}
     original.proc.kill()  # its kv part is the same process
     original.proc.wait()

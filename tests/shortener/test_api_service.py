@@ -71,6 +71,7 @@ def test_links_through_the_api_and_kv_unikernels(pair: Pair) -> None:
     info = pair.api.request("GET", f"/api/links/{link['code']}").json()
     assert isinstance(info, dict) and info["hits"] == 1
     assert pair.api.request("GET", "/api/links/zzzzzz").status == 404
+    assert pair.api.request("POST", "/api/crash", b"").status == 404  # the crash test hook is off by default
     assert pair.api.request("POST", "/api/links", b'{"url":"ftp://x"}', "application/json").status == 400
 
 

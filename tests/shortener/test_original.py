@@ -4,6 +4,7 @@ kv's log in its data folder. The same link logic and kv code run in the api and 
 from __future__ import annotations
 
 import json
+import signal
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -114,3 +115,25 @@ def test_links_survive_a_restart_from_the_log(built: None, tmp_path: Path) -> No
         assert (info["url"], info["hits"]) == ("https://example.com/kept", 1)
     finally:
         second.stop()
+
+
+def test_one_crashing_request_takes_the_whole_original_down(built: None, tmp_path: Path) -> None:
+    """The api code's crash test hook (--crash-hook, off by default): the page and kv live in the same
+    process, so they go down with it (the split's counterpart is in test_composed)."""
+    plain = original(tmp_path).start()
+    try:
+        assert plain.request("POST", "/api/crash").status == 405  # off: just a path that is not the API's
+        assert plain.request("GET", "/").status == 200
+    finally:
+        plain.stop()
+    hooked = original(tmp_path)
+    hooked.argv.append("--crash-hook")
+    hooked.start()
+    try:
+        with pytest.raises(OSError):  # the connection dies with the process: no answer at all
+            hooked.request("POST", "/api/crash", b"")
+        assert hooked.proc is not None and hooked.proc.wait(timeout=10) == -signal.SIGSEGV
+        with pytest.raises(OSError):
+            hooked.request("GET", "/", timeout=2)
+    finally:
+        hooked.stop()

@@ -46,8 +46,10 @@ int64_t wallclock_ms(void)
     return (int64_t)t.tv_sec * 1000 + t.tv_nsec / 1000000;
 }
 
-/* Boot arguments do not exist here: every service key takes its default. */
-const char *cmdline_value(const char *key) { (void)key; return NULL; }
+/* Boot arguments do not exist here: every service key takes its default, but
+ * for the api's crash test hook (--crash-hook, see api.c). */
+static int crash_hook;
+const char *cmdline_value(const char *key) { return crash_hook && !strcmp(key, "crash_hook") ? "yes" : NULL; }
 uint32_t cmdline_uint(const char *key, uint32_t min, uint32_t max, uint32_t def)
 {
     (void)key, (void)min, (void)max;
@@ -120,16 +122,18 @@ int main(int argc, char **argv)
     const char *site_dir = NULL, *data_dir = NULL, *fsync_policy = "always";
     int port = 8080;
     static const struct option opts[] = {
-        {"port", 1, 0, 'p'}, {"site", 1, 0, 's'}, {"data", 1, 0, 'd'}, {"appendfsync", 1, 0, 'f'}, {0, 0, 0, 0}};
+        {"port", 1, 0, 'p'}, {"site", 1, 0, 's'}, {"data", 1, 0, 'd'}, {"appendfsync", 1, 0, 'f'},
+        {"crash-hook", 0, 0, 'c'}, {0, 0, 0, 0}};
     for (int o; (o = getopt_long(argc, argv, "", opts, NULL)) != -1;) {
         switch (o) {
         case 'p': port = atoi(optarg); break;
         case 's': site_dir = optarg; break;
         case 'd': data_dir = optarg; break;
         case 'f': fsync_policy = optarg; break;
+        case 'c': crash_hook = 1; break;   /* a test hook: POST /api/crash crashes the process */
         default:
-            fprintf(stderr, "usage: %s --site DIR [--data DIR] [--port N] [--appendfsync always|everysec]\n",
-                    argv[0]);
+            fprintf(stderr, "usage: %s --site DIR [--data DIR] [--port N] [--appendfsync always|everysec] "
+                            "[--crash-hook]\n", argv[0]);
             return 2;
         }
     }
@@ -142,10 +146,7 @@ int main(int argc, char **argv)
     if (kv_store_init(&kv.store, 256u << 20))
         return 1;
     if (data_dir) {
-        int rc = fs_mount(data_dir, 1);
-        if (!rc)
-            rc = aof_start(&kv, "appendonly.aof", strcmp(fsync_policy, "everysec") ? AOF_ALWAYS : AOF_EVERYSEC,
-                           wallclock_ms());
+        int rc = aof_start_on_share(&kv, data_dir, fsync_policy, wallclock_ms());
         if (rc) {
             fprintf(stderr, "error: cannot use the log in %s: %s\n", data_dir, strerror(-rc));
             return 1;
