@@ -1,9 +1,11 @@
-"""GET /status: nginx's stub_status figures, a row per worker process and a row per VM, as one JSON object.
+"""GET /status: nginx's stub_status figures, a row per worker process, per upstream server and per VM, as JSON.
 
 Connection figures come from the workers' multiprocess metric files (flushed every second), so
 they lag by at most a second; who the workers are (pid, slot, CPU, generation, age) comes from
 the master itself. VM rows, and anything else, come from status providers the master registers
-(`MasterObservability.add_status_provider("vms", fleet.status_rows)`).
+(`MasterObservability.add_status_provider("vms", fleet.status_rows)`). Workers and VMs carry the CPU time
+their process has used (`cpu_seconds`), from which a reader makes a CPU share between two readings, as the
+page for people does (`status_page.py`) with request rates.
 """
 
 from __future__ import annotations
@@ -13,6 +15,8 @@ import os
 import time
 from collections.abc import Callable, Iterable
 from typing import Any, Protocol
+
+import psutil
 
 log = logging.getLogger("ukproxy.status")
 
@@ -53,6 +57,44 @@ def _last_check(samples: dict[str, list[Any]], labels: dict[str, str]) -> dict[s
             "health": "pass" if ok else "fail"}
 
 
+def cpu_seconds(pid: Any) -> float | None:
+    """User and system CPU time a process has used, or None when it is gone (or no pid is known)."""
+    if not isinstance(pid, int) or pid <= 0:
+        return None
+    try:
+        times = psutil.Process(pid).cpu_times()
+    except psutil.Error:
+        return None
+    return round(times.user + times.system, 2)
+
+
+def _upstreams(samples: dict[str, list[Any]]) -> list[dict[str, Any]]:
+    """Per upstream, its requests and failures, and per server (a static address or a VM's id) what the
+    workers' metrics say of it: in flight, requests sent, the last active health check."""
+    servers: dict[str, set[str]] = {}
+    for name in ("ukproxy_upstream_server_active", "ukproxy_upstream_server_requests_total",
+                 "ukproxy_upstream_server_check_ok"):
+        for s in samples.get(name, ()):
+            if "upstream" in s.labels and "server" in s.labels:
+                servers.setdefault(s.labels["upstream"], set()).add(s.labels["server"])
+    rows = []
+    for upstream in sorted(servers):
+        rows.append({
+            "name": upstream,
+            "requests": int(_sum(samples, "ukproxy_requests_total", upstream=upstream)),
+            "failures": int(_sum(samples, "ukproxy_upstream_failures_total", upstream=upstream)),
+            "servers": [
+                {"server": server,
+                 "active": int(_sum(samples, "ukproxy_upstream_server_active", upstream=upstream, server=server)),
+                 "requests": int(_sum(samples, "ukproxy_upstream_server_requests_total", upstream=upstream,
+                                      server=server)),
+                 **_last_check(samples, {"upstream": upstream, "server": server})}
+                for server in sorted(servers[upstream])
+            ],
+        })
+    return rows
+
+
 def _worker_state(w: WorkerLike) -> str:
     return "quitting" if w.quitting else "ready" if w.ready else "starting"
 
@@ -89,9 +131,11 @@ def build_status(families: Iterable[Any], workers: Iterable[WorkerLike], generat
                 "connections": int(connections.get(str(w.pid), 0)),
                 "accepted": int(accepted.get(str(w.pid), 0)),
                 "uptime": round(now - w.started_at, 1),
+                "cpu_seconds": cpu_seconds(w.pid),
             }
             for w in sorted(workers, key=lambda w: (w.generation, w.slot))
         ],
+        "upstreams": _upstreams(samples),
         "vms": [],
     }
     for name, provider in providers.items():
@@ -106,4 +150,5 @@ def build_status(families: Iterable[Any], workers: Iterable[WorkerLike], generat
             vm["active"] = int(_sum(samples, "ukproxy_upstream_server_active", **labels))
             vm["requests"] = int(_sum(samples, "ukproxy_upstream_server_requests_total", **labels))
             vm.update(_last_check(samples, labels))
+            vm["cpu_seconds"] = cpu_seconds(vm.get("pid"))
     return status

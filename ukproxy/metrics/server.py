@@ -1,4 +1,5 @@
-"""The master's observability listener: GET /metrics (Prometheus text) and GET /status (JSON).
+"""The master's observability listener: GET /metrics (Prometheus text) and GET /status (JSON, or a page
+for a browser: `status_page.py`).
 
 An aiohttp server on the master's own loop and address ([metrics] listen, default
 127.0.0.1:9145), off the data path: workers never serve it, so it answers however busy they are.
@@ -21,6 +22,7 @@ from prometheus_client.exposition import CONTENT_TYPE_LATEST
 from ukproxy.metrics.files import MetricFiles
 from ukproxy.metrics.master_collector import MasterCollector
 from ukproxy.metrics.multiproc import ServerExists
+from ukproxy.status_page import prefers_html, refresh_seconds, render
 
 log = logging.getLogger("ukproxy.metrics")
 
@@ -64,7 +66,13 @@ class MetricsServer:
 
     async def _status(self, request: web.Request) -> web.Response:
         families = await self._read_files(lambda: list(self.files.collect()))
-        return web.Response(text=json.dumps(self.status(families), indent=1) + "\n", content_type="application/json")
+        status = self.status(families)
+        headers = {"Vary": "Accept", "Cache-Control": "no-store"}
+        if prefers_html(request.headers.get("Accept")):
+            page = render(status, refresh_seconds(request.query.get("refresh")))
+            return web.Response(text=page, content_type="text/html", headers=headers)
+        return web.Response(text=json.dumps(status, indent=1) + "\n", content_type="application/json",
+                            headers=headers)
 
     @staticmethod
     async def _read_files(read: Callable[[], T]) -> T:
@@ -81,4 +89,4 @@ class MetricsServer:
         raise AssertionError("unreachable")
 
     async def _index(self, request: web.Request) -> web.Response:
-        return web.Response(text="ukproxy: /metrics (Prometheus), /status (JSON)\n")
+        return web.Response(text="ukproxy: /metrics (Prometheus), /status (JSON; a page in a browser)\n")
