@@ -49,11 +49,12 @@ class Node(RunningProxy):
     """A ukproxy master with a [cluster] section; its workers are remembered so a SIGKILL leaves none."""
 
     def __init__(self, tmp: Path, etcd: Etcd, node_id: str, backend: Backend, name: str | None = None,
-                 endpoint: str | None = None):
+                 endpoint: str | None = None, cluster: str = CLUSTER, extra: str = ""):
         self.node_id = node_id
         self.port = free_port()
         self.metrics_port = free_port()
         text = f"""workers = 1
+{extra}
 [[listen]]
 address = "127.0.0.1:{self.port}"
 protocol = "http"
@@ -68,7 +69,7 @@ listen = "127.0.0.1:{self.metrics_port}"
 
 [cluster]
 endpoints = ["{endpoint or etcd.url}"]
-name = "{CLUSTER}"
+name = "{cluster}"
 node_id = "{node_id}"
 peer = "127.0.0.1:{self.port}"
 lease_ttl = {TTL}
