@@ -1,0 +1,87 @@
+"""The server-side SSLContexts of one TLS listener, built from its `TlsConfig`.
+
+`build_server_contexts` is the one place a listener's contexts are made: the default certificate's
+and one per [[listen.sni]] entry, all with the same protocols, ciphers, options, ticket keys and
+ALPN list. Whoever needs more from every context of a listener (ALPN for HTTP/2, say) passes it here
+or extends `_configure`, so a context chosen by SNI never lacks what the default one has.
+docs/architecture.md, "TLS".
+"""
+
+from __future__ import annotations
+
+import ssl
+from dataclasses import dataclass
+
+from ukproxy.tls.config import CertificateConfig, TlsConfig
+from ukproxy.tls.sni import CertificateChooser
+from ukproxy.tls.tickets import SharedTicketKeys
+
+_VERSIONS = {
+    "TLSv1": ssl.TLSVersion.TLSv1,
+    "TLSv1.1": ssl.TLSVersion.TLSv1_1,
+    "TLSv1.2": ssl.TLSVersion.TLSv1_2,
+    "TLSv1.3": ssl.TLSVersion.TLSv1_3,
+}
+# Set for a version inside [lowest, highest] that ssl_protocols leaves out (e.g. "TLSv1.1 TLSv1.3").
+_NO_VERSION = {
+    "TLSv1": ssl.OP_NO_TLSv1,
+    "TLSv1.1": ssl.OP_NO_TLSv1_1,
+    "TLSv1.2": ssl.OP_NO_TLSv1_2,
+    "TLSv1.3": ssl.OP_NO_TLSv1_3,
+}
+
+
+@dataclass
+class ServerContexts:
+    """A listener's contexts: `default` is the one handshakes start on (the SNI callback may switch)."""
+
+    default: ssl.SSLContext
+    by_name: dict[str, ssl.SSLContext]
+    tickets_shared: bool
+    tickets: SharedTicketKeys | None  # held: OpenSSL calls into it for as long as the contexts live
+
+
+def build_server_contexts(tls: TlsConfig, listener: str, tickets: SharedTicketKeys | None,
+                          alpn: tuple[str, ...] = ()) -> ServerContexts:
+    """Load the listener's certificates and make its contexts. Raises ssl.SSLError or OSError on a file
+    that `tls.check` would have refused (it may have changed since). `alpn`: protocols to offer, in
+    order of preference (e.g. ("h2", "http/1.1")); none means no ALPN."""
+    shared = [True]
+
+    def make(cert: CertificateConfig) -> ssl.SSLContext:
+        ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+        ctx.load_cert_chain(cert.certificate, cert.key)
+        _configure(ctx, tls, listener, tickets, alpn, shared)
+        return ctx
+
+    default = make(tls.certificate)
+    by_name: dict[str, ssl.SSLContext] = {}
+    for entry in tls.sni:
+        ctx = make(entry.certificate)
+        for name in entry.server_names:
+            by_name[name] = ctx
+    if by_name:
+        default.sni_callback = CertificateChooser(by_name)
+    return ServerContexts(default, by_name, tickets is not None and tls.session_tickets and shared[0], tickets)
+
+
+def _configure(ctx: ssl.SSLContext, tls: TlsConfig, listener: str, tickets: SharedTicketKeys | None,
+               alpn: tuple[str, ...], shared: list[bool]) -> None:
+    """What every context of the listener has in common."""
+    ctx.minimum_version = _VERSIONS[tls.protocols[0]]
+    ctx.maximum_version = _VERSIONS[tls.protocols[-1]]
+    lowest, highest = list(_VERSIONS).index(tls.protocols[0]), list(_VERSIONS).index(tls.protocols[-1])
+    for name in list(_VERSIONS)[lowest:highest + 1]:
+        if name not in tls.protocols:
+            ctx.options |= _NO_VERSION[name]
+    if tls.ciphers is not None:
+        ctx.set_ciphers(tls.ciphers)
+    # Clients may not renegotiate (a cheap way to make a server do handshakes); the server's cipher order wins.
+    ctx.options |= ssl.OP_NO_RENEGOTIATION | ssl.OP_CIPHER_SERVER_PREFERENCE
+    if alpn:
+        ctx.set_alpn_protocols(list(alpn))
+    if not tls.session_tickets:
+        ctx.options |= ssl.OP_NO_TICKET
+        ctx.num_tickets = 0
+    elif tickets is None or not tickets.install(ctx, listener.encode(), tls.session_timeout):
+        shared[0] = False  # OpenSSL's own per-process ticket key: resumption only on the same worker
