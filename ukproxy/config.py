@@ -31,6 +31,18 @@ from ukproxy.config_reader import (
     size,
     string,
 )
+from ukproxy.edge import rules_config as edge_config
+from ukproxy.edge.compress_config import NO_KEYS, CompressKeys, read_compress_keys
+from ukproxy.edge.guard_config import (
+    GUARD_KEYS,
+    GuardConfig,
+    LimitZoneConfig,
+    check_guards,
+    read_guard,
+    read_zone,
+)
+from ukproxy.tls.check import check_certificates
+from ukproxy.tls.config import TlsConfig, read_https_redirect, read_tls
 from ukproxy.vm.share import DEFAULT_SHARE_TAG, access_problem
 
 __all__ = ["Config", "ConfigError", "ConfigIssue", "load", "loads"]
@@ -133,6 +145,7 @@ class UpstreamConfig:
     next_upstream_statuses: tuple[int, ...] = ()
     keepalive: int = 32
     keepalive_timeout: float = 60.0
+    proxy_protocol: int = 0  # tcp: the PROXY protocol version sent on each new connection (edge/proxy_protocol.py)
 
 
 @dataclass(frozen=True)
@@ -142,6 +155,13 @@ class ListenConfig:
     protocol: str = "tcp"
     upstream: str | None = None
     backlog: int = 511
+    guard: GuardConfig | None = None  # limit_req, limit_conn, access, auth_basic (edge/guard_config.py)
+    compress: CompressKeys = NO_KEYS  # gzip_* and brotli_* keys (edge/compress_config.py)
+    proxy_protocol: bool = False  # every connection starts with a PROXY header (edge/proxy_protocol.py)
+    proxy_protocol_timeout: float = 30.0
+    http2: bool = False  # HTTP/2 for clients: h2c with prior knowledge on plain http (docs/architecture.md)
+    tls: TlsConfig | None = None  # ssl = true and the ssl_* keys (tls/config.py)
+    https_redirect: int | None = None  # a plain http listener sends every request to https on this port
 
     @property
     def address(self) -> str:
@@ -154,6 +174,9 @@ class RouteConfig:
     host: str = "*"
     prefix: str = "/"
     strip_prefix: bool = False
+    guard: GuardConfig | None = None  # limit_req, limit_conn, access, auth_basic over the listener's (edge/)
+    compress: CompressKeys = NO_KEYS  # gzip_* and brotli_* keys over the listener's (edge/compress_config.py)
+    rules: edge_config.RouteRulesConfig | None = None  # header, rewrite and return rules (edge/)
 
 
 @dataclass(frozen=True)
@@ -166,6 +189,14 @@ class HttpConfig:
     max_header_size: int = 8192
     max_headers: int = 100
     max_uri_size: int = 8192
+    compress: CompressKeys = NO_KEYS  # gzip_* and brotli_* keys for every http listener (edge/compress_config.py)
+    # HTTP/2 (listen.http2): limits and the flood guards' budgets, per connection (proxy/h2_*.py)
+    http2_max_concurrent_streams: int = 128
+    http2_max_header_list_size: int = 16384
+    http2_body_preread_size: int = 65536  # each stream's receive window
+    http2_max_resets: int = 200  # client stream resets per http2_flood_window before GOAWAY
+    http2_max_control_frames: int = 500  # SETTINGS, PING, PRIORITY, empty DATA, unknown frames, likewise
+    http2_flood_window: float = 10.0
 
 
 @dataclass(frozen=True)
@@ -202,6 +233,7 @@ class ClusterConfig:
     node_id: str = field(default_factory=socket.gethostname)
     peer: str = ""  # host:port where peer nodes reach this node's proxy
     lease_ttl: int = 10  # seconds: how long after this node dies its record vanishes
+    spill: bool = True  # send requests to a peer with free capacity when a VM pool here is full
 
 
 @dataclass(frozen=True)
@@ -231,6 +263,11 @@ class Config:
     cluster: ClusterConfig | None = None  # [cluster]: ukproxy/cluster/
     # [placement]: the scheduler's score weights that differ from its defaults, as (plugin, weight)
     score_weights: tuple[tuple[str, int], ...] = ()
+    # [[limit_req_zone]], [[limit_conn_zone]]: shared by every worker (edge/shared_zone.py)
+    limit_req_zones: tuple[LimitZoneConfig, ...] = ()
+    limit_conn_zones: tuple[LimitZoneConfig, ...] = ()
+    real_ip: edge_config.RealIpConfig | None = None  # [real_ip]: edge/realip.py
+    request_id: edge_config.RequestIdConfig | None = None  # [request_id]: edge/request_id.py
 
     def upstream(self, name: str) -> UpstreamConfig:
         for u in self.upstreams:
@@ -323,6 +360,10 @@ def _read_config(top: Table, path: str) -> Config:
         network=_read_network(top.table("network")),
         cluster=_read_cluster(top.table("cluster")) if top.has("cluster") else None,
         score_weights=_read_score_weights(top.table("placement")),
+        limit_req_zones=tuple(read_zone(t, "req") for t in top.tables("limit_req_zone")),
+        limit_conn_zones=tuple(read_zone(t, "conn") for t in top.tables("limit_conn_zone")),
+        real_ip=edge_config.read_real_ip(top),
+        request_id=edge_config.read_request_id(top),
     )
     top.done()
     _check_references(config, top)
@@ -330,6 +371,11 @@ def _read_config(top: Table, path: str) -> Config:
     _check_service_addresses(config, top)
     _check_stateful(config, top)
     _check_placement(config, top)
+    check_guards((*config.limit_req_zones, *config.limit_conn_zones),
+                 [*((f"listen[{i}]", lc.guard) for i, lc in enumerate(config.listen)),
+                  *((f"route[{i}]", r.guard) for i, r in enumerate(config.routes))], top.issues)
+    edge_config.check_edge(config, top)
+    check_certificates(config, top.issues)
     return _tcp_pool_defaults(config, top)
 
 
@@ -360,7 +406,25 @@ def _read_listen(t: Table) -> ListenConfig:
         protocol=t.get("protocol", one_of("tcp", "http"), "tcp"),
         upstream=t.get("upstream", string, None),
         backlog=t.get("backlog", integer(1, 65535), 511),
+        guard=read_guard(t),
+        compress=read_compress_keys(t),
+        http2=t.get("http2", boolean, False),
+        tls=read_tls(t),
+        https_redirect=read_https_redirect(t),
     )
+    if listen.tls is not None and listen.protocol != "http":
+        t.issues.add(t.key("ssl"), "TLS termination needs protocol = \"http\" (a tcp listener passes TLS through)")
+    if listen.https_redirect is not None and (listen.protocol != "http" or listen.tls is not None):
+        t.issues.add(t.key("https_redirect"), "is for a plain http listener (protocol = \"http\", no ssl)")
+    if listen.http2 and listen.protocol != "http":
+        t.issues.add(t.key("http2"), "HTTP/2 needs protocol = \"http\"")
+    if listen.compress != NO_KEYS and listen.protocol != "http":
+        first = next(k for k in t.data if k.startswith(("gzip", "brotli")))
+        t.issues.add(t.key(first), "compression needs protocol = \"http\"")
+    proxy_protocol, proxy_protocol_timeout = edge_config.read_listen_proxy_protocol(t)
+    listen = replace(listen, proxy_protocol=proxy_protocol, proxy_protocol_timeout=proxy_protocol_timeout)
+    if listen.guard is not None and listen.protocol != "http":
+        t.issues.add(t.key(next(k for k in GUARD_KEYS if t.has(k))), "limits, access and auth need protocol = \"http\"")
     if listen.protocol == "tcp" and listen.upstream is None and not t.has("upstream"):
         t.issues.add(t.key("upstream"), "a tcp listener needs an upstream")
     t.done()
@@ -428,6 +492,7 @@ def _read_upstream(t: Table) -> UpstreamConfig:
         next_upstream_statuses=t.get("next_upstream_statuses", list_of(one_of_int(502, 503, 504)), ()),
         keepalive=t.get("keepalive", integer(0, 100_000), 32),
         keepalive_timeout=t.get("keepalive_timeout", duration, 60.0),
+        proxy_protocol=edge_config.read_upstream_proxy_protocol(t),
     )
     if vm is None and not servers and isinstance(raw_servers, list):
         t.issues.add(t.key("servers"), "an upstream needs servers or a [vm] section")
@@ -571,6 +636,9 @@ def _read_route(t: Table) -> RouteConfig:
         host=t.get("host", string, "*").lower(),
         prefix=t.get("prefix", string, "/"),
         strip_prefix=t.get("strip_prefix", boolean, False),
+        guard=read_guard(t),
+        compress=read_compress_keys(t),
+        rules=edge_config.read_route_rules(t),
     )
     if not route.prefix.startswith("/"):
         t.issues.add(t.key("prefix"), f"must start with '/', got {route.prefix!r}")
@@ -588,7 +656,20 @@ def _read_http(t: Table) -> HttpConfig:
         max_header_size=t.get("max_header_size", size, 8192),
         max_headers=t.get("max_headers", integer(1, 10_000), 100),
         max_uri_size=t.get("max_uri_size", size, 8192),
+        compress=read_compress_keys(t),
+        http2_max_concurrent_streams=t.get("http2_max_concurrent_streams", integer(1, 65536), 128),
+        http2_max_header_list_size=t.get("http2_max_header_list_size", size, 16384),
+        http2_body_preread_size=t.get("http2_body_preread_size", size, 65536),
+        http2_max_resets=t.get("http2_max_resets", integer(1), 200),
+        http2_max_control_frames=t.get("http2_max_control_frames", integer(1), 500),
+        http2_flood_window=t.get("http2_flood_window", duration, 10.0),
     )
+    if not 1024 <= http.http2_max_header_list_size <= 1 << 24:
+        t.issues.add(t.key("http2_max_header_list_size"), "must be between 1k and 16m")
+    if not 0 < http.http2_body_preread_size < 1 << 31:
+        t.issues.add(t.key("http2_body_preread_size"), "must be between 1 and 2147483647 bytes")
+    if http.http2_flood_window <= 0:
+        t.issues.add(t.key("http2_flood_window"), "must be more than 0")
     t.done()
     return http
 
@@ -641,6 +722,7 @@ def _read_cluster(t: Table) -> ClusterConfig:
         node_id=t.get("node_id", string, socket.gethostname()),
         peer=t.get("peer", string, ""),
         lease_ttl=t.get("lease_ttl", integer(2, 3600), 10),
+        spill=t.get("spill", boolean, True),
     )
     if not cluster.endpoints and not t.has("endpoints"):
         t.issues.add(t.key("endpoints"), "at least one etcd endpoint is needed")

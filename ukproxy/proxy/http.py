@@ -21,12 +21,17 @@ from collections.abc import Callable
 from typing import Any, Final
 
 from ukproxy.config import Config, ListenConfig
+from ukproxy.edge.compress_config import SiteCompression
+from ukproxy.edge.guard import Admission, Guards
+from ukproxy.edge.http_edge import EdgePlan, EdgeSite
+from ukproxy.edge.realip import RealIp
 from ukproxy.protocol import Event
 from ukproxy.proxy import http_messages as msg
 from ukproxy.proxy.http_exchange import ClientSide, Exchange
 from ukproxy.proxy.http_request import BODY, END, ERROR, HEAD, TAIL, HttpError, RequestHead, RequestReader
 from ukproxy.proxy.http_tunnel import Tunnel
 from ukproxy.proxy.routing import Router
+from ukproxy.tls.redirect import https_location
 from ukproxy.upstream.group import UpstreamGroup
 from ukproxy.worker_state import WorkerState
 
@@ -40,6 +45,10 @@ def http_protocol_factory(
     state: WorkerState, config: Config, listen: ListenConfig, groups: dict[str, UpstreamGroup]
 ) -> Callable[[], asyncio.Protocol]:
     site = HttpSite(state, config, listen, groups)
+    if listen.http2:  # HTTP/2 as well: the first bytes (or ALPN) choose (h2_select.py)
+        from ukproxy.proxy.h2_select import VersionSelector
+
+        return lambda: VersionSelector(site)
     return lambda: HttpClientConnection(site)
 
 
@@ -52,6 +61,22 @@ class HttpSite:
         self.listener = listen.address
         self.router = Router(config.routes, listen.upstream)
         self.groups = groups
+        # [real_ip]: who may tell us the client's address (edge/realip.py); None costs nothing per request.
+        self.real_ip = RealIp.from_config(config.real_ip)
+        # Header, rewrite and return rules, request ids, forwarding headers (edge/http_edge.py); None: none here.
+        self.edge = EdgeSite.from_config(config, self.router, self.real_ip)
+        # TLS (tls/): the scheme upstreams hear (X-Forwarded-Proto), HSTS, and a plain listener's redirect.
+        self.scheme = b"https" if listen.tls is not None else b"http"
+        if self.edge is not None:
+            self.edge.scheme = self.scheme
+        hsts = listen.tls.hsts if listen.tls is not None else None
+        self.added_headers = b"Strict-Transport-Security: %s\r\n" % hsts.encode() if hsts else b""
+        self.https_redirect = listen.https_redirect
+        # limit_req, limit_conn, allow/deny, basic auth (edge/guard.py); None when no rule applies here.
+        self.guards = Guards.from_config(config, listen)
+        # gzip/brotli (edge/compress.py): None when no route of this listener compresses, and then no request looks.
+        compression = SiteCompression(config.http.compress, listen.compress, config.routes)
+        self.compression = compression if compression.compresses else None
         limits = self.limits
         timeouts = [t for t in (limits.client_header_timeout, limits.client_body_timeout,
                                 limits.keepalive_timeout) if t > 0]
@@ -66,10 +91,14 @@ class LocalReply:
     upstream_time = None
     upstream_addr = None
     ended_at = 0.0
+    plan: EdgePlan | None = None  # a return or redirect rule's answer (edge/http_edge.py)
 
-    def __init__(self, client: HttpClientConnection, head: RequestHead, status: int, started_at: float):
+    def __init__(self, client: HttpClientConnection, head: RequestHead, status: int, started_at: float,
+                 client_ip: bytes, headers: bytes = b""):
         self.client = client
+        self.headers = headers  # extra header lines of the answer (a 401's WWW-Authenticate)
         self.head = head
+        self.client_ip = client_ip  # HttpClientConnection.client_address: for the log
         self.status = status
         self.started_at = started_at
         self.body_done = not head.has_body
@@ -78,7 +107,13 @@ class LocalReply:
 
     def begin(self) -> None:
         keep_alive = self.head.keep_alive and self.client.may_keep_alive()
-        self.client.write(msg.error_response(self.status, keep_alive, head_only=self.head.method == b"HEAD"))
+        if self.plan is not None:
+            reply = self.plan.reply_bytes(keep_alive, self.head.method == b"HEAD")
+        else:
+            reply = msg.error_response(self.status, keep_alive, head_only=self.head.method == b"HEAD")
+        if self.headers:
+            reply = reply.replace(b"\r\n", b"\r\n" + self.headers, 1)
+        self.client.write(reply)
         if self.body_done:
             self._finish(keep_alive)
 
@@ -124,6 +159,10 @@ class HttpClientConnection(ClientSide):
         self.reader = RequestReader(site.limits, self.events)
         self.exchange: Exchange | LocalReply | None = None
         self.tunnel: Tunnel | None = None  # after a 101: the connection carries bytes both ways, not requests
+        self.admission: Admission | None = None  # the current request's limit_conn places (edge/guard.py)
+        self.scheme = site.scheme
+        self.added_headers = site.added_headers
+        self.tls_version: str | None = None  # "TLSv1.3" and the like over TLS, for the access log
         self.requests = 0
         self.closed = False
         self.lingering = False
@@ -148,9 +187,16 @@ class HttpClientConnection(ClientSide):
         if peer:
             self.peer_ip = peer[0].encode()
             self.peer = f"{peer[0]}:{peer[1]}"
+        if self.scheme == b"https":
+            self.tls_version = transport.get_extra_info("ssl_object").version()
         self._last_read = self.loop.time()
         self._set_timer("header", self.limits.client_header_timeout)
         self.state.drainable.add(self)
+
+    def set_proxied_addresses(self, source: tuple[str, int], destination: tuple[str, int] | None) -> None:
+        """A PROXY protocol header named the client (edge/proxy_protocol.py): it is this connection's peer."""
+        self.peer_ip = source[0].encode()
+        self.peer = f"{source[0]}:{source[1]}"
 
     def drain(self) -> None:
         """The worker is stopping: no more keep-alive. A request in flight is answered with
@@ -203,6 +249,9 @@ class HttpClientConnection(ClientSide):
         exchange = self.exchange or self.tunnel
         if exchange is not None:
             exchange.client_gone()
+        if self.admission is not None:  # given back by exchange_finished, unless no exchange ever ended
+            self.admission.release()
+            self.admission = None
 
     def pause_writing(self) -> None:
         self.writing_paused = True
@@ -265,10 +314,13 @@ class HttpClientConnection(ClientSide):
             self.exchange = None
         elif self.tunnel is not None:
             self.tunnel = None  # its exchange ends with it
+        if self.admission is not None:
+            self.admission.release()
+            self.admission = None
         now = exchange.ended_at or self.loop.time()
         self.state.request_finished(self.site.listener, exchange.upstream_name, exchange.status,
                                     now - exchange.started_at, exchange.upstream_time, exchange.upstream_addr,
-                                    exchange.head, self.peer_ip, exchange.bytes_sent)
+                                    exchange.head, exchange.client_ip, exchange.bytes_sent, self.tls_version)
         if self.closed:
             return
         if not keep_alive or (self.reader.done and not self.events):
@@ -335,32 +387,67 @@ class HttpClientConnection(ClientSide):
                 else:
                     self._reject(value)
 
+    def client_address(self, head: RequestHead) -> bytes:
+        """THE client address of a request: what limits, access control, the access log, ip_hash/hash and
+        X-Real-IP key on. The TCP peer (or the PROXY protocol's source, `peer_ip`), or with [real_ip]
+        the address trusted proxies forwarded (edge/realip.py). `_start` calls it once per request."""
+        real_ip = self.site.real_ip
+        return self.peer_ip if real_ip is None else real_ip.client_ip(self.peer_ip, head)
+
     def _start(self, head: RequestHead) -> None:
         self.requests += 1
+        client_ip = self.client_address(head)
         match = self.site.router.match(head.host, head.path)
+        plan = None
+        if self.site.edge is not None:  # rewrite, return and header rules, request ids (edge/http_edge.py)
+            plan = self.site.edge.plan(head, match, client_ip, self.peer_ip)
+            match = plan.match
+        admission = None
+        if self.site.guards is not None:  # allow/deny, limit_conn, limit_req, basic auth (edge/guard.py)
+            admission = self.site.guards.admit(match.route if match is not None else None, client_ip, head)
         exchange: Exchange | LocalReply
-        if match is None:
-            exchange = LocalReply(self, head, 404, self._last_read)
+        if self.site.https_redirect is not None:  # https_redirect: every request goes to https (tls/redirect.py)
+            exchange = LocalReply(self, head, 301, self._last_read, client_ip,
+                                  https_location(head, self.site.https_redirect, self.site.listener))
+        elif admission is not None and admission.status:
+            exchange = LocalReply(self, head, admission.status, self._last_read, client_ip, admission.headers)
+        elif match is None or (plan is not None and plan.reply is not None):
+            exchange = LocalReply(self, head, 404 if plan is None else plan.status, self._last_read, client_ip)
+            exchange.plan = plan
         else:
             if head.expect_continue and head.has_body and head.version == b"1.1":
                 self.write(msg.CONTINUE)
             group = self.site.groups[match.upstream]
-            exchange = Exchange(self, self.state, head, match.path, group, self._last_read, self.peer_ip)
+            path = match.path if plan is None or plan.path is None else plan.path
+            exchange = Exchange(self, self.state, head, path, group, self._last_read, client_ip, plan)
+            if self.site.compression is not None:
+                exchange.compress = self.site.compression.lookup(match.route)
         self.exchange = exchange
-        exchange.begin()
-        if exchange.finished:  # over at once (and self.exchange is None again)
-            return
+        if admission is not None and admission.held:
+            self.admission = admission
+        if admission is not None and admission.delay > 0.0 and not admission.status:
+            self.loop.call_later(admission.delay, self._begin_delayed, exchange)  # limit_req keeps to its rate
+        else:
+            exchange.begin()
+            if exchange.finished:  # over at once (and self.exchange is None again)
+                return
         if not exchange.body_done:
             self._set_timer("body", self.limits.client_body_timeout, exchange.started_at)
         else:
             self._drop_deadline()
+
+    def _begin_delayed(self, exchange: Exchange | LocalReply) -> None:
+        """A request limit_req delayed goes on now, unless it ended meanwhile (its client left)."""
+        if self.exchange is exchange and not exchange.finished:
+            exchange.begin()
 
     def _reject(self, error: HttpError) -> None:
         """A request we will not read: answer its status, count it, and close."""
         self.state.count(Event.HTTP_REJECTED, str(error.status))
         log.info("http: %d %s from %s", error.status, error.reason, self.peer)
         self.write(msg.error_response(error.status, keep_alive=False))
-        self.state.request_finished(self.site.listener, None, error.status, 0.0, None, None, None, self.peer_ip, 0)
+        self.state.request_finished(self.site.listener, None, error.status, 0.0, None, None, None, self.peer_ip, 0,
+                                    self.tls_version)
         self._finish_connection(lingering=True)
 
     # endings

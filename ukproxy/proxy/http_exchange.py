@@ -22,6 +22,8 @@ import enum
 import logging
 from typing import TYPE_CHECKING, Final
 
+from ukproxy.edge.compress import Encoder, start_encoding
+from ukproxy.edge.compress_config import CompressPolicy
 from ukproxy.protocol import Event
 from ukproxy.proxy import http_messages as msg
 from ukproxy.proxy.http_body import RequestBody
@@ -36,11 +38,14 @@ from ukproxy.proxy.http_upstream import (
     UpstreamResponse,
 )
 from ukproxy.upstream.connect import connect
+from ukproxy.upstream.group import FROM_PEER, LOCAL, MAY_SPILL
 from ukproxy.upstream.keepalive import KeepalivePool
+from ukproxy.upstream.peers import SPILLED_FROM
 from ukproxy.upstream.server import Server
 
 if TYPE_CHECKING:
     from ukproxy.config import UpstreamConfig
+    from ukproxy.edge.http_edge import EdgePlan
     from ukproxy.upstream.group import UpstreamGroup
     from ukproxy.worker_state import WorkerState
 
@@ -95,6 +100,8 @@ class ClientSide(asyncio.Protocol):
     closed: bool
     writing_paused: bool
     peer: str  # for logs
+    scheme: bytes = b"http"  # what upstreams hear in X-Forwarded-Proto: b"https" over TLS
+    added_headers: bytes = b""  # header lines every proxied response gets (HSTS over TLS)
 
     def write(self, data: bytes) -> None:
         raise NotImplementedError
@@ -165,9 +172,14 @@ class Exchange:
     task: asyncio.Task[None] | None = None
     key: bytes | None = None  # for the balancer (hash, ip_hash)
     ended_at = 0.0  # when the response's last byte came (0: it did not)
+    edge: EdgePlan | None = None  # the request's edge rules, when its listener has any (edge/http_edge.py)
+    compress: CompressPolicy | None = None  # set by the client connection when its listener or route compresses
+    encoder: Encoder | None = None  # this response's body is compressed (edge/compress.py)
+    spilled = False  # this attempt goes to a peer node (docs/cluster.md): its request head says so
+    home_request_bytes = b""  # the request head as this node's own servers get it, while spilled
 
     def __init__(self, client: ClientSide, state: WorkerState, head: RequestHead, path: bytes, group: UpstreamGroup,
-                 started_at: float, client_ip: bytes):
+                 started_at: float, client_ip: bytes, edge: EdgePlan | None = None):
         self.client = client
         self.state = state
         self.loop = state.loop
@@ -179,7 +191,12 @@ class Exchange:
         self.client_ip = client_ip
         timeout = group.config.next_upstream_timeout
         self.deadline: float | None = started_at + timeout if timeout > 0 else None
-        self.request_bytes = msg.upstream_request_head(head, path, head.host_header or group.name.encode(), client_ip)
+        host = head.host_header or group.name.encode()
+        if edge is None:
+            self.request_bytes = msg.upstream_request_head(head, path, host, client_ip, client.scheme)
+        else:  # header rules, request id, forwarding headers (edge/http_edge.py)
+            self.edge = edge
+            self.request_bytes = edge.upstream_head(path, host)
         self.body = RequestBody(head)
         self.tried: list[Server] = []
 
@@ -230,11 +247,13 @@ class Exchange:
         while True:
             if failed is None:
                 if server is None:
-                    server = await self.group.acquire(self.key, self.tried, self.loop.time())  # a VM pool may wait
+                    # a VM pool may wait; in a cluster a full one may spill to a peer
+                    server = await self.group.acquire(self.key, self.tried, self.loop.time(), self._reach())
                     if server is None:
                         self._no_server(last)
                         return
                     self._use(server)
+                    self._spill_if_peer(server)
                 failed = await self._attempt(server, fresh=False)
             if failed is None or self.phase == Phase.FINISHED:
                 return  # the response is on its way (or the client left)
@@ -263,7 +282,8 @@ class Exchange:
             return Next.GIVE_UP  # nothing to gain, or the client saw a byte of a response, or left
         if not kind & NOT_SENT and not self.body.replayable:
             return Next.GIVE_UP  # the request went out: only an idempotent one whose body we still hold goes again
-        if kind == FailureKind.STATUS and failure.status not in self.group.config.next_upstream_statuses:
+        if kind == FailureKind.STATUS and failure.status not in self.group.config.next_upstream_statuses \
+                and not self.spilled:  # a peer's 503 says it is full too: try elsewhere (queue at home)
             return Next.GIVE_UP
         if self.deadline is not None and self.loop.time() >= self.deadline:
             return Next.GIVE_UP  # next_upstream_timeout
@@ -272,6 +292,26 @@ class Exchange:
         if len(self.tried) >= self.group.config.tries:
             return Next.GIVE_UP
         return Next.NEXT_SERVER
+
+    def _reach(self) -> int:
+        """How far past this node's own servers the request may go: only in a cluster, and never again for
+        a request a peer spilled here (so nothing is forwarded twice)."""
+        if self.group.peers is None:
+            return LOCAL
+        return FROM_PEER if self.head.header(SPILLED_FROM) is not None else MAY_SPILL
+
+    def _spill_if_peer(self, server: Server) -> None:
+        peers = self.group.peers
+        spilled = peers is not None and peers.holds(server)
+        if spilled == self.spilled:
+            return
+        self.spilled = spilled
+        if peers is not None and spilled:
+            self.home_request_bytes = self.request_bytes
+            self.request_bytes = peers.mark(self.request_bytes)
+            self.state.count(Event.SPILLED, self.group.name)
+        else:
+            self.request_bytes = self.home_request_bytes
 
     def _use(self, server: Server) -> None:
         self.tried.append(server)
@@ -316,8 +356,10 @@ class Exchange:
             return None, _Failure(503, "worker_connections", "worker_connections are not enough",
                                   FailureKind.NO_CONNECTIONS)
         conn = UpstreamConnection(self.state, server, self.keepalive_pool, config.read_timeout, config.send_timeout)
+        peers = self.group.peers
         try:
-            await connect(self.loop, server, lambda: conn, config.connect_timeout)
+            await connect(self.loop, server, lambda: conn, config.connect_timeout,
+                          peers.connect if self.spilled and peers is not None else None)
         except TimeoutError:
             self.state.timeout_fired("upstream_connect")
             return None, _Failure(504, "connect_timeout", f"no connection within {config.connect_timeout}s",
@@ -433,6 +475,10 @@ class Exchange:
                 self._start_tunnel()
                 self._attempt_over(None)
                 return
+        encoder = self.encoder
+        if encoder is not None and (body or complete):
+            data = encoder.feed(body, complete)
+            body = [data] if data else []
         if body:
             size = 0
             for piece in body:
@@ -458,29 +504,41 @@ class Exchange:
                 conn.release(self.body.all_sent)
             self._done(keep_alive=self.keep_alive and self.body.done)
 
-    def _response_head(self, response: UpstreamResponse, now: float) -> bytes | None:
-        """The response head as the client gets it, or None when this response is refused instead:
-        a status to retry on, or a 101 nobody asked for."""
+    def _take_response(self, response: UpstreamResponse, now: float) -> bool:
+        """Whether this response head goes to the client; False when it is refused instead (a status to
+        retry on, a 101 nobody asked for). The seam HTTP/2 streams share (h2_stream.H2Exchange)."""
         status = response.status
-        if status in self.group.config.next_upstream_statuses:
+        if status in self.group.config.next_upstream_statuses or (status == 503 and self.spilled):
             failure = _Failure(status, f"status_{status}", "answered", FailureKind.STATUS)
             if self._next_attempt(failure) != Next.GIVE_UP:
                 self._refuse(failure)
-                return None
+                return False
         if status == 101 and self.head.upgrade is None:
             self._refuse(_Failure(502, "invalid_response", "101 to a request that did not ask to upgrade",
                                   FailureKind.UNEXPECTED_UPGRADE))
-            return None
+            return False
         self.upstream_time = upstream_time = now - self.attempt_started
         if self.server is not None:
             self.server.record_success(upstream_time)
         self.status = status
+        if self.edge is not None:  # the route's response header rules, the request id back (edge/http_edge.py)
+            response.lines = self.edge.response_lines(response.lines)
+        return True
+
+    def _response_head(self, response: UpstreamResponse, now: float) -> bytes | None:
+        """The response head as the client gets it, or None when this response is refused instead."""
+        if not self._take_response(response, now):
+            return None
+        status = response.status
         head = self.head
         content_length = response.content_length
         close_delimited = False
+        lines = response.lines
+        if self.compress is not None:
+            lines, self.encoder = start_encoding(self.compress, head, response)
         if response.bodyless:
             self.rechunk = False
-        elif response.chunked or response.until_close:
+        elif response.chunked or response.until_close or self.encoder is not None:
             content_length = None
             self.rechunk = head.version == b"1.1"
             close_delimited = not self.rechunk
@@ -490,7 +548,9 @@ class Exchange:
         )
         self.phase = Phase.RELAYING
         self.body.stop_replay()
-        return msg.client_response_head(head.version, status, response.reason, response.lines, content_length,
+        if self.client.added_headers:
+            lines = [*lines, self.client.added_headers]
+        return msg.client_response_head(head.version, status, response.reason, lines, content_length,
                                         self.rechunk, self.keep_alive, response.upgrade if status == 101 else None)
 
     def upstream_failed(self, why: str, detail: str) -> None:
@@ -562,9 +622,13 @@ class Exchange:
         if keep_alive is None:
             keep_alive = self.head.keep_alive and self.body.done and self.client.may_keep_alive()
         self.status = status
-        self.client.write(msg.error_response(status, keep_alive, head_only=self.head.method == b"HEAD"))
+        self._answer_error(status, keep_alive)
         self.phase = Phase.RELAYING
         self._done(keep_alive)
+
+    def _answer_error(self, status: int, keep_alive: bool) -> None:
+        """The proxy's own error answer on the client's wire (an HTTP/2 stream frames it its own way)."""
+        self.client.write(msg.error_response(status, keep_alive, head_only=self.head.method == b"HEAD"))
 
     def _release_server(self) -> None:
         if self.server is not None:
