@@ -7,8 +7,8 @@ reopen, so several workers appending to one file never split each other's lines 
 never waits for the disk. `reopen()` (SIGUSR1) writes what is buffered to the old file, then
 opens the configured path again: logrotate moves the file, signals, and new lines land in a new one.
 
-combined, http: 127.0.0.1 - - [28/Nov/2026:02:36:21 +0000] "GET /a" 200 512 "-" "curl/8" \
-upstream="10.77.0.10:80" upstream_time=0.003 request_time=0.004
+combined, http: 127.0.0.1 - - [28/Nov/2026:02:36:21 +0000] "GET /a HTTP/1.1" 200 512 "-" "curl/8" \
+upstream="10.77.0.10:80" upstream_time=0.003 request_time=0.004 tls=TLSv1.3   (tls= only over TLS)
 combined, tcp:  127.0.0.1 - - [28/Nov/2026:02:36:21 +0000] "TCP 127.0.0.1:8080" 200 512 "-" "-" \
 upstream="127.0.0.1:9000" upstream_connect_time=0.001 session_time=1.250 bytes_received=512
 """
@@ -78,18 +78,30 @@ class AccessLog:
 
     def request(self, listener: str, upstream: str | None, status: int, request_time: float,
                 upstream_time: float | None, upstream_addr: str | None, method: str, uri: str, client: str,
-                bytes_sent: int, user_agent: str | None, referer: str | None) -> None:
+                bytes_sent: int, user_agent: str | None, referer: str | None, request_id: str | None = None,
+                protocol: str = "-", tls_version: str | None = None) -> None:
+        """`request_id`: with [request_id] or a rule's $request_id (edge/), else left out of the line.
+        `protocol`: "HTTP/1.1" and the like; `tls_version`: "TLSv1.3" and the like, None on a plain connection."""
         if self.json_lines:
-            line = json.dumps({
+            fields = {
                 "time": time.strftime("%Y-%m-%dT%H:%M:%S%z"), "remote_addr": client, "protocol": "http",
-                "listener": listener, "upstream": upstream, "method": method, "uri": uri, "status": status,
+                "listener": listener, "upstream": upstream, "method": method, "uri": uri,
+                "server_protocol": protocol, "tls": tls_version, "status": status,
                 "bytes_sent": bytes_sent, "referer": referer, "user_agent": user_agent,
                 "upstream_addr": upstream_addr, "upstream_time": upstream_time, "request_time": request_time,
-            }, separators=(",", ":"))
+            }
+            if request_id is not None:
+                fields["request_id"] = request_id
+            line = json.dumps(fields, separators=(",", ":"))
         else:
-            line = (f'{client} - - [{self.clock.now()}] "{_escape(method)} {_escape(uri)}" {status} {bytes_sent} '
-                    f'"{_escape(referer or "-")}" "{_escape(user_agent or "-")}" upstream="{upstream_addr or "-"}" '
+            line = (f'{client} - - [{self.clock.now()}] "{_escape(method)} {_escape(uri)} {protocol}" {status} '
+                    f'{bytes_sent} "{_escape(referer or "-")}" "{_escape(user_agent or "-")}" '
+                    f'upstream="{upstream_addr or "-"}" '
                     f"upstream_time={_seconds(upstream_time)} request_time={_seconds(request_time)}")
+            if request_id is not None:
+                line += f" request_id={_escape(request_id)}"
+            if tls_version is not None:
+                line += f" tls={tls_version}"
         self._append(line)
 
     def tcp_session(self, listener: str, upstream: str, status: int, session_time: float,

@@ -18,6 +18,7 @@ import signal
 import socket
 import sys
 from collections.abc import Callable
+from dataclasses import replace
 
 import uvloop
 
@@ -25,6 +26,7 @@ from ukproxy import control
 from ukproxy.accept import AcceptMutex
 from ukproxy.accept_cycle import AcceptCycle, Listener
 from ukproxy.config import Config, ListenConfig, loads
+from ukproxy.edge.proxy_protocol import gate_factory
 from ukproxy.logs import setup_logging
 from ukproxy.metrics.worker_side import WorkerObservability
 from ukproxy.privileges import PrivilegeError, drop_privileges, preload_late_imports, raise_nofile_limit
@@ -36,12 +38,14 @@ from ukproxy.protocol import (
     Message,
     Peers,
     Ready,
+    TicketKeys,
     VmBooted,
     VmBootFailed,
     VmExited,
     VmInfo,
 )
 from ukproxy.proxy.tcp import TcpClientSide
+from ukproxy.tls.tickets import SharedTicketKeys, TicketKey, keys_from_wire
 from ukproxy.upstream.group import UpstreamGroup
 from ukproxy.upstream.health import HealthCheck, check_servers
 from ukproxy.upstream.peers import HostSockets, PeerSet
@@ -54,7 +58,7 @@ log = logging.getLogger("ukproxy.worker")
 class Worker:
     def __init__(self, config: Config, worker_id: int, sockets: list[socket.socket],
                  channel: control.ControlChannel, lock_path: str | None, heartbeat_interval: float = 1.0,
-                 host_sockets: HostSockets | None = None):
+                 host_sockets: HostSockets | None = None, ticket_keys: list[str] | None = None):
         self.config = config
         self.worker_id = worker_id
         self.loop = asyncio.get_running_loop()
@@ -69,6 +73,10 @@ class Worker:
                 group.vm_pool = self.vm_pools[u.name] = VmPool(u, self.loop, channel.send, group.set_servers)
                 if config.cluster is not None:  # a full pool spills to peer nodes (docs/cluster.md)
                     group.peers = PeerSet(config.cluster.node_id, host_sockets)
+        # TLS session ticket keys, the master's, shared by every worker (tls/tickets.py); our own without a master.
+        self.tickets: SharedTicketKeys | None = None
+        if any(lc.tls is not None for lc in config.listen):
+            self.tickets = SharedTicketKeys(keys_from_wire(ticket_keys or []) or [TicketKey.new()])
         self.listeners = [
             Listener(sock, self._protocol_factory(lc), lc.address, lc.backlog)
             for lc, sock in zip(config.listen, sockets, strict=True)
@@ -83,19 +91,31 @@ class Worker:
         self._heartbeat: asyncio.TimerHandle | None = None
 
     def _protocol_factory(self, lc: ListenConfig) -> Callable[[], asyncio.Protocol]:
+        if lc.proxy_protocol:  # every connection starts with a PROXY header, read first (edge/proxy_protocol.py)
+            inner = self._protocol_factory(replace(lc, proxy_protocol=False))
+            return gate_factory(inner, self.state, lc.proxy_protocol_timeout, http=lc.protocol == "http")
         if lc.protocol == "tcp":
             group = self.groups[lc.upstream]  # type: ignore[index]
             state = self.state
             return lambda: TcpClientSide(state, group, lc.address)
         from ukproxy.proxy.http import http_protocol_factory
 
-        return http_protocol_factory(self.state, self.config, lc, self.groups)
+        factory = http_protocol_factory(self.state, self.config, lc, self.groups)
+        if lc.tls is not None:  # the handshake first, then the http connection (tls/acceptor.py)
+            from ukproxy.tls.acceptor import tls_protocol_factory
+
+            return tls_protocol_factory(self.state, lc, self.tickets, lambda alpn: factory())
+        return factory
 
     async def run(self, adopted_vms: list[VmInfo] | None = None) -> None:
         self.loop.add_signal_handler(signal.SIGQUIT, self.quit)
         self.loop.add_signal_handler(signal.SIGTERM, self.terminate)
         self.loop.add_signal_handler(signal.SIGINT, self.terminate)
         self.loop.add_signal_handler(signal.SIGUSR1, self.observability.reopen_logs)  # logrotate
+        if self.tickets is not None:  # a client's TLS error is counted, not logged with a traceback
+            from ukproxy.tls.acceptor import quiet_handshake_errors
+
+            quiet_handshake_errors(self.loop)
         for u in self.config.upstreams:  # a VM pool checks its own VMs; static servers are checked here
             if u.vm is None and u.health is not None:
                 self.health_checks += check_servers(self.groups[u.name].servers, u.health, u.name, self.loop)
@@ -134,6 +154,9 @@ class Worker:
         elif isinstance(message, VmExited):
             if pool := self.vm_pools.get(message.upstream):
                 pool.exited(message.vm)
+        elif isinstance(message, TicketKeys):
+            if self.tickets is not None:
+                self.tickets.update(keys_from_wire(message.keys))
         elif isinstance(message, Peers):
             for name, peers in message.upstreams.items():
                 group = self.groups.get(name)
@@ -202,7 +225,8 @@ def main() -> None:
 
     async def start() -> None:
         channel = await control.ControlChannel.open(sock, rest)
-        worker = Worker(config, worker_id, sockets, channel, init.lock_path, init.heartbeat_interval, host_sockets)
+        worker = Worker(config, worker_id, sockets, channel, init.lock_path, init.heartbeat_interval, host_sockets,
+                        init.ticket_keys)
         if init.identity is not None:
             # Last: the sockets, the namespace and every import are in place.
             preload_late_imports()

@@ -29,6 +29,8 @@ class LoggedRequest(Protocol):
 
     method: bytes
     target: bytes
+    request_id: bytes | None  # with [request_id] (edge/http_edge.py)
+    version: bytes  # b"1.1", b"2": the access log shows "HTTP/<version>"
 
     def header(self, lower_name: bytes) -> bytes | None: ...
 
@@ -122,17 +124,21 @@ class WorkerState:
 
     def request_finished(self, listener: str, upstream: str | None, status: int, request_time: float,
                          upstream_time: float | None, upstream_addr: str | None, request: LoggedRequest | None,
-                         client_ip: bytes, bytes_sent: int) -> None:
+                         client_ip: bytes, bytes_sent: int, tls_version: str | None = None) -> None:
         """One HTTP request answered. Times in seconds; upstream and upstream_* None when no upstream answered;
-        `request` None when its head was never read. Its text is made only for an access log."""
+        `request` None when its head was never read; `tls_version` None on a plain connection. Its text is
+        made only for an access log."""
         self.tally.request(listener, upstream, status, request_time, upstream_time)
         if self.access_log is not None:
-            method, uri, user_agent, referer = "-", "-", None, None
+            method, uri, user_agent, referer, request_id, protocol = "-", "-", None, None, None, "-"
             if request is not None:
                 method, uri = request.method.decode(), request.target.decode("latin-1")
+                protocol = "HTTP/" + request.version.decode()
                 user_agent, referer = _text(request.header(b"user-agent")), _text(request.header(b"referer"))
+                request_id = _text(request.request_id)
             self.access_log.request(listener, upstream, status, request_time, upstream_time, upstream_addr,
-                                    method, uri, client_ip.decode(), bytes_sent, user_agent, referer)
+                                    method, uri, client_ip.decode(), bytes_sent, user_agent, referer, request_id,
+                                    protocol, tls_version)
 
     def tcp_session_finished(self, listener: str, upstream: str, status: int, session_time: float,
                              connect_time: float | None, upstream_addr: str | None, client: str,

@@ -124,9 +124,9 @@ class EdgePlan:
         via = _VIA_SELF[head.version]
         if head.via:
             via = head.via + b", " + via
-        out = [b"Host: %s\r\n" % host, *lines,
-               b"X-Forwarded-For: %s\r\nX-Real-IP: %s\r\nX-Forwarded-Proto: %s\r\nVia: %s\r\n"
-               % (forwarded_for, self.context.client_ip, proto, via)]
+        out = [b"Host: %s\r\n" % host, *lines, b"X-Forwarded-For: %s\r\n" % forwarded_for,
+               b"X-Real-IP: %s\r\n" % self.context.client_ip, b"X-Forwarded-Proto: %s\r\n" % proto,
+               b"Via: %s\r\n" % via]
         if site.x_forwarded_host and not (self.trusted and head.header(b"x-forwarded-host")):
             out.append(b"X-Forwarded-Host: %s\r\n" % (head.host_header or host))
         if site.forwarded:

@@ -67,6 +67,7 @@ class RequestHead:
     connection_tokens: frozenset[bytes] = frozenset()
     forwarded_for: bytes | None = None  # X-Forwarded-For and Via as received (merged), for ours to extend
     via: bytes | None = None
+    request_id: bytes | None = None  # [request_id] or a rule's $request_id (edge/http_edge.py): logged
 
     def __init__(self, method: bytes, target: bytes, version: bytes, lines: list[bytes],
                  special: list[tuple[bytes, bytes]], size: int = 0):
@@ -145,7 +146,10 @@ class RequestReader:
             self._error(context if isinstance(context, HttpError) else HttpError(400, f"bad request: {e}"))
             return
         except httptools.HttpParserInvalidMethodError:
-            self._error(HttpError(400, "invalid method"))
+            # A PROXY protocol header where the listener takes none (edge/proxy_protocol.py) is refused by name.
+            proxied = data.startswith(b"PROXY ") or data.lstrip(b"\r\n").startswith(b"\0\r\nQUIT\n")
+            self._error(HttpError(400, "PROXY protocol header on a listener without proxy_protocol" if proxied
+                                  else "invalid method"))
             return
         except httptools.HttpParserInvalidURLError:
             self._error(HttpError(400, "invalid request target"))
@@ -329,6 +333,11 @@ def known_host(host_header: bytes) -> str:
             _KNOWN_HOSTS.clear()
         host = _KNOWN_HOSTS[host_header] = host_name(host_header)
     return host
+
+
+def valid_host(value: bytes) -> bool:
+    """A Host value (or an HTTP/2 :authority) of an allowed shape: a name or address and a port, no userinfo."""
+    return value in _KNOWN_HOSTS or _HOST.fullmatch(value) is not None
 
 
 def connection_tokens(value: bytes) -> frozenset[bytes]:

@@ -11,6 +11,7 @@ import asyncio
 import logging
 from typing import TYPE_CHECKING
 
+from ukproxy.edge.proxy_protocol import header_bytes
 from ukproxy.upstream.connect import connect
 from ukproxy.upstream.group import UpstreamGroup
 
@@ -82,8 +83,15 @@ class TcpClientSide(asyncio.Protocol):
         self.upstream_addr: str | None = None
         self.connect_time: float | None = None
         self._peer: tuple[str, int] | None = None  # getpeername once, and only if something wants it
+        self._proxied_to: tuple[str, int] | None = None  # the destination a PROXY header named
 
     # client side
+
+    def set_proxied_addresses(self, source: tuple[str, int], destination: tuple[str, int] | None) -> None:
+        """A PROXY protocol header named the client (edge/proxy_protocol.py): logs, ip_hash and a PROXY
+        header upstream use it. Called before the connect task runs."""
+        self._peer = source
+        self._proxied_to = destination
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         self.transport = transport  # type: ignore[assignment]
@@ -198,6 +206,8 @@ class TcpClientSide(asyncio.Protocol):
             self.state.upstream_opened()
             self.server = server
             self.upstream = upstream
+            if group.config.proxy_protocol:  # the upstream asked for a PROXY header (edge/proxy_protocol.py)
+                upstream.transport.write(self._proxy_header(group.config.proxy_protocol))  # type: ignore[union-attr]
             for chunk in self.pending:
                 upstream.transport.write(chunk)  # type: ignore[union-attr]
             self.pending.clear()
@@ -217,6 +227,12 @@ class TcpClientSide(asyncio.Protocol):
         if self._peer is None and self.transport is not None:
             self._peer = self.transport.get_extra_info("peername")
         return self._peer
+
+    def _proxy_header(self, version: int) -> bytes:
+        destination = self._proxied_to
+        if destination is None and self.transport is not None:
+            destination = self.transport.get_extra_info("sockname")
+        return header_bytes(version, self._peername(), destination)
 
     def _balance_key(self) -> bytes | None:
         peer = self._peername()
