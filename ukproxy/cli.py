@@ -30,6 +30,10 @@ def cmd_check(args: argparse.Namespace) -> int:
     if config is None:
         print(f"ukproxy: configuration file {args.config} test failed", file=sys.stderr)
         return 1
+    from ukproxy.tls.check import expiry_warnings
+
+    for warning in expiry_warnings(config):
+        print(f"ukproxy: warning: {warning}", file=sys.stderr)
     print(f"ukproxy: configuration file {args.config} syntax is ok")
     print(f"ukproxy: configuration file {args.config} test is successful")
     return 0

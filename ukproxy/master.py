@@ -42,6 +42,7 @@ from ukproxy.protocol import (
     Init,
     Message,
     Ready,
+    TicketKeys,
     VmBoot,
     VmBooted,
     VmBootFailed,
@@ -50,6 +51,7 @@ from ukproxy.protocol import (
     describe_exit,
 )
 from ukproxy.reaper import ChildReaper
+from ukproxy.tls.tickets import TicketKeyRotation, rotation_period
 from ukproxy.vm.fleet import Fleet, FleetConfigError, FleetVm
 
 log = logging.getLogger("ukproxy.master")
@@ -112,7 +114,14 @@ class Master:
         self.load_config: Callable[[str], Config] = load
         self.cluster: ClusterNode | None = None
         self.joined: Shared | None = None  # the shared config it started with
+        # One reload at a time: a SIGHUP and a cluster apply that overlapped would each spawn workers and
+        # retire the other's, and the one that read its config first could finish last (docs/cluster.md).
+        self.reloading = asyncio.Lock()
         self.fleet.on_vm_exit = self._vm_died
+        # TLS session ticket keys: made here, shared by every worker, rotated (tls/tickets.py).
+        self.ticket_keys = TicketKeyRotation(
+            lambda: rotation_period([lc.tls.session_timeout for lc in self.config.listen if lc.tls is not None]),
+            self._tell_ticket_keys)
         # Metrics directory and PROMETHEUS_MULTIPROC_DIR, before any child starts; /metrics + /status.
         self.observability = MasterObservability(
             self.run_dir, lambda: self.workers.values(), lambda: self.generation, self._server_exists)
@@ -164,6 +173,7 @@ class Master:
             for slot in range(self.config.workers):
                 await self.spawn(slot)
             self.loop.create_task(self._watch_heartbeats())
+            self.ticket_keys.start(self.loop)
             if self.config.cluster is not None:
                 self.cluster = ClusterNode(self, self.config.cluster, self.joined)
                 self.cluster.start()
@@ -190,6 +200,7 @@ class Master:
             return
         self.stopping = True
         self.stopping_fast = not graceful
+        self.ticket_keys.stop()
         if self.cluster is not None:
             self.cluster.draining()
         self.exit_code = exit_code or self.exit_code
@@ -247,7 +258,8 @@ class Master:
         listen_socks = self.sockets.for_worker(config, slot)
         fds = [s.fileno() for s in listen_socks]
         env = dict(os.environ, UKPROXY_CONTROL_FD=str(child_end.fileno()),
-                   UKPROXY_CPUS=",".join(map(str, usable_cpus())))  # it revalidates the config, pinned
+                   UKPROXY_CPUS=",".join(map(str, usable_cpus())),  # it revalidates the config, pinned
+                   UKPROXY_RUN_DIR=self.run_dir)  # where the limit zones' shared files live (edge/shared_zone.py)
         cpu = self.cpu_for(slot)
         # taskset pins before the interpreter runs a line, so no thread of the worker ever runs elsewhere.
         pin = ["taskset", "-c", str(cpu)] if cpu is not None and TASKSET else []
@@ -276,10 +288,17 @@ class Master:
             nofile=needed_nofile(config),
             heartbeat_interval=heartbeat_interval(config.worker_heartbeat_timeout),
             vms=[vm.describe() for vm in self.fleet.owned_by(slot)],
+            ticket_keys=self.ticket_keys.ring.wire(),
         ))
+        if self.cluster is not None:
+            self.cluster.greet(channel)  # where to spill, before its first request
         self.loop.create_task(self._listen_to_worker(worker))
         log.info("worker %d started: pid %d%s", slot, proc.pid, f", CPU {cpu}" if cpu is not None else "")
         return worker
+
+    def _tell_ticket_keys(self, keys: list[str]) -> None:
+        for worker in self.workers.values():
+            worker.channel.send(TicketKeys(keys))
 
     async def _listen_to_worker(self, worker: WorkerProcess) -> None:
         while True:
@@ -405,7 +424,14 @@ class Master:
 
     async def reload(self, loader: Callable[[str], Config] | None = None) -> str | None:
         """Validate the config again; if good, start new workers with it and let the old ones drain.
-        `loader` reads it (default: self.load_config). Returns why it was refused, or None."""
+        `loader` reads it (default: self.load_config). Returns why it was refused, or None.
+        Reloads queue behind one another; each reads its config only once its turn has come."""
+        async with self.reloading:
+            if self.stopping:
+                return "the master is stopping"
+            return await self._reload(loader)
+
+    async def _reload(self, loader: Callable[[str], Config] | None) -> str | None:
         try:
             new = (loader or self.load_config)(self.config.path)
         except (ConfigError, OSError) as e:

@@ -17,7 +17,8 @@ from tests.observability.helpers import HttpBackend, histograms_consistent, scra
 from tests.running import RunningProxy, free_port
 
 HTTP_LINE = re.compile(
-    r'^(?P<client>\S+) - - \[[^\]]+\] "(?P<method>\S+) (?P<uri>\S+)" (?P<status>\d{3}) (?P<sent>\d+) '
+    r'^(?P<client>\S+) - - \[[^\]]+\] "(?P<method>\S+) (?P<uri>\S+) (?P<protocol>HTTP/[\d.]+|-)" '
+    r'(?P<status>\d{3}) (?P<sent>\d+) '
     r'"(?P<referer>[^"]*)" "(?P<agent>[^"]*)" upstream="(?P<upstream>[^"]*)" '
     r"upstream_time=(?P<upstream_time>[\d.]+|-) request_time=(?P<request_time>[\d.]+)$"
 )

@@ -14,10 +14,11 @@ from typing import Final
 from ukproxy.proxy.http_request import SPECIAL, RequestHead
 
 VIA: Final = b"ukproxy"
-_VIA_SELF = {b"1.1": b"1.1 " + VIA, b"1.0": b"1.0 " + VIA}
+_VIA_SELF = {b"1.1": b"1.1 " + VIA, b"1.0": b"1.0 " + VIA, b"2.0": b"2 " + VIA}  # HTTP/2's Via version is "2"
 
 
-def upstream_request_head(head: RequestHead, path: bytes, host: bytes, client_ip: bytes) -> bytes:
+def upstream_request_head(head: RequestHead, path: bytes, host: bytes, client_ip: bytes,
+                          scheme: bytes = b"http") -> bytes:
     """The request as it goes upstream: HTTP/1.1, keep-alive, forwarding headers, our own framing.
     `host` is the client's Host (or absolute-form authority); HTTP/1.1 needs one, so never empty."""
     lines = head.lines
@@ -37,8 +38,9 @@ def upstream_request_head(head: RequestHead, path: bytes, host: bytes, client_ip
     if head.upgrade is not None:
         framing += b"Connection: upgrade\r\nUpgrade: " + head.upgrade + b"\r\n"
     return (
-        b"%s %s HTTP/1.1\r\nHost: %s\r\n%sX-Forwarded-For: %s\r\nX-Real-IP: %s\r\nX-Forwarded-Proto: http\r\n"
-        b"Via: %s\r\n%s\r\n" % (head.method, path, host, b"".join(lines), forwarded_for, client_ip, via, framing)
+        b"%s %s HTTP/1.1\r\nHost: %s\r\n%sX-Forwarded-For: %s\r\nX-Real-IP: %s\r\nX-Forwarded-Proto: %s\r\n"
+        b"Via: %s\r\n%s\r\n" % (head.method, path, host, b"".join(lines), forwarded_for, client_ip, scheme, via,
+                                   framing)
     )
 
 

@@ -1,0 +1,28 @@
+"""The TLS tests' certificates (made once per session with the openssl CLI) and config text."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from tests.tls.certs import Authority, Leaf
+
+
+class Certificates:
+    def __init__(self, folder: Path):
+        self.ca = Authority(folder)
+        self.ec = self.ca.leaf("ec", ["localhost"])  # ECDSA P-256, the default certificate
+        self.rsa = self.ca.leaf("rsa", ["rsa.test"], kind="rsa")  # RSA 2048, chosen by SNI
+        self.wild = self.ca.leaf("wild", ["*.wild.test"])
+        self.renewed = self.ca.leaf("renewed", ["localhost"])  # the same name, a new key: a renewal
+        self.expiring = self.ca.leaf("expiring", ["localhost"], days=5)
+
+
+@pytest.fixture(scope="session")
+def certs(tmp_path_factory: pytest.TempPathFactory) -> Certificates:
+    return Certificates(tmp_path_factory.mktemp("tls-certs"))
+
+
+def tls_keys(leaf: Leaf) -> str:
+    return f'ssl = true\nssl_certificate = "{leaf.cert}"\nssl_certificate_key = "{leaf.key}"\n'
