@@ -43,6 +43,7 @@ class EdgeSite:
         self.id_name = self.id_header.lower() if self.id_header is not None else b""
         self.keep_ids = request_id.keep_incoming if request_id is not None else "never"
         self.return_id = request_id is not None and request_id.return_to_client
+        self.every_request = real_ip is not None or request_id is not None  # else only routes with rules
         # Per [[route]] (by identity: RouteMatch.route is the config object itself), its rules at run time.
         self.rules: dict[int, RouteRules] = {}
         for route in config.routes:
@@ -57,7 +58,12 @@ class EdgeSite:
             return None
         return cls(config, router, real_ip)
 
-    def plan(self, head: RequestHead, match: RouteMatch | None, client_ip: bytes, peer_ip: bytes) -> EdgePlan:
+    def plan(self, head: RequestHead, match: RouteMatch | None, client_ip: bytes, peer_ip: bytes
+             ) -> EdgePlan | None:
+        """None when nothing here applies to the request (a route without rules, and no [real_ip] or
+        [request_id]): it then costs a dict lookup."""
+        if not self.every_request and (match is None or id(match.route) not in self.rules):
+            return None
         trusted = self.real_ip is not None and self.real_ip.trusts(peer_ip)
         context = RequestContext(head, client_ip, self.scheme)
         if self.id_header is not None:

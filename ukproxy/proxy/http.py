@@ -401,7 +401,8 @@ class HttpClientConnection(ClientSide):
         plan = None
         if self.site.edge is not None:  # rewrite, return and header rules, request ids (edge/http_edge.py)
             plan = self.site.edge.plan(head, match, client_ip, self.peer_ip)
-            match = plan.match
+            if plan is not None:  # None: no rule for this request, it goes as any other
+                match = plan.match
         admission = None
         if self.site.guards is not None:  # allow/deny, limit_conn, limit_req, basic auth (edge/guard.py)
             admission = self.site.guards.admit(match.route if match is not None else None, client_ip, head)
