@@ -136,7 +136,8 @@ def _read_header_rules(t: Table, request_side: bool) -> HeaderRulesConfig:
                 out.pop()
         return tuple(out)
 
-    removed = [n for n in t.get("remove", list_of(_header_name), ()) if allowed(n, "remove", "remove")]
+    no_names: tuple[str, ...] = ()
+    removed = [n for n in t.get("remove", list_of(_header_name), no_names) if allowed(n, "remove", "remove")]
     rules = HeaderRulesConfig(remove=tuple(n.lower() for n in removed), set=valued("set"), add=valued("add"))
     t.done()
     return rules
@@ -283,7 +284,7 @@ def check_edge(config: Config, top: Table) -> None:
         elif not answers and not route.upstream:
             issues.add(f"route[{i}].upstream", "a route needs an upstream (or a return)")
     http_upstreams = {route.upstream for route in config.routes}
-    http_upstreams.update(listen.upstream for listen in config.listen if listen.protocol == "http")
+    http_upstreams.update(listen.upstream for listen in config.listen if listen.protocol == "http" and listen.upstream)
     for i, u in enumerate(config.upstreams):
         if u.proxy_protocol and u.name in http_upstreams:
             issues.add(f"upstream[{i}].proxy_protocol", f"upstream {u.name!r} serves http: the PROXY protocol is "

@@ -67,19 +67,21 @@ class Template:
 
     def __init__(self, text: str, parts: list[tuple[bool, str]]):
         self.text = text
-        self.parts = [(is_variable, piece if is_variable else piece.encode("latin-1")) for is_variable, piece in parts]
+        # (variable name or "", literal bytes): one of the two per piece
+        self.parts: list[tuple[str, bytes]] = [(piece, b"") if is_variable else ("", piece.encode("latin-1"))
+                                               for is_variable, piece in parts]
         self.constant: bytes | None = None if any(v for v, _ in parts) else text.encode("latin-1")
 
     @property
     def variables(self) -> list[str]:
-        return [piece for is_variable, piece in self.parts if is_variable]  # type: ignore[misc]
+        return [name for name, _ in self.parts if name]
 
     def render(self, context: RequestContext) -> bytes:
         if self.constant is not None:
             return self.constant
-        out = []
-        for is_variable, piece in self.parts:
-            out.append(context.value(piece) if is_variable else piece)  # type: ignore[arg-type]
+        out: list[bytes] = []
+        for name, literal in self.parts:
+            out.append(context.value(name) if name else literal)
         return b"".join(out)
 
 
