@@ -233,7 +233,7 @@ class Event(enum.IntEnum):
     TLS_HANDSHAKE = 20  # (listener, TLS version): a handshake done, full or resumed
     TLS_RESUMPTION = 21  # (listener, ""): a handshake that resumed a session (a ticket)
     TLS_HANDSHAKE_FAILED = 22  # (listener, reason): see tls/acceptor.py for the reasons
-    REQUESTS_BY_PROTOCOL = 23  # (listener, protocol: "HTTP/1.1", "HTTP/2", ...): requests by HTTP version
+    REQUESTS_BY_PROTOCOL = 23  # (listener, protocol: "http/1.0", "http/1.1", "h2"): requests by HTTP version
     SPILLED = 10  # (upstream, ""): a request sent to a peer node because this node's pool was full
     HTTP2_STREAMS = 30  # ("", ""): HTTP/2 streams a client opened
     HTTP2_RESETS = 31  # (direction: "received" or "sent", ""): RST_STREAM frames

@@ -104,7 +104,9 @@ class Worker:
         if lc.tls is not None:  # the handshake first, then the http connection (tls/acceptor.py)
             from ukproxy.tls.acceptor import tls_protocol_factory
 
-            return tls_protocol_factory(self.state, lc, self.tickets, lambda alpn: factory())
+            # http2: ALPN offers h2 first; h2_select.VersionSelector reads the choice (docs/architecture.md, "HTTP/2")
+            alpn = ("h2", "http/1.1") if lc.http2 else ()
+            return tls_protocol_factory(self.state, lc, self.tickets, lambda alpn: factory(), alpn)
         return factory
 
     async def run(self, adopted_vms: list[VmInfo] | None = None) -> None:

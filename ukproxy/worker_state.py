@@ -22,6 +22,9 @@ UPSTREAM_FAILED: Final = Event.UPSTREAM_FAILED
 NO_UPSTREAM: Final = Event.NO_UPSTREAM
 TIMEOUT: Final = Event.TIMEOUT
 UPSTREAM_RETRY: Final = Event.UPSTREAM_RETRY
+REQUESTS_BY_PROTOCOL: Final = Event.REQUESTS_BY_PROTOCOL
+# RequestHead.version → the `protocol` label of ukproxy_requests_by_protocol (ALPN's names)
+_PROTOCOLS: Final = {b"1.1": "http/1.1", b"1.0": "http/1.0", b"2.0": "h2"}
 
 
 class LoggedRequest(Protocol):
@@ -30,7 +33,7 @@ class LoggedRequest(Protocol):
     method: bytes
     target: bytes
     request_id: bytes | None  # with [request_id] (edge/http_edge.py)
-    version: bytes  # b"1.1", b"2": the access log shows "HTTP/<version>"
+    version: bytes  # b"1.1", b"2.0": the access log shows "HTTP/<version>"
 
     def header(self, lower_name: bytes) -> bytes | None: ...
 
@@ -129,6 +132,9 @@ class WorkerState:
         `request` None when its head was never read; `tls_version` None on a plain connection. Its text is
         made only for an access log."""
         self.tally.request(listener, upstream, status, request_time, upstream_time)
+        if request is not None:
+            key = (REQUESTS_BY_PROTOCOL, listener, _PROTOCOLS.get(request.version, "other"))
+            self.counters[key] = self.counters.get(key, 0) + 1
         if self.access_log is not None:
             method, uri, user_agent, referer, request_id, protocol = "-", "-", None, None, None, "-"
             if request is not None:

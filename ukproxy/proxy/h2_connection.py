@@ -50,6 +50,7 @@ from ukproxy.proxy.h2_guard import FloodGuard
 from ukproxy.proxy.h2_stream import OUT_HIGH, H2Stream, request_head, unreadable_head
 from ukproxy.proxy.http import HttpSite
 from ukproxy.proxy.http_request import HttpError
+from ukproxy.tls.redirect import https_location
 
 log = logging.getLogger("ukproxy.http2")
 
@@ -78,6 +79,7 @@ class H2ClientConnection(asyncio.Protocol):
         self.header_block_limit = limits.http2_max_header_list_size
         self.peer = "-"
         self.peer_ip = b"-"
+        self.tls_version: str | None = None  # "TLSv1.3" and the like over TLS, for the access log
         self.closed = False
         self.writing_paused = False
         self.requests = 0
@@ -98,6 +100,9 @@ class H2ClientConnection(asyncio.Protocol):
         if peer:
             self.peer_ip = peer[0].encode()
             self.peer = f"{peer[0]}:{peer[1]}"
+        ssl_object = transport.get_extra_info("ssl_object")
+        if ssl_object is not None:
+            self.tls_version = ssl_object.version()
         limits = self.limits
         h2 = self.h2
         # In force from our first SETTINGS frame on (h2 itself would wait for the client's acknowledgement).
@@ -243,6 +248,9 @@ class H2ClientConnection(asyncio.Protocol):
             client_ip = site.real_ip.client_ip(self.peer_ip, head)
         stream = H2Stream(self, self.state, stream_id, head or unreadable_head(), site.listener, now, self.peer,
                           client_ip, limits.client_max_body_size)
+        stream.scheme = site.scheme
+        stream.added_headers = site.added_headers
+        stream.tls_version = self.tls_version
         self.streams[stream_id] = stream
         if head is None:
             stream.answer(status)
@@ -261,14 +269,40 @@ class H2ClientConnection(asyncio.Protocol):
                 self._start(stream)
 
     def _start(self, stream: H2Stream) -> None:
+        """What an HTTP/1.1 request meets in HttpClientConnection._start, in the same order: the https redirect,
+        edge rules (rewrite, return, headers), guards (access, auth, limits), the route; then the exchange."""
         head = stream.head
-        match = self.site.router.match(head.host, head.path)
-        if match is None:
-            stream.start(None, b"")
-            return
-        if head.expect_continue and head.has_body:
-            self.h2.send_headers(stream.stream_id, [(b":status", b"100")])
-        stream.start(self.site.groups[match.upstream], match.path)
+        site = self.site
+        client_ip = stream.client_ip
+        match = site.router.match(head.host, head.path)
+        plan = None
+        if site.edge is not None:
+            plan = site.edge.plan(head, match, client_ip, self.peer_ip)
+            if plan is not None:  # None: no rule for this request
+                match = plan.match
+        admission = None
+        if site.guards is not None:
+            admission = site.guards.admit(match.route if match is not None else None, client_ip, head)
+            if admission.held:
+                stream.admission = admission
+        if site.https_redirect is not None:
+            stream.answer(301, https_location(head, site.https_redirect, site.listener))
+        elif admission is not None and admission.status:
+            stream.answer(admission.status, admission.headers)
+        elif plan is not None and (match is None or plan.reply is not None):
+            stream.answer_reply(plan.reply_bytes(True, head.method == b"HEAD"))
+        elif match is None:
+            stream.answer(404)
+        else:
+            assert match is not None
+            if head.expect_continue and head.has_body:
+                self.h2.send_headers(stream.stream_id, [(b":status", b"100")])
+            path = match.path if plan is None or plan.path is None else plan.path
+            group = site.groups[match.upstream]
+            if admission is not None and admission.delay > 0.0:  # limit_req keeps to its rate
+                self.loop.call_later(admission.delay, stream.start, group, path, plan)
+            else:
+                stream.start(group, path, plan)
 
     def _data(self, event: DataReceived, now: float) -> None:
         stream = self.streams.get(event.stream_id)

@@ -18,6 +18,7 @@ from __future__ import annotations
 from collections import deque
 from typing import TYPE_CHECKING, Final, Protocol
 
+from ukproxy.proxy import http_messages as msg
 from ukproxy.proxy.http_exchange import ClientSide, Exchange, Phase
 from ukproxy.proxy.http_request import SPECIAL, HttpError, RequestHead, known_host, valid_host
 from ukproxy.proxy.http_tunnel import Tunnel
@@ -25,14 +26,15 @@ from ukproxy.proxy.http_upstream import UpstreamResponse
 
 if TYPE_CHECKING:
     from ukproxy.config import HttpConfig
+    from ukproxy.edge.guard import Admission
+    from ukproxy.edge.http_edge import EdgePlan
     from ukproxy.upstream.group import UpstreamGroup
     from ukproxy.worker_state import WorkerState
 
 OUT_HIGH: Final = 64 * 1024  # response bytes waiting for the client's window before the upstream is paused
 VERSION: Final = b"2.0"  # RequestHead.version of an HTTP/2 request (the access log's "HTTP/2.0", as nginx's)
-_REASONS: Final = {400: b"Bad Request", 404: b"Not Found", 413: b"Payload Too Large", 431: b"Too Large",
-                   500: b"Internal Server Error", 502: b"Bad Gateway", 503: b"Service Unavailable",
-                   504: b"Gateway Timeout"}
+# Header fields of the proxy's own HTTP/1.1 answers that mean nothing on an HTTP/2 stream (RFC 9113 8.2.2).
+_CONNECTION_FIELDS: Final = frozenset((b"connection", b"keep-alive", b"transfer-encoding", b"upgrade"))
 
 
 class StreamOwner(Protocol):
@@ -122,6 +124,8 @@ class H2Stream(ClientSide):
     unacked = 0  # request body received while paused: window given back on resume
     pending_size = 0  # response bytes waiting for window
     pending_end = False
+    admission: Admission | None = None  # limit_conn places held until the stream is over (edge/guard.py)
+    tls_version: str | None = None
 
     def __init__(self, owner: StreamOwner, state: WorkerState, stream_id: int, head: RequestHead, listener: str,
                  started_at: float, peer: str, client_ip: bytes, max_body: int):
@@ -137,12 +141,11 @@ class H2Stream(ClientSide):
         self.pending: deque[bytes] = deque()
         self._pause_reasons: set[str] = set()
 
-    def start(self, group: UpstreamGroup | None, path: bytes) -> None:
-        """Forward the request to `group`, or answer 404 when no route took it."""
-        if group is None:
-            self.answer(404)
-            return
-        exchange = H2Exchange(self, self.state, self.head, path, group, self.started_at, self.client_ip)
+    def start(self, group: UpstreamGroup, path: bytes, plan: EdgePlan | None) -> None:
+        """Forward the request to `group` (`plan`: its edge rules, as an HTTP/1.1 request's)."""
+        if self.closed:
+            return  # reset while limit_req held it back
+        exchange = H2Exchange(self, self.state, self.head, path, group, self.started_at, self.client_ip, plan)
         self.exchange = exchange
         exchange.begin()
 
@@ -246,13 +249,28 @@ class H2Stream(ClientSide):
             self.answered = True
         self.owner.send_body(self, data, end)
 
-    def answer(self, status: int, head_only: bool = False) -> None:
-        """The proxy's own answer on this stream: a small text body naming the status (404 without a route)."""
-        body = b"%d %s\n" % (status, _REASONS.get(status, b"Error"))
-        head_only = head_only or self.head.method == b"HEAD"
-        self.respond(status, [b"server: ukproxy\r\n", b"content-type: text/plain\r\n"], len(body), head_only)
-        if not head_only:
+    def answer(self, status: int, headers: bytes = b"") -> None:
+        """The proxy's own answer on this stream, as HTTP/1.1 would give it (404 without a route, 502, ...);
+        `headers`: more header lines (a 401's WWW-Authenticate, a redirect's Location)."""
+        reply = msg.error_response(status, True, head_only=self.head.method == b"HEAD")
+        if headers:
+            reply = reply.replace(b"\r\n", b"\r\n" + headers, 1)
+        self.answer_reply(reply)
+
+    def answer_reply(self, reply: bytes) -> None:
+        """An answer the proxy made as HTTP/1.1 bytes (its errors, an edge rule's return), sent as HEADERS and
+        DATA: the proxy's own answers are made in one place for both versions."""
+        head, _, body = reply.partition(b"\r\n\r\n")
+        lines = head.split(b"\r\n")
+        status = int(lines[0].split(b" ", 2)[1])
+        kept = [line + b"\r\n" for line in lines[1:] if line[:line.find(b":")].lower() not in _CONNECTION_FIELDS]
+        if self.closed:
+            pass
+        elif body and self.head.method != b"HEAD":
+            self.respond(status, kept, None, False)
             self.send(body, True)
+        else:
+            self.respond(status, kept, None, True)
         if self.exchange is None and not self.over:
             self.over = True
             self.status = status
@@ -261,14 +279,17 @@ class H2Stream(ClientSide):
 
     def _account(self, status: int, exchange: Exchange | None) -> None:
         now = self.state.loop.time()
+        if self.admission is not None:
+            self.admission.release()
+            self.admission = None
         if exchange is None:
             self.state.request_finished(self.listener, None, status, now - self.started_at, None, None, self.head,
-                                        self.client_ip, 0)
+                                        self.client_ip, 0, self.tls_version)
             return
         ended = exchange.ended_at or now
         self.state.request_finished(self.listener, exchange.upstream_name, status, ended - exchange.started_at,
                                     exchange.upstream_time, exchange.upstream_addr, self.head, self.client_ip,
-                                    exchange.bytes_sent)
+                                    exchange.bytes_sent, self.tls_version)
 
 
 class H2Exchange(Exchange):
@@ -276,8 +297,8 @@ class H2Exchange(Exchange):
     only what reaches the client's wire differs (no re-chunking, no Connection header, no 101)."""
 
     def __init__(self, stream: H2Stream, state: WorkerState, head: RequestHead, path: bytes, group: UpstreamGroup,
-                 started_at: float, client_ip: bytes):
-        super().__init__(stream, state, head, path, group, started_at, client_ip)
+                 started_at: float, client_ip: bytes, plan: EdgePlan | None):
+        super().__init__(stream, state, head, path, group, started_at, client_ip, plan)
         self.stream = stream
 
     def upstream_data(self, response: UpstreamResponse | None, body: list[bytes], complete: bool, now: float) -> None:
@@ -290,7 +311,10 @@ class H2Exchange(Exchange):
             self.phase = Phase.RELAYING
             self.body.stop_replay()
             content_length = None if response.chunked or response.until_close else response.content_length
-            stream.respond(response.status, response.lines, content_length, complete and not body)
+            lines = response.lines
+            if stream.added_headers:  # HSTS over TLS
+                lines = [*lines, stream.added_headers]
+            stream.respond(response.status, lines, content_length, complete and not body)
         if body:
             data = body[0] if len(body) == 1 else b"".join(body)
             self.bytes_sent += len(data)
@@ -307,4 +331,4 @@ class H2Exchange(Exchange):
             self._done(keep_alive=True)
 
     def _answer_error(self, status: int, keep_alive: bool) -> None:
-        self.stream.answer(status)
+        self.stream.answer(status)  # the stream ends; the connection goes on
