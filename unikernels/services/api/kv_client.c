@@ -1,9 +1,12 @@
 /* kv_port.h in the VM: batches go over TCP to kv's service address (a ukproxy
  * listener in the backend network, given as kv=IP:PORT), a few pooled
- * keep-alive connections with one batch in flight each. Every wait is
- * bounded: a connect and a reply each get kv_timeout_ms (default 1000), a
- * batch waits in the queue no longer, and a failure answers at once — so when
- * kv is gone the api says 503 fast instead of hanging. */
+ * keep-alive connections, each carrying up to PIPELINE_MAX batches in flight
+ * (RESP answers in order). Pipelined, the writes of many requests reach kv
+ * together and share one group commit of its log: with one batch per link,
+ * the links would cap how many writes an fsync covers. Every wait is bounded:
+ * a connect and each reply get kv_timeout_ms (default 1000), a batch waits in
+ * the queue no longer, and a failure answers at once — so when kv is gone the
+ * api says 503 fast instead of hanging. */
 #include <string.h>
 #include "kernel.h"
 #include "errno.h"
@@ -15,6 +18,7 @@
 #include "lwip/timeouts.h"
 
 #define POOL 4
+#define PIPELINE_MAX 16            /* batches in flight on one link */
 #define RX_MAX (64 * 1024)
 #define QUEUE_MAX LINKS_INFLIGHT   /* one batch per request at a time */
 
@@ -27,13 +31,15 @@ struct batch_job {
     char buf[KV_BATCH_MAX];
 };
 
-enum link_state { L_CLOSED, L_CONNECTING, L_READY, L_BUSY };
+enum link_state { L_CLOSED, L_CONNECTING, L_READY };
 
 struct kv_link {
     struct tcp_pcb *pcb;
     enum link_state state;
-    struct batch_job *job;        /* in flight */
-    uint32_t deadline;            /* of the connect or the reply */
+    struct batch_job *first, *last;   /* in flight, oldest first (answered in this order) */
+    int inflight;
+    uint8_t unsent;                   /* written since the last tcp_output */
+    uint32_t deadline;                /* of the connect, or of the oldest reply */
     uint32_t rx_len;
     char rx[RX_MAX];
 };
@@ -87,9 +93,13 @@ static void drop_link(struct kv_link *l, int err)
         tcp_abort(l->pcb);
         l->pcb = NULL;
     }
-    if (l->job)
-        fail_later(l->job, err);
-    l->job = NULL;
+    while (l->first) {
+        struct batch_job *j = l->first;
+        l->first = j->next;
+        fail_later(j, err);
+    }
+    l->last = NULL;
+    l->inflight = 0;
     l->state = L_CLOSED;
     l->rx_len = 0;
 }
@@ -104,7 +114,7 @@ static err_t on_recv(void *arg, struct tcp_pcb *pcb, struct pbuf *p, err_t err)
         dispatch();
         return ERR_ABRT;
     }
-    if (!l->job || l->rx_len + p->tot_len > RX_MAX) {
+    if (!l->first || l->rx_len + p->tot_len > RX_MAX) {
         pbuf_free(p);
         drop_link(l, -EPROTO);   /* bytes nobody asked for, or a reply beyond any we make */
         dispatch();
@@ -114,22 +124,33 @@ static err_t on_recv(void *arg, struct tcp_pcb *pcb, struct pbuf *p, err_t err)
     l->rx_len += p->tot_len;
     tcp_recved(pcb, p->tot_len);
     pbuf_free(p);
-    int n;
-    long used = kv_parse_replies(l->rx, l->rx_len, l->job->commands, replies, KV_REPLIES_MAX, &n);
-    if (used < 0 || (used > 0 && (uint32_t)used != l->rx_len)) {
-        drop_link(l, -EPROTO);
-        dispatch();
-        return ERR_ABRT;
+    while (l->rx_len) {
+        int n;
+        long used = l->first ? kv_parse_replies(l->rx, l->rx_len, l->first->commands, replies, KV_REPLIES_MAX, &n)
+                             : -1;   /* more than was asked for */
+        if (used < 0) {
+            drop_link(l, -EPROTO);
+            dispatch();
+            return ERR_ABRT;
+        }
+        if (used == 0)
+            break;   /* the rest of this reply is still coming */
+        struct batch_job *j = l->first;
+        l->first = j->next;
+        if (!l->first)
+            l->last = NULL;
+        l->inflight--;
+        l->deadline = uptime_ms() + timeout_ms;   /* kv is answering: the next reply gets a full wait */
+        stats.batches++;
+        j->done(j->arg, replies, n, 0);   /* the replies point into rx: consumed after */
+        release_job(j);
+        if (l->pcb != pcb) {   /* dropped meanwhile (a send on it failed) */
+            dispatch();
+            return ERR_ABRT;
+        }
+        memmove(l->rx, l->rx + used, l->rx_len - (uint32_t)used);
+        l->rx_len -= (uint32_t)used;
     }
-    if (used == 0)
-        return ERR_OK;
-    struct batch_job *j = l->job;
-    l->job = NULL;
-    l->rx_len = 0;
-    l->state = L_READY;
-    stats.batches++;
-    j->done(j->arg, replies, n, 0);
-    release_job(j);
     dispatch();
     return l->pcb == pcb ? ERR_OK : ERR_ABRT;   /* the link may have been dropped meanwhile */
 }
@@ -144,17 +165,36 @@ static void on_err(void *arg, err_t err)
     dispatch();
 }
 
+/* Queues j on the link; dispatch sends what was queued with one tcp_output per link. */
 static void send_job(struct kv_link *l, struct batch_job *j)
 {
-    l->job = j;
-    l->state = L_BUSY;
-    l->deadline = uptime_ms() + timeout_ms;
+    j->next = NULL;
+    if (l->last)
+        l->last->next = j;
+    else
+        l->first = j;
+    l->last = j;
+    if (l->inflight++ == 0)
+        l->deadline = uptime_ms() + timeout_ms;
     if (tcp_write(l->pcb, j->buf, (u16_t)j->len, TCP_WRITE_FLAG_COPY) != ERR_OK) {
         drop_link(l, -ENOMEM);
         return;
     }
-    tcp_output(l->pcb);
+    l->unsent = 1;
     ensure_tick();
+}
+
+/* The ready link with the fewest batches in flight that has room for n more bytes, or NULL. */
+static struct kv_link *pick_link(uint32_t n)
+{
+    struct kv_link *best = NULL;
+    for (int i = 0; i < POOL; i++) {
+        struct kv_link *l = &links[i];
+        if (l->state == L_READY && l->inflight < PIPELINE_MAX && tcp_sndbuf(l->pcb) >= n &&
+            tcp_sndqueuelen(l->pcb) < TCP_SND_QUEUELEN / 2 && (!best || l->inflight < best->inflight))
+            best = l;
+    }
+    return best;
 }
 
 static err_t on_connected(void *arg, struct tcp_pcb *pcb, err_t err)
@@ -188,17 +228,22 @@ static void open_link(struct kv_link *l)
     ensure_tick();
 }
 
-/* Gives queued batches to ready links, opening links while some wait. */
+/* Gives queued batches to ready links (a full link's turn comes with its
+ * replies), opening links while some wait. */
 static void dispatch(void)
 {
-    for (int i = 0; i < POOL && queue_head; i++) {
-        if (links[i].state == L_READY) {
-            struct batch_job *j = queue_head;
-            queue_head = j->next;
-            if (!queue_head)
-                queue_tail = NULL;
-            send_job(&links[i], j);
-        }
+    struct kv_link *l;
+    while (queue_head && (l = pick_link(queue_head->len))) {
+        struct batch_job *j = queue_head;
+        queue_head = j->next;
+        if (!queue_head)
+            queue_tail = NULL;
+        send_job(l, j);
+    }
+    for (int i = 0; i < POOL; i++) {
+        if (links[i].unsent && links[i].pcb)
+            tcp_output(links[i].pcb);
+        links[i].unsent = 0;
     }
     int connecting = 0, waiting = 0;
     for (struct batch_job *j = queue_head; j; j = j->next)
@@ -220,7 +265,7 @@ static void tick(void *arg)
     ticking = 0;
     for (int i = 0; i < POOL; i++) {
         struct kv_link *l = &links[i];
-        if ((l->state == L_CONNECTING || l->state == L_BUSY) && (int32_t)(now - l->deadline) >= 0) {
+        if ((l->state == L_CONNECTING || l->inflight) && (int32_t)(now - l->deadline) >= 0) {
             stats.timeouts++;
             drop_link(l, -ETIMEDOUT);
         }
@@ -247,7 +292,7 @@ static void tick(void *arg)
     dispatch();
     int busy = queue_head != NULL;
     for (int i = 0; i < POOL; i++)
-        busy |= links[i].state == L_CONNECTING || links[i].state == L_BUSY;
+        busy |= links[i].state == L_CONNECTING || links[i].inflight;
     if (busy || failed)
         ensure_tick();
 }
