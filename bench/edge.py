@@ -22,8 +22,8 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import re
 import statistics
+import subprocess
 import sys
 import tempfile
 import time
@@ -35,7 +35,7 @@ from bench.clients import parse_wrk, run_parallel
 from bench.cpu import per_request_us, tree_times
 from bench.procs import Processes, free_port, install_signal_handlers
 from bench.tools import cpu_model, machine, require
-from bench.ukproxy_run import Ukproxy
+from bench.ukproxy_run import REPO, Ukproxy
 
 RESULTS = Path(__file__).resolve().parent / "results"
 CONNECTIONS = 32
@@ -239,7 +239,6 @@ def run(quick: bool) -> dict[str, object]:
             roots = {"ukproxy": uk.proc.pid if uk.proc else 0, "nginx": ng.pid}
             _wait_ready(ports)
             check_variants(ports)
-            mode = re.search(r"request path: ([^\n]*)", uk.log())
             samples: dict[tuple[str, str, bool], list[dict[str, float]]] = {}
             load_before = os.getloadavg()
             for _ in range(reps):
@@ -268,7 +267,14 @@ def run(quick: bool) -> dict[str, object]:
     return {"started": time.strftime("%Y-%m-%d %H:%M:%S %Z"), "quick": quick, "repetitions": reps,
             "seconds": seconds, "connections": CONNECTIONS, "workers": workers, "cpu": cpu_model(),
             "loadavg_before": [round(x, 2) for x in load_before], "loadavg_after": [round(x, 2) for x in load_after],
-            "request_path": mode.group(1) if mode else "unknown", "machine": machine(), "records": records}
+            "request_path": request_path(), "machine": machine(), "records": records}
+
+
+def request_path() -> str:
+    """Whether the ukproxy measured ran compiled (ukproxy/compiled.py), asked as the master would find it."""
+    found = subprocess.run([sys.executable, "-c", "import ukproxy.compiled as c; print(c.MODE)"], cwd=REPO,
+                           capture_output=True, text=True, timeout=60)
+    return found.stdout.strip() or f"unknown ({found.stderr.strip()[-200:]})"
 
 
 def _wait_ready(ports: dict[str, dict[str, int]]) -> None:
