@@ -13,6 +13,7 @@ import pytest
 
 from tests.edge.rules_proxy import curl, log_lines, start
 from tests.proxy.backends import Backend
+from tests.running import free_port
 from ukproxy.access_log import AccessLog
 
 TRUSTED = "127.0.0.2"
@@ -49,9 +50,16 @@ upstream = "app"
 [[upstream]]
 name = "app"
 servers = ["{backend.address}"]
+[[upstream]]
+name = "dead"
+servers = ["127.0.0.1:{free_port()}"]
+tries = 1
 [[route]]
 prefix = "/gone"
 return = 410
+[[route]]
+prefix = "/dead"
+upstream = "dead"
 """
 
     proxy, ports = start(tmp, config, 1)
@@ -101,3 +109,9 @@ def test_the_proxys_own_answers_carry_the_id(site: Site) -> None:
     r = curl(f"{site.url}/gone?x")
     assert r.status == 410 and ID.fullmatch(r.header("X-Request-ID") or "")
     assert log_lines(site.log, "/gone?x")[0].endswith(f" request_id={r.header('X-Request-ID')}")
+
+
+def test_the_proxys_errors_carry_the_id(site: Site) -> None:
+    r = curl(f"{site.url}/dead?x")  # nothing listens there: 502
+    assert r.status == 502 and ID.fullmatch(r.header("X-Request-ID") or "")
+    assert log_lines(site.log, "/dead?x")[0].endswith(f" request_id={r.header('X-Request-ID')}")

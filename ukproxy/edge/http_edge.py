@@ -175,6 +175,14 @@ class EdgePlan:
             lines = [*drop_lines(lines, frozenset((site.id_name,))), b"%s: %s\r\n" % (site.id_header, request_id)]
         return lines
 
+    def id_line(self) -> bytes:
+        """The request id as a response header line, for the proxy's own error answers."""
+        site = self.site
+        request_id = self.context.head.request_id
+        if not site.return_id or request_id is None or site.id_header is None:
+            return b""
+        return b"%s: %s\r\n" % (site.id_header, request_id)
+
     def reply_bytes(self, keep_alive: bool, head_only: bool) -> bytes:
         """The proxy's own answer (a return, a redirect, or the 404 when nothing matched)."""
         reply = self.reply or FixedReply(404)

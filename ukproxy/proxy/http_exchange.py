@@ -628,7 +628,10 @@ class Exchange:
 
     def _answer_error(self, status: int, keep_alive: bool) -> None:
         """The proxy's own error answer on the client's wire (an HTTP/2 stream frames it its own way)."""
-        self.client.write(msg.error_response(status, keep_alive, head_only=self.head.method == b"HEAD"))
+        reply = msg.error_response(status, keep_alive, head_only=self.head.method == b"HEAD")
+        if self.edge is not None and self.edge.site.return_id:  # the request id on our own errors too (edge/)
+            reply = reply.replace(b"\r\n", b"\r\n" + self.edge.id_line(), 1)
+        self.client.write(reply)
 
     def _release_server(self) -> None:
         if self.server is not None:
