@@ -235,13 +235,14 @@ def parse_wrk(out: str) -> dict[str, float]:
     }
 
 
-def load(stack: Stack, codes: list[str], seconds: int, workdir: Path) -> list[dict[str, object]]:
+def load(stack: Stack, codes: list[str], seconds: int, workdir: Path, workloads: tuple[str, ...] = tuple(WORKLOADS),
+         appendfsync: str = "always") -> list[dict[str, object]]:
     rows: list[dict[str, object]] = []
-    for workload in WORKLOADS:
+    for workload in workloads:
         cpu = stack.cpu_seconds()
         figures = wrk(stack.port, workload, codes, seconds, workdir)
         used = stack.cpu_seconds() - cpu
-        rows.append({"stack": stack.name, "workload": workload, **figures,
+        rows.append({"stack": stack.name, "workload": workload, "appendfsync": appendfsync, **figures,
                      "cpu_us_per_request": used / max(figures["requests"], 1) * 1e6, "rss_mib": stack.rss_mib()})
     return rows
 
@@ -347,6 +348,25 @@ def isolation_original(original: Original, codes: list[str], seconds: int, workd
     return rows
 
 
+def redirects_everysec(seconds: int, work: Path) -> list[dict[str, object]]:
+    """The redirect workload again with kv's log synced once a second: a redirect's INCR then waits for
+    no fsync, in either stack."""
+    rows: list[dict[str, object]] = []
+    (work / "original-everysec").mkdir()
+    original = Original(work / "original-everysec", "everysec")
+    try:
+        rows += load(original, seed(original.port), seconds, work, ("redirect",), "everysec")
+    finally:
+        original.stop()
+    (work / "split-everysec").mkdir()
+    split = Split(work / "split-everysec", "everysec")
+    try:
+        rows += load(split, seed(split.port), seconds, work, ("redirect",), "everysec")
+    finally:
+        split.stop()
+    return rows
+
+
 def seed(port: int) -> list[str]:
     codes = [c for c in (create(port, f"https://example.org/seed/{i}") for i in range(SEED_LINKS)) if c]
     if len(codes) < SEED_LINKS // 2:
@@ -357,6 +377,7 @@ def seed(port: int) -> list[str]:
 def run(quick: bool) -> dict[str, object]:
     seconds = 5 if quick else 10
     result: dict[str, object] = {"started": time.strftime("%Y-%m-%d %H:%M:%S %Z"), "cpu": cpu_model(),
+                                 "load_average": " ".join(f"{x:.1f}" for x in os.getloadavg()),
                                  "quick": quick, "seconds": seconds, "connections": CONNECTIONS}
     load_rows: list[dict[str, object]] = []
     isolation: list[dict[str, object]] = []
@@ -376,12 +397,16 @@ def run(quick: bool) -> dict[str, object]:
         split = Split(work / "split")
         try:
             starts["split"] = split.started_in
+            found = re.search(r"request path: ([^(\n]*)", split.log_path.read_text())
+            result["request_path"] = found.group(1).strip() if found else "?"
             codes = seed(split.port)
             load_rows += load(split, codes, seconds, work)
             isolation += isolation_split(split, codes, seconds, work)
         finally:
             split.stop()
-    result.update(load=load_rows, isolation=isolation, start_to_first_200_s=starts)
+        load_rows += redirects_everysec(seconds, work)
+    result.update(load=load_rows, isolation=isolation, start_to_first_200_s=starts,
+                  load_average_end=" ".join(f"{x:.1f}" for x in os.getloadavg()))
     return result
 
 
@@ -389,16 +414,19 @@ def render(result: dict[str, object]) -> str:
     starts = result["start_to_first_200_s"]
     lines = [
         "# The link shortener: split into unikernels (ukproxy, conf/shortener.toml) against its original", "",
-        f"{result['started']}, {result['cpu']}; wrk -c{result['connections']}, {result['seconds']} s per row, "
-        "one run. CPU per request and RSS count every process of the stack (the original; ukproxy's master, "
-        "workers and every QEMU).", "",
+        f"{result['started']}, {result['cpu']}, load average {result.get('load_average', '?')} at the start and "
+        f"{result.get('load_average_end', '?')} at the end; QEMU under TCG; ukproxy's request path "
+        f"{result.get('request_path', '?')}; wrk -c{result['connections']}, {result['seconds']} s per row, one run. "
+        "CPU per request and RSS count every process of the stack (the original; ukproxy's master, workers and "
+        "every QEMU).", "",
         f"Start to first 200 on `/`: original {starts['original']:.2f} s, split {starts['split']:.2f} s.", "",  # type: ignore[index]
-        "| stack | workload | req/s | p50 ms | p99 ms | errors | CPU us/req | RSS MiB |",
-        "|---|---|---:|---:|---:|---:|---:|---:|",
+        "| stack | workload | kv appendfsync | req/s | p50 ms | p99 ms | errors | CPU us/req | RSS MiB |",
+        "|---|---|---|---:|---:|---:|---:|---:|---:|",
     ]
     for r in result["load"]:  # type: ignore[attr-defined]
-        lines.append(f"| {r['stack']} | {r['workload']} | {r['rps']:,.0f} | {r['p50_ms']:.2f} | {r['p99_ms']:.2f} | "
-                     f"{r['errors']:.0f} | {r['cpu_us_per_request']:.0f} | {r['rss_mib']:.0f} |")
+        lines.append(f"| {r['stack']} | {r['workload']} | {r.get('appendfsync', 'always')} | {r['rps']:,.0f} | "
+                     f"{r['p50_ms']:.2f} | {r['p99_ms']:.2f} | {r['errors']:.0f} | {r['cpu_us_per_request']:.0f} | "
+                     f"{r['rss_mib']:.0f} |")
     lines += ["", "## Isolation", "", "| stack | fault | page answered meanwhile | outcome |", "|---|---|---|---|"]
     for r in result["isolation"]:  # type: ignore[attr-defined]
         lines.append(f"| {r['stack']} | {r['fault']} | {'yes' if r['page_answered'] else 'no'} | {r['outcome']} |")
