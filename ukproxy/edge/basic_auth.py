@@ -16,6 +16,7 @@ import base64
 import binascii
 import hashlib
 import hmac
+import logging
 import os
 import time
 from typing import Final
@@ -24,6 +25,8 @@ import bcrypt
 
 from ukproxy.edge.apr1 import MAGIC as APR1
 from ukproxy.edge.apr1 import apr1_verify
+
+log = logging.getLogger("ukproxy.edge")
 
 _REMEMBERED: Final = 4096  # credentials that passed, per worker and file
 _RECHECK_EVERY: Final = 1.0  # seconds between two looks at the file's modification time
@@ -122,7 +125,10 @@ class BasicAuth:
         self._looked_at = now
         try:
             mtime = os.stat(self.path).st_mtime
-        except OSError:
+        except OSError as e:
+            if self._mtime != -2.0:  # said once: the workers' user must be able to read the file to follow it
+                log.warning("auth_basic: cannot look at %s (%s); keeping the users read before", self.path, e.strerror)
+                self._mtime = -2.0
             return
         if mtime == self._mtime:
             return
@@ -130,8 +136,6 @@ class BasicAuth:
         try:
             self.users = read_htpasswd(self.path)
         except HtpasswdError as e:
-            import logging
-
-            logging.getLogger("ukproxy.edge").error("auth_basic: keeping the users read before: %s", e)
+            log.error("auth_basic: keeping the users read before: %s", e)
             return
         self.passed = set()  # a changed or removed password must not stay remembered

@@ -261,7 +261,10 @@ def check_guards(zones: tuple[LimitZoneConfig, ...], guards: list[tuple[str, Gua
                  issues: Issues) -> None:
     """Zone names are unique and every rule names a zone of its kind; `guards`: (key path, rules)."""
     by_name: dict[str, LimitZoneConfig] = {}
-    for i, zone in enumerate(zones):
+    index = {"req": -1, "conn": -1}  # each zone's place among its own kind's tables
+    for zone in zones:
+        index[zone.kind] += 1
+        i = index[zone.kind]
         table = f"limit_{zone.kind}_zone"
         if zone.name in by_name:
             other = by_name[zone.name]
