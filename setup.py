@@ -17,6 +17,7 @@ from setuptools import setup
 from setuptools.command.build_ext import build_ext
 
 COMPILED = [
+    "ukproxy/proxy/h2_stream.py",  # its classes subclass compiled ones (ClientSide, Exchange): compiled with them
     "ukproxy/proxy/http.py",
     "ukproxy/proxy/http_body.py",
     "ukproxy/proxy/http_exchange.py",

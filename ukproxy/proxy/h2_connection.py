@@ -125,6 +125,13 @@ class H2ClientConnection(asyncio.Protocol):
     def data_received(self, data: bytes) -> None:
         if self.closed:
             return
+        try:
+            self._received(data)
+        except Exception:  # a bug of ours must cost this connection at most, never the worker's others
+            log.exception("http2: internal error on the connection from %s", self.peer)
+            self._refuse_connection("internal_error", ErrorCodes.INTERNAL_ERROR)
+
+    def _received(self, data: bytes) -> None:
         h2 = self.h2
         try:
             events = h2.receive_data(data)
@@ -236,8 +243,9 @@ class H2ClientConnection(asyncio.Protocol):
         self.requests += 1
         limits = self.limits
         site = self.site
+        ended = event.stream_ended is not None  # h2 gives the StreamEnded event, or None
         try:
-            head = request_head(event.headers, event.stream_ended, limits)  # type: ignore[arg-type]
+            head = request_head(event.headers, ended, limits)  # type: ignore[arg-type]
         except HttpError as error:
             self.state.count(Event.HTTP_REJECTED, str(error.status))
             log.info("http2: %d %s from %s", error.status, error.reason, self.peer)
@@ -254,7 +262,7 @@ class H2ClientConnection(asyncio.Protocol):
         self.streams[stream_id] = stream
         if head is None:
             stream.answer(status)
-        elif event.stream_ended:
+        elif ended:
             stream.request_ended = True
             self._to_start.append(stream)  # after this read: a reset in the same read saves the upstream its work
         else:
@@ -283,7 +291,7 @@ class H2ClientConnection(asyncio.Protocol):
         admission = None
         if site.guards is not None:
             admission = site.guards.admit(match.route if match is not None else None, client_ip, head)
-            if admission.held:
+            if admission is not None and admission.held:
                 stream.admission = admission
         if site.https_redirect is not None:
             stream.answer(301, https_location(head, site.https_redirect, site.listener))
@@ -307,7 +315,7 @@ class H2ClientConnection(asyncio.Protocol):
     def _data(self, event: DataReceived, now: float) -> None:
         stream = self.streams.get(event.stream_id)
         size = event.flow_controlled_length
-        if not event.data and not event.stream_ended and self._control_frame(now):
+        if not event.data and event.stream_ended is None and self._control_frame(now):
             return  # empty DATA frames: work for us, nothing for the request
         if stream is None or stream.closed:
             if size:
