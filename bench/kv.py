@@ -13,7 +13,6 @@ from __future__ import annotations
 import argparse
 import csv
 import io
-import json
 import shutil
 import statistics
 import subprocess
@@ -22,7 +21,8 @@ import tempfile
 import time
 from pathlib import Path
 
-from bench.procs import free_port
+from bench.procs import free_port, terminate, wait_for
+from bench.report import write_results
 from bench.tools import cpu_model, require
 
 REPO = Path(__file__).resolve().parent.parent
@@ -35,18 +35,18 @@ class Server:
     def __init__(self, argv: list[str], port: int) -> None:
         self.argv, self.port = argv, port
         self.proc = subprocess.Popen(argv, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-        deadline = time.monotonic() + 10
-        while subprocess.run(["redis-cli", "-p", str(port), "PING"], capture_output=True, text=True).stdout.strip() \
-                != "PONG":
-            if time.monotonic() > deadline or self.proc.poll() is not None:
-                self.stop()
-                raise RuntimeError(f"{argv[0]} did not answer PING on port {port}")
-            time.sleep(0.05)
+        try:
+            wait_for(self.pong, f"PONG on port {port}", 10, self.proc)
+        except RuntimeError:
+            self.stop()
+            raise
+
+    def pong(self) -> bool:
+        done = subprocess.run(["redis-cli", "-p", str(self.port), "PING"], capture_output=True, text=True)
+        return done.stdout.strip() == "PONG"
 
     def stop(self) -> None:
-        if self.proc.poll() is None:
-            self.proc.terminate()
-            self.proc.wait(timeout=10)
+        terminate(self.proc)
 
 
 def start(kind: str, logged: bool, workdir: Path) -> Server:
@@ -126,11 +126,7 @@ def main(argv: list[str] | None = None) -> int:
     if not KV_SERVER.exists():
         subprocess.run(["make", "-C", str(REPO / "unikernels"), "host"], check=True)
     result = run(args.quick)
-    args.out.mkdir(parents=True, exist_ok=True)
-    (args.out / "kv.json").write_text(json.dumps(result, indent=1) + "\n")
-    text = render(result)
-    (args.out / "kv.md").write_text(text)
-    print(text)
+    write_results(args.out, "kv", result, render(result))
     return 0
 
 

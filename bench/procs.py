@@ -73,6 +73,27 @@ def wait_bound(port: int, host: str = "127.0.0.1", timeout: float = 20.0, proc: 
     raise TimeoutError(f"nothing bound {host}:{port} after {timeout}s" + (f":\n{proc.tail()}" if proc else ""))
 
 
+def wait_for(probe: Callable[[], bool], what: str, timeout: float,
+             proc: subprocess.Popen[bytes] | None = None) -> float:
+    """Seconds until probe() held; RuntimeError past the bound, or as soon as `proc` (the process that
+    should make it hold) has exited."""
+    start = time.monotonic()
+    while not probe():
+        if proc is not None and proc.poll() is not None:
+            raise RuntimeError(f"{proc.args[0]} exited with {proc.returncode} before {what}")
+        if time.monotonic() - start > timeout:
+            raise RuntimeError(f"gave up after {timeout:.0f}s waiting for {what}")
+        time.sleep(0.01)
+    return time.monotonic() - start
+
+
+def terminate(proc: subprocess.Popen[bytes], timeout: float = 10.0) -> None:
+    """SIGTERM a server the bench started by itself (not through Processes) and wait for it."""
+    if proc.poll() is None:
+        proc.terminate()
+        proc.wait(timeout)
+
+
 class Started:
     """One child process whose output goes to a log file."""
 

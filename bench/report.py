@@ -1,10 +1,21 @@
-"""The markdown report: summary table with ratios, targets, sweeps, worker spread and VM figures."""
+"""The markdown report: summary table with ratios, targets, sweeps, worker spread and VM figures; and
+how every bench module writes its results (JSON and markdown)."""
 
 from __future__ import annotations
 
+import json
+from pathlib import Path
 from typing import Any
 
 from bench.summary import Cell, cells, find, ratio, reference, targets
+
+
+def write_results(out: Path, name: str, result: dict[str, Any], text: str) -> None:
+    """A bench module's results: `name`.json (the figures) and `name`.md (`text`, also printed)."""
+    out.mkdir(parents=True, exist_ok=True)
+    (out / f"{name}.json").write_text(json.dumps(result, indent=1) + "\n")
+    (out / f"{name}.md").write_text(text)
+    print(text)
 
 
 def _r(x: float | None) -> str:

@@ -33,7 +33,8 @@ from pathlib import Path
 
 import psutil
 
-from bench.procs import free_port
+from bench.procs import free_port, terminate, wait_for
+from bench.report import write_results
 from bench.shortener_crash import crash_under_load, describe, request
 from bench.tools import cpu_model, require
 
@@ -85,16 +86,6 @@ def create(port: int, url: str) -> str | None:
     return json.loads(body)["code"] if status == 201 else None
 
 
-def wait_for(probe: Callable[[], bool], what: str, timeout: float) -> float:
-    """Seconds until probe() held; RuntimeError past the bound."""
-    start = time.monotonic()
-    while not probe():
-        if time.monotonic() - start > timeout:
-            raise RuntimeError(f"gave up after {timeout:.0f}s waiting for {what}")
-        time.sleep(0.01)
-    return time.monotonic() - start
-
-
 class Stack:
     """One way of serving the program on a loopback port."""
 
@@ -142,9 +133,7 @@ class Original(Stack):
         return [psutil.Process(self.proc.pid)] if self.proc.poll() is None else []
 
     def stop(self) -> None:
-        if self.proc.poll() is None:
-            self.proc.terminate()
-            self.proc.wait(10)
+        terminate(self.proc)
 
 
 class Split(Stack):
@@ -202,9 +191,7 @@ class Split(Stack):
             return []
 
     def stop(self) -> None:
-        if self.proc.poll() is None:
-            self.proc.terminate()
-            self.proc.wait(30)
+        terminate(self.proc, 30)
         self.log.close()
 
 
@@ -447,11 +434,7 @@ def main(argv: list[str] | None = None) -> int:
     require("wrk")
     subprocess.run(["make", "-C", str(REPO / "unikernels"), "--no-print-directory", "-s"], check=True)
     result = run(args.quick)
-    args.out.mkdir(parents=True, exist_ok=True)
-    (args.out / "shortener.json").write_text(json.dumps(result, indent=1) + "\n")
-    text = render(result)
-    (args.out / "shortener.md").write_text(text)
-    print(text)
+    write_results(args.out, "shortener", result, render(result))
     return 0
 
 
