@@ -15,7 +15,7 @@ import time
 from pathlib import Path
 from typing import Any
 
-from bench import modes, plots, report, stacks, tools
+from bench import modes, report, stacks, tools
 from bench.clients import ClientFailed
 from bench.procs import Processes, install_signal_handlers
 from bench.runner import ScenarioFailed, throughput
@@ -121,6 +121,8 @@ def _run_suites(run: dict[str, Any], procs: Processes, st: Any, suites: set[str]
 
 
 def _write(run: dict[str, Any], out: Path, raw: Path) -> int:
+    from bench import plots  # matplotlib takes a second to import: only a run that got this far needs it
+
     plots_written = plots.write_all(run, out)
     run["plots"] = [p.name for p in plots_written]
     (out / "latest.json").write_text(json.dumps(run, indent=1) + "\n")
