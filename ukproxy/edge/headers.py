@@ -34,11 +34,15 @@ class HeaderRules:
     def apply(self, lines: list[bytes], context: RequestContext) -> list[bytes]:
         """A new list: `lines` is the parser's or the response's own."""
         out = drop_lines(lines, self.drops) if self.drops else list(lines)
+        self.append_to(out, context)
+        return out
+
+    def append_to(self, out: list[bytes], context: RequestContext) -> None:
+        """The set and added lines, at the end of `out`."""
         for name, template in self.appends:
             value = template.render(context)
             if value:
-                out.append(b"%s: %s\r\n" % (name, value))
-        return out
+                out.append(name + b": " + value + b"\r\n")
 
 
 def drop_lines(lines: list[bytes], names: frozenset[bytes]) -> list[bytes]:

@@ -25,6 +25,7 @@ if TYPE_CHECKING:
 
 MAX_REROUTES: Final = 10  # nginx's bound on rewrite ... last cycles
 _VIA_SELF: Final = {b"1.1": b"1.1 ukproxy", b"1.0": b"1.0 ukproxy"}
+_NONE: Final = frozenset[bytes]()
 # What an untrusted peer may not tell upstream (the proxy's own X-Forwarded-For/-Proto, X-Real-IP and
 # Via are made from SPECIAL fields; these others would pass as they came).
 _FORWARDING: Final = frozenset((b"forwarded", b"x-forwarded-host", b"x-forwarded-port", b"x-forwarded-prefix",
@@ -44,6 +45,7 @@ class EdgeSite:
         self.keep_ids = request_id.keep_incoming if request_id is not None else "never"
         self.return_id = request_id is not None and request_id.return_to_client
         self.every_request = real_ip is not None or request_id is not None  # else only routes with rules
+        self._drops: dict[tuple[int, bool], frozenset[bytes]] = {}  # client_drops, per (rules, trusted)
         # Per [[route]] (by identity: RouteMatch.route is the config object itself), its rules at run time.
         self.rules: dict[int, RouteRules] = {}
         for route in config.routes:
@@ -51,6 +53,22 @@ class EdgeSite:
             if r is not None:
                 self.rules[id(route)] = RouteRules(r.rewrite, r.return_rule, HeaderRules.from_config(r.request_headers),
                                                    HeaderRules.from_config(r.response_headers))
+
+    def client_drops(self, rules: HeaderRules | None, trusted: bool) -> frozenset[bytes]:
+        """The names of the client's own lines that do not go upstream: what the route's rules remove or set,
+        the request id's (ours replaces it), the forwarding headers we make, an untrusted peer's forwarding."""
+        key = (id(rules), trusted)
+        drops = self._drops.get(key)
+        if drops is None:
+            names = set(rules.drops) if rules is not None else set()
+            if self.id_header is not None:
+                names.add(self.id_name)
+            if self.real_ip is not None and not trusted:
+                names |= _FORWARDING
+            if self.forwarded:
+                names.add(b"forwarded")  # merged into ours
+            drops = self._drops[key] = frozenset(names)
+        return drops
 
     @classmethod
     def from_config(cls, config: Config, router: Router, real_ip: RealIp | None) -> EdgeSite | None:
@@ -114,55 +132,65 @@ class EdgePlan:
 
     def upstream_head(self, path: bytes, host: bytes) -> bytes:
         """The request as it goes upstream (as http_messages.upstream_request_head builds it), with the
-        forwarding headers [real_ip] asks for, the request id and the route's request rules."""
+        forwarding headers [real_ip] asks for, the request id and the route's request rules. Built in one
+        pass: the client's lines that go are dropped once, the proxy's own lines a rule replaces are never made."""
         site = self.site
         head = self.context.head
+        rules = self.rules.request_headers if self.rules is not None else None
+        replaced = rules.drops if rules is not None else _NONE  # names the route removes or sets
         lines = head.lines
         named = head.connection_tokens
         if named and not named <= SPECIAL:
             lines = drop_lines(lines, named)
-        if site.real_ip is not None and not self.trusted:
-            lines = drop_lines(lines, _FORWARDING)
+        drops = site.client_drops(rules, self.trusted)
+        if drops:
+            lines = drop_lines(lines, drops)
+        out = [b"%s %s HTTP/1.1\r\n" % (head.method, path)]
+        if b"host" not in replaced:
+            out.append(b"Host: %s\r\n" % host)
+        out += lines
         trusted = self.trusted or site.real_ip is None  # without [real_ip], forwarding headers pass (nginx)
-        peer = self.peer_ip
-        forwarded_for = head.forwarded_for + b", " + peer if head.forwarded_for and trusted else peer
-        proto = (head.header(b"x-forwarded-proto") if self.trusted else None) or site.scheme
-        via = _VIA_SELF[head.version]
-        if head.via:
-            via = head.via + b", " + via
-        out = [b"Host: %s\r\n" % host, *lines, b"X-Forwarded-For: %s\r\n" % forwarded_for,
-               b"X-Real-IP: %s\r\n" % self.context.client_ip, b"X-Forwarded-Proto: %s\r\n" % proto,
-               b"Via: %s\r\n" % via]
-        if site.x_forwarded_host and not (self.trusted and head.header(b"x-forwarded-host")):
+        if b"x-forwarded-for" not in replaced:
+            peer = self.peer_ip
+            out.append(b"X-Forwarded-For: %s, %s\r\n" % (head.forwarded_for, peer) if head.forwarded_for and trusted
+                       else b"X-Forwarded-For: %s\r\n" % peer)
+        if b"x-real-ip" not in replaced:
+            out.append(b"X-Real-IP: %s\r\n" % self.context.client_ip)
+        if b"x-forwarded-proto" not in replaced:
+            proto = (head.header(b"x-forwarded-proto") if self.trusted else None) or site.scheme
+            out.append(b"X-Forwarded-Proto: %s\r\n" % proto)
+        if b"via" not in replaced:
+            via = _VIA_SELF[head.version]
+            out.append(b"Via: %s, %s\r\n" % (head.via, via) if head.via else b"Via: %s\r\n" % via)
+        if site.x_forwarded_host and b"x-forwarded-host" not in replaced and not (
+                self.trusted and head.header(b"x-forwarded-host")):
             out.append(b"X-Forwarded-Host: %s\r\n" % (head.host_header or host))
-        if site.forwarded:
-            out = self._forwarded(out, host)
-        if head.request_id is not None and site.id_header is not None:
-            out = drop_lines(out, frozenset((site.id_name,)))
+        if site.forwarded and b"forwarded" not in replaced:
+            out.append(self._forwarded(host))
+        if head.request_id is not None and site.id_header is not None and site.id_name not in replaced:
             out.append(b"%s: %s\r\n" % (site.id_header, head.request_id))
-        rules = self.rules
-        if rules is not None and rules.request_headers is not None:
-            out = rules.request_headers.apply(out, self.context)
+        if rules is not None:
+            rules.append_to(out, self.context)
         if head.chunked:
             out.append(b"Transfer-Encoding: chunked\r\n")
         elif head.content_length is not None:
             out.append(b"Content-Length: %d\r\n" % head.content_length)
         if head.upgrade is not None:
             out.append(b"Connection: upgrade\r\nUpgrade: " + head.upgrade + b"\r\n")
-        return b"%s %s HTTP/1.1\r\n%s\r\n" % (head.method, path, b"".join(out))
+        out.append(b"\r\n")
+        return b"".join(out)
 
-    def _forwarded(self, out: list[bytes], host: bytes) -> list[bytes]:
-        """RFC 7239: this hop's element, after a trusted proxy's (one line, the earlier ones merged)."""
+    def _forwarded(self, host: bytes) -> bytes:
+        """RFC 7239: this hop's element, after a trusted proxy's (one line: the earlier ones merged)."""
         head = self.context.head
         peer = self.peer_ip
         node = b'"[%s]"' % peer if b":" in peer else peer
         element = b'for=%s;host="%s";proto=%s' % (node, head.host_header or host, self.site.scheme)
-        earlier = [line[line.find(b":") + 1:-2].strip() for line in out if line[:10].lower() == b"forwarded:"]
-        if earlier:
-            out = drop_lines(out, frozenset((b"forwarded",)))
-            element = b", ".join([*earlier, element])
-        out.append(b"Forwarded: %s\r\n" % element)
-        return out
+        if self.trusted:
+            earlier = [line[10:-2].strip() for line in head.lines if line[:10].lower() == b"forwarded:"]
+            if earlier:
+                element = b", ".join([*earlier, element])
+        return b"Forwarded: %s\r\n" % element
 
     def response_lines(self, lines: list[bytes]) -> list[bytes]:
         """The response's header lines as the client gets them."""

@@ -81,6 +81,8 @@ class RouteRules:
 
     def rewrite(self, context: RequestContext) -> int | FixedReply:
         """Apply the first rewrite that matches `context.target` (changed in place): BREAK, LAST or a redirect."""
+        if not self.rewrites:
+            return BREAK
         target = context.target
         path, question, query = target.partition(b"?")
         for rule in self.rewrites:
