@@ -1,8 +1,32 @@
-"""Hostile clients and the probe that checks a VM still answers, run inside the test namespace.
+"""Hostile clients and the probe that checks a VM still answers, run inside the test namespace, and
+`under_attack`, the one way the tests run them.
 
 Each attack runs for at most `seconds` (argv), prints "started" once it is in full swing, and finally one
-JSON document with what it saw. The probe is a separate process so the attack's own CPU use cannot delay it.
+JSON document with what it saw. SIGUSR1 ends it early, winding down as at its deadline: the tests send it
+once their probes are in, so an attack lasts as long as the probes need, and `seconds` is only a bound.
+The probe is a separate process so the attack's own CPU use cannot delay it.
 """
+
+from __future__ import annotations
+
+import json
+import select
+import signal
+import subprocess
+from collections.abc import Callable
+
+# The attacks' clock: `running()` until `seconds` after `start_clock`, or until SIGUSR1 arrives.
+_CLOCK = r'''
+import signal as _signal, time as _time
+_end = [0.0]
+def start_clock(seconds):
+    _end[0] = _time.monotonic() + seconds
+def running():
+    return _time.monotonic() < _end[0]
+def left():
+    return max(0.0, _end[0] - _time.monotonic())
+_signal.signal(_signal.SIGUSR1, lambda *_: _end.__setitem__(0, 0.0))
+'''
 
 # Fresh connections, one at a time: each must get `GET /health` answered with a 200 within `limit` seconds.
 PROBE = r'''
@@ -32,7 +56,7 @@ print(json.dumps(out))
 
 # One connection (or `conns`) sending a request head that never ends, one byte per segment
 # (TCP_NODELAY), `gap_ms` apart.
-ONE_BYTE = r'''
+ONE_BYTE = _CLOCK + r'''
 import json, socket, sys, time
 ip, port, seconds, conns = sys.argv[1], int(sys.argv[2]), float(sys.argv[3]), int(sys.argv[4])
 gap = float(sys.argv[5]) / 1000
@@ -42,9 +66,9 @@ for _ in range(conns):
     s = socket.create_connection((ip, port), timeout=5)
     s.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
     socks.append(s)
-end = time.monotonic() + seconds
+start_clock(seconds)
 sent, closed, i = 0, 0, 0
-while time.monotonic() < end and socks:
+while running() and socks:
     for s in list(socks):
         try:
             s.send(head[i:i + 1])
@@ -63,11 +87,11 @@ print(json.dumps({"bytes": sent, "closed_by_vm": closed}))
 
 # `conns` connections that each send a request line and then one header line every `gap` seconds;
 # "started" once every connection has sent a few.
-SLOW_HEADERS = r'''
+SLOW_HEADERS = _CLOCK + r'''
 import asyncio, json, sys, time
 ip, port, seconds, conns, gap = sys.argv[1], int(sys.argv[2]), float(sys.argv[3]), int(sys.argv[4]), float(sys.argv[5])
 
-async def slow(i, end, ready):
+async def slow(i, ready):
     try:
         r, w = await asyncio.wait_for(asyncio.open_connection(ip, port), 10)
     except (OSError, asyncio.TimeoutError):
@@ -77,7 +101,7 @@ async def slow(i, end, ready):
     try:
         w.write(b"GET / HTTP/1.1\r\nHost: vm\r\n")
         n = 0
-        while time.monotonic() < end:
+        while running():
             await asyncio.sleep(gap)
             w.write(b"X-Slow-%d: %d\r\n" % (n, i))
             await w.drain()
@@ -88,10 +112,10 @@ async def slow(i, end, ready):
         return False
 
 async def main():
-    end = time.monotonic() + seconds
+    start_clock(seconds)
     ready = []
-    tasks = [asyncio.create_task(slow(i, end, ready)) for i in range(conns)]
-    while len(ready) < conns and time.monotonic() < end:
+    tasks = [asyncio.create_task(slow(i, ready)) for i in range(conns)]
+    while len(ready) < conns and running():
         await asyncio.sleep(0.05)
     await asyncio.sleep(6 * gap)   # a few lines on every connection: each one a segment the VM must hold
     print("started", flush=True)
@@ -102,7 +126,7 @@ asyncio.run(main())
 '''
 
 # `conns` connections, each pipelining `n` requests for `/api/work?ms=10000`, read for `seconds`, then closed.
-PIPELINED_WORK = r'''
+PIPELINED_WORK = _CLOCK + r'''
 import json, selectors, socket, sys, time
 ip, port, seconds, conns, n = sys.argv[1], int(sys.argv[2]), float(sys.argv[3]), int(sys.argv[4]), int(sys.argv[5])
 sel = selectors.DefaultSelector()
@@ -111,11 +135,11 @@ for _ in range(conns):
     s.sendall(b"GET /api/work?ms=10000 HTTP/1.1\r\nHost: vm\r\n\r\n" * n)
     s.setblocking(False)
     sel.register(s, selectors.EVENT_READ)
+start_clock(seconds)
 print("started", flush=True)
-end = time.monotonic() + seconds
 data = b""
-while time.monotonic() < end:
-    for key, _ in sel.select(max(0.01, end - time.monotonic())):
+while running():
+    for key, _ in sel.select(max(0.01, min(0.1, left()))):
         try:
             chunk = key.fileobj.recv(65536)
         except OSError:
@@ -130,8 +154,9 @@ print(json.dumps({"answers": data.count(b"HTTP/1.1 200")}))
 
 # `conns` clients, each downloading `path` over and over on a fresh connection for `seconds`;
 # mss > 0 sets TCP_MAXSEG before connecting, so the SYN offers that MSS. Every body is checked
-# against `size` and the sha256 of the first one.
-DOWNLOADS = r'''
+# against `size` and the sha256 of the first one. Stopped early, a client that has no whole download
+# yet goes on until it has one (or `seconds` pass): each client still counts.
+DOWNLOADS = _CLOCK + r'''
 import asyncio, hashlib, json, socket, sys, time
 ip, port, seconds, conns, path, size, mss = (sys.argv[1], int(sys.argv[2]), float(sys.argv[3]), int(sys.argv[4]),
                                             sys.argv[5], int(sys.argv[6]), int(sys.argv[7]))
@@ -151,7 +176,7 @@ async def fetch():
 
 async def client(end, counts, digests, started):
     first = True
-    while time.monotonic() < end:
+    while running() or (first and time.monotonic() < end):
         try:
             status, body = await asyncio.wait_for(fetch(), 30)
         except (OSError, asyncio.TimeoutError):
@@ -165,11 +190,12 @@ async def client(end, counts, digests, started):
             started.append(1)
 
 async def main():
+    start_clock(seconds)
     end = time.monotonic() + seconds
     counts = {"ok": 0, "bad": 0, "errors": 0}
     digests, started = set(), []
     tasks = [asyncio.create_task(client(end, counts, digests, started)) for _ in range(conns)]
-    while not started and time.monotonic() < end:
+    while not started and running():
         await asyncio.sleep(0.05)
     print("started", flush=True)
     await asyncio.gather(*tasks)
@@ -229,11 +255,11 @@ print(json.dumps({"answer": answer[:12].decode("latin-1"), "closed": closed}))
 '''
 
 # `conns` connections that each pipeline `n` requests for `path` and never read a byte of the answers.
-PIPELINE_NO_READ = r'''
+PIPELINE_NO_READ = _CLOCK + r'''
 import json, socket, sys, time
 ip, port, seconds, conns, n, path = (sys.argv[1], int(sys.argv[2]), float(sys.argv[3]), int(sys.argv[4]),
                                      int(sys.argv[5]), sys.argv[6])
-end = time.monotonic() + seconds
+start_clock(seconds)
 req = f"GET {path} HTTP/1.1\r\nHost: vm\r\n\r\n".encode() * n
 socks, queued = [], 0
 for _ in range(conns):
@@ -246,7 +272,8 @@ for _ in range(conns):
         pass
     socks.append(s)
 print("started", flush=True)
-time.sleep(max(0.0, end - time.monotonic()))
+while running():
+    time.sleep(0.05)
 for s in socks:
     s.close()
 print(json.dumps({"conns": len(socks), "bytes_sent": queued}))
@@ -278,3 +305,28 @@ for b in busy:
     answers.append(b.recv(4096)[:12].decode("latin-1"))
 print(json.dumps({"extra": how, "busy_answers": answers}))
 '''
+
+
+def under_attack(attack_argv: list[str], probe: Callable[[], list[dict]], seconds: float) -> tuple[list[dict], dict]:
+    """Starts the attack (`attack_argv`, bounded by `seconds`), calls `probe` once it is in full swing, then
+    stops it (SIGUSR1) and returns the probes and the attack's report. The attack must still have been
+    running when the probes were done, unless they already failed (then that is what the test reports)."""
+    attack = subprocess.Popen(attack_argv, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    try:
+        assert attack.stdout
+        ready, _, _ = select.select([attack.stdout], [], [], seconds + 10)
+        assert ready, "the attack never got going"
+        assert attack.stdout.readline().strip() == "started", attack.stderr.read() if attack.stderr else ""
+        probes = probe()
+        still_running = attack.poll() is None
+        if still_running:
+            attack.send_signal(signal.SIGUSR1)
+        out, err = attack.communicate(timeout=seconds + 60)
+    finally:
+        if attack.poll() is None:
+            attack.kill()
+            attack.wait()
+    answered = all(p["status"] == "200" for p in probes)
+    assert still_running or not answered, f"the attack ended before the probes did: lengthen its {seconds} s"
+    assert attack.returncode == 0, err
+    return probes, json.loads(out.strip().splitlines()[-1])

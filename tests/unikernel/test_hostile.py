@@ -9,70 +9,32 @@ waiting, with a bound, for the VM to close the connection.
 from __future__ import annotations
 
 import hashlib
-import json
-import select
-import subprocess
-from collections.abc import Iterator
 
 import pytest
 
-from bench.unikernel_harness import REPO, UNIKERNELS, Lab, Vm, build_image, is_root, qemu_available
+from bench.unikernel_harness import REPO, UNIKERNELS, Lab, Vm
 from tests.unikernel import hostile_clients as hostile
+from tests.unikernel.lab import VMS_IN_A_NAMESPACE, api_info
 from tests.waiting import wait_until
 
 LARGE = UNIKERNELS / "services" / "httpd" / "embed" / "large.txt"
-ATTACK_S = 7         # each attack ends by itself after this long
+ATTACK_S = 10        # the bound on each attack: it is stopped as soon as the probes are in
 ANSWER_WITHIN = 2.0  # seconds for a fresh client's 200 while an attack runs
 PROBES = 3
 
-pytestmark = [
-    pytest.mark.qemu,
-    pytest.mark.root,
-    pytest.mark.timeout(180),
-    pytest.mark.skipif(not qemu_available(), reason="qemu-system-x86_64 is not installed"),
-    pytest.mark.skipif(not is_root(), reason="needs root: network namespaces, bridges and TAPs"),
-]
-
-
-@pytest.fixture(scope="module")
-def lab(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Lab]:
-    try:
-        build_image("httpd", "echo")
-    except RuntimeError as e:
-        pytest.fail(str(e), pytrace=False)
-    lab = Lab(tmp_path_factory.mktemp("hostile"))
-    try:
-        yield lab
-    finally:
-        lab.close()
+pytestmark = [*VMS_IN_A_NAMESPACE, pytest.mark.timeout(180)]
 
 
 def _info(lab: Lab, vm: Vm) -> dict:
-    r = lab.netns.run("curl", "-sS", "--max-time", "5", f"http://{vm.ip}/api/info")
-    assert r.returncode == 0, f"{vm.name} does not answer: {r.stderr}\n{vm.output()[-2000:]}"
-    return json.loads(r.stdout)
+    return api_info(lab, vm, timeout=5)
 
 
 def _under_attack(lab: Lab, vm: Vm, script: str, *args: str) -> tuple[list[dict], dict]:
-    """Starts the attack, probes once it is in full swing, then collects the attack's report."""
+    """The attack from inside the namespace; the probes too, in a process of their own."""
     argv = lab.netns.cmd(str(REPO / ".venv/bin/python"), "-c", script, vm.ip, str(vm.port), str(ATTACK_S), *args)
-    attack = subprocess.Popen(argv, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
-    try:
-        assert attack.stdout
-        ready, _, _ = select.select([attack.stdout], [], [], ATTACK_S + 10)
-        assert ready, "the attack never got going"
-        assert attack.stdout.readline().strip() == "started", attack.stderr.read() if attack.stderr else ""
-        probes = lab.netns.python(hostile.PROBE, vm.ip, str(vm.port), str(PROBES), "0.3", str(ANSWER_WITHIN))
-        still_running = attack.poll() is None
-        out, err = attack.communicate(timeout=ATTACK_S + 60)
-    finally:
-        if attack.poll() is None:
-            attack.kill()
-            attack.wait()
-    answered = all(p["status"] == "200" for p in probes)
-    assert still_running or not answered, "the attack ended before the probes did: lengthen ATTACK_S"
-    assert attack.returncode == 0, err
-    return probes, json.loads(out.strip().splitlines()[-1])
+    return hostile.under_attack(
+        argv, lambda: lab.netns.python(hostile.PROBE, vm.ip, str(vm.port), str(PROBES), "0.3", str(ANSWER_WITHIN)),
+        ATTACK_S)
 
 
 def _all_answered(probes: list[dict], vm: Vm) -> None:

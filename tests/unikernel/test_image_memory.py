@@ -9,7 +9,8 @@ from pathlib import Path
 
 import pytest
 
-from bench.unikernel_harness import build_image, image_for
+from bench.unikernel_harness import image_for
+from tests.unikernel.lab import built
 
 SERVICES = ("httpd", "echo", "static", "kv", "api")
 PT_LOAD = 1
@@ -32,7 +33,7 @@ def loaded_segments(path: Path) -> list[tuple[int, int]]:
 
 @pytest.fixture(scope="module")
 def images() -> dict[str, Path]:
-    build_image(*SERVICES)
+    built(*SERVICES)
     return {s: image_for(s) for s in SERVICES}
 
 

@@ -13,34 +13,17 @@ import json
 import secrets
 import subprocess
 import time
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 
-from bench.unikernel_harness import Lab, Vm, build_image, is_root, qemu_argv, qemu_available
+from bench.unikernel_harness import Lab, Vm, qemu_argv
 from tests.running import free_port
+from tests.unikernel.lab import api_info, needs_qemu, needs_root
 
 PANIC_EXIT = 7   # isa-debug-exit code 3: QEMU exits 2*3+1
 
-pytestmark = [
-    pytest.mark.qemu,
-    pytest.mark.timeout(180),
-    pytest.mark.skipif(not qemu_available(), reason="qemu-system-x86_64 is not installed"),
-]
-_skip_unless_root = pytest.mark.skipif(not is_root(), reason="needs root: network namespaces, bridges and TAPs")
-
-
-def needs_root(test):
-    return pytest.mark.root(_skip_unless_root(test))
-
-
-@pytest.fixture(scope="session")
-def image() -> Path:
-    try:
-        return build_image()
-    except RuntimeError as e:
-        pytest.fail(str(e), pytrace=False)
+pytestmark = [pytest.mark.qemu, pytest.mark.timeout(180), needs_qemu]
 
 
 # ---- memory protection ----
@@ -73,25 +56,8 @@ def test_a_forbidden_access_ends_in_the_panic_exit(image: Path, tmp_path: Path, 
 # ---- in a namespace ----
 
 @pytest.fixture(scope="module")
-def lab(image: Path, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Lab]:
-    if not is_root():
-        pytest.skip("needs root: network namespaces, bridges and TAPs")
-    lab = Lab(tmp_path_factory.mktemp("ukp"))
-    try:
-        yield lab
-    finally:
-        lab.close()
-
-
-@pytest.fixture(scope="module")
 def web(lab: Lab) -> Vm:
     return lab.boot("prot-0")
-
-
-def _info(lab: Lab, vm: Vm) -> dict:
-    r = lab.netns.run("curl", "-sS", "--max-time", "10", f"http://{vm.ip}/api/info")
-    assert r.returncode == 0, f"{vm.name} does not answer: {r.stderr}\n{vm.output()[-2000:]}"
-    return json.loads(r.stdout)
 
 
 @needs_root
@@ -99,10 +65,10 @@ def test_an_idle_vm_is_not_woken_by_a_fixed_tick(lab: Lab, web: Vm) -> None:
     # The kernel sleeps until lwIP's next timeout (its ARP timer: once a second) instead of
     # taking a 20 Hz tick. The window includes the clock's 500 ms calibration, when the
     # tick still runs, hence the slack; a ticking VM would count ~80.
-    before, t0 = _info(lab, web), time.monotonic()
+    before, t0 = api_info(lab, web), time.monotonic()
     while time.monotonic() - t0 < 4:
         time.sleep(0.5)
-    after, t1 = _info(lab, web), time.monotonic()
+    after, t1 = api_info(lab, web), time.monotonic()
     ticks = after["ticks"] - before["ticks"]
     assert ticks <= 2 * (t1 - t0) + 10, (before, after)
     assert after["uptime_ms"] - before["uptime_ms"] >= 3000   # the clock kept running meanwhile

@@ -16,8 +16,10 @@ from pathlib import Path
 
 import pytest
 
-from bench.unikernel_harness import QEMU, UNIKERNELS, qemu_available
+from bench.unikernel_harness import QEMU, UNIKERNELS
 from tests.running import free_port
+from tests.unikernel.lab import built as build_all
+from tests.unikernel.lab import needs_qemu
 from tests.waiting import wait_until
 
 KV_SERVER = UNIKERNELS / "build" / "host" / "kv-server"
@@ -27,12 +29,6 @@ pytestmark = [
     pytest.mark.timeout(120),
     pytest.mark.skipif(shutil.which("redis-cli") is None, reason="redis-cli (redis-tools) is not installed"),
 ]
-
-
-def build() -> None:
-    done = subprocess.run(["make", "-C", str(UNIKERNELS), "--no-print-directory"], capture_output=True, text=True)
-    if done.returncode:
-        pytest.fail(f"make -C unikernels failed:\n{done.stdout[-2000:]}{done.stderr[-2000:]}", pytrace=False)
 
 
 class Kv:
@@ -77,7 +73,7 @@ class Kv:
 
 @pytest.fixture(scope="module")
 def built() -> None:
-    build()
+    build_all()  # every image and the Linux builds (kv-server)
 
 
 def native(data: Path, *extra: str) -> Kv:
@@ -233,9 +229,6 @@ def test_the_log_is_compacted_when_it_grows(built: None, tmp_path: Path) -> None
 
 
 # ---- the unikernel image ----
-
-needs_qemu = pytest.mark.skipif(not qemu_available(), reason="qemu-system-x86_64 is not installed")
-
 
 @pytest.mark.qemu
 @needs_qemu

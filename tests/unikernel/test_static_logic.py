@@ -183,7 +183,7 @@ PIECES = ["/", "/", "a", "b.txt", ".", "..", "%2e", "%2E", "%2f", "%2F", "%5c", 
           "%c0%ae", "%c3%a9", "%e2%82%ac", "%ed%a0%80", "%f0%9f%98%80", "%41", "%25", "~", "%0a", "%7f", "é"]
 
 
-@settings(max_examples=3000, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@settings(max_examples=1000, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
 @given(st.lists(st.sampled_from(PIECES), max_size=12), st.binary(max_size=8))
 def test_generated_paths_match_the_reference(drv: Driver, pieces: list[str], tail: bytes) -> None:
     target = b"/" + "".join(pieces).encode() + tail.translate(None, b"\0\n ")   # a C string: no raw NUL
@@ -211,7 +211,7 @@ def test_content_type_by_extension(drv: Driver, name: str, ctype: str) -> None:
 
 # ---- dates ----
 
-@settings(max_examples=500, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@settings(max_examples=200, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
 @given(st.integers(min_value=0, max_value=253402300799))
 def test_dates_format_and_parse_in_all_three_forms(drv: Driver, secs: int) -> None:
     imf = drv.ask("date_fmt", str(secs))
@@ -323,7 +323,7 @@ def test_range_table(drv: Driver, field: str, size: int, expected: tuple[int, in
     assert ask_range(drv, field, size) == expected
 
 
-@settings(max_examples=1500, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@settings(max_examples=500, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
 @given(st.from_regex(r"\A[ ]?(bytes|BYTES|byte)[ ]?=[ ]?[0-9]{0,4}-?[0-9]{0,4}(,[0-9]-)?[ ]?\Z"),
        st.integers(min_value=0, max_value=5000))
 def test_generated_ranges_match_the_reference(drv: Driver, field: str, size: int) -> None:

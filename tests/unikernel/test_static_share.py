@@ -11,7 +11,6 @@ import hashlib
 import json
 import os
 import secrets
-import select
 import subprocess
 import sys
 import time
@@ -21,20 +20,15 @@ from pathlib import Path
 
 import pytest
 
-from bench.unikernel_harness import QEMU, UNIKERNELS, Lab, Vm, is_root, qemu_argv, qemu_available
+from bench.unikernel_harness import QEMU, UNIKERNELS, Lab, Vm, qemu_argv
 from tests.unikernel import hostile_clients, static_clients
+from tests.unikernel.lab import VMS_IN_A_NAMESPACE, built
 from tests.unikernel.test_static_logic import TRAVERSAL
 
 IMAGE = UNIKERNELS / "build" / "static.elf"
 SECRET = f"TOP-SECRET-{secrets.token_hex(8)}"
 
-pytestmark = [
-    pytest.mark.qemu,
-    pytest.mark.root,
-    pytest.mark.timeout(300),
-    pytest.mark.skipif(not qemu_available(), reason="qemu-system-x86_64 is not installed"),
-    pytest.mark.skipif(not is_root(), reason="needs root: network namespaces, bridges and TAPs"),
-]
+pytestmark = [*VMS_IN_A_NAMESPACE, pytest.mark.timeout(300)]
 
 
 def share_args(folder: Path, tag: str = "share") -> list[str]:
@@ -101,19 +95,9 @@ def files(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 @pytest.fixture(scope="module")
 def image() -> Path:
-    proc = subprocess.run(["make", "-C", str(UNIKERNELS), "SERVICES=static"], capture_output=True, text=True)
-    if proc.returncode != 0 or not IMAGE.exists():
-        pytest.fail(f"make -C unikernels failed ({proc.returncode}):\n{proc.stdout}\n{proc.stderr}", pytrace=False)
+    """The static service's image: the conftest's `lab` builds this one instead of httpd's."""
+    built("static")
     return IMAGE
-
-
-@pytest.fixture(scope="module")
-def lab(image: Path, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Lab]:
-    lab = Lab(tmp_path_factory.mktemp("uk-static"))
-    try:
-        yield lab
-    finally:
-        lab.close()
 
 
 @pytest.fixture(scope="module")
@@ -403,25 +387,14 @@ def test_clients_that_stop_reading_cannot_hold_every_stream(lab: Lab, vm: Vm) ->
 
 
 def under_attack(lab: Lab, vm: Vm, script: str, *args: str) -> tuple[list[dict], dict]:
-    """As tests/unikernel/test_hostile.py does: starts a hostile_clients attack (10 s), probes with 3 fresh
-    clients that must each get a 200 within 2 s while it runs, then returns the probes and the attack's report."""
-    attack = subprocess.Popen(lab.netns.cmd(sys.executable, "-c", script, str(vm.ip), "80", "10", *args),
-                              stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
-    try:
-        assert attack.stdout
-        ready, _, _ = select.select([attack.stdout], [], [], 30)
-        assert ready and attack.stdout.readline().strip() == "started", "the attack never got going"
-        probes = lab.netns.python(hostile_clients.PROBE, str(vm.ip), "80", "3", "0.3", "2.0")
-        still_running = attack.poll() is None
-        out, err = attack.communicate(timeout=90)
-    finally:
-        if attack.poll() is None:
-            attack.kill()
-            attack.wait()
-    assert still_running, "the attack ended before the probes did"
-    assert attack.returncode == 0, err
+    """As tests/unikernel/test_hostile.py does: a hostile_clients attack (bounded by 10 s, stopped once the
+    probes are in), 3 fresh clients that must each get a 200 within 2 s while it runs; the probes and the
+    attack's report."""
+    attack = lab.netns.cmd(sys.executable, "-c", script, str(vm.ip), "80", "10", *args)
+    probes, report = hostile_clients.under_attack(
+        attack, lambda: lab.netns.python(hostile_clients.PROBE, str(vm.ip), "80", "3", "0.3", "2.0"), 10)
     assert [p["status"] for p in probes] == ["200"] * 3, (probes, vm.output()[-1500:])
-    return probes, json.loads(out.strip().splitlines()[-1])
+    return probes, report
 
 
 def test_fresh_clients_are_answered_during_256_concurrent_downloads(lab: Lab, files: Path) -> None:
@@ -432,7 +405,7 @@ def test_fresh_clients_are_answered_during_256_concurrent_downloads(lab: Lab, fi
     probes, downloads = under_attack(lab, target, hostile_clients.DOWNLOADS, "256", "/f64k.bin", str(size), "0")
     assert downloads["ok"] >= 256 and downloads["bad"] == 0, downloads
     assert downloads["digests"] == [sha((files / "f64k.bin").read_bytes())]
-    print(f"probes {[p['s'] for p in probes]} s; {downloads['ok']} downloads in 10 s")
+    print(f"probes {[p['s'] for p in probes]} s; {downloads['ok']} downloads")
 
 
 def test_fresh_clients_are_answered_while_150_clients_pipeline_and_never_read(lab: Lab, files: Path) -> None:

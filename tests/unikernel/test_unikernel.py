@@ -14,57 +14,20 @@ import shutil
 import subprocess
 import sys
 import time
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 
-from bench.unikernel_harness import (
-    UNIKERNELS,
-    Lab,
-    Vm,
-    build_image,
-    image_for,
-    is_root,
-    qemu_argv,
-    qemu_available,
-)
+from bench.unikernel_harness import UNIKERNELS, Lab, Vm, image_for, qemu_argv
 from tests.running import free_port
 from tests.unikernel import clients
+from tests.unikernel.lab import needs_qemu, needs_root
 from tests.waiting import wait_until
 
 STATIC = UNIKERNELS / "services" / "httpd" / "embed"
 TX_SLOTS = 256   # the VM's transmit ring
 
-pytestmark = [
-    pytest.mark.qemu,
-    pytest.mark.timeout(180),
-    pytest.mark.skipif(not qemu_available(), reason="qemu-system-x86_64 is not installed"),
-]
-_skip_unless_root = pytest.mark.skipif(not is_root(), reason="needs root: network namespaces, bridges and TAPs")
-
-
-def needs_root(test):
-    return pytest.mark.root(_skip_unless_root(test))
-
-
-@pytest.fixture(scope="session")
-def image() -> Path:
-    try:
-        return build_image("httpd", "echo")
-    except RuntimeError as e:
-        pytest.fail(str(e), pytrace=False)
-
-
-@pytest.fixture(scope="module")
-def lab(image: Path, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Lab]:
-    if not is_root():
-        pytest.skip("needs root: network namespaces, bridges and TAPs")
-    lab = Lab(tmp_path_factory.mktemp("uk"))
-    try:
-        yield lab
-    finally:
-        lab.close()
+pytestmark = [pytest.mark.qemu, pytest.mark.timeout(180), needs_qemu]
 
 
 @pytest.fixture(scope="module")
