@@ -71,9 +71,15 @@ def reloaded_generation(proxy: RunningProxy) -> int:
     return max(map(int, re.findall(r"reloaded: generation (\d+)", proxy.log())), default=0)
 
 
-def reload_ten_times(proxy: RunningProxy) -> None:
-    """Ten reloads, each complete (new workers ready, old ones told to drain) before the next."""
-    for _ in range(10):
+# A request lost at a handover (new workers accepting, old ones draining) is lost at any reload; three
+# back to back also leave two older generations draining at once while the newest serves. Ten took CI
+# 50 s on two cores, each reload starting two Python workers under wrk and ab, and caught nothing more.
+RELOADS = 3
+
+
+def reload_repeatedly(proxy: RunningProxy) -> None:
+    """RELOADS reloads, each complete (new workers ready, old ones told to drain) before the next."""
+    for _ in range(RELOADS):
         generation = reloaded_generation(proxy)
         proxy.signal(signal.SIGHUP)
         wait_until(lambda g=generation: reloaded_generation(proxy), f"reload {generation + 1} to complete",
@@ -100,7 +106,7 @@ def interrupted(load: subprocess.Popen[str]) -> str:
 
 
 @pytest.mark.skipif(shutil.which("wrk") is None or shutil.which("ab") is None, reason="wrk/ab: `make deps`")
-def test_ten_reloads_under_load_fail_no_request(
+def test_reloads_under_load_fail_no_request(
     netns_name: str, unikernel_image: Path, ukproxy: Callable[..., RunningProxy]
 ) -> None:
     port = free_port()
@@ -113,7 +119,7 @@ def test_ten_reloads_under_load_fail_no_request(
     try:
         wait_until(lambda: sum(client_connections(proxy, port).values()), "wrk's 16 connections open",
                    accept=lambda n: n >= 16, context=proxy.log)
-        reload_ten_times(proxy)
+        reload_repeatedly(proxy)
         assert wrk.poll() is None and ab.poll() is None  # every reload happened under load
     finally:
         wrk_out, ab_out = interrupted(wrk), interrupted(ab)
@@ -121,7 +127,7 @@ def test_ten_reloads_under_load_fail_no_request(
     assert requests > 0 and failed == 0, wrk_out
     requests, failed = ab_failures(ab_out)
     assert requests > 0 and failed == 0, ab_out
-    assert reloaded_generation(proxy) == 10
+    assert reloaded_generation(proxy) == RELOADS
     assert get(port)[0] == 200
 
 
