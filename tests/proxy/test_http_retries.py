@@ -128,23 +128,25 @@ def test_no_available_server_is_503(backends, http_proxy):
 
 
 def test_upstream_that_breaks_the_protocol_is_502(raw_backends, http_proxy):
-    def garbage(conn, _count):
-        RequestStream(conn).next()
-        conn.sendall(b"HELLO THERE\r\n\r\n")
+    answers = {  # by the request's path: one proxy and one backend for every way of breaking it
+        b"/garbage": b"HELLO THERE\r\n\r\n",
+        b"/truncated-head": b"HTTP/1.1 200 OK\r\nContent-Le",
+        b"/bad-length": b"HTTP/1.1 200 OK\r\nContent-Length: x\r\n\r\n",
+    }
 
-    def truncated_head(conn, _count):
-        RequestStream(conn).next()
-        conn.sendall(b"HTTP/1.1 200 OK\r\nContent-Le")
+    asked = []
 
-    def bad_length(conn, _count):
-        RequestStream(conn).next()
-        conn.sendall(b"HTTP/1.1 200 OK\r\nContent-Length: x\r\n\r\n")
+    def breaks_it(conn, _count):
+        request = RequestStream(conn).next()
+        if request is not None:
+            asked.append(request[0].split(b" ")[1])
+            conn.sendall(answers.get(asked[-1], b""))
 
-    for handler in (garbage, truncated_head, bad_length):
-        backend = raw_backends(handler)
-        proxy, port = http_proxy([backend.address], upstream_extra="tries = 1")
-        assert status_of(port, get("/")) == 502, handler.__name__
-        proxy.stop()
+    backend = raw_backends(breaks_it)
+    _, port = http_proxy([backend.address], upstream_extra="tries = 1")
+    for path in answers:
+        assert status_of(port, get(path.decode())) == 502, path
+    assert asked == list(answers)  # each 502 was the answer to its own request
 
 
 def test_upstream_dying_mid_body_truncates_and_closes_the_client(raw_backends, http_proxy):
