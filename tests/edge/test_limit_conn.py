@@ -6,50 +6,23 @@ from __future__ import annotations
 import socket
 import struct
 import subprocess
-from collections.abc import Iterator
 
 import pytest
 
-from tests.edge.guard_proxy import Guarded, curl, start_guarded
+from tests.edge.guard_proxy import Guarded, curl
 from tests.proxy.backends import Backend
 from tests.waiting import wait_until
 
-CONFIG = """
-[[limit_conn_zone]]
-name = "addr"
-key = "remote_addr"
-size = "64k"
 
-[[listen]]
-address = "127.0.0.1:{port0}"
-protocol = "http"
-upstream = "app"
-limit_conn = [{zone = "addr", conn = 2}]
-
-[[upstream]]
-name = "app"
-servers = ["{backend}"]
-"""
-
-
-@pytest.fixture(scope="module")
-def backend() -> Iterator[Backend]:
-    b = Backend()
-    yield b
-    b.close()
-
-
-@pytest.fixture(scope="module")
-def guarded(tmp_path_factory: pytest.TempPathFactory, backend: Backend) -> Iterator[Guarded]:
-    g = start_guarded(tmp_path_factory.mktemp("limit_conn"), CONFIG, backend.address, 1)
-    yield g
-    g.stop()
+@pytest.fixture
+def backend(guard_backend: Backend) -> Backend:
+    return guard_backend
 
 
 def _slow_clients(guarded: Guarded, n: int, seconds: float, *curl_args: str) -> list[subprocess.Popen[str]]:
     """n curls, each on its own connection (so the kernel spreads them over both workers)."""
     return [subprocess.Popen(["curl", "-s", "-o", "/dev/null", "-w", "%{http_code}", *curl_args,
-                              guarded.url(0, f"/sleep/{seconds}")], stdout=subprocess.PIPE, text=True)
+                              guarded.url("conn", f"/sleep/{seconds}")], stdout=subprocess.PIPE, text=True)
             for _ in range(n)]
 
 
@@ -60,7 +33,7 @@ def test_past_the_limit_refused_across_workers_and_places_given_back(guarded: Gu
     wait_until(lambda: backend.requests[("GET", "/sleep/3")] - before, "both places taken",
                accept=lambda n: n == 2)
     # Four more, each on a connection of its own (the kernel spreads them over both workers): all refused.
-    assert [curl(guarded.url(0, "/x"))[0] for _ in range(4)] == [429] * 4
+    assert [curl(guarded.url("conn", "/x"))[0] for _ in range(4)] == [429] * 4
     assert [c.communicate(timeout=30)[0] for c in holders] == ["200", "200"]
     # Both requests ended: their places are free again, for as many requests as the limit allows at once.
     again = _slow_clients(guarded, 2, 0.2)
@@ -74,15 +47,15 @@ def test_a_client_that_resets_gives_its_place_back(guarded: Guarded, backend: Ba
     before = backend.requests[("GET", "/sleep/3")]
     holders = []
     for _ in range(2):
-        s = socket.create_connection(("127.0.0.1", guarded.ports[0]), timeout=10)
+        s = socket.create_connection(("127.0.0.1", guarded.ports["conn"]), timeout=10)
         s.sendall(b"GET /sleep/3 HTTP/1.1\r\nHost: x\r\n\r\n")
         holders.append(s)
     wait_until(lambda: backend.requests[("GET", "/sleep/3")] - before, "both requests at the backend",
                accept=lambda n: n == 2)
-    assert curl(guarded.url(0, "/x"))[0] == 429
+    assert curl(guarded.url("conn", "/x"))[0] == 429
     for s in holders:
         s.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))  # close() sends a RST
         s.close()
     # Their requests ended with their connections: the places are free long before the backend answers.
-    wait_until(lambda: curl(guarded.url(0, "/x"))[0], "a request admitted after the clients left",
+    wait_until(lambda: curl(guarded.url("conn", "/x"))[0], "a request admitted after the clients left",
                accept=lambda status: status == 200, timeout=2.5)

@@ -64,18 +64,19 @@ def _key_of(kind: str):  # type: ignore[no-untyped-def]
 
 
 class Guard:
-    def __init__(self, config: GuardConfig, zones: dict[str, LimitZoneConfig]):
+    def __init__(self, config: GuardConfig, zones: dict[str, LimitZoneConfig], workers: int = 1, slot: int = 0):
         self.access = AccessList(config.access) if config.access else None
         self.counts = []
         for c in config.limit_conn or ():
             zone = zones[c.zone]
-            self.counts.append((ConnectionCount(open_zone("conn", zone.name, zone.size), zone.name, c.conn, c.status),
-                                _key_of(zone.key)))
+            self.counts.append((ConnectionCount(open_zone("conn", zone.name, zone.size, 2), zone.name, c.conn,
+                                                c.status), _key_of(zone.key)))
         self.rates = []
         for r in config.limit_req or ():
             zone = zones[r.zone]
-            self.rates.append((RequestRate(open_zone("req", zone.name, zone.size), zone.name, zone.rate, r.burst,
-                                           r.delay, r.status), _key_of(zone.key)))
+            # One TAT cell per worker slot in each entry (edge/limits.py).
+            self.rates.append((RequestRate(open_zone("req", zone.name, zone.size, workers), zone.name, zone.rate,
+                                           r.burst, r.delay, r.status, slot), _key_of(zone.key)))
         auth = config.auth_basic
         self.auth = BasicAuth(auth, config.auth_basic_user_file) \
             if auth is not None and auth != "off" and config.auth_basic_user_file else None
@@ -125,11 +126,12 @@ class Guards:
         self.listener = listener
 
     @staticmethod
-    def from_config(config: Config, listen: ListenConfig) -> Guards | None:
-        """None when neither the listener nor any route has a rule: nothing to do per request."""
+    def from_config(config: Config, listen: ListenConfig, slot: int = 0) -> Guards | None:
+        """None when neither the listener nor any route has a rule: nothing to do per request. `slot`: the
+        worker's, whose cells it writes in limit_req zones."""
         zones = {z.name: z for z in (*config.limit_req_zones, *config.limit_conn_zones)}
         own: GuardConfig | None = listen.guard
-        listener = Guard(own, zones) if own is not None and not own.empty else None
+        listener = Guard(own, zones, config.workers, slot) if own is not None and not own.empty else None
         by_route: dict[int, Guard] = {}
         routes: tuple[RouteConfig, ...] = config.routes
         for route in routes:
@@ -139,7 +141,7 @@ class Guards:
                 continue
             rules = route.guard.over(own)
             if not rules.empty:
-                by_route[id(route)] = Guard(rules, zones)
+                by_route[id(route)] = Guard(rules, zones, config.workers, slot)
         if listener is None and not by_route:
             return None
         return Guards(by_route, listener)

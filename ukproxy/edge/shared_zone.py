@@ -3,15 +3,16 @@
 nginx keeps a zone's state (a red-black tree of nodes) in shared memory under one mutex. Here a zone
 is a file in the master's run directory that each worker opens and mmaps (the first to come creates it;
 zero bytes are an empty table, so nobody has to initialise it). The table is set-associative: a key
-hashes to one bucket of WAYS entries, and a bucket is the unit of locking, an fcntl record lock on its
-byte range. The kernel releases a lock whose holder dies, so a killed worker can never wedge a zone;
-two workers contend only when their keys share a bucket. Cost: two fcntl calls per lookup, measured in
-docs/architecture.md ("The edge"). A key that finds its bucket full takes the entry its owner says is
-stalest (`claim`); the file is named after the zone and its geometry, so a reload that keeps a zone as
-it was keeps its state, as nginx keeps a zone of the same name and size.
+hashes to one bucket of WAYS entries. An entry is a key field (first byte the key's length, then the
+key, or 0xFF and a digest for a key too long to hold) followed by `cells` 8-byte numbers whose meaning
+is the zone kind's (edge/limits.py); entries are whole multiples of 64 bytes.
 
-Entry layout (ENTRY bytes): a key field (first byte its length, then the key, or 0xFF and a digest for
-keys too long to hold), then two 8-byte numbers whose meaning is the zone kind's (edge/limits.py).
+Updates: a bucket can be locked with an fcntl record lock on its byte range (the kernel releases a lock
+whose holder dies, so a killed worker can never wedge a zone). limit_conn takes it for every change;
+limit_req only to give a new key an entry, and otherwise writes lock-free into its own worker's cell
+(edge/limits.py says why). The file is named after the zone and its geometry, so a reload that keeps a
+zone as it was keeps its state, as nginx keeps a zone of the same name and size. docs/architecture.md,
+"The edge".
 """
 
 from __future__ import annotations
@@ -23,21 +24,26 @@ import os
 import zlib
 from typing import Final
 
-ENTRY: Final = 64
 KEY_FIELD: Final = 48
 WAYS: Final = 8
-BUCKET: Final = ENTRY * WAYS
 _LONG: Final = 0xFF
 _PAD: Final = bytes(KEY_FIELD)
+
+
+def entry_size(cells: int) -> int:
+    return -(-(KEY_FIELD + 8 * cells) // 64) * 64
 
 
 class SharedZone:
     """One zone's table. `path` None: a private table, for a process that runs alone."""
 
-    def __init__(self, path: str | None, size: int):
+    def __init__(self, path: str | None, size: int, cells: int):
         self.path = path
-        self.buckets = max(16, size // BUCKET)
-        length = self.buckets * BUCKET
+        self.cells = cells
+        self.entry = entry_size(cells)
+        self.bucket_size = self.entry * WAYS
+        self.buckets = max(16, size // self.bucket_size)
+        length = self.buckets * self.bucket_size
         if path is None:
             self.fd = -1
             self.map = mmap.mmap(-1, length)
@@ -48,8 +54,9 @@ class SharedZone:
             self.map = mmap.mmap(self.fd, length)
 
     @staticmethod
-    def file_name(kind: str, name: str, size: int) -> str:
-        return f"limit_{kind}-{name}-{max(16, size // BUCKET)}x{BUCKET}.zone"
+    def file_name(kind: str, name: str, size: int, cells: int) -> str:
+        bucket = entry_size(cells) * WAYS
+        return f"limit_{kind}-{name}-{max(16, size // bucket)}x{bucket}.zone"
 
     def entry_key(self, key: bytes) -> bytes:
         """The key as an entry holds it."""
@@ -60,35 +67,30 @@ class SharedZone:
 
     def bucket(self, entry_key: bytes) -> int:
         """The offset of the key's bucket."""
-        return zlib.crc32(entry_key) % self.buckets * BUCKET
+        return zlib.crc32(entry_key) % self.buckets * self.bucket_size
 
     def lock(self, bucket: int) -> None:
         if self.fd >= 0:
-            fcntl.lockf(self.fd, fcntl.LOCK_EX, BUCKET, bucket)
+            fcntl.lockf(self.fd, fcntl.LOCK_EX, self.bucket_size, bucket)
 
     def unlock(self, bucket: int) -> None:
         if self.fd >= 0:
-            fcntl.lockf(self.fd, fcntl.LOCK_UN, BUCKET, bucket)
+            fcntl.lockf(self.fd, fcntl.LOCK_UN, self.bucket_size, bucket)
 
     def find(self, entry_key: bytes, bucket: int) -> int:
-        """The offset of the key's entry in its (locked) bucket, or -1."""
-        end = bucket + BUCKET
+        """The offset of the key's entry in its bucket, or -1."""
+        end = bucket + self.bucket_size
         at = self.map.find(entry_key, bucket, end)
-        while at >= 0 and (at - bucket) % ENTRY:  # the bytes matched across two entries: look further
+        while at >= 0 and (at - bucket) % self.entry:  # the bytes matched across two entries: look further
             at = self.map.find(entry_key, at + 1, end)
         return at
 
-    def empty_or(self, bucket: int) -> int:
-        """The first unused entry of the (locked) bucket, or -1 when all are taken."""
-        m = self.map
-        for at in range(bucket, bucket + BUCKET, ENTRY):
-            if m[at] == 0:
-                return at
-        return -1
+    def entries(self, bucket: int) -> range:
+        return range(bucket, bucket + self.bucket_size, self.entry)
 
     def take(self, at: int, entry_key: bytes) -> None:
-        """Entry `at` now holds `entry_key`, its numbers zero."""
-        self.map[at:at + ENTRY] = entry_key + bytes(ENTRY - KEY_FIELD)
+        """Entry `at` now holds `entry_key`, its cells zero."""
+        self.map[at:at + self.entry] = entry_key + bytes(self.entry - KEY_FIELD)
 
     def close(self) -> None:
         self.map.close()
@@ -100,14 +102,14 @@ class SharedZone:
 _opened: dict[str, SharedZone] = {}
 
 
-def open_zone(kind: str, name: str, size: int) -> SharedZone:
+def open_zone(kind: str, name: str, size: int, cells: int) -> SharedZone:
     """This worker's mapping of a zone (one per zone however many listeners and routes use it). The run
     directory comes from the master (UKPROXY_RUN_DIR); without one the zone is private to this process."""
     run_dir = os.environ.get("UKPROXY_RUN_DIR")
-    file_name = SharedZone.file_name(kind, name, size)
+    file_name = SharedZone.file_name(kind, name, size, cells)
     path = os.path.join(run_dir, file_name) if run_dir else None
     cache_key = path or f"private:{file_name}"
     zone = _opened.get(cache_key)
     if zone is None:
-        zone = _opened[cache_key] = SharedZone(path, size)
+        zone = _opened[cache_key] = SharedZone(path, size, cells)
     return zone

@@ -73,7 +73,7 @@ class HttpSite:
         self.added_headers = b"Strict-Transport-Security: %s\r\n" % hsts.encode() if hsts else b""
         self.https_redirect = listen.https_redirect
         # limit_req, limit_conn, allow/deny, basic auth (edge/guard.py); None when no rule applies here.
-        self.guards = Guards.from_config(config, listen)
+        self.guards = Guards.from_config(config, listen, state.worker_id)
         # gzip/brotli (edge/compress.py): None when no route of this listener compresses, and then no request looks.
         compression = SiteCompression(config.http.compress, listen.compress, config.routes)
         self.compression = compression if compression.compresses else None
