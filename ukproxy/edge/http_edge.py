@@ -83,44 +83,43 @@ class EdgeSite:
         if not self.every_request and (match is None or id(match.route) not in self.rules):
             return None
         trusted = self.real_ip is not None and self.real_ip.trusts(peer_ip)
-        context = RequestContext(head, client_ip, self.scheme)
         if self.id_header is not None:
             incoming = head.header(self.id_name)
             keep = self.keep_ids == "always" or (self.keep_ids == "trusted" and trusted)
             head.request_id = incoming if keep and acceptable(incoming) else new_request_id()
-        plan = EdgePlan(self, context, match, trusted, peer_ip)
+        plan = EdgePlan(self, head, client_ip, match, trusted, peer_ip)
         for _ in range(MAX_REROUTES + 1):
             rules = self.rules.get(id(match.route)) if match is not None else None
             plan.rules = rules
             if rules is None:
                 return plan
-            before = context.target
-            outcome = rules.rewrite(context)
+            before = plan.target
+            outcome = rules.rewrite(plan)
             if isinstance(outcome, FixedReply):
                 plan.reply = outcome
                 return plan
             if outcome == LAST:
-                match = plan.match = self.router.match(head.host, context.target)
+                match = plan.match = self.router.match(head.host, plan.target)
                 continue
-            if context.target != before:
-                plan.path = context.target  # a rewrite's path goes upstream as it is (no strip_prefix)
-            plan.reply = rules.answer(context)
+            if plan.target != before:
+                plan.path = plan.target  # a rewrite's path goes upstream as it is (no strip_prefix)
+            plan.reply = rules.answer(plan)
             return plan
         plan.reply = FixedReply(500, body=b"500 rewrite cycle\n")
         plan.rules = None
         return plan
 
 
-class EdgePlan:
-    """What the edge rules decided for one request."""
+class EdgePlan(RequestContext):
+    """What the edge rules decided for one request; also the context its rules' variables are read from."""
 
     reply: FixedReply | None = None  # the proxy answers itself (return, redirect)
     rules: RouteRules | None = None
 
-    def __init__(self, site: EdgeSite, context: RequestContext, match: RouteMatch | None, trusted: bool,
+    def __init__(self, site: EdgeSite, head: RequestHead, client_ip: bytes, match: RouteMatch | None, trusted: bool,
                  peer_ip: bytes):
+        super().__init__(head, client_ip, site.scheme)
         self.site = site
-        self.context = context
         self.match = match  # after any `last` rewrites
         self.trusted = trusted  # the peer is a trusted proxy: its forwarding headers are kept
         self.peer_ip = peer_ip
@@ -135,7 +134,7 @@ class EdgePlan:
         forwarding headers [real_ip] asks for, the request id and the route's request rules. Built in one
         pass: the client's lines that go are dropped once, the proxy's own lines a rule replaces are never made."""
         site = self.site
-        head = self.context.head
+        head = self.head
         rules = self.rules.request_headers if self.rules is not None else None
         replaced = rules.drops if rules is not None else _NONE  # names the route removes or sets
         lines = head.lines
@@ -155,7 +154,7 @@ class EdgePlan:
             out.append(b"X-Forwarded-For: %s, %s\r\n" % (head.forwarded_for, peer) if head.forwarded_for and trusted
                        else b"X-Forwarded-For: %s\r\n" % peer)
         if b"x-real-ip" not in replaced:
-            out.append(b"X-Real-IP: %s\r\n" % self.context.client_ip)
+            out.append(b"X-Real-IP: %s\r\n" % self.client_ip)
         if b"x-forwarded-proto" not in replaced:
             proto = (head.header(b"x-forwarded-proto") if self.trusted else None) or site.scheme
             out.append(b"X-Forwarded-Proto: %s\r\n" % proto)
@@ -170,7 +169,7 @@ class EdgePlan:
         if head.request_id is not None and site.id_header is not None and site.id_name not in replaced:
             out.append(b"%s: %s\r\n" % (site.id_header, head.request_id))
         if rules is not None:
-            rules.append_to(out, self.context)
+            rules.append_to(out, self)
         if head.chunked:
             out.append(b"Transfer-Encoding: chunked\r\n")
         elif head.content_length is not None:
@@ -182,7 +181,7 @@ class EdgePlan:
 
     def _forwarded(self, host: bytes) -> bytes:
         """RFC 7239: this hop's element, after a trusted proxy's (one line: the earlier ones merged)."""
-        head = self.context.head
+        head = self.head
         peer = self.peer_ip
         node = b'"[%s]"' % peer if b":" in peer else peer
         element = b'for=%s;host="%s";proto=%s' % (node, head.host_header or host, self.site.scheme)
@@ -196,9 +195,9 @@ class EdgePlan:
         """The response's header lines as the client gets them."""
         rules = self.rules
         if rules is not None and rules.response_headers is not None:
-            lines = rules.response_headers.apply(lines, self.context)
+            lines = rules.response_headers.apply(lines, self)
         site = self.site
-        request_id = self.context.head.request_id
+        request_id = self.head.request_id
         if site.return_id and request_id is not None and site.id_header is not None:
             lines = [*drop_lines(lines, frozenset((site.id_name,))), b"%s: %s\r\n" % (site.id_header, request_id)]
         return lines
@@ -206,7 +205,7 @@ class EdgePlan:
     def id_line(self) -> bytes:
         """The request id as a response header line, for the proxy's own error answers."""
         site = self.site
-        request_id = self.context.head.request_id
+        request_id = self.head.request_id
         if not site.return_id or request_id is None or site.id_header is None:
             return b""
         return b"%s: %s\r\n" % (site.id_header, request_id)
