@@ -25,7 +25,7 @@ import uvloop
 from ukproxy import control
 from ukproxy.accept import AcceptMutex
 from ukproxy.accept_cycle import AcceptCycle, Listener
-from ukproxy.config import Config, ListenConfig, loads
+from ukproxy.config import Config, ListenConfig, UpstreamConfig, loads
 from ukproxy.edge.proxy_protocol import gate_factory
 from ukproxy.logs import setup_logging
 from ukproxy.metrics.worker_side import WorkerObservability
@@ -48,6 +48,7 @@ from ukproxy.proxy.tcp import TcpClientSide
 from ukproxy.tls.tickets import SharedTicketKeys, TicketKey, keys_from_wire
 from ukproxy.upstream.group import UpstreamGroup
 from ukproxy.upstream.health import HealthCheck, check_servers
+from ukproxy.upstream.host_servers import host_side, outside
 from ukproxy.upstream.peers import HostSockets, PeerSet
 from ukproxy.upstream.vm_pool import VmPool
 from ukproxy.worker_state import WorkerState
@@ -73,6 +74,8 @@ class Worker:
                 group.vm_pool = self.vm_pools[u.name] = VmPool(u, self.loop, channel.send, group.set_servers)
                 if config.cluster is not None:  # a full pool spills to peer nodes (docs/cluster.md)
                     group.peers = PeerSet(config.cluster.node_id, host_sockets)
+            elif host_sockets is not None and host_servers(config, u):  # across the backend namespace
+                self.groups[u.name].make_socket = host_side(host_sockets, config.network.subnet)
         # TLS session ticket keys, the master's, shared by every worker (tls/tickets.py); our own without a master.
         self.tickets: SharedTicketKeys | None = None
         if any(lc.tls is not None for lc in config.listen):
@@ -120,7 +123,8 @@ class Worker:
             quiet_handshake_errors(self.loop)
         for u in self.config.upstreams:  # a VM pool checks its own VMs; static servers are checked here
             if u.vm is None and u.health is not None:
-                self.health_checks += check_servers(self.groups[u.name].servers, u.health, u.name, self.loop)
+                group = self.groups[u.name]
+                self.health_checks += check_servers(group.servers, u.health, u.name, self.loop, group.make_socket)
         for name, pool in self.vm_pools.items():
             pool.start([vm for vm in adopted_vms or [] if vm.upstream == name])
         self.cycle.start()
@@ -197,6 +201,11 @@ class Worker:
                         self.worker_id, self.state.clients)
 
 
+def host_servers(config: Config, upstream: UpstreamConfig) -> bool:
+    """Whether a static upstream has servers on the host's side of the backend network (upstream/host_servers.py)."""
+    return upstream.vm is None and any(outside(config.network.subnet, s.host) for s in upstream.servers)
+
+
 def main() -> None:
     control_fd = int(os.environ["UKPROXY_CONTROL_FD"])
     sock = socket.socket(fileno=control_fd)
@@ -212,7 +221,8 @@ def main() -> None:
     for s in sockets:
         s.setblocking(False)
     # Before the namespace: its thread stays in the host namespace, where peer nodes are reachable.
-    host_sockets = HostSockets() if init.netns and config.cluster is not None else None
+    host_sockets = HostSockets() if init.netns and (config.cluster is not None or any(
+        host_servers(config, u) for u in config.upstreams)) else None
     if init.netns:
         # Listening sockets stay in the host namespace; every socket made from here on (upstreams)
         # lives in the backend namespace, so the VMs are reachable only through the proxy.

@@ -1,11 +1,11 @@
 """/status for people (ukproxy/status_page.py), rendered by headless Chromium against a real master.
 
-The master runs two workers and a pool of real unikernel VMs (one per worker) with active health checks.
-Chromium loads /status as a browser does; after its script ran (and refreshed once), every figure the page
-shows from the JSON (`data-k`) must equal the same path in /status JSON read at the same quiet moment, and
-a screenshot must show the page drawn. (Static servers' checks and their rows: tests/upstream/test_active_health.py
-and test_status_is_json_for_scripts_and_a_page_for_browsers' JSON; with VMs the workers' upstream sockets live
-in the backend namespace, where a server on the host's loopback is not reachable.)
+The master runs two workers, a pool of real unikernel VMs (one per worker) with active health checks, and
+a static upstream with checks of its own (one live server, one dead) on the host's loopback: with VMs the
+workers live in the backend namespace, and that upstream is reached (and checked) from the host's
+(ukproxy/upstream/host_servers.py). Chromium loads /status as a browser does; after its script ran (and
+refreshed once), every figure the page shows from the JSON (`data-k`) must equal the same path in /status
+JSON read at the same quiet moment, and a screenshot must show the page drawn.
 """
 
 from __future__ import annotations
@@ -25,6 +25,7 @@ import pytest
 from PIL import Image
 
 from tests.fleet.conftest import IMAGE, needs_vms, qemu_of
+from tests.observability.helpers import HttpBackend
 from tests.running import RunningProxy, free_port
 from tests.waiting import wait_until
 
@@ -39,8 +40,8 @@ READY_GREEN = (0xC8, 0xF0, 0xC0)  # the page's colour for a ready worker, a runn
 
 
 class Site:
-    def __init__(self, port: int, metrics: int, proxy: RunningProxy):
-        self.port, self.metrics, self.proxy = port, metrics, proxy
+    def __init__(self, port: int, static_port: int, metrics: int, dead: int, proxy: RunningProxy):
+        self.port, self.static_port, self.metrics, self.dead, self.proxy = port, static_port, metrics, dead, proxy
 
 
 @pytest.fixture(scope="module")
@@ -50,7 +51,8 @@ def site(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Site]:
         pytest.skip("chromium-headless-shell is missing: `make deps` installs it")
     assert IMAGE.exists(), "the unikernel images are built by `make unikernels`"
     netns = f"ukt-page-{uuid.uuid4().hex[:8]}"
-    port, metrics = free_port(), free_port()
+    port, static_port, metrics, dead = free_port(), free_port(), free_port(), free_port()
+    backend = HttpBackend()
     proxy = RunningProxy(tmp_path_factory.mktemp("status-page"), f"""
 workers = 2
 [network]
@@ -62,6 +64,10 @@ listen = "127.0.0.1:{metrics}"
 address = "127.0.0.1:{port}"
 protocol = "http"
 upstream = "web"
+[[listen]]
+address = "127.0.0.1:{static_port}"
+protocol = "http"
+upstream = "static"
 [[upstream]]
 name = "web"
 connect_timeout = "2s"
@@ -77,12 +83,21 @@ max = 1
 type = "http"
 path = "/"
 interval = "500ms"
+[[upstream]]
+name = "static"
+servers = ["127.0.0.1:{backend.port}", "127.0.0.1:{dead}"]
+connect_timeout = "1s"
+[upstream.health]
+type = "http"
+path = "/"
+interval = "300ms"
 """)
     try:
-        proxy.start([port, metrics], expect_workers=2)
-        yield Site(port, metrics, proxy)
+        proxy.start([port, static_port, metrics], expect_workers=2)
+        yield Site(port, static_port, metrics, dead, proxy)
     finally:
         proxy.stop()
+        backend.close()
         leftovers = qemu_of(netns)
         for p in leftovers:
             p.kill()
@@ -111,19 +126,26 @@ def status(site: Site) -> dict[str, Any]:
 
 
 def settled(site: Site, requests: int) -> dict[str, Any]:
-    """/status once both VMs run and passed a check, every request is counted, and two readings agree on
-    everything but what moves by itself."""
+    """/status once both VMs run and passed a check, the static servers were checked (the live one passes,
+    the dead one fails), every request is counted, and two readings agree on all but what moves by itself."""
     def reading() -> dict[str, Any]:
         return status(site)
 
     def ready(s: dict[str, Any]) -> bool:
         return (len(s["vms"]) == 2 and all(vm["state"] == "running" and vm["health"] == "pass" for vm in s["vms"])
+                and static_health(site, s) == {"live": "pass", "dead": "fail"}
                 and s["requests"] == requests and s["active"] == 0)
 
-    first = wait_until(reading, "2 running, checked VMs and every request counted", accept=ready,
+    first = wait_until(reading, "2 running, checked VMs, checked static servers and every request counted",
+                       accept=ready,
                        timeout=40, context=site.proxy.log)
     return wait_until(lambda: (first, reading()), "/status to hold still",
                       accept=lambda pair: _still(pair[0]) == _still(pair[1]), timeout=20)[1]
+
+
+def static_health(site: Site, s: dict[str, Any]) -> dict[str, str | None]:
+    rows = [row for u in s["upstreams"] if u["name"] == "static" for row in u["servers"]]
+    return {"dead" if row["server"].endswith(f":{site.dead}") else "live": row["health"] for row in rows}
 
 
 LIVE = {"uptime", "cpu_seconds", "last_health_check", "last_health_check_at"}
@@ -205,10 +227,12 @@ def test_status_is_json_for_scripts_and_a_page_for_browsers(site: Site) -> None:
 
 
 def test_page_in_chromium_shows_what_status_json_says(site: Site, tmp_path: Path) -> None:
-    sent = 6
-    for _ in range(sent):
-        code, _, _ = fetch(site.port, "/", None)
-        assert code == 200
+    sent = 0
+    for port in (site.port, site.static_port):
+        for _ in range(5):
+            code, _, _ = fetch(port, "/", None)
+            assert code == 200
+            sent += 1
     expected = settled(site, sent)
 
     url = f"http://127.0.0.1:{site.metrics}/status?refresh=1"
@@ -236,11 +260,20 @@ def test_page_in_chromium_shows_what_status_json_says(site: Site, tmp_path: Path
     for i, vm in enumerate(after["vms"]):
         assert page.exact[f"vms.{i}.cpu"] == str(vm["cpu"]) and page.exact[f"vms.{i}.state"] == "running"
         assert f"vms.{i}.cpu_seconds" in page.live
-    assert [u["name"] for u in after["upstreams"]] == ["web"] and page.exact["upstreams.0.name"] == "web"
-    servers = {page.exact[f"upstreams.0.servers.{j}.server"]: page.exact[f"upstreams.0.servers.{j}.health"]
-               for j in range(len(after["upstreams"][0]["servers"]))}
-    assert servers == {vm["id"]: "pass" for vm in after["vms"]}
-    assert sum(int(page.exact[f"upstreams.0.servers.{j}.requests"]) for j in range(len(servers))) == sent
+    assert [u["name"] for u in after["upstreams"]] == ["static", "web"]
+    for i, u in enumerate(after["upstreams"]):
+        assert page.exact[f"upstreams.{i}.name"] == u["name"]
+        assert page.exact[f"upstreams.{i}.requests"] == "5"
+        rows = [(page.exact[f"upstreams.{i}.servers.{j}.server"], page.exact[f"upstreams.{i}.servers.{j}.health"],
+                 int(page.exact[f"upstreams.{i}.servers.{j}.requests"])) for j in range(len(u["servers"]))]
+        health = {server: checked for server, checked, _ in rows}
+        if u["name"] == "web":
+            assert health == {vm["id"]: "pass" for vm in after["vms"]}
+            assert sum(n for _, _, n in rows) == 5
+        else:  # the dead server may have been tried before its checks took it out: a retry, not an answer
+            dead = f"127.0.0.1:{site.dead}"
+            assert health[dead] == "fail" and sorted(health.values()) == ["fail", "pass"]
+            assert [n for server, _, n in rows if server != dead] == [5]
     assert page.exact["requests"] == str(sent)
 
     shot = tmp_path / "status.png"

@@ -186,7 +186,8 @@ class TcpClientSide(asyncio.Protocol):
             started = self.loop.time()
             try:
                 # The factory runs before this await returns: it cannot see a later iteration's upstream.
-                await connect(self.loop, server, lambda: upstream, group.config.connect_timeout)  # noqa: B023
+                await connect(self.loop, server, lambda: upstream, group.config.connect_timeout,  # noqa: B023
+                              group.make_socket)
             except (TimeoutError, OSError) as e:
                 group.release(server)
                 reason = "timeout" if isinstance(e, asyncio.TimeoutError) else "connect"

@@ -17,6 +17,7 @@ from ukproxy.upstream.keepalive import KeepalivePool
 from ukproxy.upstream.server import Server
 
 if TYPE_CHECKING:
+    from ukproxy.upstream.host_servers import MakeSocket
     from ukproxy.upstream.peers import PeerSet
     from ukproxy.upstream.vm_pool import VmPool
 
@@ -43,6 +44,8 @@ class UpstreamGroup:
         self.balancer: Balancer = make_balancer(config.balance, servers, **options)
         self.vm_pool: VmPool | None = None  # the source of the servers, when VMs (set by the worker)
         self.peers: PeerSet | None = None  # in a cluster, with a VM pool: peer nodes to spill to (set by the worker)
+        # static servers across the backend namespace: their sockets come from the host's (upstream/host_servers.py)
+        self.make_socket: MakeSocket | None = None
         # http's idle connections to the servers, shared by every http listener of this worker
         self.keepalive_pool: KeepalivePool[Any] = KeepalivePool(loop, config.keepalive, config.keepalive_timeout)
         self.keyed = config.balance in ("hash", "ip_hash")  # does the balancer want a key per request?

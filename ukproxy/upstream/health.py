@@ -4,7 +4,8 @@ A server that fails `fails` checks in a row leaves rotation (`Server.health_ok`)
 after `passes` checks in a row pass. A VM pool also asks for a server that keeps failing to be
 replaced (`on_failing`, after `fails` + REPLACE_AFTER_FAILED_CHECKS failures); a static server is
 only kept out. Each worker checks the servers it balances over; the result of every check goes to
-the metrics (`ukproxy status` shows it under LAST CHECK).
+the metrics (`ukproxy status` shows it under LAST CHECK). A static server on the host's side of a
+backend namespace is checked over a host-namespace socket, as it is proxied to (`host_servers.py`).
 """
 
 from __future__ import annotations
@@ -16,6 +17,7 @@ from collections.abc import Callable
 
 from ukproxy import metrics
 from ukproxy.config import HealthConfig
+from ukproxy.upstream.host_servers import MakeSocket
 from ukproxy.upstream.server import Server
 
 log = logging.getLogger("ukproxy.health")
@@ -23,10 +25,19 @@ log = logging.getLogger("ukproxy.health")
 REPLACE_AFTER_FAILED_CHECKS = 3  # a VM failing this many checks beyond `fails` is replaced
 
 
-async def probe(server: Server, health: HealthConfig) -> bool:
-    """One check: does the server accept a connection (tcp), and answer 2xx to GET `path` (http)?"""
+async def _open(server: Server, make_socket: MakeSocket | None
+                ) -> tuple[asyncio.StreamReader, asyncio.StreamWriter]:
+    sock = await make_socket(asyncio.get_running_loop(), server) if make_socket is not None else None
+    if sock is not None:
+        return await asyncio.open_connection(sock=sock)
+    return await asyncio.open_connection(server.host, server.port)
+
+
+async def probe(server: Server, health: HealthConfig, make_socket: MakeSocket | None = None) -> bool:
+    """One check: does the server accept a connection (tcp), and answer 2xx to GET `path` (http)?
+    `make_socket`: connects the socket itself (a server across the backend namespace, host_servers.py)."""
     try:
-        reader, writer = await asyncio.wait_for(asyncio.open_connection(server.host, server.port), health.timeout)
+        reader, writer = await asyncio.wait_for(_open(server, make_socket), health.timeout)
     except (TimeoutError, OSError):
         return False
     try:
@@ -47,12 +58,13 @@ class HealthCheck:
     """The checks of one server in this worker, and what they concluded."""
 
     def __init__(self, server: Server, health: HealthConfig, upstream: str, loop: asyncio.AbstractEventLoop,
-                 on_failing: Callable[[], None] | None = None):
+                 on_failing: Callable[[], None] | None = None, make_socket: MakeSocket | None = None):
         self.server = server
         self.health = health
         self.upstream = upstream
         self.loop = loop
         self.on_failing = on_failing  # None: the server is only kept out of rotation while it fails
+        self.make_socket = make_socket
         self.failed = 0  # checks failed in a row
         self.passed = 0  # checks passed in a row
         self.last_at: float | None = None  # wall-clock time of the last check
@@ -70,7 +82,7 @@ class HealthCheck:
     async def _run(self) -> None:
         while True:
             await asyncio.sleep(self.health.interval)
-            if self.record(await probe(self.server, self.health)):
+            if self.record(await probe(self.server, self.health, self.make_socket)):
                 assert self.on_failing is not None
                 self._task = None
                 self.on_failing()
@@ -98,9 +110,9 @@ class HealthCheck:
 
 
 def check_servers(servers: list[Server], health: HealthConfig, upstream: str,
-                  loop: asyncio.AbstractEventLoop) -> list[HealthCheck]:
+                  loop: asyncio.AbstractEventLoop, make_socket: MakeSocket | None = None) -> list[HealthCheck]:
     """Started checks for a static list of servers (kept out while failing, never replaced)."""
-    checks = [HealthCheck(server, health, upstream, loop) for server in servers]
+    checks = [HealthCheck(server, health, upstream, loop, make_socket=make_socket) for server in servers]
     for check in checks:
         check.start()
     return checks
