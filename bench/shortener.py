@@ -339,18 +339,15 @@ def redirects_everysec(seconds: int, work: Path) -> list[dict[str, object]]:
     """The redirect workload again with kv's log synced once a second: a redirect's INCR then waits for
     no fsync, in either stack."""
     rows: list[dict[str, object]] = []
-    (work / "original-everysec").mkdir()
-    original = Original(work / "original-everysec", "everysec")
-    try:
-        rows += load(original, seed(original.port), seconds, work, ("redirect",), "everysec")
-    finally:
-        original.stop()
-    (work / "split-everysec").mkdir()
-    split = Split(work / "split-everysec", "everysec")
-    try:
-        rows += load(split, seed(split.port), seconds, work, ("redirect",), "everysec")
-    finally:
-        split.stop()
+    stack_types: tuple[type[Original], type[Split]] = (Original, Split)
+    for stack_type in stack_types:
+        folder = work / f"{stack_type.name}-everysec"
+        folder.mkdir()
+        stack = stack_type(folder, "everysec")
+        try:
+            rows += load(stack, seed(stack.port), seconds, work, ("redirect",), "everysec")
+        finally:
+            stack.stop()
     return rows
 
 
