@@ -45,6 +45,19 @@ def qemu_of(netns: str) -> list[psutil.Process]:
     return found
 
 
+def assert_nothing_left(netns: str) -> None:
+    """After ukproxy stopped: no QEMU of `netns` and no namespace may remain. Whatever did is removed
+    first, so that one failed test leaves nothing to the next."""
+    leftovers = qemu_of(netns)
+    for p in leftovers:
+        p.kill()
+    namespace_left = os.path.exists(f"/run/netns/{netns}")
+    if namespace_left:
+        subprocess.run(["ip", "netns", "delete", netns], check=False)
+    assert not leftovers, f"QEMU processes left behind: {[p.pid for p in leftovers]}"
+    assert not namespace_left, f"namespace {netns} left behind"
+
+
 @pytest.fixture
 def netns_name() -> Iterator[str]:
     """A unique backend namespace name; afterwards, nothing of it may remain.
@@ -52,14 +65,7 @@ def netns_name() -> Iterator[str]:
     Request it before `ukproxy` so it is torn down after the proxies stop."""
     name = f"ukt-fleet-{uuid.uuid4().hex[:8]}"
     yield name
-    leftovers = qemu_of(name)
-    for p in leftovers:
-        p.kill()
-    namespace_left = os.path.exists(f"/run/netns/{name}")
-    if namespace_left:
-        subprocess.run(["ip", "netns", "delete", name], check=False)
-    assert not leftovers, f"QEMU processes left behind: {[p.pid for p in leftovers]}"
-    assert not namespace_left, f"namespace {name} left behind"
+    assert_nothing_left(name)
 
 
 @pytest.fixture(scope="session")

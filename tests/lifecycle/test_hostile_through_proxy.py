@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import hashlib
 import json
-import os
 import subprocess
 import sys
 import uuid
@@ -23,7 +22,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.fleet.conftest import qemu_of
+from tests.fleet.conftest import assert_nothing_left, qemu_of
 from tests.fleet.test_fleet import get, vms_in_rotation
 from tests.running import REPO, RunningProxy, free_port
 from tests.unikernel import hostile_clients as hostile
@@ -82,13 +81,7 @@ def proxied(unikernel_image: Path, tmp_path_factory: pytest.TempPathFactory) -> 
         yield Proxied(proxy, port, netns, pids[0])
     finally:
         proxy.stop()
-        leftovers = qemu_of(netns)
-        for p in leftovers:
-            p.kill()
-        namespace_left = os.path.exists(f"/run/netns/{netns}")
-        if namespace_left:
-            subprocess.run(["ip", "netns", "delete", netns], check=False)
-        assert not leftovers and not namespace_left, f"left behind: QEMU {leftovers}, namespace {namespace_left}"
+        assert_nothing_left(netns)
 
 
 def _python(script: str, *args: str) -> list[str]:

@@ -17,7 +17,7 @@ from pathlib import Path
 import psutil
 import pytest
 
-from tests.fleet.conftest import qemu_of
+from tests.fleet.conftest import assert_nothing_left, qemu_of
 from tests.running import REPO, RunningProxy, free_port
 from tests.shortener.programs import Program, build
 from tests.waiting import wait_until
@@ -106,13 +106,7 @@ def shortener(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Shortener]:
         yield s
     finally:
         proxy.stop()
-        left = qemu_of(netns)
-        for p in left:
-            p.kill()
-        namespace_left = os.path.exists(f"/run/netns/{netns}")
-        if namespace_left:
-            subprocess.run(["ip", "netns", "delete", netns], check=False)
-        assert not left and not namespace_left, "QEMU or the namespace outlived the master"
+        assert_nothing_left(netns)
 
 
 def test_the_program_end_to_end(shortener: Shortener) -> None:
