@@ -24,7 +24,7 @@ if TYPE_CHECKING:
     from ukproxy.proxy.routing import RouteMatch, Router
 
 MAX_REROUTES: Final = 10  # nginx's bound on rewrite ... last cycles
-_VIA_SELF: Final = {b"1.1": b"1.1 ukproxy", b"1.0": b"1.0 ukproxy"}
+_VIA_SELF: Final = {b"1.1": b"1.1 ukproxy", b"1.0": b"1.0 ukproxy", b"2.0": b"2 ukproxy"}  # as http_messages
 _NONE: Final = frozenset[bytes]()
 # What an untrusted peer may not tell upstream (the proxy's own X-Forwarded-For/-Proto, X-Real-IP and
 # Via are made from SPECIAL fields; these others would pass as they came).
