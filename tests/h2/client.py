@@ -25,9 +25,13 @@ class H2Client:
     """One cleartext connection with prior knowledge. `settings`: our SETTINGS (a small INITIAL_WINDOW_SIZE
     to test the server's flow control); `auto_window`: give window back as data comes (else `open_window`)."""
 
-    def __init__(self, port: int, settings: dict[int, int] | None = None, auto_window: bool = True):
+    def __init__(self, port: int, settings: dict[int, int] | None = None, auto_window: bool = True,
+                 check_headers: bool = True):
         self.sock = socket.create_connection(("127.0.0.1", port), timeout=10)
-        config = h2.config.H2Configuration(client_side=True, header_encoding=None)
+        # check_headers=False: send header lists as given, malformed ones too
+        config = h2.config.H2Configuration(client_side=True, header_encoding=None,
+                                           validate_outbound_headers=check_headers,
+                                           normalize_outbound_headers=check_headers)
         self.conn = h2.connection.H2Connection(config)
         if settings:
             self.conn.local_settings = h2.settings.Settings(client=True, initial_values=settings)

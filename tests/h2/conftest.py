@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.proxy.backends import Backend
+from tests.proxy.backends import Backend, RawBackend
 from tests.running import RunningProxy, free_port
 
 # Budgets small enough for a test to cross them in a few hundred frames, windows wide enough for no one else to.
@@ -22,7 +22,7 @@ http2_flood_window = "60s"
 """
 
 
-def h2_config(port: int, metrics_port: int, backend: Backend, access_log: Path) -> str:
+def h2_config(port: int, metrics_port: int, backend: Backend | RawBackend, access_log: Path) -> str:
     return f"""
 workers = 1
 [metrics]

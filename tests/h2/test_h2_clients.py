@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import hashlib
+import json
 import re
 import subprocess
 
@@ -79,6 +80,21 @@ def test_limits_are_announced_and_an_oversized_header_list_is_refused(site: H2Si
     finally:
         client.close()
     assert site.backend.requests[("GET", "/big")] == 0
+
+
+def test_malformed_header_lists_get_400_and_never_reach_the_upstream(site: H2Site) -> None:
+    """RFC 9113 8.2: what HTTP/1.1 upstreams could be fooled by (a CR LF in a value) and what HTTP/2 forbids."""
+    client = H2Client(site.port, check_headers=False)
+    try:
+        for bad in ([(b"x-crlf", b"a\r\nx-injected: 1")], [(b"X-Upper", b"v")], [(b"connection", b"close")],
+                    [(b"te", b"gzip")], [(b"x-nul", b"a\0b")], [(b"bad name", b"v")]):
+            answer = client.get("/malformed", headers=bad)
+            assert answer.headers[b":status"] == b"400", bad
+        cookies = client.get("/headers", headers=[(b"cookie", b"a=1"), (b"cookie", b"b=2")])
+        assert ["Cookie", "a=1; b=2"] in json.loads(bytes(cookies.body))["headers"]
+    finally:
+        client.close()
+    assert site.backend.requests[("GET", "/malformed")] == 0
 
 
 def test_protocol_in_access_log_and_http2_metrics(site: H2Site) -> None:

@@ -15,6 +15,7 @@ the upstream connection stops being read (`writing_paused`).
 
 from __future__ import annotations
 
+import re
 from collections import deque
 from typing import TYPE_CHECKING, Final, Protocol
 
@@ -33,8 +34,10 @@ if TYPE_CHECKING:
 
 OUT_HIGH: Final = 64 * 1024  # response bytes waiting for the client's window before the upstream is paused
 VERSION: Final = b"2.0"  # RequestHead.version of an HTTP/2 request (the access log's "HTTP/2.0", as nginx's)
-# Header fields of the proxy's own HTTP/1.1 answers that mean nothing on an HTTP/2 stream (RFC 9113 8.2.2).
+# Connection-specific header fields (RFC 9113 8.2.2): malformed in a request, dropped from our own answers.
 _CONNECTION_FIELDS: Final = frozenset((b"connection", b"keep-alive", b"transfer-encoding", b"upgrade"))
+_TOKEN: Final = re.compile(rb"[!#$%&'*+\-.^_`|~0-9a-z]+")  # a field name in lower case (RFC 9110 5.1)
+_BAD_VALUE: Final = re.compile(rb"[\r\n\0]")
 
 
 class StreamOwner(Protocol):
@@ -47,26 +50,53 @@ class StreamOwner(Protocol):
 
 
 def request_head(headers: list[tuple[bytes, bytes]], ended: bool, limits: HttpConfig) -> RequestHead:
-    """The request as the exchange machinery knows it, from a decoded (and by h2 validated) header list.
-    Pseudo-headers give the request line; regular fields go upstream as ready-made HTTP/1.1 lines."""
-    method = path = authority = b""
+    """The request as the exchange machinery knows it, from a decoded header list. Pseudo-headers give the
+    request line; regular fields go upstream as ready-made HTTP/1.1 lines.
+
+    The header list is checked here, not by h2 (whose checks cost a third of its work on a request): what
+    RFC 9113 8.2 and 8.3 call malformed is refused with a 400 (names in lower case and tokens, no CR, LF or
+    NUL in a value, pseudo-headers known, once and first, the connection-specific fields absent, TE only
+    "trailers"); surrounding whitespace is dropped and cookies are joined as 8.2.3 says."""
+    method = path = authority = scheme = b""
     lines: list[bytes] = []
     special: list[tuple[bytes, bytes]] = []
+    cookies: list[bytes] = []
     size = 0
+    regular = False
     for name, value in headers:
         size += len(name) + len(value) + 32  # RFC 9113 6.5.2's accounting
+        if _BAD_VALUE.search(value) is not None:
+            raise HttpError(400, "CR, LF or NUL in a header value")
         if name[:1] == b":":
-            if name == b":method":
+            if regular:
+                raise HttpError(400, "a pseudo-header after a regular field")
+            if name == b":method" and not method:
                 method = value
-            elif name == b":path":
+            elif name == b":path" and not path:
                 path = value
-            elif name == b":authority":
+            elif name == b":authority" and not authority:
                 authority = value
-            continue  # :scheme: the upstream is spoken to in plain HTTP/1.1
-        if name in SPECIAL or name[:6] == b"proxy-":
+            elif name == b":scheme" and not scheme:
+                scheme = value  # the upstream is spoken to in plain HTTP/1.1 whatever it says
+            else:
+                raise HttpError(400, "unknown or repeated pseudo-header")
+            continue
+        regular = True
+        if _TOKEN.fullmatch(name) is None:
+            raise HttpError(400, "invalid header field name")
+        value = value.strip(b" \t")
+        if name in _CONNECTION_FIELDS or name == b"proxy-connection" or (name == b"te" and value != b"trailers"):
+            raise HttpError(400, "connection-specific header field")
+        if name == b"cookie":
+            cookies.append(value)
+        elif name in SPECIAL or name[:6] == b"proxy-":
             special.append((name, value))
         else:
             lines.append(name + b": " + value + b"\r\n")
+    if not method or not scheme or not path:
+        raise HttpError(400, "missing pseudo-header")
+    if cookies:
+        lines.append(b"cookie: " + b"; ".join(cookies) + b"\r\n")
     if len(lines) + len(special) > limits.max_headers:
         raise HttpError(431, "too many header fields")
     if method == b"CONNECT":
