@@ -49,8 +49,12 @@ class Admission:
     def release(self) -> None:
         """The request is over (answered, failed, or its client gone): give back its limit_conn places."""
         held, self.held = self.held, None
-        for count, at in held or ():
-            count.release(at)
+        _give_back(held)
+
+
+def _give_back(held: list[tuple[ConnectionCount, int]] | None) -> None:
+    for count, at in held or ():
+        count.release(at)
 
 
 def _key_of(kind: str):  # type: ignore[no-untyped-def]
@@ -81,36 +85,43 @@ class Guard:
         self.auth = BasicAuth(auth, config.auth_basic_user_file) \
             if auth is not None and auth != "off" and config.auth_basic_user_file else None
 
-    def admit(self, client_ip: bytes, head: RequestHead) -> Admission:
+    def admit(self, client_ip: bytes, head: RequestHead) -> Admission | None:
+        """None: let in at once, holding nothing (the usual answer, with no object made for it)."""
         if self.access is not None and not self.access.allows(client_ip):
             return self._refuse("access", "", 403)
-        admission = Admission()
+        held: list[tuple[ConnectionCount, int]] | None = None
         for count, key_of in self.counts:
             key = key_of(client_ip, head)
             if key is None:
                 continue
             at = count.acquire(key)
             if at < 0:
-                admission.release()
+                _give_back(held)
                 return self._refuse("limit_conn", count.zone_name, count.status)
-            if admission.held is None:
-                admission.held = []
-            admission.held.append((count, at))
+            if held is None:
+                held = []
+            held.append((count, at))
+        delay = 0.0
         for rate, key_of in self.rates:
             key = key_of(client_ip, head)
             if key is None:
                 continue
-            delay = rate.check(key)
-            if delay == REFUSED:
-                admission.release()
+            wait = rate.check(key)
+            if wait == REFUSED:
+                _give_back(held)
                 return self._refuse("limit_req", rate.zone_name, rate.status)
-            if delay > 0.0:
+            if wait > 0.0:
                 OUTCOMES.add(("limit_req_delayed", rate.zone_name))
-                if delay > admission.delay:
-                    admission.delay = delay
+                if wait > delay:
+                    delay = wait
         if self.auth is not None and not self.auth.check(head.header(b"authorization"), time.monotonic()):
-            admission.release()
+            _give_back(held)
             return self._refuse("auth_basic", "", 401, self.auth.challenge)
+        if held is None and delay == 0.0:
+            return None
+        admission = Admission()
+        admission.held = held
+        admission.delay = delay
         return admission
 
     def _refuse(self, rule: str, zone: str, status: int, headers: bytes = b"") -> Admission:
@@ -147,7 +158,7 @@ class Guards:
         return Guards(by_route, listener)
 
     def admit(self, route: RouteConfig | None, client_ip: bytes, head: RequestHead) -> Admission | None:
-        """The request's Admission, or None when no rule applies to it (the route has none)."""
+        """The request's Admission, or None when it goes on at once holding nothing (or no rule applies)."""
         guard = self.listener if route is None else self.by_route.get(id(route))
         if guard is None:
             return None
