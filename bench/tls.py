@@ -178,7 +178,10 @@ def measure(seconds: float, rounds: int, out_dir: Path) -> dict:
                          "ukproxy": round(med["ukproxy"]), "ratio": round(med["ukproxy"] / med["nginx"], 3),
                          "nginx_cpu_us": round(cpu["nginx"], 1), "ukproxy_cpu_us": round(cpu["ukproxy"], 1),
                          "errors": errors})
+    from ukproxy import compiled
+
     result = {"machine": machine(), "load_average": [round(x, 2) for x in load], "workers": workers,
+              "request_path": compiled.MODE,
               "seconds": seconds, "rounds": rounds, "rows": rows,
               "targets": {"handshakes": 0.9, "keepalive": 0.8}}
     out_dir.mkdir(parents=True, exist_ok=True)
@@ -193,7 +196,8 @@ def report(result: dict) -> str:
         "# TLS termination: ukproxy against nginx",
         "",
         f"{m['cpu_model']}, {result['workers']} workers each, load average {result['load_average']} at the end; "
-        f"{result['seconds']:g} s per client run, median of {result['rounds']}.",
+        f"{result['seconds']:g} s per client run, median of {result['rounds']}; ukproxy's request path: "
+        f"{result['request_path']}.",
         "handshakes: new TLS 1.3 connections per second (ab -c16 without keep-alive, a full handshake each); "
         "keepalive: requests per second over TLS (wrk -c32). CPU: µs of the proxy's processes per connection "
         "or per request.",

@@ -19,7 +19,7 @@ import ssl
 from collections.abc import Callable
 from typing import Any, Final
 
-from uvloop.loop import SSLProtocol
+from uvloop.loop import SSLProtocol  # type: ignore[attr-defined]  # uvloop's Cython SSL layer; not in its stubs
 
 from ukproxy.config import ListenConfig
 from ukproxy.protocol import Event

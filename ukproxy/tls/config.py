@@ -19,6 +19,7 @@ PROTOCOL_NAMES = ("TLSv1", "TLSv1.1", "TLSv1.2", "TLSv1.3")
 DEFAULT_PROTOCOLS = ("TLSv1.2", "TLSv1.3")
 DEFAULT_SESSION_TIMEOUT = 300.0  # nginx's ssl_session_timeout default
 DEFAULT_HANDSHAKE_TIMEOUT = 10.0
+_NO_NAMES: tuple[str, ...] = ()
 # A server name or a wildcard of one leftmost label: "api.example.com", "*.example.com".
 _SERVER_NAME = re.compile(r"(\*\.)?([a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?\.)*[a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?")
 
@@ -112,7 +113,7 @@ def read_tls(t: Table) -> TlsConfig | None:
     sni = []
     seen_names: dict[str, str] = {}
     for s in t.tables("sni"):
-        names = s.get("server_names", list_of(_server_name), ())
+        names: tuple[str, ...] = s.get("server_names", list_of(_server_name), _NO_NAMES)
         if not names:
             s.issues.add(s.key("server_names"), "at least one server name is needed")
         for name in names:
