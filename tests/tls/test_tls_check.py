@@ -36,7 +36,8 @@ def test_check_refuses_bad_tls_files_and_names_each(tmp_path: Path, certs: Certi
                  + _listener(missing, certs.ec.key)  # listen[0]: no certificate file
                  + _listener(certs.ec.cert, tmp_path)  # listen[1]: the key path is a folder
                  + _listener(certs.ec.cert, certs.rsa.key)  # listen[2]: someone else's key
-                 + _listener(certs.ec.cert, certs.ec.key, 'ssl_protocols = "TLSv1.2 TLSv1.4"')  # listen[3]
+                 + _listener(certs.ec.cert, certs.ec.key,  # listen[3]: an unknown version, no deadline
+                             'ssl_protocols = "TLSv1.2 TLSv1.4"\nssl_handshake_timeout = 0')
                  + _listener(certs.ec.cert, certs.ec.key, '[[listen.sni]]\nserver_names = ["rsa.test"]\n'
                              f'ssl_certificate = "{certs.rsa.cert}"\nssl_certificate_key = "{certs.ec.key}"'))
     assert run.returncode == 1
@@ -46,6 +47,7 @@ def test_check_refuses_bad_tls_files_and_names_each(tmp_path: Path, certs: Certi
     assert (f"{config}: listen[2].ssl_certificate_key: the key in {certs.rsa.key} does not match the certificate "
             f"in {certs.ec.cert}") in errors
     assert f"{config}: listen[3].ssl_protocols: unknown protocol 'TLSv1.4'" in errors
+    assert f"{config}: listen[3].ssl_handshake_timeout: must be more than 0" in errors
     assert f"{config}: listen[4].sni[0].ssl_certificate_key: the key in {certs.ec.key} does not match" in errors
     assert "test failed" in errors
 

@@ -86,7 +86,7 @@ class TlsListener:
         self.listener = listener
         self.contexts = contexts  # held for as long as connections may use them (and their ticket callback)
         self.context = contexts.default
-        self.handshake_timeout = handshake_timeout if handshake_timeout > 0 else 60.0
+        self.handshake_timeout = handshake_timeout  # more than 0 (tls/config.py)
         # The listener's protocol for a finished handshake, by the ALPN protocol agreed (None: none was).
         self.choose = choose
 

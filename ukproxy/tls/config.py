@@ -128,7 +128,7 @@ def read_tls(t: Table) -> TlsConfig | None:
     for key in ("ssl_certificate", "ssl_certificate_key"):
         if not t.has(key):
             t.issues.add(t.key(key), "required with ssl = true")
-    return TlsConfig(
+    tls = TlsConfig(
         certificate=certificate,
         protocols=t.get("ssl_protocols", _protocols, DEFAULT_PROTOCOLS),
         ciphers=t.get("ssl_ciphers", string, None),
@@ -138,6 +138,10 @@ def read_tls(t: Table) -> TlsConfig | None:
         handshake_timeout=t.get("ssl_handshake_timeout", duration, DEFAULT_HANDSHAKE_TIMEOUT),
         hsts=t.get("hsts", _hsts, None),
     )
+    for key, value in (("ssl_session_timeout", tls.session_timeout), ("ssl_handshake_timeout", tls.handshake_timeout)):
+        if value <= 0:
+            t.issues.add(t.key(key), "must be more than 0")
+    return tls
 
 
 def read_https_redirect(t: Table) -> int | None:
