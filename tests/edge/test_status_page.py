@@ -83,6 +83,8 @@ max = 1
 type = "http"
 path = "/"
 interval = "500ms"
+timeout = "5s"
+fails = 3
 [[upstream]]
 name = "static"
 servers = ["127.0.0.1:{backend.port}", "127.0.0.1:{dead}"]
@@ -91,6 +93,8 @@ connect_timeout = "1s"
 type = "http"
 path = "/"
 interval = "300ms"
+timeout = "5s"
+fails = 2
 """)
     try:
         proxy.start([port, static_port, metrics], expect_workers=2)
