@@ -8,6 +8,7 @@ rates from two readings: requests per second (site, upstream, server) and CPU sh
 from their `cpu_seconds`. Every figure taken from the JSON as it is sits in an element whose `data-k`
 is its path in the JSON (`workers.0.pid`), so a test can compare the page with /status; figures that
 move on their own (uptimes, CPU time, seconds since a check) are marked `data-live` instead.
+docs/architecture.md, "Observability".
 """
 
 from __future__ import annotations

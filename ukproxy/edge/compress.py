@@ -12,7 +12,8 @@ and its strong ETag becomes weak, as nginx does.
 
 The body is compressed as it streams: each upstream read is compressed and flushed (Z_SYNC_FLUSH, or
 brotli's flush), so a slow stream (server-sent events) is never held back, nothing is buffered past
-one read, and the client's flow control applies as before. Settings: `compress_config.py`.
+one read, and the client's flow control applies as before. Settings: `compress_config.py`; where the
+hook sits: docs/architecture.md, "The edge".
 """
 
 from __future__ import annotations
