@@ -216,7 +216,8 @@ def check_variants(ports: dict[str, dict[str, int]]) -> None:
                 raise RuntimeError(f"{proxy} {v}: X-Frame-Options {r.getheader('X-Frame-Options')}")
 
 
-def run(quick: bool) -> dict[str, object]:
+def run(quick: bool, rules: list[str] | None = None) -> dict[str, object]:
+    variants = [v for v in VARIANTS if rules is None or v.rule in rules]
     workers = len(os.sched_getaffinity(0))
     reps, seconds = (1, 2) if quick else (3, 3)
     with tempfile.TemporaryDirectory(prefix="ukbench-edge-") as tmp:
@@ -242,7 +243,7 @@ def run(quick: bool) -> dict[str, object]:
             samples: dict[tuple[str, str, bool], list[dict[str, float]]] = {}
             load_before = os.getloadavg()
             for _ in range(reps):
-                for v in VARIANTS:
+                for v in variants:
                     for proxy in ("ukproxy", "nginx"):
                         url = f"http://127.0.0.1:{ports[proxy][listener_of(v)]}{v.path}"
                         samples.setdefault((proxy, v.rule, v.with_rule), []).append(
@@ -253,7 +254,7 @@ def run(quick: bool) -> dict[str, object]:
     figures = {key: {name: statistics.median(s[name] for s in runs) for name in runs[0]}
                for key, runs in samples.items()}
     records = []
-    for rule in dict.fromkeys(v.rule for v in VARIANTS):
+    for rule in dict.fromkeys(v.rule for v in variants):
         row: dict[str, object] = {"rule": rule}
         for proxy in ("ukproxy", "nginx"):
             off, on = figures[(proxy, rule, False)], figures[(proxy, rule, True)]
@@ -328,11 +329,13 @@ def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(prog="python -m bench.edge", description=__doc__,
                                  formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--quick", action="store_true", help="one repetition of 2 s runs")
+    ap.add_argument("--rule", action="append", choices=sorted({v.rule for v in VARIANTS}),
+                    help="measure only this rule (again for more)")
     ap.add_argument("--out", type=Path, default=RESULTS)
     args = ap.parse_args(argv)
     require("nginx", "wrk")
     install_signal_handlers()
-    result = run(args.quick)
+    result = run(args.quick, args.rule)
     args.out.mkdir(parents=True, exist_ok=True)
     (args.out / "edge.json").write_text(json.dumps(result, indent=1) + "\n")
     text = render(result)
