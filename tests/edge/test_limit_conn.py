@@ -59,3 +59,20 @@ def test_a_client_that_resets_gives_its_place_back(guarded: Guarded, backend: Ba
     # Their requests ended with their connections: the places are free long before the backend answers.
     wait_until(lambda: curl(guarded.url("conn", "/x"))[0], "a request admitted after the clients left",
                accept=lambda status: status == 200, timeout=2.5)
+
+
+def test_places_held_by_a_killed_worker_are_given_back(guarded: Guarded, backend: Backend) -> None:
+    before = backend.requests[("GET", "/sleep/2")]
+    holders = _slow_clients(guarded, 2, 2)
+    wait_until(lambda: backend.requests[("GET", "/sleep/2")] - before, "both places taken",
+               accept=lambda n: n == 2)
+    assert curl(guarded.url("conn", "/x"))[0] == 429
+    old = {w.pid for w in guarded.proxy.workers()}
+    for worker in guarded.proxy.workers():
+        worker.kill()  # SIGKILL: no request of theirs ends, nothing is given back by them
+    guarded.proxy.wait_workers(2, exclude=old)
+    # Each new worker zeroes the cells no live worker owns: the dead ones' places are free again.
+    wait_until(lambda: curl(guarded.url("conn", "/x"))[0], "a request admitted after the workers died",
+               accept=lambda status: status == 200, timeout=5)
+    for c in holders:
+        c.communicate(timeout=30)

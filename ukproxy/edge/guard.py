@@ -73,8 +73,9 @@ class Guard:
         self.counts = []
         for c in config.limit_conn or ():
             zone = zones[c.zone]
-            self.counts.append((ConnectionCount(open_zone("conn", zone.name, zone.size, 2), zone.name, c.conn,
-                                                c.status), _key_of(zone.key)))
+            # Cells for the workers of two generations (a reload) and more (edge/limits.py).
+            self.counts.append((ConnectionCount(open_zone("conn", zone.name, zone.size, 4 * workers), zone.name,
+                                                c.conn, c.status), _key_of(zone.key)))
         self.rates = []
         for r in config.limit_req or ():
             zone = zones[r.zone]

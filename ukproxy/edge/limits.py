@@ -17,10 +17,12 @@ lock of a hot key (one client, or key = "site") stalled the other: half the thro
 The bucket lock is taken only to give a new key an entry: an unused one, or the one whose queue emptied
 longest ago.
 
-limit_conn needs an exact count, so it changes it under the bucket's lock: each key's entry holds its
-requests in progress in every worker; a request over `conn` is refused, and the one admitted gives its
-place back when it ends (edge/guard.py `Admission`). An entry in use is never given to another key; a
-bucket whose every entry is in use refuses (nginx answers the same when its zone is full).
+limit_conn, the same way: each key's entry holds a count of requests in progress per cell, and each worker
+counts in a cell it owns for its life (`SharedZone.own_cell`: an fcntl lock the kernel drops when the
+worker dies, and the next worker to start zeroes what the dead one held). A request is refused when the
+sum reaches `conn`; the one admitted gives its place back when it ends (edge/guard.py `Admission`). Two
+workers admitting one key at the same instant may both pass. An entry in use is never given to another
+key; a bucket whose every entry is in use refuses (nginx answers the same when its zone is full).
 docs/architecture.md, "The edge".
 """
 
@@ -37,7 +39,7 @@ from ukproxy.edge.shared_zone import KEY_FIELD, SharedZone
 log = logging.getLogger("ukproxy.edge")
 
 _TAT: Final = struct.Struct("=d")
-_COUNT: Final = struct.Struct("=qd")  # limit_conn: in progress, last change
+_ONE: Final = struct.Struct("=q")  # limit_conn: one cell's requests in progress
 REFUSED: Final = -1.0
 _EPSILON: Final = 1e-9  # seconds: requests at the same instant sit exactly `burst` places deep
 
@@ -99,58 +101,71 @@ class RequestRate:
 
 
 class ConnectionCount:
-    """One limit_conn rule on its zone."""
+    """One limit_conn rule on its zone. Each entry holds a count per cell; this worker counts in the cell it
+    owns (`SharedZone.own_cell`) and the key's requests in progress are the sum."""
 
     def __init__(self, zone: SharedZone, zone_name: str, conn: int, status: int):
         self.zone = zone
         self.zone_name = zone_name
         self.conn = conn
         self.status = status
+        self.counts = struct.Struct(f"={zone.cells}q")
+        self.cell = KEY_FIELD + 8 * _owned_cell(zone, zone_name)
 
     def acquire(self, key: bytes) -> int:
         """The entry holding the request's place (give it back with `release`), or -1 when refused."""
         zone = self.zone
         entry_key = zone.entry_key(key)
         bucket = zone.bucket(entry_key)
+        at = zone.find(entry_key, bucket)
+        if at < 0:
+            at = self._enter(bucket, entry_key)
+            if at < 0:
+                log.warning("limit_conn zone %s: every entry of a bucket is in use; refusing", self.zone_name)
+                return -1
+        m = zone.map
+        if sum(self.counts.unpack_from(m, at + KEY_FIELD)) >= self.conn:
+            return -1
+        mine = at + self.cell
+        _ONE.pack_into(m, mine, _ONE.unpack_from(m, mine)[0] + 1)
+        return at
+
+    def release(self, at: int) -> None:
+        m = self.zone.map
+        mine = at + self.cell
+        _ONE.pack_into(m, mine, max(_ONE.unpack_from(m, mine)[0] - 1, 0))
+
+    def _enter(self, bucket: int, entry_key: bytes) -> int:
+        """An entry for a key its bucket lacks, under the bucket's lock: an unused one, else one with no request
+        in progress; -1 if none."""
+        zone = self.zone
         zone.lock(bucket)
         try:
             at = zone.find(entry_key, bucket)
-            if at < 0:
-                at = self._claim(bucket, entry_key)
-                if at < 0:
-                    log.warning("limit_conn zone %s: every entry of a bucket is in use; refusing", self.zone_name)
-                    return -1
-                count = 0
-            else:
-                count = _COUNT.unpack_from(zone.map, at + KEY_FIELD)[0]
-                if count >= self.conn:
-                    return -1
-            _COUNT.pack_into(zone.map, at + KEY_FIELD, count + 1, time.monotonic())
-            return at
-        finally:
-            zone.unlock(bucket)
-
-    def release(self, at: int) -> None:
-        zone = self.zone
-        bucket = at - at % zone.bucket_size
-        zone.lock(bucket)
-        try:
-            count = _COUNT.unpack_from(zone.map, at + KEY_FIELD)[0]
-            _COUNT.pack_into(zone.map, at + KEY_FIELD, max(count - 1, 0), time.monotonic())
-        finally:
-            zone.unlock(bucket)
-
-    def _claim(self, bucket: int, entry_key: bytes) -> int:
-        """An unused entry, else the idle one (no request in progress) that changed longest ago; -1 if none."""
-        zone = self.zone
-        m = zone.map
-        unused = [a for a in zone.entries(bucket) if m[a] == 0]
-        if unused:
-            at = unused[0]
-        else:
-            idle = [a for a in zone.entries(bucket) if _COUNT.unpack_from(m, a + KEY_FIELD)[0] <= 0]
-            if not idle:
+            if at >= 0:
+                return at
+            m = zone.map
+            free = [a for a in zone.entries(bucket) if m[a] == 0] or \
+                   [a for a in zone.entries(bucket) if sum(self.counts.unpack_from(m, a + KEY_FIELD)) <= 0]
+            if not free:
                 return -1
-            at = min(idle, key=lambda a: _COUNT.unpack_from(m, a + KEY_FIELD)[1])
-        zone.take(at, entry_key)
-        return at
+            zone.take(free[0], entry_key)
+            return free[0]
+        finally:
+            zone.unlock(bucket)
+
+
+_owned: dict[int, int] = {}
+
+
+def _owned_cell(zone: SharedZone, zone_name: str) -> int:
+    """This process's cell in a limit_conn zone, claimed once however many rules use the zone."""
+    cell = _owned.get(id(zone))
+    if cell is None:
+        cell = zone.own_cell()
+        if cell < 0:  # more live workers than cells: share one, and counts may drift by a request or two
+            log.error("limit_conn zone %s: every one of its %d cells is owned by a live worker; sharing cell 0",
+                      zone_name, zone.cells)
+            cell = 0
+        _owned[id(zone)] = cell
+    return cell

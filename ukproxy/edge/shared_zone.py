@@ -7,12 +7,12 @@ hashes to one bucket of WAYS entries. An entry is a key field (first byte the ke
 key, or 0xFF and a digest for a key too long to hold) followed by `cells` 8-byte numbers whose meaning
 is the zone kind's (edge/limits.py); entries are whole multiples of 64 bytes.
 
-Updates: a bucket can be locked with an fcntl record lock on its byte range (the kernel releases a lock
-whose holder dies, so a killed worker can never wedge a zone). limit_conn takes it for every change;
-limit_req only to give a new key an entry, and otherwise writes lock-free into its own worker's cell
-(edge/limits.py says why). The file is named after the zone and its geometry, so a reload that keeps a
-zone as it was keeps its state, as nginx keeps a zone of the same name and size. docs/architecture.md,
-"The edge".
+Updates: every worker writes only cells of its own (limit_req: its slot's; limit_conn: one it owns, see
+`own_cell`) and reads the others', so nobody waits on the request path (edge/limits.py says why). A bucket
+is locked with an fcntl record lock on its byte range only to give a new key an entry (the kernel releases
+a lock whose holder dies, so a killed worker can never wedge a zone). The file is named after the zone
+and its geometry, so a reload that keeps a zone as it was keeps its state, as nginx keeps a zone of the
+same name and size. docs/architecture.md, "The edge".
 """
 
 from __future__ import annotations
@@ -91,6 +91,36 @@ class SharedZone:
     def take(self, at: int, entry_key: bytes) -> None:
         """Entry `at` now holds `entry_key`, its cells zero."""
         self.map[at:at + self.entry] = entry_key + bytes(self.entry - KEY_FIELD)
+
+    def own_cell(self) -> int:
+        """A cell index for this process alone, for as long as it lives (limit_conn), or -1 if all are taken.
+
+        Owning cell i is holding an fcntl lock on byte `length + i` (past the table: a lock may cover bytes
+        a file does not have), which the kernel drops when the owner dies. Every cell nobody owns is zeroed
+        on the way, so what a killed worker held is forgotten as soon as the next worker starts."""
+        if self.fd < 0:
+            return 0
+        end = self.buckets * self.bucket_size
+        mine = -1
+        for cell in range(self.cells):
+            try:
+                fcntl.lockf(self.fd, fcntl.LOCK_EX | fcntl.LOCK_NB, 1, end + cell)
+            except OSError:
+                continue  # another live process owns it
+            self._zero_cell(cell)
+            if mine < 0:
+                mine = cell  # kept locked: ours
+            else:
+                fcntl.lockf(self.fd, fcntl.LOCK_UN, 1, end + cell)
+        return mine
+
+    def _zero_cell(self, cell: int) -> None:
+        m = self.map
+        zero = bytes(8)
+        offset = KEY_FIELD + 8 * cell
+        for at in range(0, self.buckets * self.bucket_size, self.entry):
+            if m[at]:
+                m[at + offset:at + offset + 8] = zero
 
     def close(self) -> None:
         self.map.close()
