@@ -78,6 +78,8 @@ class Backend:
                     body, extra = gzip.compress(PAGE), {"Content-Encoding": "gzip"}
                 elif path == "/notransform.html":
                     extra = {"Cache-Control": "public, no-transform"}
+                elif path == "/identity.html":
+                    extra = {"Content-Encoding": "identity"}
                 elif path == "/vary.html":
                     extra = {"Vary": "Accept-Encoding"}
                 elif path == "/error.html":
@@ -286,6 +288,12 @@ def test_compressed_response_has_weak_etag_and_no_ranges(port: int) -> None:
     assert response.getheader("Accept-Ranges") is None
     plain = get(port, "/page.html", "identity")
     assert plain.getheader("ETag") == '"v1"' and plain.getheader("Accept-Ranges") == "bytes"
+
+
+def test_identity_coding_is_replaced_not_stacked(port: int) -> None:
+    response = get(port, "/identity.html")
+    assert response.headers.get_all("Content-Encoding") == ["gzip"]
+    assert gzip.decompress(body(response)) == PAGE
 
 
 def test_vary_is_not_repeated(port: int) -> None:

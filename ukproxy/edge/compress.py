@@ -160,9 +160,11 @@ def start_encoding(policy: CompressPolicy, head: RequestHead, response: Upstream
         return lines, None
     out = []
     for line in lines:
-        lower = line[:14].lower()
+        lower = line[:17].lower()
         if lower.startswith(b"accept-ranges:"):
             continue  # a compressed body has no byte ranges of its own
+        if lower.startswith(b"content-encoding:"):
+            continue  # "identity" (anything else was never compressed): ours replaces it
         if lower.startswith(b"etag:"):
             value = line[5:].strip()
             if value.startswith(b'"'):
