@@ -17,6 +17,7 @@ from setuptools import setup
 from setuptools.command.build_ext import build_ext
 
 COMPILED = [
+    "ukproxy/proxy/h2_hpack.py",  # the HPACK encoder of HTTP/2 responses: about 5 µs a head as plain Python
     "ukproxy/proxy/h2_stream.py",  # its classes subclass compiled ones (ClientSide, Exchange): compiled with them
     "ukproxy/proxy/http.py",
     "ukproxy/proxy/http_body.py",
@@ -26,6 +27,14 @@ COMPILED = [
     "ukproxy/proxy/http_tunnel.py",
     "ukproxy/proxy/http_upstream.py",
     "ukproxy/proxy/routing.py",
+    # the edge rules a request meets (header, rewrite and return rules, request ids, real addresses): the
+    # rule path costs about a third as much compiled (docs/architecture.md, "The edge")
+    "ukproxy/edge/headers.py",
+    "ukproxy/edge/http_edge.py",
+    "ukproxy/edge/realip.py",
+    "ukproxy/edge/request_id.py",
+    "ukproxy/edge/rewrite.py",
+    "ukproxy/edge/variables.py",
     "ukproxy/proxy/tcp.py",
     "ukproxy/upstream/balancing.py",
     "ukproxy/upstream/group.py",
