@@ -84,14 +84,15 @@ class Etcd:
 
 
 class Node:
-    def __init__(self, procs: Processes, home: Path, name: str, body: str, cluster: str | None) -> None:
+    def __init__(self, procs: Processes, home: Path, name: str, body: str, cluster: str | None,
+                 cluster_name: str = CLUSTER) -> None:
         self.procs, self.name = procs, name
         self.port, self.metrics_port = free_port(), free_port()
         self.path = home / f"{name}.toml"
         self.path.write_text(f"""pid_file = "{home / name}.pid"
 workers = 1
 [log]
-level = "warning"
+level = "info"
 [metrics]
 listen = "127.0.0.1:{self.metrics_port}"
 [[listen]]
@@ -102,7 +103,7 @@ backlog = 4096
 {body}
 """ + (f"""[cluster]
 endpoints = ["{cluster}"]
-name = "{CLUSTER}"
+name = "{cluster_name}"
 node_id = "{name}"
 peer = "127.0.0.1:{self.port}"
 lease_ttl = 3
@@ -170,7 +171,7 @@ def push_and_writes(procs: Processes, home: Path, etcd: Etcd, backend_port: int,
 
 def cost(procs: Processes, home: Path, etcd: Etcd, backend_port: int, seconds: float, rounds: int) -> dict[str, Any]:
     lone = Node(procs, home, "lone", static_upstream(backend_port), None)
-    member = Node(procs, home, "member", static_upstream(backend_port), etcd.url)
+    member = Node(procs, home, "member", static_upstream(backend_port), etcd.url, "cost")
     rps: dict[str, list[float]] = {"lone": [], "member": []}
     pair = [("lone", lone), ("member", member)]
     for i in range(rounds):
@@ -239,7 +240,7 @@ def spill(procs: Processes, home: Path, etcd: Etcd, n: int) -> dict[str, Any]:
     for name, subnet in (("a", "10.79.1.0/24"), ("b", "10.79.2.0/24")):
         tcp = free_port()
         body = vm_upstream(procs.new_netns_name(), subnet).replace("{tcp}", str(tcp))
-        node = Node(procs, home, name, body, etcd.url)
+        node = Node(procs, home, name, body, etcd.url, "spill")  # not the pushes' cluster: its own upstreams
         node.tcp_port = tcp  # type: ignore[attr-defined]
         nodes.append(node)
     a, b = nodes
@@ -256,8 +257,9 @@ def spill(procs: Processes, home: Path, etcd: Etcd, n: int) -> dict[str, Any]:
         spilled_ms = [x * 1000 for x in _latencies(a.port, n)]
     finally:
         held.close()
-    spilled = _wait(lambda: _counter(a.metrics_port, 'ukproxy_worker_events_total{event="spilled:web"}'),
-                    "a's spill count (flushed once a second)", 10)
+    series = 'ukproxy_worker_events_total{event="spilled:web"}'
+    _wait(lambda: _counter(a.metrics_port, series) >= n, "a's spill count (flushed once a second)", 10)
+    spilled = _counter(a.metrics_port, series)
     peer_ms = [x * 1000 for x in _latencies(b.port, n)]
     for node in nodes:
         procs.stop(node.proc)

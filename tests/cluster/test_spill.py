@@ -176,6 +176,8 @@ def test_a_full_pool_spills_to_the_peer_which_serves_locally_and_requests_come_h
     a, b = two_nodes
     knows_peers(a, "b")
     knows_peers(b, "a")
+    shown = a.cli("status")
+    assert shown.returncode == 0 and "spills web to b (" in shown.stdout, shown.stdout + shown.stderr
     a_vm, b_vm = a.vm_address(), b.vm_address()
 
     assert get(a, "/health?home") == 200

@@ -136,8 +136,10 @@ def node_line(cluster: dict[str, Any]) -> str:
     config = f"shared config revision {cluster.get('config_revision', 0) or 'none (local file)'}"
     if last.get("applied") is False:
         config += f"; refused revision {last.get('revision')}: {last.get('error')}"
+    spill = "; ".join(f"spills {up} to " + (", ".join(f"{p['node']} ({p['weight']})" for p in peers) or "nobody")
+                      for up, peers in sorted((cluster.get("spill_peers") or {}).items()))
     return (f"cluster {cluster.get('cluster', '?')}: node {cluster.get('node', '?')} {cluster.get('state', '?')}, "
-            f"etcd {etcd}, {config}")
+            f"etcd {etcd}, {config}" + (f"; {spill}" if spill else ""))
 
 
 async def _status(args: argparse.Namespace, cluster: ClusterConfig) -> int:
