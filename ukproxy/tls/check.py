@@ -13,13 +13,12 @@ import ssl
 from collections.abc import Iterator
 from typing import TYPE_CHECKING
 
-from cryptography import x509
-from cryptography.hazmat.primitives import serialization
-from cryptography.hazmat.primitives.asymmetric.types import PrivateKeyTypes
-
 from ukproxy.tls.config import CertificateConfig, TlsConfig
 
-if TYPE_CHECKING:
+if TYPE_CHECKING:  # cryptography itself is imported when a TLS listener is checked: 30 ms for every process else
+    from cryptography import x509
+    from cryptography.hazmat.primitives.asymmetric.types import PrivateKeyTypes
+
     from ukproxy.config import Config
     from ukproxy.config_reader import Issues
 
@@ -42,6 +41,8 @@ def _read(path: str) -> tuple[bytes | None, str | None]:
 
 def load_certificate_chain(path: str) -> tuple[list[x509.Certificate], str | None]:
     """The PEM certificates in `path` (the server's first, then its chain), or why there are none."""
+    from cryptography import x509
+
     data, problem = _read(path)
     if data is None:
         return [], problem
@@ -52,6 +53,8 @@ def load_certificate_chain(path: str) -> tuple[list[x509.Certificate], str | Non
 
 
 def _load_key(path: str) -> tuple[PrivateKeyTypes | None, str | None]:
+    from cryptography.hazmat.primitives import serialization
+
     data, problem = _read(path)
     if data is None:
         return None, problem
@@ -79,6 +82,8 @@ def certificate_problems(cert: CertificateConfig) -> list[tuple[str, str]]:
         problems.append((where_key, key_problem))
     if problems or key is None:
         return problems
+    from cryptography.hazmat.primitives import serialization
+
     ours = chain[0].public_key().public_bytes(serialization.Encoding.DER,
                                                serialization.PublicFormat.SubjectPublicKeyInfo)
     theirs = key.public_key().public_bytes(serialization.Encoding.DER,  # type: ignore[union-attr]
