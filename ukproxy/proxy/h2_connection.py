@@ -47,7 +47,7 @@ from hyperframe.frame import GoAwayFrame
 
 from ukproxy.protocol import Event
 from ukproxy.proxy.h2_guard import FloodGuard
-from ukproxy.proxy.h2_hpack import StatelessEncoder
+from ukproxy.proxy.h2_hpack import Decoder, StatelessEncoder
 from ukproxy.proxy.h2_stream import OUT_HIGH, H2Stream, request_head, unreadable_head
 from ukproxy.proxy.http import HttpSite
 from ukproxy.proxy.http_request import HttpError
@@ -74,7 +74,9 @@ class H2ClientConnection(asyncio.Protocol):
         self.loop = site.state.loop
         self.limits = limits = site.limits
         self.h2 = H2Connection(_config())
-        self.h2.encoder = StatelessEncoder()  # compiled, no dynamic table (h2_hpack.py)
+        # HPACK compiled (h2_hpack.py): h2 asks of them what it asks of hpack's Encoder and Decoder
+        self.h2.encoder = StatelessEncoder()  # type: ignore[assignment]
+        self.h2.decoder = Decoder()  # type: ignore[assignment]
         self.streams: dict[int, H2Stream] = {}
         self.transport: asyncio.Transport | None = None
         self.guard = FloodGuard(limits, self.loop.time())
