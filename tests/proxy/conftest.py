@@ -1,8 +1,12 @@
-"""Fixtures for the http proxy tests: backends that are always stopped, and a one-call proxy starter."""
+"""Fixtures for the http proxy tests: backends that are always stopped, a one-call proxy starter, and one
+backend behind one proxy shared by a module's tests."""
 
 from __future__ import annotations
 
+import contextlib
 from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+from pathlib import Path
 
 import pytest
 
@@ -97,3 +101,37 @@ def http_proxy(ukproxy: Callable[..., RunningProxy]) -> Callable[..., tuple[Runn
         )
 
     return start
+
+
+@dataclass
+class SharedProxy:
+    backend: Backend  # named "backend": its answers say "backend GET /path"
+    proxy: RunningProxy
+    port: int
+
+
+@contextlib.contextmanager
+def backend_behind_a_proxy(tmp: Path, workers: int = 1, **options: object) -> Iterator[SharedProxy]:
+    """A Backend behind a proxy of `http_config(..., **options)`, both stopped afterwards."""
+    backend = Backend("backend")
+    try:
+        proxy, port = start_on_free_port(
+            lambda port: RunningProxy(tmp, http_config(port, [backend.address], workers=workers, **options)),  # type: ignore[arg-type]
+            workers,
+        )
+        try:
+            yield SharedProxy(backend, proxy, port)
+        finally:
+            proxy.stop()
+    finally:
+        backend.close()
+
+
+@pytest.fixture(scope="module")
+def shared_proxy(tmp_path_factory: pytest.TempPathFactory) -> Iterator[SharedProxy]:
+    """One backend behind one proxy of the default config, for the tests of a module that only send
+    requests and read the answers: a master's start-up costs about a second, and CI runs tests/proxy
+    twice. A test that counts the backend's requests counts from where it began. A module that needs
+    other settings overrides this fixture with `backend_behind_a_proxy(tmp, http=...)`."""
+    with backend_behind_a_proxy(tmp_path_factory.mktemp("shared-proxy")) as shared:
+        yield shared

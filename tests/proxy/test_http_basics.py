@@ -8,21 +8,21 @@ import json
 from tests.proxy.clients import RawClient, get
 
 
-def test_get_and_post_keep_alive_on_one_client_connection(backends, http_proxy):
-    backend = backends("one")
-    _, port = http_proxy([backend.address])
+def test_get_and_post_keep_alive_on_one_client_connection(shared_proxy):
+    backend, port = shared_proxy.backend, shared_proxy.port
+    before = backend.total()
     conn = http.client.HTTPConnection("127.0.0.1", port, timeout=10)
     for i in range(20):
         conn.request("GET", f"/page/{i}?q={i}")
         response = conn.getresponse()
         assert response.status == 200
-        assert response.read() == f"one GET /page/{i}?q={i}".encode()
+        assert response.read() == f"backend GET /page/{i}?q={i}".encode()
         conn.request("POST", "/sha", body=b"x" * i)
         response = conn.getresponse()
         assert response.status == 200
         assert response.read().split()[0] == str(i).encode()
     conn.close()
-    assert backend.total() == 40
+    assert backend.total() - before == 40
 
 
 def test_upstream_connections_are_reused(backends, http_proxy):
@@ -47,9 +47,8 @@ def test_no_upstream_pool_means_a_connection_per_request(backends, http_proxy):
     assert backend.connections == 5
 
 
-def test_pipelined_requests_are_answered_in_order(backends, http_proxy):
-    backend = backends()
-    _, port = http_proxy([backend.address])
+def test_pipelined_requests_are_answered_in_order(shared_proxy):
+    port = shared_proxy.port
     # A slow first request must not let the quick ones after it overtake it.
     burst = get("/sleep/0.3") + b"".join(get(f"/n{i}") for i in range(10)) + get("/last", extra="Connection: close\r\n")
     with RawClient(port) as client:
@@ -62,9 +61,8 @@ def test_pipelined_requests_are_answered_in_order(backends, http_proxy):
         assert client.closed()
 
 
-def test_pipelined_bodies_stay_with_their_requests(backends, http_proxy):
-    backend = backends()
-    _, port = http_proxy([backend.address])
+def test_pipelined_bodies_stay_with_their_requests(shared_proxy):
+    port = shared_proxy.port
     burst = (
         b"POST /sha HTTP/1.1\r\nHost: t\r\nContent-Length: 5\r\n\r\nhello"
         b"POST /echo HTTP/1.1\r\nHost: t\r\nTransfer-Encoding: chunked\r\n\r\n3\r\nabc\r\n2\r\nde\r\n0\r\n\r\n"
@@ -78,9 +76,8 @@ def test_pipelined_bodies_stay_with_their_requests(backends, http_proxy):
     assert third.body == b"backend GET /after"
 
 
-def test_http10_client_rules(backends, http_proxy):
-    backend = backends()
-    _, port = http_proxy([backend.address])
+def test_http10_client_rules(shared_proxy):
+    port = shared_proxy.port
     with RawClient(port) as client:  # 1.0 without keep-alive: one answer, then closed
         response = client.request(b"GET /a HTTP/1.0\r\n\r\n")
         assert response.body == b"backend GET /a"
@@ -97,9 +94,8 @@ def test_http10_client_rules(backends, http_proxy):
         assert client.closed()
 
 
-def test_http11_connection_close_is_honoured(backends, http_proxy):
-    backend = backends()
-    _, port = http_proxy([backend.address])
+def test_http11_connection_close_is_honoured(shared_proxy):
+    port = shared_proxy.port
     with RawClient(port) as client:
         response = client.request(get("/x", extra="Connection: close\r\n"))
         assert response.header("connection") == "close"
@@ -117,9 +113,8 @@ def test_keepalive_requests_limit_closes_after_the_last(backends, http_proxy):
         assert client.closed()
 
 
-def test_forwarding_headers_and_hop_by_hop_removal(backends, http_proxy):
-    backend = backends()
-    _, port = http_proxy([backend.address])
+def test_forwarding_headers_and_hop_by_hop_removal(shared_proxy):
+    port = shared_proxy.port
     request = get("/headers", host="shop.example", extra=(
         "X-Forwarded-For: 10.1.1.1\r\n"
         "X-Real-IP: 6.6.6.6\r\n"
@@ -166,9 +161,8 @@ def test_response_hop_by_hop_headers_do_not_reach_the_client(raw_backends, http_
     assert response.header("keep-alive") is None
 
 
-def test_head_204_and_304_have_no_body(backends, http_proxy):
-    backend = backends()
-    _, port = http_proxy([backend.address])
+def test_head_204_and_304_have_no_body(shared_proxy):
+    port = shared_proxy.port
     with RawClient(port, head_request=True) as client:
         response = client.request(get("/bytes/5000", method="HEAD"))
         assert response.status == 200

@@ -5,16 +5,26 @@ from __future__ import annotations
 import hashlib
 import http.client
 import socket
+from collections.abc import Iterator
+
+import pytest
 
 from tests.proxy.backends import pattern, read_head
 from tests.proxy.clients import RawClient, get
+from tests.proxy.conftest import SharedProxy, backend_behind_a_proxy
 
 MIB = 1024 * 1024
 
 
-def test_large_upload_with_content_length(backends, http_proxy):
-    backend = backends()
-    _, port = http_proxy([backend.address], http="client_max_body_size = \"64m\"")
+@pytest.fixture(scope="module")
+def shared_proxy(tmp_path_factory: pytest.TempPathFactory) -> Iterator[SharedProxy]:
+    """The module's one proxy takes bodies up to 64 MiB (the uploads); the downloads do not care."""
+    with backend_behind_a_proxy(tmp_path_factory.mktemp("bodies"), http='client_max_body_size = "64m"') as shared:
+        yield shared
+
+
+def test_large_upload_with_content_length(shared_proxy):
+    port = shared_proxy.port
     body = pattern(8 * MIB, seed=1)
     conn = http.client.HTTPConnection("127.0.0.1", port, timeout=30)
     conn.request("PUT", "/sha", body=body)
@@ -22,9 +32,8 @@ def test_large_upload_with_content_length(backends, http_proxy):
     assert response.read().decode() == f"{len(body)} {hashlib.sha256(body).hexdigest()}"
 
 
-def test_large_chunked_upload_is_echoed_byte_exact(backends, http_proxy):
-    backend = backends()
-    _, port = http_proxy([backend.address], http="client_max_body_size = \"64m\"")
+def test_large_chunked_upload_is_echoed_byte_exact(shared_proxy):
+    port = shared_proxy.port
     body = pattern(5 * MIB + 17, seed=2)
 
     def chunks():
@@ -38,9 +47,8 @@ def test_large_chunked_upload_is_echoed_byte_exact(backends, http_proxy):
     assert response.read() == body
 
 
-def test_large_downloads_content_length_and_chunked(backends, http_proxy):
-    backend = backends()
-    _, port = http_proxy([backend.address])
+def test_large_downloads_content_length_and_chunked(shared_proxy):
+    port = shared_proxy.port
     conn = http.client.HTTPConnection("127.0.0.1", port, timeout=30)
     for path, n in (("/bytes", 6 * MIB), ("/chunks", 6 * MIB + 3)):
         conn.request("GET", f"{path}/{n}")
@@ -48,10 +56,9 @@ def test_large_downloads_content_length_and_chunked(backends, http_proxy):
         assert response.read() == pattern(n)
 
 
-def test_slow_reader_gets_everything_byte_exact(backends, http_proxy):
+def test_slow_reader_gets_everything_byte_exact(shared_proxy):
     """Flow control: a client that reads slowly holds the upstream back instead of piling it up in the proxy."""
-    backend = backends()
-    _, port = http_proxy([backend.address])
+    port = shared_proxy.port
     n = 16 * MIB
     with socket.create_connection(("127.0.0.1", port), timeout=30) as sock:
         sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 32 * 1024)
@@ -103,9 +110,8 @@ def test_read_until_close_upstream_closes_http10_client(raw_backends, http_proxy
         assert client.closed()
 
 
-def test_expect_100_continue(backends, http_proxy):
-    backend = backends()
-    _, port = http_proxy([backend.address])
+def test_expect_100_continue(shared_proxy):
+    port = shared_proxy.port
     with RawClient(port) as client:
         client.send(b"POST /sha HTTP/1.1\r\nHost: t\r\nContent-Length: 3\r\nExpect: 100-continue\r\n\r\n")
         interim = client.sock.recv(100)

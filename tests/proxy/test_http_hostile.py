@@ -13,9 +13,8 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from tests.proxy.backends import Backend
 from tests.proxy.clients import status_of
-from tests.proxy.conftest import http_config, start_on_free_port
+from tests.proxy.conftest import backend_behind_a_proxy
 from tests.running import RunningProxy
 
 
@@ -64,18 +63,9 @@ def test_slowloris_clients_do_not_starve_the_others(backends, http_proxy):
 
 @pytest.fixture
 def fuzz_target(tmp_path: Path) -> Iterator[tuple[RunningProxy, int, set[int]]]:
-    backend = Backend()
-    directory = tmp_path
     http = "client_header_timeout = 2\nkeepalive_timeout = 2"
-    try:
-        proxy, port = start_on_free_port(
-            lambda port: RunningProxy(directory, http_config(port, [backend.address], workers=2, http=http)), 2)
-        try:
-            yield proxy, port, {w.pid for w in proxy.workers()}
-        finally:
-            proxy.stop()
-    finally:
-        backend.close()
+    with backend_behind_a_proxy(tmp_path, workers=2, http=http) as shared:
+        yield shared.proxy, shared.port, {w.pid for w in shared.proxy.workers()}
 
 
 METHODS = st.sampled_from([b"GET", b"POST", b"HEAD", b"PUT", b"OPTIONS", b"CONNECT", b"get", b"G\x00T", b""])

@@ -9,8 +9,7 @@ import pytest
 
 from tests.proxy.backends import Backend
 from tests.proxy.clients import RawClient
-from tests.proxy.conftest import http_config, start_on_free_port
-from tests.running import RunningProxy
+from tests.proxy.conftest import backend_behind_a_proxy
 
 H = b"Host: t\r\n"
 P = b"POST / HTTP/1.1\r\n" + H
@@ -82,18 +81,9 @@ CORPUS: list[tuple[str, bytes, int]] = [
 
 @pytest.fixture(scope="module")
 def corpus_proxy(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[int, Backend]]:
-    backend = Backend()
-    directory = tmp_path_factory.mktemp("corpus")
-    try:
-        proxy, port = start_on_free_port(
-            lambda port: RunningProxy(directory, http_config(port, [backend.address], workers=2)), 2)
-        try:
-            yield port, backend
-            assert "Traceback" not in proxy.log(), proxy.log()
-        finally:
-            proxy.stop()
-    finally:
-        backend.close()
+    with backend_behind_a_proxy(tmp_path_factory.mktemp("corpus"), workers=2) as shared:
+        yield shared.port, shared.backend
+        assert "Traceback" not in shared.proxy.log(), shared.proxy.log()
 
 
 @pytest.mark.parametrize(("name", "request_bytes", "status"), CORPUS, ids=[c[0] for c in CORPUS])

@@ -9,9 +9,9 @@ import aiohttp
 from tests.proxy.clients import RawClient, get
 
 
-async def test_websocket_echo_through_the_proxy(backends, http_proxy):
-    backend = backends()
-    _, port = http_proxy([backend.address])
+async def test_websocket_echo_through_the_proxy(shared_proxy):
+    backend, port = shared_proxy.backend, shared_proxy.port
+    before = backend.requests[("GET", "/ws")]
     async with aiohttp.ClientSession() as session, session.ws_connect(f"http://127.0.0.1:{port}/ws") as ws:
         for i in range(50):
             await ws.send_str(f"hello {i}")
@@ -22,12 +22,11 @@ async def test_websocket_echo_through_the_proxy(backends, http_proxy):
         message = await asyncio.wait_for(ws.receive(), 30)
         assert message.data == big
         await ws.close()
-    assert backend.requests[("GET", "/ws")] == 1
+    assert backend.requests[("GET", "/ws")] - before == 1
 
 
-def test_declined_upgrade_is_an_ordinary_response_then_close(backends, http_proxy):
-    backend = backends()
-    _, port = http_proxy([backend.address])
+def test_declined_upgrade_is_an_ordinary_response_then_close(shared_proxy):
+    port = shared_proxy.port
     with RawClient(port) as client:
         response = client.request(get("/plain", extra="Connection: Upgrade\r\nUpgrade: websocket\r\n"))
         assert response.status == 200
@@ -35,12 +34,12 @@ def test_declined_upgrade_is_an_ordinary_response_then_close(backends, http_prox
         assert client.closed()
 
 
-def test_upgrade_with_a_body_is_refused(backends, http_proxy):
-    backend = backends()
-    _, port = http_proxy([backend.address])
+def test_upgrade_with_a_body_is_refused(shared_proxy):
+    backend, port = shared_proxy.backend, shared_proxy.port
+    before = backend.total()
     with RawClient(port) as client:
         response = client.request(
             b"POST /ws HTTP/1.1\r\nHost: t\r\nConnection: Upgrade\r\nUpgrade: h2c\r\nContent-Length: 2\r\n\r\nab"
         )
         assert response.status == 400
-    assert backend.total() == 0
+    assert backend.total() == before
