@@ -273,15 +273,16 @@ def check_guards(zones: tuple[LimitZoneConfig, ...], guards: list[tuple[str, Gua
     for path, guard in guards:
         if guard is None:
             continue
-        for kind, rules in (("req", guard.limit_req or ()), ("conn", guard.limit_conn or ())):
-            for j, rule in enumerate(rules):
+        named: tuple[tuple[str, list[str]], ...] = (("req", [r.zone for r in guard.limit_req or ()]),
+                                                    ("conn", [c.zone for c in guard.limit_conn or ()]))
+        for kind, zones_used in named:
+            for j, zone_name in enumerate(zones_used):
                 key = f"{path}.limit_{kind}[{j}].zone"
-                zone = by_name.get(rule.zone)
-                if zone is None:
-                    issues.add(key, f"no limit_{kind}_zone named {rule.zone!r}")
-                elif zone.kind != kind:
-                    issues.add(key, f"{rule.zone!r} is a limit_{zone.kind}_zone, not a limit_{kind}_zone")
-            zones_used = [r.zone for r in rules]
+                found = by_name.get(zone_name)
+                if found is None:
+                    issues.add(key, f"no limit_{kind}_zone named {zone_name!r}")
+                elif found.kind != kind:
+                    issues.add(key, f"{zone_name!r} is a limit_{found.kind}_zone, not a limit_{kind}_zone")
             for name in {z for z in zones_used if zones_used.count(z) > 1}:
                 issues.add(f"{path}.limit_{kind}", f"zone {name!r} is used twice")
         for j, rule in enumerate(guard.limit_req or ()):

@@ -66,7 +66,7 @@ class RequestRate:
         at = zone.find(entry_key, bucket)
         if at < 0:
             at = self._enter(bucket, entry_key)
-        tat = max(self.cells.unpack_from(zone.map, at + KEY_FIELD))
+        tat: float = max(self.cells.unpack_from(zone.map, at + KEY_FIELD))
         # The clock after the cells: what another worker wrote was timed before we read it, so never ahead of
         # us. (Read first, a worker preempted between the two saw the others' later TATs against its old clock
         # and refused for a queue that was not there: bench/edge.py's 1 ms tolerance found it.)
