@@ -26,7 +26,8 @@ def _prefix_end(prefix: str) -> str:
 
 
 class Etcd:
-    def __init__(self, tmp: Path):
+    def __init__(self, tmp: Path, host: str = "127.0.0.1"):
+        self.host = host  # another address than loopback: start it from a thread in that address's namespace
         self.data_dir = tmp / "etcd-data"
         self.log_path = tmp / "etcd.log"
         self.client_port = free_port()
@@ -35,10 +36,10 @@ class Etcd:
 
     @property
     def url(self) -> str:
-        return f"http://127.0.0.1:{self.client_port}"
+        return f"http://{self.host}:{self.client_port}"
 
     def start(self) -> Etcd:
-        peer = f"http://127.0.0.1:{self.peer_port}"
+        peer = f"http://{self.host}:{self.peer_port}"
         with open(self.log_path, "ab") as log:
             self.proc = subprocess.Popen(
                 ["etcd", "--name", "test", "--data-dir", str(self.data_dir),

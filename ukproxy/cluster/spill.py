@@ -112,7 +112,9 @@ class PeerDirectory:
             channel.send(Peers(self.sent))
 
     def status(self) -> dict[str, list[dict[str, Any]]]:
-        return {name: [{"node": p.node, "peer": f"{p.host}:{p.port}", "weight": p.weight} for p in peers]
+        """The lists the workers hold, each peer with the capacity its record now shows."""
+        return {name: [{"node": p.node, "peer": f"{p.host}:{p.port}", "weight": p.weight,
+                        **((self.records.get(p.node, {}).get("capacity") or {}).get(name) or {})} for p in peers]
                 for name, peers in self.sent.items()}
 
 
