@@ -7,6 +7,7 @@ import ipaddress
 import json
 import socket
 import struct
+import subprocess
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -14,7 +15,7 @@ import pytest
 
 from tests.edge.rules_proxy import curl, log_lines, start
 from tests.proxy.backends import Backend
-from tests.running import EchoServer
+from tests.running import EchoServer, free_port, wait_for_port
 from ukproxy.config import ConfigError, loads
 
 SIGNATURE = b"\r\n\r\n\x00\r\nQUIT\n"
@@ -129,6 +130,34 @@ def test_a_v2_header_names_the_client(site: Site) -> None:
     header = v2(("2001:db8::7", 40000), ("::1", 80), tlv=b"\x04\x00\x02ok")  # a NOOP TLV is skipped
     assert _real_ip(talk(site.http_pp, header + GET, 4)) == "2001:db8::7"
     assert _real_ip(talk(site.http_pp, v2(None, None) + GET)) == "127.0.0.1"  # LOCAL: the connection's own
+
+
+def test_haproxy_send_proxy_v2_is_honoured(site: Site, tmp_path: Path) -> None:
+    """A real sender: HAProxy in front, `send-proxy-v2` to the listener; curl comes from 127.0.0.5."""
+    port = free_port()
+    (tmp_path / "haproxy.cfg").write_text(f"""
+global
+    maxconn 64
+defaults
+    mode tcp
+    timeout connect 5s
+    timeout client 10s
+    timeout server 10s
+frontend edge
+    bind 127.0.0.1:{port}
+    default_backend ukproxy
+backend ukproxy
+    server u 127.0.0.1:{site.http_pp} send-proxy-v2
+""")
+    haproxy = subprocess.Popen(["haproxy", "-db", "-f", str(tmp_path / "haproxy.cfg")], stdout=subprocess.DEVNULL,
+                               stderr=subprocess.STDOUT)
+    try:
+        wait_for_port(port)
+        r = curl(f"http://127.0.0.1:{port}/headers", "--interface", "127.0.0.5")
+        assert r.upstream_headers("X-Real-IP") == ["127.0.0.5"]  # not HAProxy's 127.0.0.1
+    finally:
+        haproxy.terminate()
+        haproxy.wait(10)
 
 
 def test_no_header_or_a_bad_one_is_a_400_where_one_is_expected(site: Site) -> None:
