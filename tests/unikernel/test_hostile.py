@@ -121,7 +121,7 @@ def _wait_close(lab: Lab, vm: Vm, payload: bytes, limit: float = 20) -> dict:
 
 
 def test_an_unfinished_request_head_is_closed_at_its_deadline(lab: Lab) -> None:
-    vm = lab.boot("head-0", extra="head_timeout=2")
+    vm = lab.boot("head-0", extra="head_timeout=1")
     got = _wait_close(lab, vm, b"GET / HTTP/1.1\r\nHost: vm\r\n")
     assert got["closed"] in ("fin", "reset"), got
     assert got["data"] == "", got
@@ -133,7 +133,7 @@ def test_an_unfinished_request_head_is_closed_at_its_deadline(lab: Lab) -> None:
 
 
 def test_an_idle_echo_connection_is_closed(lab: Lab) -> None:
-    vm = lab.boot("echo-idle-0", service="echo", port=7, extra="idle_timeout=2")
+    vm = lab.boot("echo-idle-0", service="echo", port=7, extra="idle_timeout=1")
     got = _wait_close(lab, vm, b"hello")
     assert got["data"] == "hello", got
     assert got["closed"] == "fin", got

@@ -288,14 +288,14 @@ def _settled(lab: Lab, vm: Vm, timeout: float, like: dict | None = None) -> dict
 @needs_root
 @pytest.mark.skipif(not shutil.which("wrk"), reason="wrk is not installed")
 def test_sustained_keep_alive_load_leaves_the_vm_answering_with_its_memory_back(lab: Lab) -> None:
-    # 64 keep-alive connections pulling a 64 KiB file for 10 s overflow the TX ring and
+    # 64 keep-alive connections pulling a 64 KiB file for 5 s overflow the TX ring and
     # the TAP queue over and over; afterwards the VM must answer and every pool (heap,
     # pbufs, segments, pcbs, ring slots) must return to its level. No speed asserted.
     # The load starts while the VM still calibrates its clock (the first 500 ms): its
     # uptime must keep pace with ours anyway, or every lwIP timer drifts with it.
     vm = lab.boot("load-0")
     before = _settled(lab, vm, 5)
-    r = lab.netns.run("wrk", "-t2", "-c64", "-d10s", "--timeout", "5s", f"http://{vm.ip}/static/large.txt",
+    r = lab.netns.run("wrk", "-t2", "-c64", "-d5s", "--timeout", "5s", f"http://{vm.ip}/static/large.txt",
                       timeout=40)
     assert r.returncode == 0, r.stderr
     assert re.search(r"\d+ requests in", r.stdout), r.stdout
