@@ -519,7 +519,10 @@ class Exchange:
             return False
         self.upstream_time = upstream_time = now - self.attempt_started
         if self.server is not None:
-            self.server.record_success(upstream_time)
+            if status == 503 and self.spilled:
+                self.server.record_failure(now)  # a full peer, whose 503 the client gets: left out all the same
+            else:
+                self.server.record_success(upstream_time)
         self.status = status
         if self.edge is not None:  # the route's response header rules, the request id back (edge/http_edge.py)
             response.lines = self.edge.response_lines(response.lines)
