@@ -20,6 +20,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import shutil
 import statistics
 import subprocess
 import sys
@@ -168,6 +169,7 @@ def measure(seconds: float, rounds: int, out_dir: Path) -> dict:
         load = os.getloadavg()
     finally:
         procs.stop_all()
+        shutil.rmtree(scratch, ignore_errors=True)  # certificates, configs and logs of this run only
     rows = []
     for kind in KINDS:
         for what in ("handshakes", "keepalive"):
