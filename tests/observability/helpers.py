@@ -13,6 +13,7 @@ from typing import Any
 from prometheus_client.parser import text_string_to_metric_families
 from prometheus_client.samples import Sample
 
+from tests.core.test_tcp_proxy import tcp_config as core_tcp_config
 from tests.running import exchange as exchange  # re-exported: these tests take their helpers from here
 from tests.waiting import wait_until as wait_until
 
@@ -79,23 +80,9 @@ def histograms_consistent(page: Scrape) -> list[str]:
 
 def tcp_config(port: int, metrics_port: int, servers: list[int], workers: int = 2, extra: str = "",
                log: str = "", upstream_extra: str = "") -> str:
-    listed = ", ".join(f'"127.0.0.1:{p}"' for p in servers)
-    return f"""
-workers = {workers}
-{extra}
-[log]
-{log}
-[metrics]
-listen = "127.0.0.1:{metrics_port}"
-[[listen]]
-address = "127.0.0.1:{port}"
-upstream = "u"
-[[upstream]]
-name = "u"
-servers = [{listed}]
-connect_timeout = "1s"
-{upstream_extra}
-"""
+    """The core tests' tcp config with [log] settings and a metrics listener."""
+    sections = f'{extra}\n[log]\n{log}\n[metrics]\nlisten = "127.0.0.1:{metrics_port}"'
+    return core_tcp_config(port, servers, workers, extra=sections, upstream_extra=upstream_extra)
 
 
 class HttpBackend:
