@@ -60,6 +60,10 @@ return = 410
 [[route]]
 prefix = "/dead"
 upstream = "dead"
+[[route]]
+prefix = "/denied"
+upstream = "app"
+access = ["deny all"]
 """
 
     proxy, ports = start(tmp, config, 1)
@@ -114,4 +118,6 @@ def test_the_proxys_own_answers_carry_the_id(site: Site) -> None:
 def test_the_proxys_errors_carry_the_id(site: Site) -> None:
     r = curl(f"{site.url}/dead?x")  # nothing listens there: 502
     assert r.status == 502 and ID.fullmatch(r.header("X-Request-ID") or "")
+    denied = curl(f"{site.url}/denied")  # access control's 403
+    assert denied.status == 403 and ID.fullmatch(denied.header("X-Request-ID") or "")
     assert log_lines(site.log, "/dead?x")[0].endswith(f" request_id={r.header('X-Request-ID')}")

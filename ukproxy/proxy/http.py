@@ -411,7 +411,8 @@ class HttpClientConnection(ClientSide):
             exchange = LocalReply(self, head, 301, self._last_read, client_ip,
                                   https_location(head, self.site.https_redirect, self.site.listener))
         elif admission is not None and admission.status:
-            exchange = LocalReply(self, head, admission.status, self._last_read, client_ip, admission.headers)
+            exchange = LocalReply(self, head, admission.status, self._last_read, client_ip,
+                                  admission.headers if plan is None else admission.headers + plan.id_line())
         elif match is None or (plan is not None and plan.reply is not None):
             exchange = LocalReply(self, head, 404 if plan is None else plan.status, self._last_read, client_ip)
             exchange.plan = plan
