@@ -193,7 +193,7 @@ def _read_return(route: Table) -> ReturnConfig | None:
         raw = {"status": raw}
         route.data["return"] = raw
     t = route.table("return")
-    status = t.get("status", integer(100, 599), 0)
+    status = t.get("status", integer(200, 599), 0)
     location = t.get("location", lambda v: compile_template(string(v)), None)
     body = t.get("body", lambda v: compile_template(string(v), body=True), None)
     content_type = t.get("content_type", string, "text/plain")
