@@ -128,6 +128,7 @@ def _client(header: str, raw: bytes, peer: bytes = TRUSTED.encode()) -> bytes:
 def test_x_real_ip_and_forwarded_headers() -> None:
     assert _client("X-Real-IP", b"X-Real-IP: 6.6.6.6\r\n") == b"6.6.6.6"
     assert _client("X-Real-IP", b"X-Real-IP: 6.6.6.6\r\n", peer=b"127.0.0.1") == b"127.0.0.1"
+    assert _client("X-Real-IP", b"X-Real-IP: 6.6.6.6\r\n", peer=f"::ffff:{TRUSTED}".encode()) == b"6.6.6.6"
     forwarded = b'Forwarded: for=6.6.6.6, for="[2001:db8::1]:4711"\r\nForwarded: for="[2001:db8::2]"\r\n'
     assert _client("Forwarded", forwarded) == b"6.6.6.6"  # both v6 hops are trusted
     assert _client("Forwarded", b'Forwarded: for="[2001:db9::1]:80";proto=https\r\n') == b"2001:db9::1"

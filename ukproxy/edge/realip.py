@@ -39,6 +39,8 @@ class RealIp:
             if len(self._trusted) >= _CACHED:
                 self._trusted.clear()
             ip = parse_ip(address)
+            if isinstance(ip, ipaddress.IPv6Address) and ip.ipv4_mapped is not None:
+                ip = ip.ipv4_mapped  # a v4 client on a v6 socket (::ffff:a.b.c.d) is trusted as a.b.c.d
             trusted = self._trusted[address] = ip is not None and any(ip in net for net in self.networks)
         return trusted
 
