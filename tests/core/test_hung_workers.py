@@ -5,33 +5,17 @@ from __future__ import annotations
 
 import contextlib
 import signal
-import socket
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 
 import psutil
 
+from tests.core.test_accept_distribution import held_connections
 from tests.core.test_tcp_proxy import tcp_config
 from tests.observability.helpers import scrape
 from tests.running import RunningProxy, echo_servers, exchange, free_port
 from tests.waiting import wait_until
 
 CONNECTIONS = 24  # enough that every one of two reuseport sockets gets some (the kernel hashes)
-
-
-@contextlib.contextmanager
-def open_connections(port: int, n: int) -> Iterator[list[socket.socket]]:
-    """n connections through the proxy, each shown to be served (an echo came back)."""
-    socks = []
-    try:
-        for i in range(n):
-            s = socket.create_connection(("127.0.0.1", port), timeout=20)
-            socks.append(s)
-            s.sendall(b"ping %d" % i)
-            assert s.recv(100) == b"ping %d" % i
-        yield socks
-    finally:
-        for s in socks:
-            s.close()
 
 
 def served_by(pid: int, port: int) -> int:
@@ -60,7 +44,7 @@ def test_a_stopped_worker_is_killed_and_replaced(ukproxy: Callable[..., RunningP
         assert f"(pid {victim.pid}) hung: no heartbeat for" in log
         assert f"(pid {victim.pid}) died: killed by signal 9 (SIGKILL)" in log
         # The stopped worker's reuseport share of new connections went to its successor.
-        with open_connections(port, CONNECTIONS):
+        with held_connections(port, CONNECTIONS, pause=0):
             assert served_by(fresh.pid, port) > 0
             assert served_by(fresh.pid, port) + served_by(survivor.pid, port) == CONNECTIONS
         assert exchange(port, b"still serving") == b"still serving"
