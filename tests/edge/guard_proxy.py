@@ -116,6 +116,14 @@ name = "smooth"
 key = "remote_addr"
 rate = "4r/s"
 
+[[limit_req_zone]]
+name = "realip"
+key = "remote_addr"
+rate = "1r/m"
+
+[real_ip]  # the tests' clients are 127.0.0.1: an X-Forwarded-For from them names the client
+trusted_proxies = ["127.0.0.1/32"]
+
 [[limit_conn_zone]]  # test_limit_conn
 name = "addr"
 key = "remote_addr"
@@ -137,6 +145,13 @@ limit_req = [{{zone = "bykey", burst = 2, nodelay = true, status = 503}}]
 address = "127.0.0.1:{{port:smooth}}"
 protocol = "http"
 limit_req = {{zone = "smooth", burst = 5}}
+
+[[listen]]  # keyed on the address [real_ip] takes from X-Forwarded-For
+address = "127.0.0.1:{{port:forwarded}}"
+protocol = "http"
+upstream = "app"
+limit_req = {{zone = "realip", nodelay = true}}
+access = ["deny 192.0.2.66", "allow all"]
 
 [[listen]]
 address = "127.0.0.1:{{port:conn}}"

@@ -77,3 +77,13 @@ def test_a_route_can_turn_the_listeners_limit_off(guarded: Guarded) -> None:
     out = subprocess.run(["ab", "-n", "60", "-c", "6", guarded.url("smooth", "/free/x")], capture_output=True,
                          text=True, timeout=60).stdout
     assert "Complete requests:      60" in out and "Non-2xx" not in out, out
+
+
+def test_limits_and_access_key_on_the_real_client_address(guarded: Guarded) -> None:
+    # [real_ip] trusts 127.0.0.1: its X-Forwarded-For names the client the limit and the deny list see.
+    def status(client: str) -> int:
+        return curl(guarded.url("forwarded"), "-H", f"X-Forwarded-For: {client}")[0]
+
+    assert [status("192.0.2.1"), status("192.0.2.1")] == [200, 429]  # 1r/m, no burst: the second is over
+    assert status("192.0.2.2") == 200  # another client, another bucket
+    assert status("192.0.2.66") == 403
