@@ -51,6 +51,7 @@ from ukproxy.protocol import (
     describe_exit,
 )
 from ukproxy.reaper import ChildReaper
+from ukproxy.tls.check import expiry_warnings
 from ukproxy.tls.tickets import TicketKeyRotation, rotation_period
 from ukproxy.vm.fleet import Fleet, FleetConfigError, FleetVm
 
@@ -179,6 +180,7 @@ class Master:
                 self.cluster.start()
             log.info("master %d: %d workers, listening on %s", os.getpid(), self.config.workers,
                      ", ".join(lc.address for lc in self.config.listen))
+            _warn_of_expiring_certificates(self.config)
             # The workers import what the master did: same sources, same decision (ukproxy.compiled).
             if compiled.MODE.startswith("compiled"):
                 log.info("request path: %s", compiled.MODE)
@@ -468,6 +470,7 @@ class Master:
                 os.kill(w.pid, signal.SIGQUIT)
         self.pid_file.write_status("reloaded")
         log.info("reloaded: generation %d, %d new workers, %d old draining", self.generation, new.workers, len(old))
+        _warn_of_expiring_certificates(new)
         return None
 
     def reopen_logs(self) -> None:
@@ -476,6 +479,12 @@ class Master:
         for w in self.workers.values():
             with contextlib.suppress(ProcessLookupError):
                 os.kill(w.pid, signal.SIGUSR1)
+
+
+def _warn_of_expiring_certificates(config: Config) -> None:
+    """As `ukproxy check` does: a TLS certificate that expires within 14 days (tls/check.py)."""
+    for warning in expiry_warnings(config):
+        log.warning("%s", warning)
 
 
 def heartbeat_interval(timeout: float) -> float:

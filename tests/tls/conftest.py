@@ -15,7 +15,8 @@ class Certificates:
         self.ec = self.ca.leaf("ec", ["localhost"])  # ECDSA P-256, the default certificate
         self.rsa = self.ca.leaf("rsa", ["rsa.test"], kind="rsa")  # RSA 2048, chosen by SNI
         self.wild = self.ca.leaf("wild", ["*.wild.test"])
-        self.renewed = self.ca.leaf("renewed", ["localhost"])  # the same name, a new key: a renewal
+        # the same name, a new key: a renewal, short-lived (10 days) so the master warns of it
+        self.renewed = self.ca.leaf("renewed", ["localhost"], days=10)
         self.expiring = self.ca.leaf("expiring", ["localhost"], days=5)
 
 

@@ -66,6 +66,7 @@ servers = ["{backend.address}"]
             reload = proxy.cli("reload")
             assert reload.returncode == 0, reload.stderr + proxy.log()
             proxy.wait_workers(1, exclude=old_pids)
+            assert f"listen[0].ssl_certificate: the certificate in {live_cert} expires in 9 days" in proxy.log()
             # new handshakes: the renewed certificate
             assert _peer_der(port, certs.ca.cert) == ssl.PEM_cert_to_DER_cert(certs.renewed.cert.read_text())
             # the connection from before still works, on the old worker and the old certificate
