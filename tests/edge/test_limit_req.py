@@ -4,6 +4,7 @@ burst and nodelay, smoothing, per-header keys, per-route rules and the configura
 from __future__ import annotations
 
 import re
+import signal
 import subprocess
 
 import pytest
@@ -87,3 +88,18 @@ def test_limits_and_access_key_on_the_real_client_address(guarded: Guarded) -> N
     assert [status("192.0.2.1"), status("192.0.2.1")] == [200, 429]  # 1r/m, no burst: the second is over
     assert status("192.0.2.2") == 200  # another client, another bucket
     assert status("192.0.2.66") == 403
+
+
+def test_a_reload_keeps_a_zones_state(guarded: Guarded) -> None:
+    def status(key: str) -> int:
+        return curl(guarded.url("bykey"), "-H", f"X-Api-Key: {key}")[0]
+
+    assert [status("gamma") for _ in range(4)] == [200, 200, 200, 503]
+    old = {w.pid for w in guarded.proxy.workers()}
+    guarded.proxy.signal(signal.SIGHUP)
+    guarded.proxy.wait_workers(2, exclude=old)
+    wait_until(lambda: old & {w.pid for w in guarded.proxy.workers()}, "the old workers to leave",
+               accept=lambda left: not left, context=guarded.proxy.log)
+    # The new workers map the same zone (same name and size, as nginx keeps it): gamma is still over.
+    assert status("gamma") == 503
+    assert status("delta") == 200
