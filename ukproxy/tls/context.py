@@ -46,12 +46,13 @@ def build_server_contexts(tls: TlsConfig, listener: str, tickets: SharedTicketKe
     """Load the listener's certificates and make its contexts. Raises ssl.SSLError or OSError on a file
     that `tls.check` would have refused (it may have changed since). `alpn`: protocols to offer, in
     order of preference (e.g. ("h2", "http/1.1")); none means no ALPN."""
-    shared = [True]
+    shared = tickets is not None and tls.session_tickets  # until a context cannot take the shared keys
 
     def make(cert: CertificateConfig) -> ssl.SSLContext:
+        nonlocal shared
         ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
         ctx.load_cert_chain(cert.certificate, cert.key)
-        _configure(ctx, tls, listener, tickets, alpn, shared)
+        shared = _configure(ctx, tls, listener, tickets, alpn) and shared
         return ctx
 
     default = make(tls.certificate)
@@ -62,12 +63,12 @@ def build_server_contexts(tls: TlsConfig, listener: str, tickets: SharedTicketKe
             by_name[name] = ctx
     if by_name:
         default.sni_callback = CertificateChooser(by_name)
-    return ServerContexts(default, by_name, tickets is not None and tls.session_tickets and shared[0], tickets)
+    return ServerContexts(default, by_name, shared, tickets)
 
 
 def _configure(ctx: ssl.SSLContext, tls: TlsConfig, listener: str, tickets: SharedTicketKeys | None,
-               alpn: tuple[str, ...], shared: list[bool]) -> None:
-    """What every context of the listener has in common."""
+               alpn: tuple[str, ...]) -> bool:
+    """What every context of the listener has in common. Whether it issues tickets with the shared keys."""
     ctx.minimum_version = _VERSIONS[tls.protocols[0]]
     ctx.maximum_version = _VERSIONS[tls.protocols[-1]]
     lowest, highest = list(_VERSIONS).index(tls.protocols[0]), list(_VERSIONS).index(tls.protocols[-1])
@@ -83,5 +84,6 @@ def _configure(ctx: ssl.SSLContext, tls: TlsConfig, listener: str, tickets: Shar
     if not tls.session_tickets:
         ctx.options |= ssl.OP_NO_TICKET
         ctx.num_tickets = 0
-    elif tickets is None or not tickets.install(ctx, listener.encode(), tls.session_timeout):
-        shared[0] = False  # OpenSSL's own per-process ticket key: resumption only on the same worker
+        return False
+    # Without the shared keys, OpenSSL's own per-process ticket key: resumption only on the same worker.
+    return tickets is not None and tickets.install(ctx, listener.encode(), tls.session_timeout)
