@@ -28,6 +28,8 @@ import urllib.request
 from pathlib import Path
 from typing import Any
 
+import psutil
+
 from bench import nginx, tools
 from bench.clients import wrk
 from bench.procs import Processes, Started, free_port, wait_bound
@@ -169,21 +171,40 @@ def push_and_writes(procs: Processes, home: Path, etcd: Etcd, backend_port: int,
             "steady_writes_per_s": round(steady, 3), "killed_record_gone_s": round(gone, 2)}
 
 
+def _worker_cpu(node: Node) -> float:
+    """CPU seconds (user + system) its workers have used so far."""
+    total = 0.0
+    for w in (node.status() or {}).get("workers", []):
+        times = psutil.Process(w["pid"]).cpu_times()
+        total += times.user + times.system
+    return total
+
+
 def cost(procs: Processes, home: Path, etcd: Etcd, backend_port: int, seconds: float, rounds: int) -> dict[str, Any]:
+    """req/s, and the workers' CPU per request (less sensitive to what else the machine runs), of a node
+    with [cluster] against the same node without it, alternated round by round."""
     lone = Node(procs, home, "lone", static_upstream(backend_port), None)
     member = Node(procs, home, "member", static_upstream(backend_port), etcd.url, "cost")
     rps: dict[str, list[float]] = {"lone": [], "member": []}
+    cpu_us: dict[str, list[float]] = {"lone": [], "member": []}
     pair = [("lone", lone), ("member", member)]
     for i in range(rounds):
         for name, n in pair if i % 2 == 0 else pair[::-1]:  # alternated: neither always runs second
+            before = _worker_cpu(n)
             result = wrk(f"http://127.0.0.1:{n.port}/", 16, seconds)
+            cpu_us[name].append((_worker_cpu(n) - before) / max(1, result.requests) * 1e6)
             rps[name].append(result.rps)
     procs.stop(lone.proc)
     procs.stop(member.proc)
     ratios = [m / lo for m, lo in zip(rps["member"], rps["lone"], strict=True)]
+    cpu_ratios = [m / lo for m, lo in zip(cpu_us["member"], cpu_us["lone"], strict=True)]
     _log(f"req/s with [cluster] / without, per round: {[round(r, 3) for r in ratios]} ({rps})")
+    _log(f"worker CPU per request with [cluster] / without, per round: {[round(r, 3) for r in cpu_ratios]} "
+         f"({ {k: [round(x, 1) for x in v] for k, v in cpu_us.items()} } µs)")
     return {"rps": rps, "cluster_over_lone_per_round": [round(r, 3) for r in ratios],
-            "cluster_over_lone_median": round(statistics.median(ratios), 3)}
+            "cluster_over_lone_median": round(statistics.median(ratios), 3),
+            "worker_cpu_us_per_request": {k: [round(x, 1) for x in v] for k, v in cpu_us.items()},
+            "cpu_per_request_cluster_over_lone_median": round(statistics.median(cpu_ratios), 3)}
 
 
 def vm_upstream(netns: str, subnet: str) -> str:
