@@ -11,8 +11,8 @@ docs/architecture.md, "The edge".
 
 from __future__ import annotations
 
-import logging
 import time
+from collections.abc import Callable
 from typing import TYPE_CHECKING
 
 from ukproxy.edge.access import AccessList
@@ -25,8 +25,6 @@ from ukproxy.metrics.tally import Tally
 if TYPE_CHECKING:
     from ukproxy.config import Config, ListenConfig, RouteConfig
     from ukproxy.proxy.http_request import RequestHead
-
-log = logging.getLogger("ukproxy.edge")
 
 SITE_KEY = b"*"  # the one key of a zone keyed on "site"
 # (rule, zone) → requests refused by it since the last metrics flush, in this worker; ("limit_req_delayed",
@@ -57,8 +55,11 @@ def _give_back(held: list[tuple[ConnectionCount, int]] | None) -> None:
         count.release(at)
 
 
-def _key_of(kind: str):  # type: ignore[no-untyped-def]
-    """How a zone's key is read from a request: (client address, head) -> bytes, or None (not limited)."""
+KeyOf = Callable[[bytes, "RequestHead"], "bytes | None"]  # (client address, head) → the zone's key, None: not limited
+
+
+def _key_of(kind: str) -> KeyOf:
+    """How a zone's key is read from a request."""
     if kind == "remote_addr":
         return lambda client_ip, head: client_ip
     if kind == "site":
@@ -70,13 +71,13 @@ def _key_of(kind: str):  # type: ignore[no-untyped-def]
 class Guard:
     def __init__(self, config: GuardConfig, zones: dict[str, LimitZoneConfig], workers: int = 1, slot: int = 0):
         self.access = AccessList(config.access) if config.access else None
-        self.counts = []
+        self.counts: list[tuple[ConnectionCount, KeyOf]] = []
         for c in config.limit_conn or ():
             zone = zones[c.zone]
             # Cells for the workers of two generations (a reload) and more (edge/limits.py).
             self.counts.append((ConnectionCount(open_zone("conn", zone.name, zone.size, 4 * workers), zone.name,
                                                 c.conn, c.status), _key_of(zone.key)))
-        self.rates = []
+        self.rates: list[tuple[RequestRate, KeyOf]] = []
         for r in config.limit_req or ():
             zone = zones[r.zone]
             # One TAT cell per worker slot in each entry (edge/limits.py).
