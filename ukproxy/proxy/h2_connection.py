@@ -95,6 +95,7 @@ class H2ClientConnection(asyncio.Protocol):
         self._idle_since = 0.0
         self._timer: asyncio.TimerHandle | None = None
         self._stall_timer: asyncio.TimerHandle | None = None
+        self._watch_timer: asyncio.TimerHandle | None = None  # client_body_timeout for streams (`_watch`)
 
     # asyncio.Protocol
 
@@ -271,6 +272,7 @@ class H2ClientConnection(asyncio.Protocol):
             self._to_start.append(stream)  # after this read: a reset in the same read saves the upstream its work
         else:
             self._start(stream)
+            self._watch_soon()  # a body is to come
         if self.requests >= limits.keepalive_requests:
             self._goaway("keepalive_requests")
 
@@ -325,6 +327,7 @@ class H2ClientConnection(asyncio.Protocol):
             if size:
                 self.h2.acknowledge_received_data(size, event.stream_id)
             return
+        stream.progress_at = now
         stream.body_received(event.data, size)
 
     def _reset_by_client(self, stream_id: int, now: float) -> None:
@@ -364,6 +367,10 @@ class H2ClientConnection(asyncio.Protocol):
         if end:
             stream.pending_end = True
         self._pump(stream)
+        if stream.pending:  # the client's window is shut: from now on it has client_body_timeout to open it
+            if stream.pending_size == len(data):
+                stream.progress_at = self.loop.time()
+            self._watch_soon()
         if stream.pending_size > OUT_HIGH or self.writing_paused:
             stream.hold_upstream(True)
         self._flush_soon()
@@ -424,8 +431,10 @@ class H2ClientConnection(asyncio.Protocol):
 
     def _window_opened(self, stream_id: int) -> None:
         streams = self.streams.values() if stream_id == 0 else [s for s in (self.streams.get(stream_id),) if s]
+        now = self.loop.time()
         for stream in list(streams):
             if stream.pending or stream.pending_end:
+                stream.progress_at = now
                 self._pump(stream)
                 if stream.pending_size <= OUT_HIGH and not self.writing_paused:
                     stream.hold_upstream(False)
@@ -527,9 +536,49 @@ class H2ClientConnection(asyncio.Protocol):
             self.state.timeout_fired("client_send")
             self.transport.abort()
 
+    def _watch_soon(self) -> None:
+        timeout = self.limits.client_body_timeout
+        if self._watch_timer is None and timeout > 0 and not self.closed:
+            self._watch_timer = self.loop.call_later(min(timeout, self.site.timer_tick), self._watch)
+
+    def _watch(self) -> None:
+        """client_body_timeout per stream, as HTTP/1.1 has it: a body that stops coming gets a 408 (or, once the
+        answer has begun, a reset), and an answer whose window the client leaves shut is reset (CANCEL)."""
+        self._watch_timer = None
+        if self.closed:
+            return
+        timeout = self.limits.client_body_timeout
+        now = self.loop.time()
+        watching = False
+        for stream in list(self.streams.values()):
+            if stream.closed:
+                continue
+            body_due = not stream.request_ended and not stream.over
+            if not body_due and not stream.pending:
+                continue
+            if body_due and stream.reading_paused:
+                stream.progress_at = now  # we hold it back
+            if now - stream.progress_at < timeout:
+                watching = True
+                continue
+            if body_due:
+                self.state.timeout_fired("client_body")
+                exchange = stream.exchange
+                if exchange is not None and not exchange.finished:
+                    exchange.request_error(HttpError(408, "client body timeout"))
+                elif not stream.over:
+                    stream.answer(408)
+            else:
+                self.state.timeout_fired("client_send")
+                self._reset_stream(stream.stream_id, ErrorCodes.CANCEL)
+                stream.reset()
+        self._flush_soon()
+        if watching:
+            self._watch_soon()
+
     def _cancel_timers(self) -> None:
-        for timer in (self._timer, self._stall_timer):
+        for timer in (self._timer, self._stall_timer, self._watch_timer):
             if timer is not None:
                 timer.cancel()
-        self._timer = self._stall_timer = None
+        self._timer = self._stall_timer = self._watch_timer = None
 

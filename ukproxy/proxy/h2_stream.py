@@ -155,6 +155,7 @@ class H2Stream(ClientSide):
     pending_size = 0  # response bytes waiting for window
     pending_end = False
     admission: Admission | None = None  # limit_conn places held until the stream is over (edge/guard.py)
+    progress_at = 0.0  # the client's last sign of life on this stream: body bytes, or window for our answer
     tls_version: str | None = None
 
     def __init__(self, owner: StreamOwner, state: WorkerState, stream_id: int, head: RequestHead, listener: str,
@@ -170,6 +171,12 @@ class H2Stream(ClientSide):
         self.max_body = max_body
         self.pending: deque[bytes] = deque()
         self._pause_reasons: set[str] = set()
+        self.progress_at = started_at
+
+    @property
+    def reading_paused(self) -> bool:
+        """We hold the client's body back (its window is not given): its silence is not its fault."""
+        return bool(self._pause_reasons)
 
     def start(self, group: UpstreamGroup, path: bytes, plan: EdgePlan | None) -> None:
         """Forward the request to `group` (`plan`: its edge rules, as an HTTP/1.1 request's)."""
