@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import pytest
+
 from ukproxy.cluster.spill import peer_lists
-from ukproxy.config import loads
+from ukproxy.config import ConfigError, loads
 from ukproxy.protocol import PeerInfo, Peers, from_wire
 from ukproxy.upstream.peers import PeerSet
 
@@ -63,3 +65,23 @@ def test_a_peer_set_keeps_a_staying_peers_health_and_leaves_out_a_failed_one():
     assert not peers.holds(b) and b.down
     marked = peers.mark(b"GET / HTTP/1.1\r\nHost: x\r\n\r\n")
     assert marked == b"GET / HTTP/1.1\r\nX-Ukproxy-Spilled-From: a\r\nHost: x\r\n\r\n"
+
+
+def test_peers_take_spilled_requests_in_proportion_to_their_room():
+    peers = PeerSet("a", None)
+    peers.update([PeerInfo("b", "127.0.0.1", 1002, 3), PeerInfo("c", "127.0.0.1", 1003, 1)])
+    picked = []
+    for _ in range(8):
+        server = peers.acquire([], 100.0)
+        assert server is not None
+        picked.append(server.name)
+        server.connection_finished()
+    assert picked.count("peer b") == 6 and picked.count("peer c") == 2
+
+
+def test_the_spill_key_is_a_boolean():
+    assert loads(CONFIG, "node.toml").cluster.spill is True
+    assert loads(CONFIG + "spill = false\n", "node.toml").cluster.spill is False
+    with pytest.raises(ConfigError) as raised:
+        loads(CONFIG + 'spill = "no"\n', "node.toml")
+    assert "cluster.spill" in str(raised.value)
