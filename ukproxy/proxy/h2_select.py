@@ -36,6 +36,7 @@ class VersionSelector(asyncio.Protocol):
         timeout = self.site.limits.client_header_timeout
         if timeout > 0:
             self._timer = self.site.state.loop.call_later(timeout, self._timed_out)
+        self.site.state.drainable.add(self)  # a graceful stop closes it: it has not begun a request
 
     def data_received(self, data: bytes) -> None:
         seen = self.seen + data
@@ -51,10 +52,21 @@ class VersionSelector(asyncio.Protocol):
     def connection_lost(self, exc: Exception | None) -> None:
         if self.chosen is None:  # gone before it said anything we could tell by
             self._cancel_timer()
+            self.site.state.drainable.discard(self)
             self.site.state.connection_closed()
+
+    # the worker's graceful stop (WorkerState.drainable)
+
+    def drain(self) -> None:
+        if self.chosen is None and self.transport is not None:
+            self.transport.close()
+
+    def phase(self) -> str:
+        return "reading"
 
     def _choose(self, protocol: asyncio.Protocol, data: bytes) -> None:
         self._cancel_timer()
+        self.site.state.drainable.discard(self)  # the chosen protocol registers itself
         transport = self.transport
         assert transport is not None
         self.chosen = protocol
