@@ -16,17 +16,19 @@ import base64
 import binascii
 import hashlib
 import hmac
+import importlib.util
 import logging
 import os
 import time
 from typing import Final
 
-import bcrypt
-
 from ukproxy.edge.apr1 import MAGIC as APR1
 from ukproxy.edge.apr1 import apr1_verify
 
 log = logging.getLogger("ukproxy.edge")
+
+# A venv made before bcrypt was a dependency lacks it: its lines are then refused by ukproxy check.
+HAVE_BCRYPT: Final = importlib.util.find_spec("bcrypt") is not None
 
 _REMEMBERED: Final = 4096  # credentials that passed, per worker and file
 _RECHECK_EVERY: Final = 1.0  # seconds between two looks at the file's modification time
@@ -57,6 +59,9 @@ def read_htpasswd(path: str) -> dict[bytes, bytes]:
         if not _known(stored):
             raise HtpasswdError(f"{path} line {number}: user {user.decode('latin-1')!r} has a hash ukproxy "
                                 "cannot check (use bcrypt, htpasswd -B; or apr1, htpasswd -m)")
+        if stored.startswith(_BCRYPT) and not HAVE_BCRYPT:
+            raise HtpasswdError(f"{path} line {number}: a bcrypt hash, and the bcrypt package is not installed "
+                                "(pip install bcrypt)")
         users[user] = stored
     if not users:
         raise HtpasswdError(f"{path} has no users")
@@ -72,7 +77,9 @@ def _known(stored: bytes) -> bool:
 
 
 def verify(password: bytes, stored: bytes) -> bool:
-    if stored.startswith(_BCRYPT):
+    if stored.startswith(_BCRYPT) and HAVE_BCRYPT:
+        import bcrypt  # here: a worker without auth_basic never loads it
+
         try:
             return bcrypt.checkpw(password[:_BCRYPT_MAX], stored)
         except ValueError:
