@@ -247,6 +247,7 @@ class ClusterNode:
     async def _peers(self) -> None:
         backoff = Backoff()
         while True:
+            reads = self.peers.reads
             try:
                 await self.peers.follow(self.client)
             except Compacted as e:
@@ -254,6 +255,8 @@ class ClusterNode:
                 continue
             except EtcdError as e:
                 self._unreachable(e)
+            if self.peers.reads != reads:
+                backoff.reset()  # it read and watched a while: this break is a first failure, not one more
             await asyncio.sleep(backoff.next())
 
     # the shared config

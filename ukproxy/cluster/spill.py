@@ -68,6 +68,7 @@ class PeerDirectory:
         self.channels = channels  # every live worker's control channel
         self.records: dict[str, dict[str, Any]] = {}
         self.sent: dict[str, list[PeerInfo]] = {}
+        self.reads = 0  # full reads of the records that succeeded
 
     async def follow(self, client: EtcdClient) -> None:
         """Read every record, then apply each change from the revision read on. Returns or raises
@@ -76,6 +77,7 @@ class PeerDirectory:
         self.records = {}
         for kv in kvs:
             self._put(kv)
+        self.reads += 1
         self._changed()
         async for events in client.watch(self.keys.nodes, revision + 1, prefix=True):
             for event in events:
