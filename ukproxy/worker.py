@@ -96,7 +96,7 @@ class Worker:
     def _protocol_factory(self, lc: ListenConfig) -> Callable[[], asyncio.Protocol]:
         if lc.proxy_protocol:  # every connection starts with a PROXY header, read first (edge/proxy_protocol.py)
             inner = self._protocol_factory(replace(lc, proxy_protocol=False))
-            return gate_factory(inner, self.state, lc.proxy_protocol_timeout, http=lc.protocol == "http")
+            return gate_factory(inner, self.state, lc.proxy_protocol_timeout, lc.protocol == "http", lc.address)
         if lc.protocol == "tcp":
             group = self.groups[lc.upstream]  # type: ignore[index]
             state = self.state

@@ -166,6 +166,7 @@ def test_no_header_or_a_bad_one_is_a_400_where_one_is_expected(site: Site) -> No
     assert talk(site.http_pp, b"PROXY " + b"x" * 200).startswith(b"HTTP/1.1 400 ")  # longer than a v1 line
     with socket.create_connection(("127.0.0.1", site.http_quick), timeout=10) as s:  # says nothing
         assert s.recv(65536).startswith(b"HTTP/1.1 400 ")  # answered within proxy_protocol_timeout
+    assert len(log_lines(site.log, '"- - -" 400 ', 4)) >= 4  # each refusal is in the access log
 
 
 def test_a_proxy_header_where_none_is_expected_is_a_bad_request(site: Site) -> None:

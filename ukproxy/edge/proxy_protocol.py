@@ -20,6 +20,8 @@ import struct
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Final, Protocol
 
+from ukproxy.protocol import Event
+
 if TYPE_CHECKING:
     from ukproxy.worker_state import WorkerState
 
@@ -143,11 +145,13 @@ class Proxied(Protocol):
 class ProxyProtocolGate(asyncio.Protocol):
     """The first protocol of a connection on a proxy_protocol listener: reads the header, then steps aside."""
 
-    def __init__(self, make_inner: Callable[[], asyncio.Protocol], state: WorkerState, timeout: float, http: bool):
+    def __init__(self, make_inner: Callable[[], asyncio.Protocol], state: WorkerState, timeout: float, http: bool,
+                 listener: str = ""):
         self.make_inner = make_inner
         self.state = state
         self.timeout = timeout
         self.http = http
+        self.listener = listener
         self.transport: asyncio.Transport | None = None
         self.buffer = b""
         self.handed_over = False
@@ -198,9 +202,12 @@ class ProxyProtocolGate(asyncio.Protocol):
             return
         peer = transport.get_extra_info("peername")
         log.info("proxy protocol: %s from %s", why, peer[0] if peer else "?")
-        if self.http:
+        if self.http:  # answered, counted and logged as any request refused before its head
             transport.write(b"HTTP/1.1 400 Bad Request\r\nServer: ukproxy\r\nContent-Type: text/plain\r\n"
                             b"Content-Length: 33\r\nConnection: close\r\n\r\n400 Bad Request: no PROXY header\n")
+            self.state.count(Event.HTTP_REJECTED, "400")
+            self.state.request_finished(self.listener, None, 400, 0.0, None, None, None,
+                                        peer[0].encode() if peer else b"-", 0)
         transport.close()
 
     def _cancel_timer(self) -> None:
@@ -210,5 +217,5 @@ class ProxyProtocolGate(asyncio.Protocol):
 
 
 def gate_factory(make_inner: Callable[[], asyncio.Protocol], state: WorkerState, timeout: float,
-                 http: bool) -> Callable[[], asyncio.Protocol]:
-    return lambda: ProxyProtocolGate(make_inner, state, timeout, http)
+                 http: bool, listener: str = "") -> Callable[[], asyncio.Protocol]:
+    return lambda: ProxyProtocolGate(make_inner, state, timeout, http, listener)
