@@ -11,6 +11,9 @@ import subprocess
 from collections.abc import Iterator
 from pathlib import Path
 
+import h2.config
+import h2.connection
+import h2.events
 import pytest
 
 from tests.edge.rules_proxy import curl, log_lines, start
@@ -48,7 +51,7 @@ GET = b"GET /headers HTTP/1.1\r\nHost: pp.test\r\nConnection: close\r\n\r\n"
 
 class Site:
     def __init__(self, ports: list[int], log: Path):
-        self.http_pp, self.http_plain, self.tcp_pp, self.tcp_plain, self.http_quick = ports
+        self.http_pp, self.http_plain, self.tcp_pp, self.tcp_plain, self.http_quick, self.http2_pp = ports
         self.log = log
 
 
@@ -89,6 +92,12 @@ protocol = "http"
 upstream = "app"
 proxy_protocol = true
 proxy_protocol_timeout = "300ms"
+[[listen]]
+address = "127.0.0.1:{ports[5]}"
+protocol = "http"
+upstream = "app"
+proxy_protocol = true
+http2 = true
 [[upstream]]
 name = "app"
 servers = ["{backend.address}"]
@@ -102,7 +111,7 @@ servers = ["127.0.0.1:{echo.port}"]
 proxy_protocol = "v1"
 """
 
-    proxy, ports = start(tmp, config, 5)
+    proxy, ports = start(tmp, config, 6)
     yield Site(ports, log)
     proxy.stop()
     backend.close()
@@ -130,6 +139,36 @@ def test_a_v2_header_names_the_client(site: Site) -> None:
     header = v2(("2001:db8::7", 40000), ("::1", 80), tlv=b"\x04\x00\x02ok")  # a NOOP TLV is skipped
     assert _real_ip(talk(site.http_pp, header + GET, 4)) == "2001:db8::7"
     assert _real_ip(talk(site.http_pp, v2(None, None) + GET)) == "127.0.0.1"  # LOCAL: the connection's own
+
+
+def h2_get_after(port: int, proxy_header: bytes, path: str) -> tuple[bytes, bytes]:
+    """One HTTP/2 request with prior knowledge (the h2 library), after a PROXY header: (status, body)."""
+    conn = h2.connection.H2Connection(h2.config.H2Configuration(client_side=True, header_encoding=None))
+    conn.initiate_connection()
+    conn.send_headers(1, [(b":method", b"GET"), (b":scheme", b"http"), (b":authority", b"pp.test"),
+                          (b":path", path.encode())], end_stream=True)
+    status, body = b"", b""
+    with socket.create_connection(("127.0.0.1", port), timeout=10) as s:
+        s.sendall(proxy_header + conn.data_to_send())
+        while data := s.recv(65536):
+            for event in conn.receive_data(data):
+                if isinstance(event, h2.events.ResponseReceived):
+                    status = dict(event.headers)[b":status"]
+                elif isinstance(event, h2.events.DataReceived):
+                    body += event.data
+                    conn.acknowledge_received_data(event.flow_controlled_length, event.stream_id)
+                elif isinstance(event, h2.events.StreamEnded):
+                    return status, body
+            s.sendall(conn.data_to_send())
+    raise AssertionError(f"the connection closed before the answer (status {status!r})")
+
+
+def test_an_http2_listener_passes_the_address_to_either_version(site: Site) -> None:
+    status, body = h2_get_after(site.http2_pp, b"PROXY TCP4 203.0.113.8 127.0.0.1 40000 80\r\n", "/headers")
+    assert status == b"200"
+    assert [v for n, v in json.loads(body)["headers"] if n == "X-Real-IP"] == ["203.0.113.8"]
+    http1 = talk(site.http2_pp, b"PROXY TCP4 203.0.113.9 127.0.0.1 40000 80\r\n" + GET)  # or HTTP/1.1
+    assert _real_ip(http1) == "203.0.113.9"
 
 
 def test_haproxy_send_proxy_v2_is_honoured(site: Site, tmp_path: Path) -> None:
@@ -212,7 +251,7 @@ address = "127.0.0.1:11"
 protocol = "http"
 upstream = "app"
 proxy_protocol = true
-http2 = true
+ssl = true
 [[upstream]]
 name = "app"
 servers = ["127.0.0.1:9"]
@@ -223,6 +262,6 @@ proxy_protocol = "v1"
         "pp.toml: listen[0].proxy_protocol: expected true or false",
         "pp.toml: listen[1].proxy_protocol_timeout: is for a listener with proxy_protocol = true",
         "pp.toml: upstream[0].proxy_protocol: upstream 'app' serves http",
-        "pp.toml: listen[2].proxy_protocol: not yet with ssl or http2",
+        "pp.toml: listen[2].proxy_protocol: not yet with ssl",
     ]:
         assert any(issue.startswith(expected) for issue in issues), (expected, issues)

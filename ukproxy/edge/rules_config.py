@@ -284,10 +284,10 @@ def check_edge(config: Config, top: Table) -> None:
         elif not answers and not route.upstream:
             issues.add(f"route[{i}].upstream", "a route needs an upstream (or a return)")
     for i, listen in enumerate(config.listen):
-        # The PROXY header comes before TLS and before HTTP/2's preface, and those layers pick the
-        # connection's protocol only later: not carried through them yet.
-        if listen.proxy_protocol and (listen.tls is not None or listen.http2):
-            issues.add(f"listen[{i}].proxy_protocol", "not yet with ssl or http2 on the same listener")
+        # The PROXY header comes before TLS, whose layer picks the connection's protocol only after the
+        # handshake: its address is not carried through it yet.
+        if listen.proxy_protocol and listen.tls is not None:
+            issues.add(f"listen[{i}].proxy_protocol", "not yet with ssl on the same listener")
     http_upstreams = {route.upstream for route in config.routes}
     http_upstreams.update(listen.upstream for listen in config.listen if listen.protocol == "http" and listen.upstream)
     for i, u in enumerate(config.upstreams):

@@ -99,6 +99,11 @@ class H2ClientConnection(asyncio.Protocol):
 
     # asyncio.Protocol
 
+    def set_proxied_addresses(self, source: tuple[str, int], destination: tuple[str, int] | None) -> None:
+        """A PROXY protocol header named the client (edge/proxy_protocol.py): it is this connection's peer."""
+        self.peer_ip = source[0].encode()
+        self.peer = f"{source[0]}:{source[1]}"
+
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         self.transport = transport  # type: ignore[assignment]
         peer = transport.get_extra_info("peername")

@@ -25,6 +25,11 @@ class VersionSelector(asyncio.Protocol):
         self.seen = b""
         self.chosen: asyncio.Protocol | None = None
         self._timer: asyncio.TimerHandle | None = None
+        self.proxied: tuple[tuple[str, int], tuple[str, int] | None] | None = None
+
+    def set_proxied_addresses(self, source: tuple[str, int], destination: tuple[str, int] | None) -> None:
+        """A PROXY protocol header named the client (edge/proxy_protocol.py): for the protocol chosen."""
+        self.proxied = (source, destination)
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         self.transport = transport  # type: ignore[assignment]
@@ -72,6 +77,8 @@ class VersionSelector(asyncio.Protocol):
         self.chosen = protocol
         transport.set_protocol(protocol)
         protocol.connection_made(transport)
+        if self.proxied is not None:
+            protocol.set_proxied_addresses(*self.proxied)  # type: ignore[attr-defined]
         if data:
             protocol.data_received(data)
 
