@@ -544,7 +544,8 @@ class H2ClientConnection(asyncio.Protocol):
     def _watch_soon(self) -> None:
         timeout = self.limits.client_body_timeout
         if self._watch_timer is None and timeout > 0 and not self.closed:
-            self._watch_timer = self.loop.call_later(min(timeout, self.site.timer_tick), self._watch)
+            # Every half timeout: a stall is seen between one and one and a half timeouts after it began.
+            self._watch_timer = self.loop.call_later(timeout / 2, self._watch)
 
     def _watch(self) -> None:
         """client_body_timeout per stream, as HTTP/1.1 has it: a body that stops coming gets a 408 (or, once the
