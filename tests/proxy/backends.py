@@ -31,8 +31,9 @@ def pattern(n: int, seed: int = 0) -> bytes:
 class Backend:
     """An aiohttp application in a thread of its own; `name` tells backends apart in answers."""
 
-    def __init__(self, name: str = "backend"):
+    def __init__(self, name: str = "backend", host: str = "127.0.0.1"):
         self.name = name
+        self.host = host  # another than loopback: made from a thread in that address's namespace
         self.transports: set[object] = set()
         self.requests: Counter[tuple[str, str]] = Counter()
         self.last_headers: list[tuple[str, str]] = []
@@ -51,7 +52,7 @@ class Backend:
 
     @property
     def address(self) -> str:
-        return f"127.0.0.1:{self.port}"
+        return f"{self.host}:{self.port}"
 
     def total(self, method: str | None = None) -> int:
         return sum(n for (m, _), n in self.requests.items() if method is None or m == method)
@@ -75,7 +76,7 @@ class Backend:
         app.router.add_route("*", "/{tail:.*}", self._default)
         runner = web.AppRunner(app, access_log=None, handle_signals=False)
         await runner.setup()
-        site = web.TCPSite(runner, "127.0.0.1", 0, backlog=1024)
+        site = web.TCPSite(runner, self.host, 0, backlog=1024)
         await site.start()
         self.port = site._server.sockets[0].getsockname()[1]  # type: ignore[union-attr]
         self._ready.set()
