@@ -105,3 +105,32 @@ def test_ping_flood(site: H2Site) -> None:
     goaway = _attack(site, b"".join(PingFrame(0, opaque_data=b"%08d" % i).serialize() for i in range(300)))
     assert goaway is not None and goaway.error_code == ErrorCodes.ENHANCE_YOUR_CALM, goaway
     _still_serving(site, workers, "/after-ping-flood")
+
+
+def test_a_stream_past_the_announced_limit_is_refused_alone(site: H2Site) -> None:
+    """http2_max_concurrent_streams (16): a 17th stream open at once gets RST_STREAM REFUSED_STREAM (a stream
+    error, RFC 9113 5.1.2); the 16 others are answered on the same connection."""
+    frames = b"".join(_headers(i, "/sleep/0.5", ("END_HEADERS", "END_STREAM")) for i in range(1, 2 * 17, 2))
+    with socket.create_connection(("127.0.0.1", site.port), timeout=15) as sock:
+        sock.sendall(PREFACE + SettingsFrame(0).serialize() + frames)
+        statuses: dict[int, str] = {}
+        resets: dict[int, int] = {}
+        buffer = bytearray()
+        decoder = hpack.Decoder()
+        while len(statuses) + len(resets) < 17:
+            data = sock.recv(65536)
+            assert data, f"closed with {statuses} answered and {resets} reset"
+            buffer += data
+            while len(buffer) >= 9:
+                frame, length = Frame.parse_frame_header(memoryview(buffer[:9]))
+                if len(buffer) < 9 + length:
+                    break
+                frame.parse_body(memoryview(buffer[9:9 + length]))
+                del buffer[:9 + length]
+                if isinstance(frame, HeadersFrame):
+                    statuses[frame.stream_id] = dict(decoder.decode(frame.data, raw=True))[b":status"].decode()
+                elif isinstance(frame, RstStreamFrame):
+                    resets[frame.stream_id] = frame.error_code
+                assert not isinstance(frame, GoAwayFrame), frame
+    assert resets == {33: ErrorCodes.REFUSED_STREAM}
+    assert sorted(statuses) == list(range(1, 33, 2)) and set(statuses.values()) == {"200"}

@@ -123,6 +123,13 @@ class H2ClientConnection(asyncio.Protocol):
         })
         h2.decoder.max_header_list_size = limits.http2_max_header_list_size
         h2.initiate_connection()
+        # h2 would make a stream past the limit a connection error; RFC 9113 5.1.2 wants a stream error. So h2
+        # is told a higher limit than the client was, and `_request` refuses the extra stream (REFUSED_STREAM).
+        h2.local_settings = Settings(client=False, initial_values={
+            SettingCodes.MAX_CONCURRENT_STREAMS: 2 * limits.http2_max_concurrent_streams,
+            SettingCodes.MAX_HEADER_LIST_SIZE: limits.http2_max_header_list_size,
+            SettingCodes.INITIAL_WINDOW_SIZE: limits.http2_body_preread_size,
+        })
         # The connection window is never what holds a stream back: each stream's window bounds what it buffers.
         extra = min(limits.http2_max_concurrent_streams * limits.http2_body_preread_size, _MAX_WINDOW) - 65535
         if extra > 0:
@@ -248,6 +255,10 @@ class H2ClientConnection(asyncio.Protocol):
         stream_id = event.stream_id
         self.state.count(Event.HTTP2_STREAMS)
         if self.goaway_sent and stream_id > self.last_stream:
+            self._reset_stream(stream_id, ErrorCodes.REFUSED_STREAM)
+            return
+        if len(self.streams) >= self.limits.http2_max_concurrent_streams:
+            # Past what we announced. Counted by us: h2 has taken in the whole read before we see its events.
             self._reset_stream(stream_id, ErrorCodes.REFUSED_STREAM)
             return
         self.requests += 1
