@@ -4,16 +4,26 @@ from __future__ import annotations
 
 import contextlib
 import threading
+from collections.abc import Iterator
+
+import pytest
 
 from tests.proxy.backends import blackhole, read_head
 from tests.proxy.clients import RawClient, get, status_of
+from tests.proxy.conftest import SharedProxy, backend_behind_a_proxy
 
 LIMITS = 'max_uri_size = 100\nmax_headers = 5\nmax_header_size = "1k"\nclient_max_body_size = "1k"'
 
 
-def test_size_and_count_limits(backends, http_proxy):
-    backend = backends()
-    _, port = http_proxy([backend.address], http=LIMITS)
+@pytest.fixture(scope="module")
+def limited(tmp_path_factory: pytest.TempPathFactory) -> Iterator[SharedProxy]:
+    """One proxy with the size and count limits for the tests that only hit them."""
+    with backend_behind_a_proxy(tmp_path_factory.mktemp("limits"), http=LIMITS) as shared:
+        yield shared
+
+
+def test_size_and_count_limits(limited):
+    port = limited.port
     assert status_of(port, get("/" + "a" * 99)) == 200
     assert status_of(port, get("/" + "a" * 100)) == 414
     assert status_of(port, get("/", extra="".join(f"X-{i}: v\r\n" for i in range(4)))) == 200
@@ -26,9 +36,9 @@ def test_size_and_count_limits(backends, http_proxy):
     assert status_of(port, chunked + (b"200\r\n" + b"x" * 512 + b"\r\n") * 2 + b"0\r\n\r\n") == 413
 
 
-def test_a_header_line_that_never_ends_is_cut_off(backends, http_proxy):
-    backend = backends()
-    _, port = http_proxy([backend.address], http=LIMITS)
+def test_a_header_line_that_never_ends_is_cut_off(limited):
+    backend, port = limited.backend, limited.port
+    before = backend.total()
     with RawClient(port) as client:
         client.send(b"GET / HTTP/1.1\r\nHost: t\r\nX-Endless: ")
         try:
@@ -38,7 +48,7 @@ def test_a_header_line_that_never_ends_is_cut_off(backends, http_proxy):
             pass
         responses = client.responses(1)
         assert responses and responses[0].status == 431
-    assert backend.total() == 0
+    assert backend.total() == before
 
 
 def test_client_header_timeout(backends, http_proxy):
