@@ -55,14 +55,19 @@ def start_guarded(tmp: Path, config: str, **values: str) -> Guarded:
         text = text.replace(f"{{port:{name}}}", str(port))
     text = f'workers = 2\n[metrics]\nlisten = "127.0.0.1:{metrics_port}"\n' + text
     v6 = [port for name, port in ports.items() if name.endswith("_v6")]
-    proxy = RunningProxy(tmp, text, name="guarded").start(wait_ports=[p for p in ports.values() if p not in v6],
-                                                         expect_workers=2)
-    for port in v6:
-        wait_until(lambda port=port: _listens_v6(port), f"ukproxy to listen on [::1]:{port}", context=proxy.log)
-    guarded = Guarded(proxy, ports, metrics_port)
-    # The master listens before its workers accept: wait until both have started their accept cycles (their
-    # metrics appear then), or a test's first second of traffic would wait in the backlog.
-    wait_until(lambda: _workers_in(guarded), "both workers to accept", accept=lambda n: n == 2, context=proxy.log)
+    proxy = RunningProxy(tmp, text, name="guarded")
+    try:
+        proxy.start(wait_ports=[p for p in ports.values() if p not in v6], expect_workers=2)
+        for port in v6:
+            wait_until(lambda port=port: _listens_v6(port), f"ukproxy to listen on [::1]:{port}", context=proxy.log)
+        guarded = Guarded(proxy, ports, metrics_port)
+        # The master listens before its workers accept: wait until both have started their accept cycles
+        # (their metrics appear then), or a test's first second of traffic would wait in the backlog.
+        wait_until(lambda: _workers_in(guarded), "both workers to accept", accept=lambda n: n == 2,
+                   context=proxy.log)
+    except BaseException:
+        proxy.stop()  # a start that failed leaves nothing running
+        raise
     return guarded
 
 
