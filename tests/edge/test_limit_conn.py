@@ -12,6 +12,9 @@ import pytest
 from tests.edge.guard_proxy import Guarded, curl
 from tests.proxy.backends import Backend
 from tests.waiting import wait_until
+from ukproxy.edge.guard_config import MIN_ZONE_SIZE
+from ukproxy.edge.limits import ConnectionCount
+from ukproxy.edge.shared_zone import WAYS, SharedZone
 
 
 @pytest.fixture
@@ -76,3 +79,16 @@ def test_places_held_by_a_killed_worker_are_given_back(guarded: Guarded, backend
                accept=lambda status: status == 200, timeout=5)
     for c in holders:
         c.communicate(timeout=30)
+
+
+def test_a_bucket_whose_every_entry_is_in_use_refuses_a_new_key() -> None:
+    zone = SharedZone(None, MIN_ZONE_SIZE, 8)
+    count = ConnectionCount(zone, "tiny", 1, 429)
+    keys = [k for k in (b"10.0.%d.%d" % (i // 256, i % 256) for i in range(5000))
+            if zone.bucket(zone.entry_key(k)) == 0]
+    held = [count.acquire(k) for k in keys[:WAYS]]
+    assert min(held) >= 0  # the bucket's eight entries, one key each
+    assert count.acquire(keys[WAYS]) == -1  # a ninth key finds no entry free: refused, as nginx's full zone
+    assert count.acquire(keys[0]) == -1  # and a key at its limit (1) is refused
+    count.release(held[3])
+    assert count.acquire(keys[WAYS]) >= 0  # an idle entry is given to the new key

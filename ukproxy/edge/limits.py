@@ -136,6 +136,7 @@ class ConnectionCount:
         self.status = status
         self.counts = struct.Struct(f"={zone.cells}q")
         self.cell = KEY_FIELD + 8 * _owned_cell(zone, zone_name)
+        self.warned_at = -60.0
 
     def acquire(self, key: bytes) -> int:
         """The entry holding the request's place (give it back with `release`), or -1 when refused."""
@@ -146,7 +147,11 @@ class ConnectionCount:
         if at < 0:
             at = self._enter(bucket, entry_key)
             if at < 0:
-                log.warning("limit_conn zone %s: every entry of a bucket is in use; refusing", self.zone_name)
+                now = time.monotonic()
+                if now - self.warned_at >= 60.0:  # said once a minute, not once per refused request
+                    self.warned_at = now
+                    log.warning("limit_conn zone %s: every entry of a bucket is in use; refusing (a bigger "
+                                "size holds more keys)", self.zone_name)
                 return -1
         m = zone.map
         if sum(self.counts.unpack_from(m, at + KEY_FIELD)) >= self.conn:
