@@ -64,7 +64,10 @@ class AcceptCycle:
         self.servers: list[asyncio.AbstractServer] = []
         state.on_connection_closed = self._connection_closed
         if mutex is None:
-            state.on_full = lambda: self.loop.call_soon(self._pause_servers)
+            state.on_full = self._full
+
+    def _full(self) -> None:
+        self.loop.call_soon(self._pause_servers)
 
     def start(self) -> None:
         self.running = True
@@ -79,7 +82,7 @@ class AcceptCycle:
         if self.servers or not self.running or self.state.free_connections <= 0:
             return
         self.watching = True
-        servers = []
+        servers: list[asyncio.AbstractServer] = []
         for listener in self.listeners:
             # A duplicate: closing a server (to pause at worker_connections) must not close our socket.
             sock = socket.socket(fileno=os.dup(listener.sock.fileno()))

@@ -44,7 +44,7 @@ from ukproxy.protocol import (
     VmExited,
     VmInfo,
 )
-from ukproxy.proxy.tcp import TcpClientSide
+from ukproxy.proxy.tcp import tcp_protocol_factory
 from ukproxy.tls.tickets import SharedTicketKeys, TicketKey, keys_from_wire
 from ukproxy.upstream.group import UpstreamGroup
 from ukproxy.upstream.health import HealthCheck, check_servers
@@ -98,9 +98,7 @@ class Worker:
             inner = self._protocol_factory(replace(lc, proxy_protocol=False))
             return gate_factory(inner, self.state, lc.proxy_protocol_timeout, lc.protocol == "http", lc.address)
         if lc.protocol == "tcp":
-            group = self.groups[lc.upstream]  # type: ignore[index]
-            state = self.state
-            return lambda: TcpClientSide(state, group, lc.address)
+            return tcp_protocol_factory(self.state, self.groups[lc.upstream], lc.address)  # type: ignore[index]
         from ukproxy.proxy.http import http_protocol_factory
 
         factory = http_protocol_factory(self.state, self.config, lc, self.groups)

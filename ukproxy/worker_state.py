@@ -13,6 +13,7 @@ from typing import TYPE_CHECKING, Final, Protocol
 from ukproxy.metrics.buckets import LATENCY
 from ukproxy.metrics.tally import RequestTally
 from ukproxy.protocol import CounterKey, Event
+from ukproxy.proxy.deadline_wheel import DeadlineWheel
 
 if TYPE_CHECKING:
     from ukproxy.access_log import AccessLog
@@ -67,6 +68,8 @@ class WorkerState:
         # (every http client connection).
         self.draining = False
         self.drainable: set[Drainable] = set()
+        # Client connections' deadlines: one loop timer for all of them, not one each (proxy/deadline_wheel.py).
+        self.deadlines = DeadlineWheel(loop)
 
     # stub_status's reading and writing, counted when asked (once a second) rather than kept per request
 

@@ -9,7 +9,8 @@ bounded by one read. Timers: client_header_timeout from a request's first byte (
 start for the first request) to the end of its head; client_body_timeout between two reads of a body
 (and while the client does not take our writes); keepalive_timeout while idle between requests.
 The connection has one timer for all of them, armed at most `HttpSite.timer_tick` ahead and re-checked when it
-fires, so moving from one phase to the next only changes a kind and a deadline (no timer per request).
+fires, so moving from one phase to the next only changes a kind and a deadline (no timer per request). That
+timer is a place in the worker's deadline wheel (proxy/deadline_wheel.py), not a loop timer of its own.
 """
 
 from __future__ import annotations
@@ -171,8 +172,8 @@ class HttpClientConnection(ClientSide):
         self.peer = "-"
         self._pause_reasons: set[str] = set()
         self._dispatching = False
-        self._timer: asyncio.TimerHandle | None = None
-        self._timer_at = 0.0  # when _timer fires
+        self._timer_bucket = 0  # our place in the worker's deadline wheel (proxy/deadline_wheel.py); 0: none
+        self._timer_at = 0.0  # when the wheel calls deadline_reached
         self._timer_kind = ""  # what the deadline is for; "" for nothing
         self._timeout = 0.0
         self._deadline = 0.0  # for "body" and "tunnel", from the last read instead
@@ -246,6 +247,7 @@ class HttpClientConnection(ClientSide):
         self.state.connection_closed()
         self._stop_timer()
         self._cancel_stall_timer()
+        self.reader.close()
         exchange = self.exchange or self.tunnel
         if exchange is not None:
             exchange.client_gone()
@@ -482,15 +484,15 @@ class HttpClientConnection(ClientSide):
         if now is None:
             now = self.loop.time()
         self._deadline = deadline = now + timeout
-        if self._timer is not None:
+        if self._timer_bucket:
             if self._timer_at <= deadline:
                 return  # it fires first and looks again
-            self._timer.cancel()
+            self.state.deadlines.remove(self, self._timer_bucket)
         self._arm(min(deadline, now + self.site.timer_tick))
 
     def _arm(self, when: float) -> None:
         self._timer_at = when
-        self._timer = self.loop.call_at(when, self._timed_out)
+        self._timer_bucket = self.state.deadlines.add(self, when)
 
     def _drop_deadline(self) -> None:
         """Nothing to wait for now. The armed timer (if any) stays, finds no deadline when it fires, and lapses:
@@ -499,12 +501,13 @@ class HttpClientConnection(ClientSide):
 
     def _stop_timer(self) -> None:
         self._timer_kind = ""
-        if self._timer is not None:
-            self._timer.cancel()
-            self._timer = None
+        if self._timer_bucket:
+            self.state.deadlines.remove(self, self._timer_bucket)
+            self._timer_bucket = 0
 
-    def _timed_out(self) -> None:
-        self._timer = None
+    def deadline_reached(self) -> None:
+        """Called by the deadline wheel (proxy/deadline_wheel.py) at or after `_timer_at`."""
+        self._timer_bucket = 0
         kind = self._timer_kind
         timeout = self._timeout
         if self.closed or self.transport is None or not kind or timeout <= 0:

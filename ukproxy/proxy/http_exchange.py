@@ -359,7 +359,8 @@ class Exchange:
         peers = self.group.peers
         try:
             await connect(self.loop, server, lambda: conn, config.connect_timeout,
-                          peers.connect if self.spilled and peers is not None else self.group.make_socket)
+                          peers.connect if self.spilled and peers is not None else self.group.make_socket,
+                          self.state.deadlines)
         except TimeoutError:
             self.state.timeout_fired("upstream_connect")
             return None, _Failure(504, "connect_timeout", f"no connection within {config.connect_timeout}s",

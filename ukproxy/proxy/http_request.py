@@ -168,6 +168,12 @@ class RequestReader:
             if self.head_bytes > self.limits.max_header_size:
                 self._error(HttpError(431, "request head too large"))
 
+    def close(self) -> None:
+        """The connection is gone. The parser holds our callbacks (a reference cycle that only the cyclic
+        collector would free, with all the reader holds): drop it for one that holds none."""
+        self.done = True
+        self.parser = _NO_PARSER
+
     def _error(self, error: HttpError) -> None:
         self.done = True
         self.in_head = False
@@ -234,6 +240,15 @@ class RequestReader:
         self.events.append((END, None))
         if self._head is not None and not self._head.keep_alive:
             self.done = True  # whatever follows is never read as a request
+
+    # httptools looks every callback up when it makes a parser (one per connection): one we lacked cost an
+    # AttributeError each time. Chunk boundaries mean nothing to us (on_body has the data).
+
+    def on_chunk_header(self) -> None:
+        pass
+
+    def on_chunk_complete(self) -> None:
+        pass
 
     # the head
 
@@ -323,6 +338,9 @@ class RequestReader:
             self._host = known_host(head.host_header)
             self._host_header = head.host_header  # valid: from a checked Host or authority
         head.host = self._host
+
+
+_NO_PARSER: Final = httptools.HttpRequestParser(object())  # a closed reader's: no callbacks, never fed
 
 
 def known_host(host_header: bytes) -> str:

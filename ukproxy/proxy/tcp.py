@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+from collections.abc import Callable
 from typing import TYPE_CHECKING
 
 from ukproxy.edge.proxy_protocol import header_bytes
@@ -20,6 +21,11 @@ if TYPE_CHECKING:
     from ukproxy.worker_state import WorkerState
 
 log = logging.getLogger("ukproxy.tcp")
+
+
+def tcp_protocol_factory(state: WorkerState, group: UpstreamGroup, listener: str) -> Callable[[], asyncio.Protocol]:
+    """A tcp listener's protocol factory: compiled with this module, and the listener's name made once."""
+    return lambda: TcpClientSide(state, group, listener)
 
 
 class UpstreamSide(asyncio.Protocol):
@@ -57,6 +63,7 @@ class UpstreamSide(asyncio.Protocol):
     def connection_lost(self, exc: Exception | None) -> None:
         self.server.detach(self)
         self.client.upstream_lost(exc)
+        self.client.upstream = None  # a reference cycle no more: the pair is freed without the cyclic collector
 
 
 class TcpClientSide(asyncio.Protocol):
@@ -74,7 +81,7 @@ class TcpClientSide(asyncio.Protocol):
         self.upstream_eof_seen = False
         self.closed = False
         self.last_activity = 0.0
-        self.idle_timer: asyncio.TimerHandle | None = None
+        self.idle_bucket = 0  # our place in the worker's deadline wheel (proxy/deadline_wheel.py); 0: none
         # For the access log and metrics (WorkerState.tcp_session_finished).
         self.listener = listener
         self.started = self.loop.time()
@@ -187,7 +194,7 @@ class TcpClientSide(asyncio.Protocol):
             try:
                 # The factory runs before this await returns: it cannot see a later iteration's upstream.
                 await connect(self.loop, server, lambda: upstream, group.config.connect_timeout,  # noqa: B023
-                              group.make_socket)
+                              group.make_socket, self.state.deadlines)
             except (TimeoutError, OSError) as e:
                 group.release(server)
                 reason = "timeout" if isinstance(e, asyncio.TimeoutError) else "connect"
@@ -262,10 +269,12 @@ class TcpClientSide(asyncio.Protocol):
     def _arm_idle_timer(self) -> None:
         timeout = self.group.config.idle_timeout
         if timeout > 0:
-            self.idle_timer = self.loop.call_at(self.last_activity + timeout, self._idle_check)
+            self.idle_bucket = self.state.deadlines.add(self, self.last_activity + timeout)
 
-    def _idle_check(self) -> None:
-        # Re-armed lazily from the last activity, so data never touches the timer.
+    def deadline_reached(self) -> None:
+        """The deadline wheel's call: idle for idle_timeout? Re-armed lazily from the last activity, so data
+        never touches the timer."""
+        self.idle_bucket = 0
         if self.closed:
             return
         if self.loop.time() - self.last_activity >= self.group.config.idle_timeout:
@@ -276,6 +285,6 @@ class TcpClientSide(asyncio.Protocol):
             self._arm_idle_timer()
 
     def _cancel_idle_timer(self) -> None:
-        if self.idle_timer is not None:
-            self.idle_timer.cancel()
-            self.idle_timer = None
+        if self.idle_bucket:
+            self.state.deadlines.remove(self, self.idle_bucket)
+            self.idle_bucket = 0

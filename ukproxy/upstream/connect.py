@@ -13,6 +13,7 @@ import socket
 from collections.abc import Awaitable, Callable
 from typing import Any, TypeVar
 
+from ukproxy.proxy.deadline_wheel import DeadlineWheel
 from ukproxy.upstream.server import Server
 
 P = TypeVar("P", bound=asyncio.BaseProtocol)
@@ -40,6 +41,10 @@ class _PendingConnect:
     def time_out(self) -> None:
         self._cancel("timeout")
 
+    def deadline_reached(self) -> None:
+        """The worker's deadline wheel (proxy/deadline_wheel.py): connect_timeout is up."""
+        self._cancel("timeout")
+
     def _cancel(self, why: str) -> None:
         if not self.why:
             self.why = why
@@ -49,15 +54,22 @@ class _PendingConnect:
 async def connect(loop: asyncio.AbstractEventLoop, server: Server, factory: Callable[[], P], timeout: float,
                   make_socket: Callable[[asyncio.AbstractEventLoop, Server],
                                         Awaitable[socket.socket | None]] | None = None,
-                  ) -> tuple[asyncio.Transport, P]:
+                  deadlines: DeadlineWheel | None = None) -> tuple[asyncio.Transport, P]:
     """`loop.create_connection` to `server` within `timeout` (TimeoutError), or ServerGone. Runs in a task.
-    `make_socket` connects a socket of its own instead (a peer node, from the host namespace)."""
+    `make_socket` connects a socket of its own instead (a peer node, from the host namespace). With
+    `deadlines` (the worker's wheel) the timeout costs no loop timer of its own."""
     if server.gone:
         raise ServerGone(server)
     task = asyncio.current_task(loop)  # with the loop named: no get_running_loop, whose getpid is a system call
     assert task is not None, "connect is awaited from a task"
     pending = _PendingConnect(task)
-    timer = loop.call_later(timeout, pending.time_out) if timeout > 0 else None
+    timer = None
+    bucket = 0
+    if timeout > 0:
+        if deadlines is not None:
+            bucket = deadlines.add(pending, loop.time() + timeout)
+        else:
+            timer = loop.call_later(timeout, pending.time_out)
     server.attach(pending)
     try:
         sock = await make_socket(loop, server) if make_socket is not None else None
@@ -73,4 +85,6 @@ async def connect(loop: asyncio.AbstractEventLoop, server: Server, factory: Call
     finally:
         if timer is not None:
             timer.cancel()
+        if bucket and deadlines is not None:
+            deadlines.remove(pending, bucket)
         server.detach(pending)
