@@ -17,8 +17,10 @@ from setuptools import setup
 from setuptools.command.build_ext import build_ext
 
 COMPILED = [
+    "ukproxy/accept_cycle.py",  # its connection factory and close callback run once per new connection
     "ukproxy/proxy/h2_hpack.py",  # the HPACK encoder of HTTP/2 responses: about 5 µs a head as plain Python
     "ukproxy/proxy/h2_stream.py",  # its classes subclass compiled ones (ClientSide, Exchange): compiled with them
+    "ukproxy/proxy/deadline_wheel.py",  # every client connection's deadlines
     "ukproxy/proxy/http.py",
     "ukproxy/proxy/http_body.py",
     "ukproxy/proxy/http_exchange.py",
