@@ -11,7 +11,7 @@ from collections.abc import Callable
 
 import pytest
 
-from tests.core.test_hung_workers import open_connections
+from tests.core.test_accept_distribution import held_connections
 from tests.core.test_tcp_proxy import tcp_config
 from tests.running import RunningProxy, echo_servers, free_port
 
@@ -37,5 +37,5 @@ def test_configured_backlog_is_used(ukproxy: Callable[..., RunningProxy], mode: 
         proxy = ukproxy(config).start([port])
         proxy.wait_workers(2)
         # Served connections on every socket: each worker's server exists, and has listened again.
-        with open_connections(port, 24):
+        with held_connections(port, 24, pause=0):
             assert listen_backlogs(port) == [BACKLOG] * sockets, mode
