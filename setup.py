@@ -18,7 +18,8 @@ from setuptools.command.build_ext import build_ext
 
 COMPILED = [
     "ukproxy/accept_cycle.py",  # its connection factory and close callback run once per new connection
-    "ukproxy/proxy/h2_hpack.py",  # the HPACK encoder of HTTP/2 responses: about 5 µs a head as plain Python
+    "ukproxy/proxy/h2_connection.py",  # HTTP/2 around the h2 library: 5-8 µs less CPU per request compiled
+    "ukproxy/proxy/h2_hpack.py",  # HPACK of HTTP/2 both ways: about 12 µs per request as hpack's pure Python
     "ukproxy/proxy/h2_stream.py",  # its classes subclass compiled ones (ClientSide, Exchange): compiled with them
     "ukproxy/proxy/deadline_wheel.py",  # every client connection's deadlines
     "ukproxy/proxy/http.py",
