@@ -162,6 +162,7 @@ def measure(seconds: float, profile: bool, out_dir: Path) -> dict:
             profile_top, library_share = _profile(uk.proc.pid, f"http://localhost:{uk_ports['h2c']}/", seconds)
     finally:
         procs.stop_all()
+        shutil.rmtree(scratch, ignore_errors=True)  # certificates, configs and logs of this run
     from ukproxy import compiled
 
     result = {"machine": machine(), "load_average": [round(x, 2) for x in load], "workers": workers,
