@@ -19,6 +19,7 @@ from tests.running import RunningProxy, free_port
 from tests.tls.clients import curl, s_client
 from tests.tls.conftest import Certificates, tls_keys
 from tests.waiting import wait_until
+from ukproxy.tls.context import TICKETS_PER_HANDSHAKE
 
 FAILURES = "ukproxy_tls_handshake_failures_total"
 
@@ -122,6 +123,17 @@ def test_sessions_resume_whichever_worker_takes_them(site: Site, certs: Certific
             assert again.reused, again.output
     wait_until(lambda: scrape(site.metrics_port).value("ukproxy_tls_resumptions_total"), "12 resumptions counted",
                accept=lambda n: n >= 12)
+
+
+def test_one_ticket_per_tls13_handshake(site: Site, certs: Certificates, tmp_path: Path) -> None:
+    """TICKETS_PER_HANDSHAKE (OpenSSL's default is 2), on the default context and on one chosen by SNI,
+    and the one ticket resumes."""
+    session = tmp_path / "session.pem"
+    for servername in ("localhost", "rsa.test"):
+        first = s_client(site.port, certs.ca.cert, "-tls1_3", "-msg", "-sess_out", str(session), servername=servername)
+        assert first.done and first.output.count(", NewSessionTicket") == TICKETS_PER_HANDSHAKE, first.output
+        again = s_client(site.port, certs.ca.cert, "-tls1_3", "-msg", "-sess_in", str(session), servername=servername)
+        assert again.reused, again.output
 
 
 def test_protocol_limits(site: Site, certs: Certificates) -> None:

@@ -29,6 +29,11 @@ _NO_VERSION = {
     "TLSv1.2": ssl.OP_NO_TLSv1_2,
     "TLSv1.3": ssl.OP_NO_TLSv1_3,
 }
+# TLS 1.3 session tickets sent after each full handshake. OpenSSL (and so nginx) sends 2, for a client that
+# opens two connections at once; one is enough to resume (a client may resume with it again), and each one
+# costs the server ~17 µs (its own ~4 of them in tickets.py's callback) of a ~170 µs handshake in OpenSSL.
+# docs/architecture.md, "TLS".
+TICKETS_PER_HANDSHAKE = 1
 
 
 @dataclass
@@ -85,5 +90,6 @@ def _configure(ctx: ssl.SSLContext, tls: TlsConfig, listener: str, tickets: Shar
         ctx.options |= ssl.OP_NO_TICKET
         ctx.num_tickets = 0
         return False
+    ctx.num_tickets = TICKETS_PER_HANDSHAKE
     # Without the shared keys, OpenSSL's own per-process ticket key: resumption only on the same worker.
     return tickets is not None and tickets.install(ctx, listener.encode(), tls.session_timeout)
