@@ -57,10 +57,13 @@ def make_certificates(folder: Path) -> dict[str, tuple[Path, Path]]:
 
 def nginx_tls_conf(prefix: Path, workers: int, backend: str, listeners: dict[str, int],
                    certs: dict[str, tuple[Path, Path]]) -> str:
-    """nginx terminating TLS (its defaults: TLS 1.2 and 1.3, session tickets on, no shared session cache)
-    and proxying with keep-alive and the forwarding headers ukproxy sends."""
+    """nginx terminating TLS (TLS 1.2 and 1.3 as ukproxy's default; otherwise nginx's defaults: session
+    tickets on, two per TLS 1.3 handshake, no shared session cache) and proxying with keep-alive and the
+    forwarding headers ukproxy sends. ssl_protocols is spelled out: nginx before 1.23.4 leaves TLS 1.3 out
+    of its default, and a TLS 1.2 handshake costs it a fifth less CPU than a TLS 1.3 one."""
     servers = "".join(f"""    server {{
         listen 127.0.0.1:{port} ssl backlog=4096;
+        ssl_protocols TLSv1.2 TLSv1.3;
         ssl_certificate {certs[kind][0]};
         ssl_certificate_key {certs[kind][1]};
         location / {{
