@@ -11,7 +11,7 @@ import psutil
 
 from tests.core.test_accept_distribution import held_connections
 from tests.core.test_tcp_proxy import tcp_config
-from tests.observability.helpers import scrape
+from tests.observability.helpers import scrape, status
 from tests.running import RunningProxy, echo_servers, exchange, free_port
 from tests.waiting import wait_until
 
@@ -30,6 +30,11 @@ def test_a_stopped_worker_is_killed_and_replaced(ukproxy: Callable[..., RunningP
     with echo_servers(1) as (b,):
         proxy = ukproxy(tcp_config(port, [b.port], extra=extra)).start([port])
         first = proxy.wait_workers(2)
+        # Both ready, so both have spoken to the master: from now on a silence past the 2 s timeout is a
+        # hang. A worker not heard from yet gets the 15 s start-up grace instead (master.START_GRACE),
+        # which a worker stopped before its first message made this test wait out.
+        wait_until(lambda: [w["state"] for w in status(metrics_port)["workers"]], "both workers ready",
+                   accept=lambda states: states == ["ready", "ready"], context=proxy.log)
         victim, survivor = first
         victim.send_signal(signal.SIGSTOP)
         try:
