@@ -18,6 +18,7 @@ _MISSING: Any = object()
 _DURATION = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*(ms|s|m|h)?\s*$")
 _DURATION_UNITS = {"ms": 0.001, "s": 1.0, "m": 60.0, "h": 3600.0, None: 1.0}
 _SIZE = re.compile(r"^\s*(\d+)\s*([kKmMgG]?)(i?[bB])?\s*$")
+HEADER_NAME = re.compile(r"[!#$%&'*+.^_`|~0-9A-Za-z-]+")  # an RFC 9110 token
 _SIZE_UNITS = {"": 1, "k": 1024, "m": 1024**2, "g": 1024**3}
 
 
@@ -143,6 +144,13 @@ def integer(low: int | None = None, high: int | None = None) -> Callable[[Any], 
         return value
 
     return convert
+
+
+def header_name(value: Any) -> str:
+    name = string(value)
+    if not HEADER_NAME.fullmatch(name):
+        raise Invalid(f"{name!r} is not a header name")
+    return name
 
 
 def one_of(*choices: str) -> Callable[[Any], str]:

@@ -17,11 +17,10 @@ import re
 from dataclasses import dataclass
 from typing import Any
 
-from ukproxy.config_reader import Invalid, Issues, Table, boolean, integer, size, string, type_name
+from ukproxy.config_reader import HEADER_NAME, Invalid, Issues, Table, boolean, integer, size, string, type_name
 
 _ZONE_NAME = re.compile(r"[A-Za-z0-9_.-]{1,63}")
 _RATE = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*r/(s|m)\s*$")
-_HEADER_NAME = re.compile(r"[!#$%&'*+.^_`|~0-9A-Za-z-]+")
 KEY_KINDS = ("remote_addr", "site")  # besides "header:NAME"
 MIN_ZONE_SIZE = 32 * 1024
 MAX_ZONE_SIZE = 1024 * 1024 * 1024
@@ -234,7 +233,7 @@ def _zone_key(value: Any) -> str:
         return key
     if key.startswith("header:"):
         name = key[7:].strip()
-        if _HEADER_NAME.fullmatch(name):
+        if HEADER_NAME.fullmatch(name):
             return "header:" + name.lower()
     raise Invalid(f'expected "remote_addr", "site" or "header:NAME", got {value!r}')
 

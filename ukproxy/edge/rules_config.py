@@ -12,13 +12,12 @@ import re
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
-from ukproxy.config_reader import Invalid, Table, boolean, duration, integer, list_of, one_of, string
+from ukproxy.config_reader import Invalid, Table, boolean, duration, header_name, integer, list_of, one_of, string
 from ukproxy.edge.variables import Template, compile_template
 
 if TYPE_CHECKING:
     from ukproxy.config import Config
 
-_TOKEN = re.compile(r"[!#$%&'*+.^_`|~0-9A-Za-z-]+")
 # Framing and hop-by-hop fields (RFC 9110 7.6.1) belong to the proxy: no rule may touch them.
 _FRAMING = frozenset(("connection", "keep-alive", "te", "trailer", "transfer-encoding", "upgrade", "content-length",
                       "proxy-connection"))
@@ -100,13 +99,6 @@ def read_route_rules(t: Table) -> RouteRulesConfig | None:
     return RouteRulesConfig(request, response, rewrites, return_rule)
 
 
-def _header_name(value: Any) -> str:
-    name = string(value)
-    if not _TOKEN.fullmatch(name):
-        raise Invalid(f"{name!r} is not a header name")
-    return name
-
-
 def _read_header_rules(t: Table, request_side: bool) -> HeaderRulesConfig:
     def allowed(name: str, key: str, how: str) -> bool:
         lower = name.lower()
@@ -127,7 +119,7 @@ def _read_header_rules(t: Table, request_side: bool) -> HeaderRulesConfig:
         out = []
         for name, value in raw.items():
             try:
-                _header_name(name)
+                header_name(name)
                 out.append((name, compile_template(string(value))))
             except Invalid as e:
                 t.issues.add(f"{t.key(key)}.{name}", str(e))
@@ -137,7 +129,7 @@ def _read_header_rules(t: Table, request_side: bool) -> HeaderRulesConfig:
         return tuple(out)
 
     no_names: tuple[str, ...] = ()
-    removed = [n for n in t.get("remove", list_of(_header_name), no_names) if allowed(n, "remove", "remove")]
+    removed = [n for n in t.get("remove", list_of(header_name), no_names) if allowed(n, "remove", "remove")]
     rules = HeaderRulesConfig(remove=tuple(n.lower() for n in removed), set=valued("set"), add=valued("add"))
     t.done()
     return rules
@@ -242,7 +234,7 @@ def read_request_id(top: Table) -> RequestIdConfig | None:
         return None
     t = top.table("request_id")
     config = RequestIdConfig(
-        header=t.get("header", _header_name, "X-Request-ID"),
+        header=t.get("header", header_name, "X-Request-ID"),
         keep_incoming=t.get("keep_incoming", one_of("trusted", "always", "never"), "trusted"),
         return_to_client=t.get("return_to_client", boolean, False),
     )
