@@ -205,15 +205,17 @@ def report(result: dict) -> str:
         f"{result['request_path']}.",
         "handshakes: new TLS 1.3 connections per second (ab -c16 without keep-alive, a full handshake each); "
         "keepalive: requests per second over TLS (wrk -c32). CPU: µs of the proxy's processes per connection "
-        "or per request.",
+        "or per request; CPU ratio: nginx's over ukproxy's (on a shared machine the steadier figure).",
         "",
-        "| certificate | measure | nginx /s | ukproxy /s | ratio | target | nginx CPU µs | ukproxy CPU µs |",
-        "|---|---|---:|---:|---:|---:|---:|---:|",
+        "| certificate | measure | nginx /s | ukproxy /s | ratio | target | nginx CPU µs | ukproxy CPU µs "
+        "| CPU ratio |",
+        "|---|---|---:|---:|---:|---:|---:|---:|---:|",
     ]
     for r in result["rows"]:
         target = result["targets"][r["measure"]]
         lines.append(f"| {r['certificate']} | {r['measure']} | {r['nginx']} | {r['ukproxy']} | {r['ratio']:.2f} | "
-                     f"{target} | {r['nginx_cpu_us']} | {r['ukproxy_cpu_us']} |")
+                     f"{target} | {r['nginx_cpu_us']} | {r['ukproxy_cpu_us']} | "
+                     f"{r['nginx_cpu_us'] / r['ukproxy_cpu_us']:.2f} |")
     return "\n".join(lines) + "\n"
 
 

@@ -31,7 +31,7 @@ _NO_VERSION = {
 }
 # TLS 1.3 session tickets sent after each full handshake. OpenSSL (and so nginx) sends 2, for a client that
 # opens two connections at once; one is enough to resume (a client may resume with it again), and each one
-# costs the server ~17 µs (its own ~4 of them in tickets.py's callback) of a ~170 µs handshake in OpenSSL.
+# costs the server ~14 µs of OpenSSL and ~3 in tickets.py's callback, of ~185 µs for the whole handshake.
 # docs/architecture.md, "TLS".
 TICKETS_PER_HANDSHAKE = 1
 
