@@ -35,7 +35,7 @@ from bench.clients import parse_wrk, run_parallel
 from bench.cpu import per_request_us, tree_times
 from bench.procs import Processes, free_port, install_signal_handlers
 from bench.tools import cpu_model, machine, require
-from bench.ukproxy_run import REPO, Ukproxy
+from bench.ukproxy_run import REPO, Ukproxy, head
 
 RESULTS = Path(__file__).resolve().parent / "results"
 CONNECTIONS = 32
@@ -93,14 +93,7 @@ def backend_conf(prefix: Path, port: int, root: Path) -> str:
 
 
 def nginx_proxy_conf(prefix: Path, workers: int, backend: int, ports: dict[str, int]) -> str:
-    forward = """            proxy_pass http://backends;
-            proxy_http_version 1.1;
-            proxy_set_header Connection "";
-            proxy_set_header X-Forwarded-For $proxy_add_x_forwarded_for;
-            proxy_set_header X-Real-IP $remote_addr;
-            proxy_set_header X-Forwarded-Proto $scheme;
-            proxy_set_header Via "1.1 nginx";
-"""
+    forward = nginx.forward()
 
     def server(port: int, extra: str, location_extra: str = "", name: str = "") -> str:
         names = f"        server_name {name};\n" if name else ""
@@ -125,16 +118,7 @@ def nginx_proxy_conf(prefix: Path, workers: int, backend: int, ports: dict[str, 
 
 
 def ukproxy_conf(workers: int, metrics: int, backend: int, ports: dict[str, int]) -> str:
-    return f"""workers = {workers}
-worker_connections = 4096
-[log]
-error_log = "stderr"
-level = "warning"
-[http]
-keepalive_requests = 100000
-[metrics]
-listen = "127.0.0.1:{metrics}"
-[[limit_req_zone]]
+    return head(workers, metrics) + f"""[[limit_req_zone]]
 name = "perip"
 key = "remote_addr"
 rate = "{RATE}"

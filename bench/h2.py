@@ -32,7 +32,7 @@ from bench.cpu import per_request_us, tree_times
 from bench.procs import Processes, free_port, install_signal_handlers
 from bench.tls import make_certificates
 from bench.tools import machine, require
-from bench.ukproxy_run import Ukproxy
+from bench.ukproxy_run import Ukproxy, head
 
 RESULTS = Path(__file__).resolve().parent / "results"
 CONNECTIONS = 32
@@ -44,16 +44,7 @@ TRANSPORTS = ("tls", "h2c")
 
 
 def nginx_h2_conf(prefix: Path, workers: int, backend: str, ports: dict[str, int], cert: tuple[Path, Path]) -> str:
-    location = """        location / {
-            proxy_pass http://backends;
-            proxy_http_version 1.1;
-            proxy_set_header Connection "";
-            proxy_set_header X-Forwarded-For $proxy_add_x_forwarded_for;
-            proxy_set_header X-Real-IP $remote_addr;
-            proxy_set_header X-Forwarded-Proto $scheme;
-            proxy_set_header Via "2 nginx";
-        }
-"""
+    location = f"        location / {{\n{nginx.forward(via='2 nginx')}        }}\n"
     return nginx._head(prefix, workers, stream=False) + f"""http {{
 {nginx._http_common(prefix)}    http2_max_concurrent_streams 128;
     upstream backends {{
@@ -74,16 +65,7 @@ def nginx_h2_conf(prefix: Path, workers: int, backend: str, ports: dict[str, int
 
 def ukproxy_h2_conf(workers: int, metrics_port: int, backend: str, ports: dict[str, int],
                     cert: tuple[Path, Path]) -> str:
-    return f"""workers = {workers}
-worker_connections = 4096
-[log]
-error_log = "stderr"
-level = "warning"
-[http]
-keepalive_requests = 100000
-[metrics]
-listen = "127.0.0.1:{metrics_port}"
-[[listen]]
+    return head(workers, metrics_port) + f"""[[listen]]
 address = "127.0.0.1:{ports["tls"]}"
 protocol = "http"
 upstream = "b"

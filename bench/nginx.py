@@ -48,6 +48,16 @@ def backend_conf(prefix: Path, workers: int, port: int) -> str:
 """
 
 
+def forward(via: str = "1.1 nginx", indent: int = 12) -> str:
+    """A location's proxying to upstream "backends": keep-alive, and the forwarding headers ukproxy sends too,
+    so the same request reaches the backend through either proxy."""
+    lines = ("proxy_pass http://backends;", "proxy_http_version 1.1;", 'proxy_set_header Connection "";',
+             "proxy_set_header X-Forwarded-For $proxy_add_x_forwarded_for;",
+             "proxy_set_header X-Real-IP $remote_addr;", "proxy_set_header X-Forwarded-Proto $scheme;",
+             f'proxy_set_header Via "{via}";')
+    return "".join(" " * indent + line + "\n" for line in lines)
+
+
 def proxy_conf(prefix: Path, workers: int, servers: list[str], stream_port: int | None, http_port: int | None,
                listen_host: str = "127.0.0.1") -> str:
     """nginx stream on stream_port and http proxy (keepalive 32 upstream, the same forwarding headers as
@@ -71,15 +81,7 @@ def proxy_conf(prefix: Path, workers: int, servers: list[str], stream_port: int 
     server {{
         listen {listen_host}:{http_port} backlog=4096;
         location / {{
-            proxy_pass http://backends;
-            proxy_http_version 1.1;
-            proxy_set_header Connection "";
-            # The forwarding headers ukproxy sends too: the same request reaches the backend.
-            proxy_set_header X-Forwarded-For $proxy_add_x_forwarded_for;
-            proxy_set_header X-Real-IP $remote_addr;
-            proxy_set_header X-Forwarded-Proto $scheme;
-            proxy_set_header Via "1.1 nginx";
-        }}
+{forward()}        }}
     }}
 }}
 """

@@ -34,7 +34,7 @@ from bench.clients import RunResult, ab_argv, parse_ab, parse_wrk, run_parallel,
 from bench.cpu import per_request_us, tree_times
 from bench.procs import Processes, free_port, install_signal_handlers
 from bench.tools import machine, require
-from bench.ukproxy_run import Ukproxy
+from bench.ukproxy_run import Ukproxy, head
 
 RESULTS = Path(__file__).resolve().parent / "results"
 KINDS = ("ecdsa", "rsa")
@@ -67,14 +67,7 @@ def nginx_tls_conf(prefix: Path, workers: int, backend: str, listeners: dict[str
         ssl_certificate {certs[kind][0]};
         ssl_certificate_key {certs[kind][1]};
         location / {{
-            proxy_pass http://backends;
-            proxy_http_version 1.1;
-            proxy_set_header Connection "";
-            proxy_set_header X-Forwarded-For $proxy_add_x_forwarded_for;
-            proxy_set_header X-Real-IP $remote_addr;
-            proxy_set_header X-Forwarded-Proto $scheme;
-            proxy_set_header Via "1.1 nginx";
-        }}
+{nginx.forward()}        }}
     }}
 """ for kind, port in listeners.items())
     return nginx._head(prefix, workers, stream=False) + f"""http {{
@@ -88,16 +81,7 @@ def nginx_tls_conf(prefix: Path, workers: int, backend: str, listeners: dict[str
 
 def ukproxy_tls_conf(workers: int, metrics_port: int, backend: str, listeners: dict[str, int],
                      certs: dict[str, tuple[Path, Path]]) -> str:
-    out = f"""workers = {workers}
-worker_connections = 4096
-[log]
-error_log = "stderr"
-level = "warning"
-[http]
-keepalive_requests = 100000
-[metrics]
-listen = "127.0.0.1:{metrics_port}"
-"""
+    out = head(workers, metrics_port)
     for kind, port in listeners.items():
         out += f"""[[listen]]
 address = "127.0.0.1:{port}"

@@ -18,16 +18,12 @@ IMAGE = REPO / "unikernels" / "build" / "httpd.elf"
 VM_UP = re.compile(r"VM (\S+) up: (\S+):(\d+) on CPU (\S+), pid (\d+), ready in (\d+) ms")
 
 
-def config_text(*, workers: int, metrics_port: int, listeners: list[tuple[int, str]], upstream: str,
-                accept_mutex: bool = False, reuseport: bool = True, netns: str | None = None,
-                pool: str = "min = 1\nmax = 1\nmax_conns = 1024\noverflow = \"queue\"",
-                level: str = "info") -> str:
-    """listeners: (port, "tcp"|"http") all to upstream "b"; upstream: 'servers = [...]' or 'vm'."""
-    out = f"""workers = {workers}
+def head(workers: int, metrics_port: int, level: str = "warning", top: str = "") -> str:
+    """The top of every bench config: workers, `top` (more top-level keys), errors to stderr, no client closed
+    mid-run, metrics on their port."""
+    return f"""workers = {workers}
 worker_connections = 4096
-accept_mutex = {str(accept_mutex).lower()}
-reuseport = {str(reuseport).lower()}
-[log]
+{top}[log]
 error_log = "stderr"
 level = "{level}"
 [http]
@@ -35,6 +31,15 @@ keepalive_requests = 100000  # as the nginx configs (bench/nginx.py): neither cl
 [metrics]
 listen = "127.0.0.1:{metrics_port}"
 """
+
+
+def config_text(*, workers: int, metrics_port: int, listeners: list[tuple[int, str]], upstream: str,
+                accept_mutex: bool = False, reuseport: bool = True, netns: str | None = None,
+                pool: str = "min = 1\nmax = 1\nmax_conns = 1024\noverflow = \"queue\"",
+                level: str = "info") -> str:
+    """listeners: (port, "tcp"|"http") all to upstream "b"; upstream: 'servers = [...]' or 'vm'."""
+    out = head(workers, metrics_port, level,
+               top=f"accept_mutex = {str(accept_mutex).lower()}\nreuseport = {str(reuseport).lower()}\n")
     if netns:
         out += f'[network]\nnetns = "{netns}"\nbridge = "ukbr0"\n'
     for port, protocol in listeners:
