@@ -104,13 +104,17 @@ class RunningProxy:
             [sys.executable, "-m", "ukproxy", "run", "-c", str(self.config_path)],
             cwd=REPO, stdout=self.log_file, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
         )
-        for port in wait_ports or []:
-            try:
-                wait_for_listening(port)
-            except AssertionError as e:
-                raise AssertionError(f"ukproxy did not listen on {port}: {e}\n{self.log()}") from None
-        if expect_workers is not None:
-            self.wait_workers(expect_workers)
+        try:
+            for port in wait_ports or []:
+                try:
+                    wait_for_listening(port)
+                except AssertionError as e:
+                    raise AssertionError(f"ukproxy did not listen on {port}: {e}\n{self.log()}") from None
+            if expect_workers is not None:
+                self.wait_workers(expect_workers)
+        except BaseException:
+            self.stop()  # a start that failed leaves no master behind, whoever the caller is (stop is idempotent)
+            raise
         return self
 
     @property
