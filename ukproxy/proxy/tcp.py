@@ -10,7 +10,7 @@ from __future__ import annotations
 import asyncio
 import logging
 from collections.abc import Callable
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Final
 
 from ukproxy.edge.proxy_protocol import header_bytes
 from ukproxy.upstream.connect import connect
@@ -21,6 +21,10 @@ if TYPE_CHECKING:
     from ukproxy.worker_state import WorkerState
 
 log = logging.getLogger("ukproxy.tcp")
+
+# Client bytes held while the upstream connects before the client is paused: a request's first bytes
+# usually come first, and pausing and resuming for them cost two epoll changes per connection.
+PENDING_LIMIT: Final = 65536
 
 
 def tcp_protocol_factory(state: WorkerState, group: UpstreamGroup, listener: str) -> Callable[[], asyncio.Protocol]:
@@ -77,6 +81,8 @@ class TcpClientSide(asyncio.Protocol):
         self.upstream: UpstreamSide | None = None
         self.server: Server | None = None
         self.pending: list[bytes] = []  # client bytes that arrived before the upstream connected
+        self.pending_bytes = 0
+        self.held_back = False  # reading paused until the upstream exists (more than PENDING_LIMIT came)
         self.client_eof = False
         self.upstream_eof_seen = False
         self.closed = False
@@ -114,14 +120,18 @@ class TcpClientSide(asyncio.Protocol):
             upstream.transport.write(data)
         else:
             self.pending.append(data)
-            # Hold the client back until the upstream exists: bounded buffering.
-            self.transport.pause_reading()  # type: ignore[union-attr]
+            self.pending_bytes += len(data)
+            if self.pending_bytes > PENDING_LIMIT and not self.held_back:
+                # Hold the client back until the upstream exists: bounded buffering.
+                self.held_back = True
+                self.transport.pause_reading()  # type: ignore[union-attr]
 
     def eof_received(self) -> bool:
         self.client_eof = True
         upstream = self.upstream
         if upstream is not None and upstream.transport is not None:
-            if upstream.transport.can_write_eof():
+            # Both ways done: the close says it (a shutdown first would be one more system call).
+            if not self.upstream_eof_seen and upstream.transport.can_write_eof():
                 upstream.transport.write_eof()
             self._close_if_done()
         return True  # keep the connection half-open: the answer may still be coming
@@ -154,7 +164,8 @@ class TcpClientSide(asyncio.Protocol):
 
     def upstream_eof(self) -> None:
         self.upstream_eof_seen = True
-        if self.transport is not None and not self.transport.is_closing() and self.transport.can_write_eof():
+        if self.transport is not None and not self.client_eof and not self.transport.is_closing() \
+                and self.transport.can_write_eof():
             self.transport.write_eof()
         self._close_if_done()
 
@@ -221,7 +232,8 @@ class TcpClientSide(asyncio.Protocol):
             self.pending.clear()
             if self.client_eof:
                 upstream.transport.write_eof()  # type: ignore[union-attr]
-            else:
+            elif self.held_back:
+                self.held_back = False
                 self.transport.resume_reading()  # type: ignore[union-attr]
             self._arm_idle_timer()
             return
