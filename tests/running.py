@@ -62,6 +62,12 @@ def _ephemeral_low() -> int:
         return 32768
 
 
+def ukproxy_check(config: Path) -> subprocess.CompletedProcess[str]:
+    """`ukproxy check -c config`, as an operator runs it: exit code, and every refusal on stderr."""
+    return subprocess.run([sys.executable, "-m", "ukproxy", "check", "-c", str(config)], cwd=REPO,
+                          capture_output=True, text=True, timeout=60)
+
+
 def wait_for_listening(port: int, host: str = "127.0.0.1", timeout: float = 30.0) -> None:
     """Wait until something has bound host:port, without connecting (a probe connection would
     reach the backends through the proxy and disturb what a test counts). A master's start-up

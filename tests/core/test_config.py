@@ -4,12 +4,11 @@ from __future__ import annotations
 
 import os
 import subprocess
-import sys
 from pathlib import Path
 
 import pytest
 
-from tests.running import REPO
+from tests.running import REPO, ukproxy_check
 from ukproxy.config import ConfigError, load, loads
 
 GOOD = """
@@ -117,8 +116,7 @@ def test_not_toml_and_missing_file(tmp_path: Path) -> None:
 
 
 def run_check(path: Path) -> subprocess.CompletedProcess[str]:
-    return subprocess.run([sys.executable, "-m", "ukproxy", "check", "-c", str(path)],
-                          capture_output=True, text=True, cwd=REPO, timeout=30)
+    return ukproxy_check(path)
 
 
 def test_check_command_exit_codes(tmp_path: Path) -> None:

@@ -12,7 +12,6 @@ import gzip
 import http.client
 import socket
 import subprocess
-import sys
 import threading
 import zlib
 from collections.abc import Iterator
@@ -22,7 +21,7 @@ from pathlib import Path
 import brotli
 import pytest
 
-from tests.running import RunningProxy, free_port
+from tests.running import RunningProxy, free_port, ukproxy_check
 
 PAGE = "".join(f"<p>line {i}: the quick brown fox jumps over the lazy dog</p>\n" for i in range(800)).encode()
 JSON = b'{"items": [' + b", ".join(b'{"id": %d, "name": "item"}' % i for i in range(500)) + b"]}"
@@ -393,7 +392,7 @@ gzip_min_length = "lots"
 name = "u"
 servers = ["127.0.0.1:3"]
 """)
-    out = subprocess.run([*_ukproxy(), "check", "-c", str(bad)], capture_output=True, text=True, timeout=30)
+    out = ukproxy_check(bad)
     assert out.returncode != 0
     for key, reason in [("http.gzip_types", "item 1: expected a media type"),
                         ("listen[0].gzip", 'compression needs protocol = "http"'),
@@ -403,7 +402,3 @@ servers = ["127.0.0.1:3"]
                         ("route[0].gzip_http_version", "must be one of '1.0', '1.1'"),
                         ("route[0].gzip_min_length", "expected a size")]:
         assert f"{bad}: {key}: " in out.stderr and reason in out.stderr.split(f"{bad}: {key}: ", 1)[1].split("\n")[0]
-
-
-def _ukproxy() -> list[str]:
-    return [sys.executable, "-m", "ukproxy"]

@@ -3,8 +3,6 @@
 from __future__ import annotations
 
 import re
-import subprocess
-import sys
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -12,7 +10,7 @@ import pytest
 
 from tests.edge.rules_proxy import curl, start
 from tests.proxy.backends import Backend
-from tests.running import REPO
+from tests.running import ukproxy_check
 
 
 @pytest.fixture(scope="module")
@@ -115,8 +113,7 @@ remove = "Server"
 def test_bad_header_rules_are_refused_with_file_key_and_reason(tmp_path: Path) -> None:
     path = tmp_path / "bad.toml"
     path.write_text(BAD_RULES)
-    out = subprocess.run([sys.executable, "-m", "ukproxy", "check", "-c", str(path)], cwd=REPO, capture_output=True,
-                         text=True, timeout=60)
+    out = ukproxy_check(path)
     assert out.returncode != 0
     expected = [
         "route[0].request_headers.set.X-A: unknown variable $nope",

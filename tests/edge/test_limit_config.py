@@ -2,11 +2,9 @@
 
 from __future__ import annotations
 
-import subprocess
-import sys
 from pathlib import Path
 
-from tests.running import REPO
+from tests.running import ukproxy_check
 
 BAD = """
 [[limit_req_zone]]
@@ -72,8 +70,7 @@ def test_every_bad_key_is_named_with_its_file_and_reason(tmp_path: Path) -> None
     unusable.write_text("alice:$apr1$abc$def\nbob:plaintext\n")
     config = tmp_path / "bad.toml"
     config.write_text(BAD.replace("{missing}", str(tmp_path / "nope")).replace("{unusable}", str(unusable)))
-    result = subprocess.run([sys.executable, "-m", "ukproxy", "check", "-c", str(config)], cwd=REPO,
-                            capture_output=True, text=True, timeout=60)
+    result = ukproxy_check(config)
     assert result.returncode == 1
     out = result.stderr
     expected = [

@@ -4,17 +4,15 @@ unknown protocol name, each with the file and the key path, and warns of a certi
 from __future__ import annotations
 
 import subprocess
-import sys
 from pathlib import Path
 
-from tests.running import REPO, free_port
+from tests.running import free_port, ukproxy_check
 from tests.tls.conftest import Certificates
 
 
 def _check(config: Path, text: str) -> subprocess.CompletedProcess[str]:
     config.write_text(text + '[[upstream]]\nname = "app"\nservers = ["127.0.0.1:9"]\n')
-    return subprocess.run([sys.executable, "-m", "ukproxy", "check", "-c", str(config)], cwd=REPO,
-                          capture_output=True, text=True, timeout=60)
+    return ukproxy_check(config)
 
 
 def _listener(cert: Path, key: Path, extra: str = "") -> str:
