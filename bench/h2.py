@@ -22,7 +22,6 @@ import shutil
 import subprocess
 import sys
 import tempfile
-import time
 from pathlib import Path
 
 import psutil
@@ -124,7 +123,7 @@ def measure(seconds: float, profile: bool, out_dir: Path) -> dict:
         assert uk.proc is not None
         roots = {"nginx": ngx.pid, "ukproxy": uk.proc.pid}
         ports = {"nginx": ngx_ports, "ukproxy": uk_ports}
-        time.sleep(1.0)  # the ukproxy workers finish their imports before the first run
+        uk.wait_ready(workers)  # their imports done before the first run
         for transport in TRANSPORTS:
             row: dict = {"transport": transport}
             for proxy in ("nginx", "ukproxy"):

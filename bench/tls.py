@@ -25,7 +25,6 @@ import statistics
 import subprocess
 import sys
 import tempfile
-import time
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -140,7 +139,7 @@ def measure(seconds: float, rounds: int, out_dir: Path) -> dict:
         assert uk.proc is not None
         roots = {"nginx": ngx.pid, "ukproxy": uk.proc.pid}
         ports = {"nginx": ngx_ports, "ukproxy": uk_ports}
-        time.sleep(1.0)  # let the ukproxy workers finish starting (imports) before the first run
+        uk.wait_ready(workers)  # their imports done before the first run
         samples: dict[tuple[str, str, str], list[Figure]] = {}
         for _ in range(rounds):
             for kind in KINDS:

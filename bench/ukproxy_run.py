@@ -10,7 +10,7 @@ import urllib.request
 from dataclasses import dataclass
 from pathlib import Path
 
-from bench.procs import Processes, Started, wait_bound
+from bench.procs import Processes, Started, wait_bound, wait_for
 
 REPO = Path(__file__).resolve().parent.parent
 IMAGE = REPO / "unikernels" / "build" / "httpd.elf"
@@ -112,6 +112,17 @@ class Ukproxy:
     def status(self) -> dict:
         with urllib.request.urlopen(f"http://127.0.0.1:{self.metrics_port}/status", timeout=5) as r:
             return json.load(r)
+
+    def wait_ready(self, workers: int, timeout: float = 60.0) -> None:
+        """Until /status shows `workers` workers, each ready (its listeners set up, its imports done)."""
+        def ready() -> bool:
+            try:
+                found = self.status()["workers"]
+            except OSError:
+                return False
+            return len(found) == workers and all(w["state"] == "ready" for w in found)
+
+        wait_for(ready, f"{self.name}'s {workers} workers ready", timeout, self.proc.popen if self.proc else None)
 
     def worker_pids(self) -> list[int]:
         return [w["pid"] for w in self.status()["workers"]]
