@@ -527,7 +527,7 @@ def _read_vm(t: Table) -> VmConfig:
         machine=t.get("machine", one_of("microvm", "pc"), DEFAULT_MACHINE),
         services=t.get("services", _services, ()),
     )
-    if vm.share is None and (t.has("share_writable") or t.has("share_tag")):
+    if not t.has("share") and (t.has("share_writable") or t.has("share_tag")):  # a bad folder is reported already
         t.issues.add(t.key("share"), "share_writable and share_tag need a share folder")
     t.done()
     return vm
