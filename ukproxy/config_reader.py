@@ -15,8 +15,8 @@ from typing import Any, TypeVar
 T = TypeVar("T")
 _MISSING: Any = object()
 
-_DURATION = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*(ms|s|m|h)?\s*$")
-_DURATION_UNITS = {"ms": 0.001, "s": 1.0, "m": 60.0, "h": 3600.0, None: 1.0}
+_DURATION = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*(ms|s|m|h|d)?\s*$")
+_DURATION_UNITS = {"ms": 0.001, "s": 1.0, "m": 60.0, "h": 3600.0, "d": 86400.0, None: 1.0}  # d: hsts = "180d"
 _SIZE = re.compile(r"^\s*(\d+)\s*([kKmMgG]?)(i?[bB])?\s*$")
 HEADER_NAME = re.compile(r"[!#$%&'*+.^_`|~0-9A-Za-z-]+")  # an RFC 9110 token
 _SIZE_UNITS = {"": 1, "k": 1024, "m": 1024**2, "g": 1024**3}
@@ -163,7 +163,7 @@ def one_of(*choices: str) -> Callable[[Any], str]:
 
 
 def duration(value: Any) -> float:
-    """Seconds, from a number (seconds) or a string with a unit: "500ms", "5s", "2m", "1h"."""
+    """Seconds, from a number (seconds) or a string with a unit: "500ms", "5s", "2m", "1h", "180d"."""
     if isinstance(value, bool):
         raise Invalid("expected a duration like 5 or \"500ms\", got a boolean")
     if isinstance(value, int | float):

@@ -6,8 +6,11 @@ from __future__ import annotations
 import subprocess
 from pathlib import Path
 
+import pytest
+
 from tests.running import free_port, ukproxy_check
 from tests.tls.conftest import Certificates
+from ukproxy.config import ConfigError, loads
 
 
 def _check(config: Path, text: str) -> subprocess.CompletedProcess[str]:
@@ -60,3 +63,17 @@ def test_check_warns_of_a_certificate_expiring_within_14_days(tmp_path: Path, ce
     assert f"{config}: listen[0].ssl_certificate: the certificate in {certs.expiring.cert} expires in 4 days" \
         in warnings[0]
     assert "test is successful" in run.stdout
+
+
+def test_hsts_takes_each_form_conf_readme_shows(certs: Certificates) -> None:
+    def hsts(value: str) -> str | None:
+        text = _listener(certs.ec.cert, certs.ec.key, f"hsts = {value}")
+        text += '[[upstream]]\nname = "app"\nservers = ["127.0.0.1:9"]\n'
+        return loads(text, "hsts.toml").listen[0].tls.hsts
+
+    assert hsts("true") == "max-age=31536000"
+    assert hsts("false") is None
+    assert hsts('"180d"') == "max-age=15552000"  # durations take days too
+    assert hsts('"max-age=63072000; includeSubDomains; preload"') == "max-age=63072000; includeSubDomains; preload"
+    with pytest.raises(ConfigError, match=r"hsts\.toml: listen\[0\]\.hsts: "):
+        hsts('"sometimes"')
