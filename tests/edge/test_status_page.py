@@ -14,6 +14,7 @@ import http.client
 import json
 import os
 import shutil
+import signal
 import subprocess
 import uuid
 from collections.abc import Iterator
@@ -215,8 +216,18 @@ def as_javascript_shows(value: Any) -> str:
 
 
 def chromium(*args: str) -> subprocess.CompletedProcess[str]:
+    """One headless run, in a session of its own: past the bound its whole process group (renderer, zygote
+    and the rest, which a kill of the main process would leave running) is killed."""
     assert CHROMIUM is not None
-    return subprocess.run([CHROMIUM, *CHROMIUM_FLAGS, *args], capture_output=True, text=True, timeout=60)
+    argv = [CHROMIUM, *CHROMIUM_FLAGS, *args]
+    browser = subprocess.Popen(argv, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, start_new_session=True)
+    try:
+        out, err = browser.communicate(timeout=60)
+    except subprocess.TimeoutExpired:
+        os.killpg(browser.pid, signal.SIGKILL)
+        browser.communicate()
+        raise
+    return subprocess.CompletedProcess(argv, browser.returncode, out, err)
 
 
 def test_status_is_json_for_scripts_and_a_page_for_browsers(site: Site) -> None:
