@@ -1,5 +1,6 @@
 """A shared config applied while the node is busy: a WebSocket open across the push, and a SIGHUP fired at
-the same moment as a push (the two reloads run one after the other and end in one consistent config)."""
+the same moment as a push (the two reloads run one after the other and end in one consistent config).
+The node is a master in a network namespace of its own (tests/cluster/conftest.py)."""
 
 from __future__ import annotations
 
@@ -15,29 +16,25 @@ import pytest
 
 from tests.cluster.conftest import Node
 from tests.cluster.etcd_server import Etcd
+from tests.cluster.node_network import NodeNetwork
 from tests.proxy.backends import Backend
 from tests.waiting import wait_until
 
 
-@pytest.fixture(scope="module")
-def etcd(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Etcd]:
-    server = Etcd(tmp_path_factory.mktemp("etcd")).start()
-    yield server
-    server.remove()
-
-
 @pytest.fixture
-def node(tmp_path: Path, etcd: Etcd) -> Iterator[Callable[..., Node]]:
-    """One node in a cluster of its own name (the module shares one etcd)."""
+def node(tmp_path: Path, etcd: Etcd, hub: NodeNetwork) -> Iterator[Callable[..., Node]]:
+    """One node in a cluster of its own name, with a backend of the given name in its own subnet."""
     made: list[Node] = []
 
-    def make(backend: Backend, extra: str = "") -> Node:
-        made.append(Node(tmp_path, etcd, "a", backend, cluster=f"apply{uuid.uuid4().hex[:6]}", extra=extra))
+    def make(backend: str, extra: str = "") -> Node:
+        made.append(Node(tmp_path, etcd, "a", hub.node(1), backend, cluster=f"apply{uuid.uuid4().hex[:6]}",
+                         extra=extra))
         return made[-1].start_node()
 
     yield make
     for n in made:
         n.stop()
+        n.backend.close()
 
 
 def shared(backend: Backend) -> str:
@@ -50,11 +47,12 @@ def answers(node: Node, body_start: str) -> bool:
 
 
 async def test_a_websocket_stays_open_across_a_push(etcd, node, backends):
-    old, new = backends("old"), backends("new")
-    a = node(old, extra='worker_shutdown_timeout = "60s"')
+    new = backends("new")
+    a = node("old", extra='worker_shutdown_timeout = "60s"')
+    old = a.backend
     first = {w.pid for w in a.workers()}
     key = f"/ukproxy/{a.cluster()['cluster']}/config"
-    async with aiohttp.ClientSession() as session, session.ws_connect(f"http://127.0.0.1:{a.port}/ws") as ws:
+    async with aiohttp.ClientSession() as session, session.ws_connect(f"http://{a.address}:{a.port}/ws") as ws:
         await ws.send_str("before")
         assert (await asyncio.wait_for(ws.receive(), 10)).data == "before"
 
@@ -75,8 +73,8 @@ async def test_a_websocket_stays_open_across_a_push(etcd, node, backends):
 
 
 def test_a_sighup_and_a_push_at_once_reload_one_after_the_other(etcd, node, backends):
-    old, new = backends("old"), backends("new")
-    a = node(old)
+    new = backends("new")
+    a = node("old")
     key = f"/ukproxy/{a.cluster()['cluster']}/config"
     wait_until(a.cluster, "a registered", accept=lambda s: s["etcd"] == "connected" and s["registrations"] == 1,
                timeout=30, context=a.log)

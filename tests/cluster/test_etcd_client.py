@@ -3,10 +3,21 @@
 from __future__ import annotations
 
 import asyncio
+from collections.abc import Iterator
+from pathlib import Path
 
 import pytest
 
+from tests.cluster.etcd_server import Etcd
 from ukproxy.cluster.etcd import Compacted, EtcdClient, EtcdError, compare, put_op
+
+
+@pytest.fixture
+def etcd(tmp_path: Path) -> Iterator[Etcd]:
+    """On loopback: the client alone is under test here, with no nodes (and so no namespaces)."""
+    server = Etcd(tmp_path).start()
+    yield server
+    server.remove()
 
 
 async def test_a_watch_from_a_compacted_revision_says_so(etcd):

@@ -1,4 +1,5 @@
-"""Membership under leases: records come and go with the nodes, one per node id."""
+"""Membership under leases: records come and go with the nodes, one per node id. Each node is a master in
+a network namespace of its own (tests/cluster/conftest.py)."""
 
 from __future__ import annotations
 
@@ -6,18 +7,17 @@ import signal
 import subprocess
 import sys
 
-from tests.cluster.conftest import TTL, records
+from tests.cluster.conftest import TTL, records, start_nodes
 from tests.running import REPO
 from tests.waiting import wait_until
 
 
-def test_nodes_register_and_a_killed_node_vanishes_after_its_lease(etcd, nodes, backends):
-    web = backends("web")
-    a, b, c = (nodes(n, web).start_node() for n in ("a", "b", "c"))
+def test_nodes_register_and_a_killed_node_vanishes_after_its_lease(etcd, nodes):
+    a, b, c = start_nodes(*(nodes(n, "web") for n in ("a", "b", "c")))
     found = wait_until(lambda: records(etcd), "three records", accept=lambda r: set(r) == {"a", "b", "c"},
                        timeout=30, context=a.log)
     assert found["a"]["value"]["state"] == "ready"
-    assert found["a"]["value"]["peer"] == f"127.0.0.1:{a.port}"
+    assert found["a"]["value"]["peer"] == f"{a.address}:{a.port}"
     assert found["a"]["value"]["capacity"] == {"web": {"ready": 1, "free": 0, "queue": 0}}
     assert all(r["lease"] for r in found.values()), "every record lives under a lease"
     assert a.cluster()["etcd"] == "connected"
@@ -27,7 +27,7 @@ def test_nodes_register_and_a_killed_node_vanishes_after_its_lease(etcd, nodes, 
     assert shown.returncode == 0, shown.stderr
     assert "3 node(s)" in shown.stdout
     for node in (a, b, c):
-        assert f"127.0.0.1:{node.port}" in shown.stdout
+        assert f"{node.address}:{node.port}" in shown.stdout
 
     b.sigkill()
     # Not at once (the lease outlives the node by up to its TTL), but surely within a few TTLs.
@@ -36,9 +36,8 @@ def test_nodes_register_and_a_killed_node_vanishes_after_its_lease(etcd, nodes, 
     assert a.get()[0] == 200 and c.get()[0] == 200
 
 
-def test_a_graceful_stop_leaves_at_once_with_state_draining_meanwhile(etcd, nodes, backends):
-    web = backends("web")
-    a = nodes("a", web).start_node()
+def test_a_graceful_stop_leaves_at_once_with_state_draining_meanwhile(etcd, nodes):
+    a = nodes("a", "web").start_node()
     wait_until(lambda: records(etcd), "a's record", accept=lambda r: "a" in r, timeout=30, context=a.log)
     a.signal(signal.SIGTERM)
     assert a.wait(30) == 0
@@ -46,9 +45,8 @@ def test_a_graceful_stop_leaves_at_once_with_state_draining_meanwhile(etcd, node
     assert "a" not in records(etcd)
 
 
-def test_paused_past_its_ttl_a_node_registers_again_with_one_record(etcd, nodes, backends):
-    web = backends("web")
-    a = nodes("a", web).start_node()
+def test_paused_past_its_ttl_a_node_registers_again_with_one_record(etcd, nodes):
+    a = nodes("a", "web").start_node()
     first = wait_until(lambda: records(etcd), "a's record", accept=lambda r: "a" in r, timeout=30, context=a.log)
     instance = first["a"]["value"]["instance"]
     a.signal(signal.SIGSTOP)
@@ -63,11 +61,10 @@ def test_paused_past_its_ttl_a_node_registers_again_with_one_record(etcd, nodes,
     assert wait_until(a.cluster, "two registrations", accept=lambda s: s["registrations"] == 2)["etcd"] == "connected"
 
 
-def test_a_second_node_with_the_same_id_is_refused(etcd, nodes, backends):
-    web = backends("web")
-    a = nodes("a", web).start_node()
+def test_a_second_node_with_the_same_id_is_refused(etcd, nodes):
+    a = nodes("a", "web").start_node()
     held = wait_until(lambda: records(etcd), "a's record", accept=lambda r: "a" in r, timeout=30, context=a.log)
-    twin = nodes("a", web, name="a-twin").start_node()
+    twin = nodes("a", "web", name="a-twin").start_node()
     refused = wait_until(twin.cluster, "the twin to be refused", accept=lambda s: s["etcd"] == "refused",
                          timeout=30, context=twin.log)
     assert "node id 'a' is held by another node" in refused["etcd_error"]

@@ -1,4 +1,6 @@
-"""The shared config: pushed once, applied by every node through its graceful reload, refused where invalid."""
+"""The shared config: pushed once, applied by every node through its graceful reload, refused where invalid.
+Each node is a master in a network namespace of its own; the pushed configs name backends on the hub, which
+every node reaches (tests/cluster/conftest.py)."""
 
 from __future__ import annotations
 
@@ -8,8 +10,7 @@ import tomllib
 import urllib.request
 from pathlib import Path
 
-from tests.cluster.conftest import CLUSTER, records, statuses
-from tests.cluster.relay import Relay
+from tests.cluster.conftest import CLUSTER, records, start_nodes, statuses
 from tests.running import REPO
 from tests.waiting import wait_until
 from ukproxy.cluster.shared_config import dumps
@@ -32,8 +33,8 @@ def answers(node, body_start: str) -> bool:
 
 
 def test_a_push_reaches_every_node_and_a_node_down_takes_it_when_it_returns(etcd, nodes, backends, tmp_path):
-    old, new = backends("old"), backends("new")
-    a, b, c = (nodes(n, old).start_node() for n in ("a", "b", "c"))
+    new = backends("new")
+    a, b, c = start_nodes(*(nodes(n, "old") for n in ("a", "b", "c")))
     wait_until(lambda: records(etcd), "three records", accept=lambda r: len(r) == 3, timeout=30, context=a.log)
     assert answers(a, "old")
 
@@ -64,8 +65,8 @@ def test_a_push_reaches_every_node_and_a_node_down_takes_it_when_it_returns(etcd
     assert stale.returncode == 1 and f"at revision {revision}" in stale.stderr
 
 
-def test_an_invalid_config_is_refused_before_it_is_pushed(etcd, nodes, backends, tmp_path):
-    a = nodes("a", backends("web")).start_node()
+def test_an_invalid_config_is_refused_before_it_is_pushed(etcd, nodes, tmp_path):
+    a = nodes("a", "web").start_node()
     file = tmp_path / "shared.toml"
     file.write_text('[[route]]\nupstream = "nowhere"\n')
     refused = push(a, file)
@@ -77,9 +78,8 @@ def test_an_invalid_config_is_refused_before_it_is_pushed(etcd, nodes, backends,
     assert etcd.get_prefix(CONFIG_KEY) == {}
 
 
-def test_an_invalid_shared_config_is_refused_by_every_node_which_says_why(etcd, nodes, backends):
-    web = backends("web")
-    a, b = (nodes(n, web).start_node() for n in ("a", "b"))
+def test_an_invalid_shared_config_is_refused_by_every_node_which_says_why(etcd, nodes):
+    a, b = start_nodes(*(nodes(n, "web") for n in ("a", "b")))
     wait_until(lambda: records(etcd), "two records", accept=lambda r: len(r) == 2, timeout=30, context=a.log)
     # Written past `cluster push` (by another tool, say): each node validates it itself.
     revision = etcd.put(CONFIG_KEY, '[[upstream]]\nname = "web"\nservers = ["127.0.0.1:1"]\nbalance = "fastest"\n')
@@ -96,8 +96,8 @@ def test_an_invalid_shared_config_is_refused_by_every_node_which_says_why(etcd, 
 
 
 def test_losing_etcd_is_not_an_outage(etcd, nodes, backends, tmp_path):
-    old, new = backends("old"), backends("new")
-    a, b = (nodes(n, old).start_node() for n in ("a", "b"))
+    new = backends("new")
+    a, b = start_nodes(*(nodes(n, "old") for n in ("a", "b")))
     wait_until(lambda: records(etcd), "two records", accept=lambda r: len(r) == 2, timeout=30, context=a.log)
     etcd.kill()
     for node in (a, b):
@@ -109,7 +109,7 @@ def test_losing_etcd_is_not_an_outage(etcd, nodes, backends, tmp_path):
     assert status is not None and status["cluster"]["etcd_error"]
     shown = a.cli("status")
     assert shown.returncode == 0 and "cluster t: node a ready, etcd unreachable (" in shown.stdout, shown.stdout
-    with urllib.request.urlopen(f"http://127.0.0.1:{a.metrics_port}/metrics", timeout=5) as resp:
+    with urllib.request.urlopen(f"http://{a.address}:{a.metrics_port}/metrics", timeout=5) as resp:
         assert "ukproxy_cluster_etcd_up 0.0" in resp.read().decode()
 
     etcd.start()
@@ -132,12 +132,11 @@ def test_the_merged_config_is_written_back_as_equivalent_toml():
     assert tomllib.loads(dumps(odd)) == odd
 
 
-def test_a_node_cut_off_from_etcd_serves_on_and_catches_up_past_a_compaction(etcd, nodes, backends):
-    old, new = backends("old"), backends("new")
-    relay = Relay(etcd.client_port)
-    a = nodes("a", old, endpoint=relay.url).start_node()
+def test_a_node_cut_off_from_etcd_serves_on_and_catches_up_past_a_compaction(etcd, nodes, backends, hub):
+    new = backends("new")
+    a = nodes("a", "old").start_node()
     first = wait_until(lambda: records(etcd), "a's record", accept=lambda r: "a" in r, timeout=30, context=a.log)
-    relay.cut()
+    hub.cut_from_etcd(a.namespace)  # the node alone: the hub's clients still reach it
     wait_until(a.cluster, "a to see etcd gone", accept=lambda s: s["etcd"] == "unreachable", timeout=30)
     for server in ("127.0.0.1:1", new.address):  # two pushes it misses, then their history compacted
         last = etcd.put(CONFIG_KEY, f'[[upstream]]\nname = "web"\nservers = ["{server}"]\n')
@@ -146,18 +145,17 @@ def test_a_node_cut_off_from_etcd_serves_on_and_catches_up_past_a_compaction(etc
                timeout=30)
     assert answers(a, "old"), "cut off, the node serves what it last knew"
 
-    relay.heal()
+    hub.heal(a.namespace)
     wait_until(a.cluster, "a to catch up", accept=lambda s: s["config_revision"] == last and s["etcd"] == "connected",
                timeout=60, context=a.log)
     assert answers(a, "new")
     again = wait_until(lambda: records(etcd), "a registered again", accept=lambda r: "a" in r, timeout=30)
     assert again["a"]["lease"] != first["a"]["lease"]
-    relay.cut()
 
 
 def test_a_node_restarted_while_etcd_is_down_runs_the_shared_config_it_last_applied(etcd, nodes, backends, tmp_path):
-    old, new = backends("old"), backends("new")
-    a = nodes("a", old).start_node()
+    new = backends("new")
+    a = nodes("a", "old").start_node()
     wait_until(lambda: records(etcd), "a's record", accept=lambda r: "a" in r, timeout=30, context=a.log)
     file = tmp_path / "shared.toml"
     file.write_text(shared(new))
