@@ -9,9 +9,14 @@ that is not one of our messages is logged and skipped.
 from __future__ import annotations
 
 import asyncio
+import contextlib
+import fcntl
 import json
 import logging
 import socket
+import struct
+import termios
+import time
 
 from ukproxy.protocol import Init, Message, ProtocolError, from_wire
 
@@ -50,6 +55,16 @@ def read_init(sock: socket.socket) -> tuple[Init, bytes]:
     return init, rest
 
 
+class _StampedReader(asyncio.StreamReader):
+    """Notes when bytes last came off the socket, whether or not anyone has parsed them yet."""
+
+    arrived_at: float | None = None  # monotonic
+
+    def feed_data(self, data: bytes) -> None:
+        self.arrived_at = time.monotonic()
+        super().feed_data(data)
+
+
 class ControlChannel:
     """One end of the channel on an event loop."""
 
@@ -60,10 +75,31 @@ class ControlChannel:
     @classmethod
     async def open(cls, sock: socket.socket, already_read: bytes = b"") -> ControlChannel:
         sock.setblocking(False)
-        reader, writer = await asyncio.open_unix_connection(sock=sock, limit=MAX_MESSAGE)
+        loop = asyncio.get_running_loop()
+        # asyncio.open_unix_connection, with a reader that stamps what arrives (see `arrived_at`).
+        reader = _StampedReader(limit=MAX_MESSAGE, loop=loop)
+        protocol = asyncio.StreamReaderProtocol(reader, loop=loop)
+        transport, _ = await loop.create_unix_connection(lambda: protocol, sock=sock)
+        writer = asyncio.StreamWriter(transport, protocol, reader, loop)
         if already_read:
             reader.feed_data(already_read)  # comes before anything the transport reads from now on
         return cls(reader, writer)
+
+    @property
+    def arrived_at(self) -> float | None:
+        """Monotonic time this end last took bytes off the socket (None: nothing yet)."""
+        return self.reader.arrived_at  # type: ignore[attr-defined]
+
+    def unread(self) -> bool:
+        """Whether the other side sent bytes this end's loop has not taken off the socket yet: it spoke
+        after `arrived_at`, and only this side's lateness kept us from hearing it."""
+        sock = self.writer.get_extra_info("socket")
+        if sock is None:
+            return False
+        with contextlib.suppress(OSError, ValueError):  # closed: nothing waits
+            waiting = fcntl.ioctl(sock.fileno(), termios.FIONREAD, b"\0\0\0\0")
+            return struct.unpack("i", waiting)[0] > 0
+        return False
 
     def send(self, message: Message) -> None:
         if not self.writer.is_closing():

@@ -337,8 +337,8 @@ class Master:
                     w.heard_at = now if w.heard_at is not None else None
                 continue
             for w in list(self.workers.values()):
-                silent = now - (w.heard_at or w.started_at)
-                if not w.hung and silent > (timeout if w.heard_at is not None else max(timeout, START_GRACE)):
+                if not w.hung and (silent := silence(w, now)) is not None \
+                        and silent > (timeout if w.heard_at is not None else max(timeout, START_GRACE)):
                     self._kill_hung(w, silent)
 
     def _kill_hung(self, worker: WorkerProcess, silent: float) -> None:
@@ -485,6 +485,17 @@ def _warn_of_expiring_certificates(config: Config) -> None:
     """As `ukproxy check` does: a TLS certificate that expires within 14 days (tls/check.py)."""
     for warning in expiry_warnings(config):
         log.warning("%s", warning)
+
+
+def silence(worker: WorkerProcess, now: float) -> float | None:
+    """How long `worker` has been silent as far as the master can know, or None if it has spoken since the
+    master last read its channel. This timer wakes the master before its loop reads the sockets, so after
+    any lateness of the master's own (load, a slow step) heartbeats may wait unread in the channel, or be
+    read but not yet parsed: neither makes the worker late (docs/architecture.md, "Supervision")."""
+    if worker.channel.unread():
+        return None
+    heard = [t for t in (worker.heard_at, worker.channel.arrived_at) if t is not None]
+    return now - max(heard, default=worker.started_at)
 
 
 def heartbeat_interval(timeout: float) -> float:

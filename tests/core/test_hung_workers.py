@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import contextlib
 import signal
+import time
 from collections.abc import Callable
 
 import psutil
@@ -57,3 +58,31 @@ def test_a_stopped_worker_is_killed_and_replaced(ukproxy: Callable[..., RunningP
                           accept=lambda v: v >= 1)
         assert hung == 1
 
+
+
+LATE = 1.2  # the master's own lateness: past the 1 s timeout, short of its 1.5 s stall rule (master.py)
+
+
+def test_a_late_master_does_not_blame_its_workers(ukproxy: Callable[..., RunningProxy]) -> None:
+    """The master's timer can fire before its loop reads the workers' channels: a master that was itself
+    late (here SIGSTOPped, as a busy machine can deschedule it) finds the heartbeats waiting unread and
+    must not count the time it did not listen as the workers' silence."""
+    port, metrics_port = free_port(), free_port()
+    extra = f'worker_heartbeat_timeout = "1s"\n[metrics]\nlisten = "127.0.0.1:{metrics_port}"\n'
+    with echo_servers(1) as (b,):
+        proxy = ukproxy(tcp_config(port, [b.port], extra=extra)).start([port])
+        workers = {w.pid for w in proxy.wait_workers(2)}
+        wait_until(lambda: [w["state"] for w in status(metrics_port)["workers"]], "both workers ready",
+                   accept=lambda states: states == ["ready", "ready"], context=proxy.log)
+        master = psutil.Process(proxy.pid)
+        for _ in range(3):
+            master.send_signal(signal.SIGSTOP)
+            try:
+                time.sleep(LATE)  # the stimulus itself (how late the master is), not a wait for a condition
+            finally:
+                master.send_signal(signal.SIGCONT)
+            # The timer's round runs as the master wakes, before it serves this scrape: judged by now.
+            assert scrape(metrics_port).value("ukproxy_worker_hung_total") == 0, proxy.log()
+        assert "hung: no heartbeat" not in proxy.log()
+        assert {w.pid for w in proxy.workers()} == workers
+        assert exchange(port, b"still served") == b"still served"
