@@ -8,6 +8,8 @@ the share holds copies of exactly those files), and nginx serving the folder nat
 namespace straight at each server (no proxy in between: this compares the services), keep-alive, at a few
 connection counts. One VM is compared with nginx `worker_processes 1`; two VMs (one wrk at each, req/s
 summed) with `worker_processes 2` (two wrk at it). Each figure is the median of interleaved repetitions.
+The one-VM group also runs a static VM booted with `open_file_cache_valid_ms=0`: the open-file cache off,
+every request opening the file over 9P afresh, so the cache's gain is a ratio within the same run.
 
 Also: time from QEMU's exec to the guest's `ready` line, static.elf with its share against httpd.elf
 without one, boots interleaved. Results go to bench/results/static.md and static.json.
@@ -57,14 +59,14 @@ def share_folder(root: Path) -> Path:
     return folder
 
 
-def boot_static(lab: Lab, name: str, folder: Path) -> Vm:
+def boot_static(lab: Lab, name: str, folder: Path, extra: str = "") -> Vm:
     """A static VM (Lab.boot has no share) at the lab's next address, sharing `folder` read-only."""
     host = lab._next_host
     lab._next_host += 1
     ip = lab.netns.address(host)
     tap = lab.netns.add_tap()
     mac = f"52:54:00:79:{lab.netns.subnet:02x}:{host:02x}"
-    append = f"ip={ip}/24 gw={lab.netns.gateway} port=80 name={name}"
+    append = f"ip={ip}/24 gw={lab.netns.gateway} port=80 name={name} {extra}".strip()
     argv = lab.netns.cmd(*qemu_argv(append=append, netdev=f"tap,id=n0,ifname={tap},script=no,downscript=no",
                                     mac=mac, image=image_for("static")),
                          *fsdev_args("f0", str(folder), "share", writable=False))
@@ -242,19 +244,21 @@ def main() -> int:
         nginx: list[subprocess.Popen[bytes]] = []
         try:
             static = [boot_static(lab, f"static{i}", folder) for i in range(2)]
+            uncached = boot_static(lab, "static-nocache", folder, "open_file_cache_valid_ms=0")
             embedded = [lab.boot(f"httpd{i}") for i in range(2)]
-            for vm in static:
+            for vm in [*static, uncached]:
                 vm.wait_ready(30)
             gw = lab.netns.gateway
             for size, name in FILES.items():
                 body = (EMBED / name).read_bytes()
-                for vm in static:
+                for vm in [*static, uncached]:
                     same_bytes(lab, f"http://{vm.ip}/{name}", body)
                 for vm in embedded:
                     same_bytes(lab, f"http://{vm.ip}/static/{name}", body)
                 print(f"  {size}: the share, the images and the folder serve the same {len(body)} bytes", flush=True)
             targets = [
                 Target("static VM, 9P share", 1, lambda f: [f"http://{static[0].ip}/{f}"]),
+                Target("static VM, 9P, cache off", 1, lambda f: [f"http://{uncached.ip}/{f}"]),
                 Target("httpd VM, embedded", 1, lambda f: [f"http://{embedded[0].ip}/static/{f}"]),
                 Target("nginx, native", 1, lambda f: [f"http://{gw}:{NGINX_PORT}/{f}"]),
             ]

@@ -6,8 +6,10 @@
  * normalised by share_path() and never resolved; symlinks are never followed
  * (fs.h refuses them, and a walk through one fails).
  *
- * Nothing is cached: every request stats the file afresh, so an edit on the
- * host is served at once. A body streams from the share through one of
+ * Open files are cached by path for open_file_cache_valid_ms (file_cache.c,
+ * nginx's open_file_cache): a repeated request skips the walk, open and
+ * getattr round trips, and an edit on the host is served within that bound
+ * (at once with 0, which turns the cache off). A body streams from the share through one of
  * STAGES staging buffers: a piece is read into it, lwIP copies out what its
  * send buffer takes, and on_writable goes on when acknowledgements make room;
  * no file is ever held whole in guest memory. Connections beyond STAGES wait
@@ -29,6 +31,7 @@
 #include "http_date.h"
 #include "mime.h"
 #include "share_path.h"
+#include "file_cache.h"
 #include "http_request.h"
 #include "validators.h"
 #include "wallclock.h"
@@ -48,6 +51,7 @@ struct req_state {
     uint32_t pending_len, pending_off;
     fs_file file;                /* open (has_file) from its stat until the response is queued */
     uint8_t has_file, busy, close_after;
+    uint16_t cache_slot;         /* the file cache entry held for file (file_cache.h), or 0: file is ours to close */
     uint8_t stage;               /* staging buffer held while streaming: its index + 1, or 0 */
     uint8_t waiting;             /* in the queue for a staging buffer */
     uint32_t progress_ms;        /* when lwIP last took bytes of this body */
@@ -119,9 +123,12 @@ static void stop_waiting(struct req_state *s);
 
 static void close_file(struct req_state *s)
 {
-    if (s->has_file)
+    if (s->has_file && s->cache_slot)
+        fcache_release(s->cache_slot);
+    else if (s->has_file)
         fs_close(s->file);
     s->has_file = 0;
+    s->cache_slot = 0;
     stop_waiting(s);
     stage_put(s);
 }
@@ -229,6 +236,8 @@ static int read_body(struct conn *c, struct req_state *s, uint8_t *buf, uint32_t
     uint32_t max_io = fs_max_io();
     int rc = fs_read(s->file, s->off, buf, n < max_io ? n : max_io);
     if (rc <= 0) {
+        if (s->cache_slot)
+            fcache_invalidate(s->cache_slot);   /* shrunk or gone: the next request opens afresh */
         conn_abort(c);
         return -1;
     }
@@ -407,20 +416,6 @@ static void redirect_to_dir(struct conn *c, struct req_state *s, const struct re
     respond_text(c, s, r, 301, loc);
 }
 
-/* Opens p and stats the open file (cheaper than a stat by path first: four
- * round trips in all, not six). A symlink is refused (-ELOOP), and so is a
- * FIFO, socket or device, by QEMU (-ENXIO). 0, or a negative errno. */
-static int open_stat(const char *p, fs_file *f, struct fs_stat *st)
-{
-    int rc = fs_open(p, FS_RDONLY, f);
-    if (rc)
-        return rc;
-    rc = fs_fstat(*f, st);
-    if (rc)
-        fs_close(*f);
-    return rc;
-}
-
 static void serve(struct conn *c, struct req_state *s, struct request *r)
 {
     int dir, status = share_path(r->path, path, SHARE_PATH_MAX + 1, &dir);
@@ -429,7 +424,7 @@ static void serve(struct conn *c, struct req_state *s, struct request *r)
         return;
     }
     struct fs_stat st;
-    int rc = open_stat(path, &s->file, &st);
+    int rc = fcache_open(path, &s->file, &st, &s->cache_slot);
     if (rc) {
         respond_text(c, s, r, status_for(rc), NULL);
         return;
@@ -443,7 +438,7 @@ static void serve(struct conn *c, struct req_state *s, struct request *r)
         }
         size_t n = strlen(path);
         memcpy(path + n, n ? "/index.html" : "index.html", n ? 12 : 11);
-        rc = open_stat(path, &s->file, &st);
+        rc = fcache_open(path, &s->file, &st, &s->cache_slot);
         if (rc) {
             respond_text(c, s, r, status_for(rc), NULL);
             return;
@@ -603,8 +598,10 @@ static int static_start(const struct boot_args *a)
         fatal_exit(6);
     }
     conn_limits_from_args(&limits);
+    fcache_configure(cmdline_uint("open_file_cache_valid_ms", 0, 3600000, 1000),
+                     cmdline_uint("open_file_cache_max", 0, FCACHE_MAX, 32));
     return conn_listen(a->port, &handlers, &limits);
 }
 
-static const char *const static_keys[] = { "share_tag", CONN_KEYS, NULL };
+static const char *const static_keys[] = { "share_tag", "open_file_cache_valid_ms", "open_file_cache_max", CONN_KEYS, NULL };
 SERVICE_DEFINE(static_service, .name = "static", .keys = static_keys, .start = static_start);
