@@ -49,6 +49,10 @@ def test_a_stopped_worker_is_killed_and_replaced(ukproxy: Callable[..., RunningP
         log = proxy.log()
         assert f"(pid {victim.pid}) hung: no heartbeat for" in log
         assert f"(pid {victim.pid}) died: killed by signal 9 (SIGKILL)" in log
+        # The successor's connections wait in its inherited queue until it is up, which under load takes
+        # longer than a client's timeout: it must be ready first.
+        wait_until(lambda: [w["state"] for w in status(metrics_port)["workers"]], "the successor ready",
+                   accept=lambda states: states == ["ready", "ready"], timeout=30, context=proxy.log)
         # The stopped worker's reuseport share of new connections went to its successor.
         with held_connections(port, CONNECTIONS, pause=0):
             assert served_by(fresh.pid, port) > 0
