@@ -14,6 +14,7 @@ from typing import TYPE_CHECKING, Final
 
 from ukproxy.edge.proxy_protocol import header_bytes
 from ukproxy.upstream.connect import connect
+from ukproxy.upstream.connect_callback import start_connect
 from ukproxy.upstream.group import UpstreamGroup
 
 if TYPE_CHECKING:
@@ -80,6 +81,7 @@ class TcpClientSide(asyncio.Protocol):
         self.transport: asyncio.Transport | None = None
         self.upstream: UpstreamSide | None = None
         self.server: Server | None = None
+        self.tried: list[Server] = []  # the servers this connection's connects went to
         self.pending: list[bytes] = []  # client bytes that arrived before the upstream connected
         self.pending_bytes = 0
         self.held_back = False  # reading paused until the upstream exists (more than PENDING_LIMIT came)
@@ -102,7 +104,7 @@ class TcpClientSide(asyncio.Protocol):
 
     def set_proxied_addresses(self, source: tuple[str, int], destination: tuple[str, int] | None) -> None:
         """A PROXY protocol header named the client (edge/proxy_protocol.py): logs, ip_hash and a PROXY
-        header upstream use it. Called before the connect task runs."""
+        header upstream use it. Called right after connection_made, before a keyed connect starts."""
         self._peer = source
         self._proxied_to = destination
 
@@ -110,7 +112,10 @@ class TcpClientSide(asyncio.Protocol):
         self.transport = transport  # type: ignore[assignment]
         self.last_activity = self.loop.time()
         self.state.splicing += 1  # a splice is busy both ways: stub_status "writing"
-        self.loop.create_task(self._connect_upstream())
+        if self.group.keyed:  # the key is the client's address, which a PROXY header names just after this call
+            self.loop.call_soon(self._connect_next)
+        else:
+            self._connect_next()
 
     def data_received(self, data: bytes) -> None:
         self.last_activity = self.loop.time()
@@ -187,59 +192,100 @@ class TcpClientSide(asyncio.Protocol):
 
     # connecting
 
-    async def _connect_upstream(self) -> None:
+    def _connect_next(self) -> None:
+        """Connect to the next server. While the balancer has one at hand and the socket is a plain one (the
+        usual case) this is callbacks only (upstream/connect_callback.py): no task per connection."""
         group = self.group
-        tried: list[Server] = []
+        if self.closed:
+            return
+        if len(self.tried) >= group.config.tries:
+            self._no_upstream()
+            return
+        server = None
+        if group.make_socket is None:
+            key = self._balance_key() if group.keyed else None
+            server = group.acquire_nowait(key, self.tried, self.loop.time())
+        if server is None:  # a VM pool may grow or queue, or a peer node's socket is made: that waits
+            self.loop.create_task(self._connect_upstream())
+            return
+        upstream = self._upstream_for(server)
+        started = self.loop.time()
+        start_connect(self.loop, server, lambda: upstream, group.config.connect_timeout, self.state.deadlines,
+                      lambda transport, error: self._connect_done(server, upstream, started, error))
+
+    def _connect_done(self, server: Server, upstream: UpstreamSide, started: float,
+                      error: BaseException | None) -> None:
+        if error is not None:
+            self._connect_failed(server, error)
+            self._connect_next()
+        else:
+            self._spliced(server, upstream, started)
+
+    async def _connect_upstream(self) -> None:
+        """The connect loop when a server must be waited for (a VM pool) or a socket made first."""
+        group = self.group
         key = self._balance_key() if group.keyed else None
-        while len(tried) < group.config.tries:
-            server = group.acquire_nowait(key, tried, self.loop.time())
-            if server is None:
-                server = await group.acquire(key, tried, self.loop.time())  # a VM pool may grow or queue
+        while len(self.tried) < group.config.tries:
+            server = await group.acquire(key, self.tried, self.loop.time())
             if server is None:
                 break
-            tried.append(server)
-            if len(tried) > 1:
-                self.state.upstream_retried(group.name)
-            upstream = UpstreamSide(self, server)
+            upstream = self._upstream_for(server)
             started = self.loop.time()
             try:
                 # The factory runs before this await returns: it cannot see a later iteration's upstream.
                 await connect(self.loop, server, lambda: upstream, group.config.connect_timeout,  # noqa: B023
                               group.make_socket, self.state.deadlines)
             except (TimeoutError, OSError) as e:
-                group.release(server)
-                reason = "timeout" if isinstance(e, asyncio.TimeoutError) else "connect"
-                server.record_failure(self.loop.time())
-                self.state.upstream_failed(group.name, reason)
-                log.warning("upstream %s server %s: %s (%s)", group.name, server.name, reason, e or "timed out")
+                self._connect_failed(server, e)
                 if self.closed:
                     return
                 continue
-            if self.closed:  # the client left while we were connecting
-                group.release(server)
-                upstream.transport.close()  # type: ignore[union-attr]
-                return
-            self.connect_time = self.loop.time() - started
-            self.upstream_addr = server.name
-            server.record_success(self.connect_time)  # connect time feeds least_time
-            self.state.upstream_opened()
-            self.server = server
-            self.upstream = upstream
-            if group.config.proxy_protocol:  # the upstream asked for a PROXY header (edge/proxy_protocol.py)
-                upstream.transport.write(self._proxy_header(group.config.proxy_protocol))  # type: ignore[union-attr]
-            for chunk in self.pending:
-                upstream.transport.write(chunk)  # type: ignore[union-attr]
-            self.pending.clear()
-            if self.client_eof:
-                upstream.transport.write_eof()  # type: ignore[union-attr]
-            elif self.held_back:
-                self.held_back = False
-                self.transport.resume_reading()  # type: ignore[union-attr]
-            self._arm_idle_timer()
+            self._spliced(server, upstream, started)
             return
+        self._no_upstream()
+
+    def _upstream_for(self, server: Server) -> UpstreamSide:
+        self.tried.append(server)
+        if len(self.tried) > 1:
+            self.state.upstream_retried(self.group.name)
+        return UpstreamSide(self, server)
+
+    def _connect_failed(self, server: Server, e: BaseException) -> None:
+        group = self.group
+        group.release(server)
+        reason = "timeout" if isinstance(e, TimeoutError) else "connect"
+        server.record_failure(self.loop.time())
+        self.state.upstream_failed(group.name, reason)
+        log.warning("upstream %s server %s: %s (%s)", group.name, server.name, reason, e or "timed out")
+
+    def _spliced(self, server: Server, upstream: UpstreamSide, started: float) -> None:
+        """Connected: send what the client sent meanwhile, and splice from now on."""
+        if self.closed:  # the client left while we were connecting
+            self.group.release(server)
+            upstream.transport.close()  # type: ignore[union-attr]
+            return
+        self.connect_time = self.loop.time() - started
+        self.upstream_addr = server.name
+        server.record_success(self.connect_time)  # connect time feeds least_time
+        self.state.upstream_opened()
+        self.server = server
+        self.upstream = upstream
+        if self.group.config.proxy_protocol:  # the upstream asked for a PROXY header (edge/proxy_protocol.py)
+            upstream.transport.write(self._proxy_header(self.group.config.proxy_protocol))  # type: ignore[union-attr]
+        for chunk in self.pending:
+            upstream.transport.write(chunk)  # type: ignore[union-attr]
+        self.pending.clear()
+        if self.client_eof:
+            upstream.transport.write_eof()  # type: ignore[union-attr]
+        elif self.held_back:
+            self.held_back = False
+            self.transport.resume_reading()  # type: ignore[union-attr]
+        self._arm_idle_timer()
+
+    def _no_upstream(self) -> None:
         log.error("upstream %s: no server could be reached for %s (tried %d)",
-                  group.name, self._peer_text(), len(tried))
-        self.state.no_upstream(group.name)
+                  self.group.name, self._peer_text(), len(self.tried))
+        self.state.no_upstream(self.group.name)
         if self.transport is not None:
             self.transport.close()
 
