@@ -146,6 +146,7 @@ class UpstreamConfig:
     keepalive: int = 32
     keepalive_timeout: float = 60.0
     proxy_protocol: int = 0  # tcp: the PROXY protocol version sent on each new connection (edge/proxy_protocol.py)
+    half_close: bool = True  # tcp: pass an upstream's EOF on and keep the client's way open (false: end the pair)
 
 
 @dataclass(frozen=True)
@@ -493,6 +494,7 @@ def _read_upstream(t: Table) -> UpstreamConfig:
         keepalive=t.get("keepalive", integer(0, 100_000), 32),
         keepalive_timeout=t.get("keepalive_timeout", duration, 60.0),
         proxy_protocol=edge_config.read_upstream_proxy_protocol(t),
+        half_close=t.get("half_close", boolean, True),
     )
     if vm is None and not servers and isinstance(raw_servers, list):
         t.issues.add(t.key("servers"), "an upstream needs servers or a [vm] section")

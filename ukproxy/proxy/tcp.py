@@ -169,6 +169,14 @@ class TcpClientSide(asyncio.Protocol):
 
     def upstream_eof(self) -> None:
         self.upstream_eof_seen = True
+        if not self.group.config.half_close:
+            # The server is done, so is the pair (nginx stream's default): close() still sends what is
+            # buffered, and costs no shutdown, nor a wake-up for the client's FIN.
+            if self.transport is not None:
+                self.transport.close()
+            if self.upstream is not None and self.upstream.transport is not None:
+                self.upstream.transport.close()
+            return
         if self.transport is not None and not self.client_eof and not self.transport.is_closing() \
                 and self.transport.can_write_eof():
             self.transport.write_eof()
