@@ -44,7 +44,8 @@ def config_text(*, workers: int, metrics_port: int, listeners: list[tuple[int, s
         out += f'[network]\nnetns = "{netns}"\nbridge = "ukbr0"\n'
     for port, protocol in listeners:
         out += f'[[listen]]\naddress = "127.0.0.1:{port}"\nprotocol = "{protocol}"\nupstream = "b"\nbacklog = 4096\n'
-    out += '[[upstream]]\nname = "b"\nbalance = "least_conn"\nconnect_timeout = "2s"\n'
+    # half_close = false: what nginx stream does by default (proxy_half_close off), so both do the same work.
+    out += '[[upstream]]\nname = "b"\nbalance = "least_conn"\nconnect_timeout = "2s"\nhalf_close = false\n'
     if upstream == "vm":
         out += f"""[upstream.vm]
 image = "{IMAGE}"
