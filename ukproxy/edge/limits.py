@@ -66,13 +66,8 @@ class RequestRate:
 
     def check(self, key: bytes) -> float:
         """REFUSED, or how many seconds the request waits before it goes on (0.0: at once)."""
-        zone = self.zone
-        entry_key = zone.entry_key(key)
-        bucket = zone.bucket(entry_key)
-        at = zone.find(entry_key, bucket)
-        if at < 0:
-            at = self._enter(bucket, entry_key)
-        m = zone.map
+        at = self.zone.locate(key, self._longest_empty)
+        m = self.zone.map
         cells_at = at + KEY_FIELD
         mine = at + self.cell
         for _ in range(_TRIES):
@@ -106,23 +101,10 @@ class RequestRate:
                 return True
         return False
 
-    def _enter(self, bucket: int, entry_key: bytes) -> int:
-        """An entry for a key its bucket lacks (under the bucket's lock: another worker may be adding it too):
-        an unused one, else the one whose queue emptied longest ago."""
-        zone = self.zone
-        zone.lock(bucket)
-        try:
-            at = zone.find(entry_key, bucket)
-            if at >= 0:
-                return at
-            m = zone.map
-            unused = [a for a in zone.entries(bucket) if m[a] == 0]
-            at = unused[0] if unused else min(zone.entries(bucket),
-                                              key=lambda a: max(self.cells.unpack_from(m, a + KEY_FIELD)))
-            zone.take(at, entry_key)
-            return at
-        finally:
-            zone.unlock(bucket)
+    def _longest_empty(self, entries: range) -> int:
+        """The entry to give a new key when none is unused: the one whose queue emptied longest ago."""
+        m = self.zone.map
+        return min(entries, key=lambda a: max(self.cells.unpack_from(m, a + KEY_FIELD)))
 
 
 class ConnectionCount:
@@ -141,18 +123,14 @@ class ConnectionCount:
     def acquire(self, key: bytes) -> int:
         """The entry holding the request's place (give it back with `release`), or -1 when refused."""
         zone = self.zone
-        entry_key = zone.entry_key(key)
-        bucket = zone.bucket(entry_key)
-        at = zone.find(entry_key, bucket)
+        at = zone.locate(key, self._idle)
         if at < 0:
-            at = self._enter(bucket, entry_key)
-            if at < 0:
-                now = time.monotonic()
-                if now - self.warned_at >= 60.0:  # said once a minute, not once per refused request
-                    self.warned_at = now
-                    log.warning("limit_conn zone %s: every entry of a bucket is in use; refusing (a bigger "
-                                "size holds more keys)", self.zone_name)
-                return -1
+            now = time.monotonic()
+            if now - self.warned_at >= 60.0:  # said once a minute, not once per refused request
+                self.warned_at = now
+                log.warning("limit_conn zone %s: every entry of a bucket is in use; refusing (a bigger "
+                            "size holds more keys)", self.zone_name)
+            return -1
         m = zone.map
         if sum(self.counts.unpack_from(m, at + KEY_FIELD)) >= self.conn:
             return -1
@@ -165,24 +143,10 @@ class ConnectionCount:
         mine = at + self.cell
         _ONE.pack_into(m, mine, max(_ONE.unpack_from(m, mine)[0] - 1, 0))
 
-    def _enter(self, bucket: int, entry_key: bytes) -> int:
-        """An entry for a key its bucket lacks, under the bucket's lock: an unused one, else one with no request
-        in progress; -1 if none."""
-        zone = self.zone
-        zone.lock(bucket)
-        try:
-            at = zone.find(entry_key, bucket)
-            if at >= 0:
-                return at
-            m = zone.map
-            free = [a for a in zone.entries(bucket) if m[a] == 0] or \
-                   [a for a in zone.entries(bucket) if sum(self.counts.unpack_from(m, a + KEY_FIELD)) <= 0]
-            if not free:
-                return -1
-            zone.take(free[0], entry_key)
-            return free[0]
-        finally:
-            zone.unlock(bucket)
+    def _idle(self, entries: range) -> int:
+        """The entry to give a new key when none is unused: one with no request in progress; -1 if none."""
+        m = self.zone.map
+        return next((a for a in entries if sum(self.counts.unpack_from(m, a + KEY_FIELD)) <= 0), -1)
 
 
 _owned: dict[int, int] = {}

@@ -22,6 +22,7 @@ import hashlib
 import mmap
 import os
 import zlib
+from collections.abc import Callable
 from typing import Final
 
 KEY_FIELD: Final = 48
@@ -87,6 +88,30 @@ class SharedZone:
 
     def entries(self, bucket: int) -> range:
         return range(bucket, bucket + self.bucket_size, self.entry)
+
+    def locate(self, key: bytes, victim: Callable[[range], int]) -> int:
+        """The entry holding `key`; one is entered when its bucket lacks it, under the bucket's lock (another
+        worker may be adding it too): an unused entry, else `victim(entries)` (-1: none may go, and -1 here)."""
+        entry_key = self.entry_key(key)
+        bucket = self.bucket(entry_key)
+        at = self.find(entry_key, bucket)
+        if at >= 0:
+            return at
+        self.lock(bucket)
+        try:
+            at = self.find(entry_key, bucket)
+            if at >= 0:
+                return at
+            entries = self.entries(bucket)
+            m = self.map
+            at = next((a for a in entries if m[a] == 0), -1)
+            if at < 0:
+                at = victim(entries)
+            if at >= 0:
+                self.take(at, entry_key)
+            return at
+        finally:
+            self.unlock(bucket)
 
     def take(self, at: int, entry_key: bytes) -> None:
         """Entry `at` now holds `entry_key`, its cells zero."""

@@ -361,11 +361,7 @@ class H2Exchange(Exchange):
         if response is not None:
             self._attempt_over(None)
         if complete:
-            self.ended_at = now
-            conn, self.upstream = self.upstream, None
-            if conn is not None:
-                conn.release(self.body.all_sent)
-            self._done(keep_alive=True)
+            self._response_complete(now, True)
 
     def _answer_error(self, status: int, keep_alive: bool) -> None:
         self.stream.answer(status)  # the stream ends; the connection goes on

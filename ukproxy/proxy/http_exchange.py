@@ -499,11 +499,15 @@ class Exchange:
         if response is not None:
             self._attempt_over(None)
         if complete:
-            self.ended_at = now
-            conn, self.upstream = self.upstream, None
-            if conn is not None:
-                conn.release(self.body.all_sent)
-            self._done(keep_alive=self.keep_alive and self.body.done)
+            self._response_complete(now, self.keep_alive and self.body.done)
+
+    def _response_complete(self, now: float, keep_alive: bool) -> None:
+        """The upstream's answer is all relayed: its connection goes back for reuse and the exchange ends."""
+        self.ended_at = now
+        conn, self.upstream = self.upstream, None
+        if conn is not None:
+            conn.release(self.body.all_sent)
+        self._done(keep_alive=keep_alive)
 
     def _take_response(self, response: UpstreamResponse, now: float) -> bool:
         """Whether this response head goes to the client; False when it is refused instead (a status to
