@@ -25,7 +25,7 @@ from typing import Any
 import pytest
 from PIL import Image
 
-from tests.fleet.conftest import IMAGE, needs_vms, qemu_of
+from tests.fleet.conftest import IMAGE, assert_nothing_left, needs_vms
 from tests.observability.helpers import HttpBackend
 from tests.running import RunningProxy, free_port
 from tests.waiting import wait_until
@@ -103,13 +103,7 @@ fails = 2
     finally:
         proxy.stop()
         backend.close()
-        leftovers = qemu_of(netns)
-        for p in leftovers:
-            p.kill()
-        namespace_left = os.path.exists(f"/run/netns/{netns}")
-        if namespace_left:
-            subprocess.run(["ip", "netns", "delete", netns], check=False)
-        assert not leftovers and not namespace_left, "QEMU processes or the namespace were left behind"
+        assert_nothing_left(netns)
 
 
 def fetch(port: int, path: str, accept: str | None) -> tuple[int, str, bytes]:
