@@ -4,7 +4,7 @@ PY := .venv/bin/python
 CONF ?= conf/ukproxy.toml
 APT_PACKAGES := python3-venv python3-dev gcc make xz-utils dpkg-dev qemu-system-x86 iproute2 curl \
                 nginx libnginx-mod-stream wrk apache2-utils redis-tools redis-server haproxy etcd-server etcd-client \
-                nghttp2-client openssl chromium-headless-shell
+                nghttp2-client openssl libssl-dev chromium-headless-shell
 
 .PHONY: run test deps venv compiled unikernels lint bench clean
 
@@ -35,7 +35,7 @@ venv: .venv/.installed
 # The request path compiled by mypyc (setup.py), rebuilt in place whenever a source changes; the build
 # records each compiled source's hash, and ukproxy/compiled.py loads the extensions only while all match.
 compiled: .venv/.compiled
-.venv/.compiled: .venv/.installed setup.py $(shell find ukproxy -name '*.py')
+.venv/.compiled: .venv/.installed setup.py $(shell find ukproxy -name '*.py' -o -name '*.c')
 	$(PY) setup.py -q build_ext --inplace
 	touch $@
 

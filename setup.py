@@ -13,7 +13,7 @@ import importlib.util
 import os
 from pathlib import Path
 
-from setuptools import setup
+from setuptools import Extension, setup
 from setuptools.command.build_ext import build_ext
 
 COMPILED = [
@@ -50,6 +50,20 @@ COMPILED = [
 ]
 
 
+# Hand-written C beside the compiled Python: the few paths where even compiled Python costs more than
+# nginx's C (docs/architecture.md, "Native paths"). Each is optional: ukproxy/native/__init__.py loads it
+# when built and falls back to the Python path otherwise. Listed as (module, source, libraries).
+NATIVE = [
+    ("ukproxy.native.tls_transport", "ukproxy/native/tls_transport.c", ["ssl", "crypto"]),
+    ("ukproxy.native.tcp_relay", "ukproxy/native/tcp_relay.c", []),
+]
+
+
+def native_modules() -> list[Extension]:
+    return [Extension(name, [source], libraries=libraries, extra_compile_args=["-O2", "-Wall", "-Werror"])
+            for name, source, libraries in NATIVE if os.path.exists(source)]
+
+
 def ext_modules() -> list:
     if os.environ.get("UKPROXY_PURE_PYTHON") == "1":
         return []
@@ -58,7 +72,7 @@ def ext_modules() -> list:
     except ImportError:
         print("setup.py: mypyc is not installed, ukproxy stays pure Python")
         return []
-    return mypycify(COMPILED, opt_level="3")
+    return [*mypycify(COMPILED, opt_level="3"), *native_modules()]
 
 
 def _compiled_rule():  # type: ignore[no-untyped-def]
