@@ -60,7 +60,7 @@ NATIVE = [
 
 
 def native_modules() -> list[Extension]:
-    return [Extension(name, [source], libraries=libraries, extra_compile_args=["-O2", "-Wall", "-Werror"])
+    return [Extension(name, [source], libraries=libraries, extra_compile_args=["-O2", "-Wall"])
             for name, source, libraries in NATIVE if os.path.exists(source)]
 
 
