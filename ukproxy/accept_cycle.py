@@ -8,6 +8,8 @@ once the callbacks already queued have run. A worker without the lock takes a tu
 Without the mutex every worker serves its sockets (a shared one, or its own SO_REUSEPORT one)
 through uvloop's own server, which accepts in C: a connection costs no Python until its protocol
 exists. In every mode a worker at `worker_connections` stops accepting until a connection closes.
+A tcp listener relayed in C (proxy/tcp_native.py) is accepted in C in that mode, and its connections
+accepted here are handed to the C relay.
 """
 
 from __future__ import annotations
@@ -19,9 +21,11 @@ import os
 import socket
 from collections.abc import Callable
 from dataclasses import dataclass
+from typing import Any
 
 from ukproxy.accept import AcceptMutex, DisabledCounter, accept_disabled
 from ukproxy.protocol import Event
+from ukproxy.proxy.tcp_native import NativeListener
 from ukproxy.worker_state import WorkerState
 
 log = logging.getLogger("ukproxy.accept")
@@ -38,6 +42,7 @@ class Listener:
     protocol_factory: Callable[[], asyncio.Protocol]
     name: str
     backlog: int  # as configured: uvloop's server listens on the socket again, with this
+    native: NativeListener | None = None  # a tcp listener relayed in C
 
 
 class AcceptCycle:
@@ -61,7 +66,7 @@ class AcceptCycle:
         self.acquisitions = 0
         self._timer: asyncio.TimerHandle | None = None
         self._turn_soon = False
-        self.servers: list[asyncio.AbstractServer] = []
+        self.servers: list[Any] = []  # uvloop's servers, and the C relay's listening sockets: close() each
         state.on_connection_closed = self._connection_closed
         if mutex is None:
             state.on_full = self._full
@@ -82,9 +87,13 @@ class AcceptCycle:
         if self.servers or not self.running or self.state.free_connections <= 0:
             return
         self.watching = True
-        servers: list[asyncio.AbstractServer] = []
+        servers: list[Any] = []
         for listener in self.listeners:
             # A duplicate: closing a server (to pause at worker_connections) must not close our socket.
+            if listener.native is not None:  # accepted in C, the duplicate the relay's own
+                servers.append(listener.native.listen(os.dup(listener.sock.fileno()),
+                                                      self._counting_accept(listener.native)))
+                continue
             sock = socket.socket(fileno=os.dup(listener.sock.fileno()))
             servers.append(await self.loop.create_server(self._counting_factory(listener), sock=sock,
                                                          backlog=listener.backlog))
@@ -109,6 +118,23 @@ class AcceptCycle:
             return make()
 
         return factory
+
+    def _counting_accept(self, native: NativeListener) -> Callable[[Any], Any]:
+        """As _counting_factory, for the C relay's accepts: None refuses (the relay closes it)."""
+        state = self.state
+        accepted = native.accepted
+
+        def accept(conn: Any) -> Any:
+            if state.free_connections <= 0:
+                state.count(Event.ACCEPT_OVER_LIMIT)
+                return None
+            state.accepted += 1
+            state.connection_opened()
+            if state.free_connections <= 0:
+                self.loop.call_soon(self._pause_servers)  # not inside the relay's poll
+            return accepted(conn)
+
+        return accept
 
     def _pause_servers(self) -> None:
         if not self.servers:
@@ -204,6 +230,11 @@ class AcceptCycle:
                 break
             state.accepted += 1
             state.connection_opened()
+            if listener.native is not None:
+                listener.native.adopt(conn.detach())
+                if not self.multi_accept:
+                    break
+                continue
             conn.setblocking(False)
             with contextlib.suppress(OSError):
                 conn.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)

@@ -45,6 +45,7 @@ from ukproxy.protocol import (
     VmInfo,
 )
 from ukproxy.proxy.tcp import tcp_protocol_factory
+from ukproxy.proxy.tcp_native import NativeListener, TcpRelay
 from ukproxy.tls.tickets import SharedTicketKeys, TicketKey, keys_from_wire
 from ukproxy.upstream.group import UpstreamGroup
 from ukproxy.upstream.health import HealthCheck, check_servers
@@ -80,8 +81,9 @@ class Worker:
         self.tickets: SharedTicketKeys | None = None
         if any(lc.tls is not None for lc in config.listen):
             self.tickets = SharedTicketKeys(keys_from_wire(ticket_keys or []) or [TicketKey.new()])
+        self.tcp_relay: TcpRelay | None = None  # the C relay, made for the first tcp listener it can serve
         self.listeners = [
-            Listener(sock, self._protocol_factory(lc), lc.address, lc.backlog)
+            Listener(sock, self._protocol_factory(lc), lc.address, lc.backlog, self._native_tcp(lc))
             for lc, sock in zip(config.listen, sockets, strict=True)
         ]
         mutex = AcceptMutex(lock_path) if lock_path else None
@@ -92,6 +94,16 @@ class Worker:
         self.graceful = False
         self.heartbeat_interval = heartbeat_interval
         self._heartbeat: asyncio.TimerHandle | None = None
+
+    def _native_tcp(self, lc: ListenConfig) -> NativeListener | None:
+        """The C relay for a tcp listener, when built and the listener needs nothing only tcp.py has."""
+        if lc.protocol != "tcp":
+            return None
+        if self.tcp_relay is None:
+            self.tcp_relay = TcpRelay.load(self.state)
+            if self.tcp_relay is None:
+                return None
+        return self.tcp_relay.listener(lc, self.groups[lc.upstream])  # type: ignore[index]
 
     def _protocol_factory(self, lc: ListenConfig) -> Callable[[], asyncio.Protocol]:
         if lc.proxy_protocol:  # every connection starts with a PROXY header, read first (edge/proxy_protocol.py)
