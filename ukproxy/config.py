@@ -163,6 +163,7 @@ class ListenConfig:
     http2: bool = False  # HTTP/2 for clients: h2c with prior knowledge on plain http (docs/architecture.md)
     tls: TlsConfig | None = None  # ssl = true and the ssl_* keys (tls/config.py)
     https_redirect: int | None = None  # a plain http listener sends every request to https on this port
+    tcp_relay: str = "native"  # tcp: "native" relays in C when built (proxy/tcp_native.py), "python" in tcp.py
 
     @property
     def address(self) -> str:
@@ -412,7 +413,10 @@ def _read_listen(t: Table) -> ListenConfig:
         http2=t.get("http2", boolean, False),
         tls=read_tls(t),
         https_redirect=read_https_redirect(t),
+        tcp_relay=t.get("tcp_relay", one_of("native", "python"), "native"),
     )
+    if t.has("tcp_relay") and listen.protocol != "tcp":
+        t.issues.add(t.key("tcp_relay"), "is for a tcp listener (protocol = \"tcp\")")
     if listen.tls is not None and listen.protocol != "http":
         t.issues.add(t.key("ssl"), "TLS termination needs protocol = \"http\" (a tcp listener passes TLS through)")
     if listen.https_redirect is not None and (listen.protocol != "http" or listen.tls is not None):

@@ -33,7 +33,7 @@ GONE = -1  # connect_failed's code when the server was cut off (not an errno)
 
 def python_only(lc: ListenConfig, group: UpstreamGroup) -> str | None:
     """Why this tcp listener must stay on proxy/tcp.py, or None when the C relay can serve it."""
-    if getattr(lc, "tcp_relay", "native") == "python":
+    if lc.tcp_relay == "python":
         return "tcp_relay = \"python\""
     if lc.proxy_protocol:
         return "PROXY protocol from clients"
