@@ -187,9 +187,27 @@ protocol = "http"
 auth_basic = "Staff only"
 auth_basic_user_file = "{{htpasswd}}"
 
+[[listen]]  # test_guard_headers: an HTTP/2 stream's refusal
+address = "127.0.0.1:{{port:denied_h2}}"
+protocol = "http"
+http2 = true
+access = ["deny 127.0.0.0/8", "allow all"]
+
 [[route]]
 prefix = "/"
 upstream = "app"
+
+[[route]]  # test_guard_headers: add_header ... always, and without always
+prefix = "/ruled-always"
+strip_prefix = true
+upstream = "app"
+response_headers = {{add = {{X-Edge = "always", X-For = "$remote_addr"}}, always = true}}
+
+[[route]]
+prefix = "/ruled"
+strip_prefix = true
+upstream = "app"
+response_headers = {{add = {{X-Edge = "success only"}}, remove = ["Server"]}}
 
 [[route]]
 prefix = "/free"

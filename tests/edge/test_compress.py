@@ -21,6 +21,7 @@ from pathlib import Path
 import brotli
 import pytest
 
+from tests.h2.client import H2Client
 from tests.running import RunningProxy, free_port, ukproxy_check
 
 PAGE = "".join(f"<p>line {i}: the quick brown fox jumps over the lazy dog</p>\n" for i in range(800)).encode()
@@ -138,6 +139,14 @@ upstream = "u"
 gzip = true
 gzip_types = ["application/json"]
 gzip_min_length = 100
+[[listen]]  # the same rules for HTTP/2 streams
+address = "127.0.0.1:{h2port}"
+protocol = "http"
+upstream = "u"
+http2 = true
+gzip = true
+gzip_types = ["application/json"]
+gzip_min_length = 100
 [[route]]
 prefix = "/br"
 strip_prefix = true
@@ -169,12 +178,24 @@ def backend() -> Iterator[Backend]:
 
 
 @pytest.fixture(scope="module")
-def port(backend: Backend, tmp_path_factory: pytest.TempPathFactory) -> Iterator[int]:
-    port = free_port()
-    proxy = RunningProxy(tmp_path_factory.mktemp("compress"), CONFIG.format(port=port, backend=backend.port))
-    proxy.start([port], expect_workers=1)
-    yield port
+def ports(backend: Backend, tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[int, int]]:
+    """The HTTP/1.1 listener's port and the http2 listener's."""
+    port, h2port = free_port(), free_port()
+    proxy = RunningProxy(tmp_path_factory.mktemp("compress"),
+                         CONFIG.format(port=port, h2port=h2port, backend=backend.port))
+    proxy.start([port, h2port], expect_workers=1)
+    yield port, h2port
     proxy.stop()
+
+
+@pytest.fixture(scope="module")
+def port(ports: tuple[int, int]) -> int:
+    return ports[0]
+
+
+@pytest.fixture(scope="module")
+def h2port(ports: tuple[int, int]) -> int:
+    return ports[1]
 
 
 def get(port: int, path: str, accept: str | None = "gzip", method: str = "GET",
@@ -366,6 +387,77 @@ class _Dechunker:
         self.buffer = rest[size + 2:]
         self.ended = size == 0
         return rest[:size]
+
+
+@pytest.mark.parametrize(("path", "accept", "coding", "original"), [
+    ("/page.html", "gzip", "gzip", PAGE),
+    ("/chunked.html", "gzip, br", "gzip", PAGE),  # br is not on for this route
+    ("/data.json", "deflate, gzip;q=0.5", "gzip", JSON),
+    ("/br/page.html", "gzip;q=0.5, br", "br", PAGE),
+])
+def test_h2_streams_compressed_and_decoded_by_curl(h2port: int, path: str, accept: str, coding: str,
+                                                    original: bytes) -> None:
+    headers, content, downloaded = curl(h2port, path, "--http2-prior-knowledge", "--compressed",
+                                        "-H", f"Accept-Encoding: {accept}")
+    assert headers.get("content-encoding") == coding
+    assert "content-length" not in headers  # framed by DATA and END_STREAM
+    assert headers.get("vary") == "Accept-Encoding"
+    assert content == original
+    assert downloaded < len(original) / 4
+
+
+def test_nghttp_decodes_an_h2_stream_to_the_original(h2port: int) -> None:
+    out = subprocess.run(["nghttp", "-v", "-H", "accept-encoding: gzip", f"http://127.0.0.1:{h2port}/page.html"],
+                         capture_output=True, timeout=30, check=True).stdout
+    assert b"content-encoding: gzip" in out and b"content-length" not in out.split(b"END_STREAM")[0].lower()
+    assert out.count(PAGE) == 1  # nghttp writes the body it decoded (gzip) among its frame log
+
+
+def test_h2_streams_keep_the_rules_of_what_is_never_compressed(h2port: int) -> None:
+    client = H2Client(h2port)
+    try:
+        gz = [(b"accept-encoding", b"gzip")]
+        cases = {
+            "head": client.get("/page.html", method="HEAD", headers=gz),
+            "range": client.get("/page.html", headers=[*gz, (b"range", b"bytes=100-199")]),
+            "not modified": client.get("/page.html", headers=[*gz, (b"if-none-match", b'"v1"')]),
+            "no-transform": client.get("/notransform.html", headers=gz),
+            "refused": client.get("/page.html", headers=[(b"accept-encoding", b"gzip;q=0, identity")]),
+            "encoded": client.get("/gzipped.html", headers=[(b"accept-encoding", b"gzip, br")]),
+        }
+        for name, result in cases.items():
+            assert result.headers.get(b"content-encoding") != b"gzip" or name == "encoded", name
+        assert cases["head"].headers[b":status"] == b"200" and cases["head"].body == b""
+        assert cases["range"].headers[b":status"] == b"206" and bytes(cases["range"].body) == PAGE[100:200]
+        assert cases["not modified"].headers[b":status"] == b"304"
+        assert bytes(cases["no-transform"].body) == PAGE
+        refused = cases["refused"]
+        assert bytes(refused.body) == PAGE and refused.headers[b"content-length"] == str(len(PAGE)).encode()
+        assert refused.headers[b"vary"] == b"Accept-Encoding"  # it could have been compressed
+        assert gzip.decompress(bytes(cases["encoded"].body)) == PAGE  # the backend's one layer, not two
+    finally:
+        client.close()
+
+
+def test_compressed_h2_stream_is_not_held_back(h2port: int, backend: Backend) -> None:
+    """The first half reaches the HTTP/2 client decodable while the backend still holds the second."""
+    backend.release.clear()
+    client = H2Client(h2port)
+    try:
+        stream_id = client.request("/stream.html", headers=[(b"accept-encoding", b"gzip")])
+        result = client.streams[stream_id]
+
+        def decoded() -> bytes:  # what the gzip stream received so far decodes to (each read is flushed)
+            return zlib.decompressobj(16 + zlib.MAX_WBITS).decompress(bytes(result.body))
+
+        client.until(lambda: len(decoded()) >= 1000, "the first half, decodable")
+        assert decoded() == PAGE[:1000]
+        assert result.headers[b"content-encoding"] == b"gzip" and not result.ended
+        backend.release.set()
+        client.until(lambda: result.ended, "the end of the stream")
+        assert gzip.decompress(bytes(result.body)) == PAGE[:2000]
+    finally:
+        client.close()
 
 
 def test_check_refuses_bad_compression_keys(tmp_path: Path) -> None:

@@ -103,6 +103,7 @@ set = { X-A = "$nope", "Bad Name" = "x", Host = "ok" }
 add = { Host = "two", Transfer-Encoding = "gzip" }
 remove = ["Host"]
 replace = []
+always = true
 [route.response_headers]
 set = { X-B = "line\\nbreak" }
 add = { Content-Length = "1" }
@@ -122,6 +123,7 @@ def test_bad_header_rules_are_refused_with_file_key_and_reason(tmp_path: Path) -
         "route[0].request_headers.add.Transfer-Encoding: Transfer-Encoding: framing and hop-by-hop headers",
         "route[0].request_headers.remove: Host can only be set",
         "route[0].request_headers.replace: unknown key",
+        "route[0].request_headers.always: always is for response_headers",
         "route[0].response_headers.set.X-B: 'line\\nbreak': CR, LF and NUL cannot be",
         "route[0].response_headers.add.Content-Length: Content-Length: framing and hop-by-hop headers",
         "route[0].response_headers.remove: expected an array",

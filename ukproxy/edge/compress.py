@@ -7,8 +7,8 @@ without Cache-Control: no-transform, of a listed media type and at least the lea
 length is known); the client must accept the coding (Accept-Encoding, q-values honoured, q=0 refuses
 it). A response that could have been compressed says `Vary: Accept-Encoding` (gzip_vary), whether this
 client got it compressed or not, so a cache keeps the two apart. A compressed response loses its
-Content-Length and goes chunked (to an HTTP/1.0 client: until the connection closes), its Accept-Ranges,
-and its strong ETag becomes weak, as nginx does.
+Content-Length and goes chunked (to an HTTP/1.0 client: until the connection closes; on an HTTP/2 stream:
+DATA frames, h2_stream.H2Exchange), its Accept-Ranges, and its strong ETag becomes weak, as nginx does.
 
 The body is compressed as it streams: each upstream read is compressed and flushed (Z_SYNC_FLUSH, or
 brotli's flush), so a slow stream (server-sent events) is never held back, nothing is buffered past

@@ -191,26 +191,24 @@ class EdgePlan(RequestContext):
                 element = b", ".join([*earlier, element])
         return b"Forwarded: %s\r\n" % element
 
-    def response_lines(self, lines: list[bytes]) -> list[bytes]:
-        """The response's header lines as the client gets them."""
+    def response_lines(self, lines: list[bytes], status: int) -> list[bytes]:
+        """A `status` response's header lines as the client gets them: the route's response rules (set and add
+        by add_header's status rule, edge/headers.py), then the request id."""
         rules = self.rules
         if rules is not None and rules.response_headers is not None:
-            lines = rules.response_headers.apply(lines, self)
+            lines = rules.response_headers.for_status(lines, self, status)
         site = self.site
         request_id = self.head.request_id
         if site.return_id and request_id is not None and site.id_header is not None:
             lines = [*drop_lines(lines, frozenset((site.id_name,))), b"%s: %s\r\n" % (site.id_header, request_id)]
         return lines
 
-    def id_line(self) -> bytes:
-        """The request id as a response header line, for the proxy's own error answers."""
-        site = self.site
-        request_id = self.head.request_id
-        if not site.return_id or request_id is None or site.id_header is None:
-            return b""
-        return b"%s: %s\r\n" % (site.id_header, request_id)
+    def answer_lines(self, status: int) -> bytes:
+        """The header lines of the proxy's own `status` answer (a guard's 401/403/429, a 502 or 504): what the
+        route's response rules add to it (with `always`, as nginx's error answers) and the request id."""
+        return b"".join(self.response_lines([], status))
 
     def reply_bytes(self, keep_alive: bool, head_only: bool) -> bytes:
         """The proxy's own answer (a return, a redirect, or the 404 when nothing matched)."""
         reply = self.reply or FixedReply(404)
-        return reply.render(keep_alive, head_only, self.response_lines([]))
+        return reply.render(keep_alive, head_only, self.response_lines([], reply.status))

@@ -33,6 +33,7 @@ class HeaderRulesConfig:
     remove: tuple[str, ...] = ()  # lower-cased names
     set: tuple[tuple[str, Template], ...] = ()
     add: tuple[tuple[str, Template], ...] = ()
+    always: bool = False  # response rules: set and add on every status (nginx's add_header ... always)
 
 
 @dataclass(frozen=True)
@@ -130,7 +131,11 @@ def _read_header_rules(t: Table, request_side: bool) -> HeaderRulesConfig:
 
     no_names: tuple[str, ...] = ()
     removed = [n for n in t.get("remove", list_of(header_name), no_names) if allowed(n, "remove", "remove")]
-    rules = HeaderRulesConfig(remove=tuple(n.lower() for n in removed), set=valued("set"), add=valued("add"))
+    always = t.get("always", boolean, False)
+    if request_side and t.has("always"):
+        t.issues.add(t.key("always"), "always is for response_headers (nginx's add_header ... always)")
+    rules = HeaderRulesConfig(remove=tuple(n.lower() for n in removed), set=valued("set"), add=valued("add"),
+                              always=always)
     t.done()
     return rules
 

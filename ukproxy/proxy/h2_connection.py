@@ -49,7 +49,7 @@ from ukproxy.protocol import Event
 from ukproxy.proxy.h2_guard import FloodGuard
 from ukproxy.proxy.h2_hpack import Decoder, StatelessEncoder
 from ukproxy.proxy.h2_stream import OUT_HIGH, H2Stream, request_head, unreadable_head
-from ukproxy.proxy.http import HttpSite
+from ukproxy.proxy.http import HttpSite, watch_write_stall
 from ukproxy.proxy.http_request import HttpError
 from ukproxy.tls.redirect import https_location
 
@@ -226,8 +226,8 @@ class H2ClientConnection(asyncio.Protocol):
             self.transport.pause_reading()
         for stream in list(self.streams.values()):
             stream.hold_upstream(True)
-        if self.limits.client_body_timeout > 0:
-            self._stall_timer = self.loop.call_later(self.limits.client_body_timeout, self._write_stalled)
+        self._stall_timer = watch_write_stall(self.state, self.limits.client_body_timeout, self.transport, self.peer,
+                                              "http2")
 
     def resume_writing(self) -> None:
         self.writing_paused = False
@@ -318,7 +318,8 @@ class H2ClientConnection(asyncio.Protocol):
         if site.https_redirect is not None:
             stream.answer(301, https_location(head, site.https_redirect, site.listener))
         elif admission is not None and admission.status:
-            stream.answer(admission.status, admission.headers)
+            stream.answer(admission.status, admission.headers if plan is None
+                          else admission.headers + plan.answer_lines(admission.status))
         elif plan is not None and (match is None or plan.reply is not None):
             stream.answer_reply(plan.reply_bytes(True, head.method == b"HEAD"))
         elif match is None:
@@ -329,10 +330,11 @@ class H2ClientConnection(asyncio.Protocol):
                 self.h2.send_headers(stream.stream_id, [(b":status", b"100")])
             path = match.path if plan is None or plan.path is None else plan.path
             group = site.groups[match.upstream]
+            compress = site.compression.lookup(match.route) if site.compression is not None else None
             if admission is not None and admission.delay > 0.0:  # limit_req keeps to its rate
-                self.loop.call_later(admission.delay, stream.start, group, path, plan)
+                self.loop.call_later(admission.delay, stream.start, group, path, plan, compress)
             else:
-                stream.start(group, path, plan)
+                stream.start(group, path, plan, compress)
 
     def _data(self, event: DataReceived, now: float) -> None:
         stream = self.streams.get(event.stream_id)
@@ -544,13 +546,6 @@ class H2ClientConnection(asyncio.Protocol):
         self.state.timeout_fired("keepalive" if self.preface_seen else "client_header")
         self._goaway("idle")
         self._close_after_flush()
-
-    def _write_stalled(self) -> None:
-        self._stall_timer = None
-        if not self.closed and self.transport is not None:
-            log.info("http2: %s took none of our writes for %ss, closing", self.peer, self.limits.client_body_timeout)
-            self.state.timeout_fired("client_send")
-            self.transport.abort()
 
     def _watch_soon(self) -> None:
         timeout = self.limits.client_body_timeout

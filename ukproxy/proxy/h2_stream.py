@@ -19,6 +19,7 @@ import re
 from collections import deque
 from typing import TYPE_CHECKING, Final, Protocol
 
+from ukproxy.edge.compress import start_encoding
 from ukproxy.proxy import http_messages as msg
 from ukproxy.proxy.http_exchange import ClientSide, Exchange, Phase
 from ukproxy.proxy.http_request import SPECIAL, HttpError, RequestHead, known_host, valid_host
@@ -27,6 +28,7 @@ from ukproxy.proxy.http_upstream import UpstreamResponse
 
 if TYPE_CHECKING:
     from ukproxy.config import HttpConfig
+    from ukproxy.edge.compress_config import CompressPolicy
     from ukproxy.edge.guard import Admission
     from ukproxy.edge.http_edge import EdgePlan
     from ukproxy.upstream.group import UpstreamGroup
@@ -178,11 +180,13 @@ class H2Stream(ClientSide):
         """We hold the client's body back (its window is not given): its silence is not its fault."""
         return bool(self._pause_reasons)
 
-    def start(self, group: UpstreamGroup, path: bytes, plan: EdgePlan | None) -> None:
-        """Forward the request to `group` (`plan`: its edge rules, as an HTTP/1.1 request's)."""
+    def start(self, group: UpstreamGroup, path: bytes, plan: EdgePlan | None, compress: CompressPolicy | None) -> None:
+        """Forward the request to `group` (`plan`: its edge rules, `compress`: its route's gzip/brotli policy, as
+        an HTTP/1.1 request's)."""
         if self.closed:
             return  # reset while limit_req held it back
         exchange = H2Exchange(self, self.state, self.head, path, group, self.started_at, self.client_ip, plan)
+        exchange.compress = compress
         self.exchange = exchange
         exchange.begin()
 
@@ -342,15 +346,25 @@ class H2Exchange(Exchange):
         if self.phase == Phase.FINISHED:
             return
         stream = self.stream
+        lines: list[bytes] = []  # the response head's, when it came in this read
+        content_length: int | None = None
         if response is not None:
             if not self._take_response(response, now):
                 return  # refused: the attempt failed (and may be retried)
             self.phase = Phase.RELAYING
             self.body.stop_replay()
-            content_length = None if response.chunked or response.until_close else response.content_length
             lines = response.lines
+            if self.compress is not None:  # edge/compress.py, as for HTTP/1.1; DATA frames need no Content-Length
+                lines, self.encoder = start_encoding(self.compress, self.head, response)
+            content_length = None if response.chunked or response.until_close or self.encoder is not None \
+                else response.content_length
             if stream.added_headers:  # HSTS over TLS
                 lines = [*lines, stream.added_headers]
+        encoder = self.encoder
+        if encoder is not None and (body or complete):
+            data = encoder.feed(body, complete)
+            body = [data] if data else []
+        if response is not None:
             stream.respond(response.status, lines, content_length, complete and not body)
         if body:
             data = body[0] if len(body) == 1 else b"".join(body)
@@ -364,4 +378,5 @@ class H2Exchange(Exchange):
             self._response_complete(now, True)
 
     def _answer_error(self, status: int, keep_alive: bool) -> None:
-        self.stream.answer(status)  # the stream ends; the connection goes on
+        # The stream ends; the connection goes on. The request id and `always` response rules, as HTTP/1.1's.
+        self.stream.answer(status, self.edge.answer_lines(status) if self.edge is not None else b"")

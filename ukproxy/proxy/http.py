@@ -260,9 +260,8 @@ class HttpClientConnection(ClientSide):
         exchange = self.exchange or self.tunnel
         if exchange is not None:
             exchange.client_write_paused()
-        # No send_timeout key yet: a client that stops taking our writes gets client_body_timeout.
-        if self.limits.client_body_timeout > 0:
-            self._stall_timer = self.loop.call_later(self.limits.client_body_timeout, self._write_stalled)
+        self._stall_timer = watch_write_stall(self.state, self.limits.client_body_timeout, self.transport, self.peer,
+                                              "http")
 
     def resume_writing(self) -> None:
         self.writing_paused = False
@@ -414,7 +413,8 @@ class HttpClientConnection(ClientSide):
                                   https_location(head, self.site.https_redirect, self.site.listener))
         elif admission is not None and admission.status:
             exchange = LocalReply(self, head, admission.status, self._last_read, client_ip,
-                                  admission.headers if plan is None else admission.headers + plan.id_line())
+                                  admission.headers if plan is None
+                                  else admission.headers + plan.answer_lines(admission.status))
         elif match is None or (plan is not None and plan.reply is not None):
             exchange = LocalReply(self, head, 404 if plan is None else plan.status, self._last_read, client_ip)
             exchange.plan = plan
@@ -544,15 +544,23 @@ class HttpClientConnection(ClientSide):
         else:  # linger
             self.transport.close()
 
-    def _write_stalled(self) -> None:
-        self._stall_timer = None
-        if not self.closed and self.transport is not None:
-            log.info("http: %s took none of our writes for %ss, closing", self.peer, self.limits.client_body_timeout)
-            self.state.timeout_fired("client_send")
-            self.transport.abort()
-
     def _cancel_stall_timer(self) -> None:
         if self._stall_timer is not None:
             self._stall_timer.cancel()
             self._stall_timer = None
 
+
+def watch_write_stall(state: WorkerState, timeout: float, transport: asyncio.Transport | None, peer: str,
+                      protocol: str) -> asyncio.TimerHandle | None:
+    """A client that takes none of our writes (pause_writing, HTTP/1.1 or HTTP/2) has `timeout` to take some
+    (no send_timeout key yet: client_body_timeout), then its connection is aborted. The handle is the
+    connection's to cancel when writing resumes or the connection is lost."""
+    if timeout <= 0 or transport is None:
+        return None
+    return state.loop.call_later(timeout, _write_stalled, state, timeout, transport, peer, protocol)
+
+
+def _write_stalled(state: WorkerState, timeout: float, transport: asyncio.Transport, peer: str, protocol: str) -> None:
+    log.info("%s: %s took none of our writes for %ss, closing", protocol, peer, timeout)
+    state.timeout_fired("client_send")
+    transport.abort()

@@ -530,7 +530,7 @@ class Exchange:
                 self.server.record_success(upstream_time)
         self.status = status
         if self.edge is not None:  # the route's response header rules, the request id back (edge/http_edge.py)
-            response.lines = self.edge.response_lines(response.lines)
+            response.lines = self.edge.response_lines(response.lines, status)
         return True
 
     def _response_head(self, response: UpstreamResponse, now: float) -> bytes | None:
@@ -637,8 +637,10 @@ class Exchange:
     def _answer_error(self, status: int, keep_alive: bool) -> None:
         """The proxy's own error answer on the client's wire (an HTTP/2 stream frames it its own way)."""
         reply = msg.error_response(status, keep_alive, head_only=self.head.method == b"HEAD")
-        if self.edge is not None and self.edge.site.return_id:  # the request id on our own errors too (edge/)
-            reply = reply.replace(b"\r\n", b"\r\n" + self.edge.id_line(), 1)
+        if self.edge is not None:  # the request id and `always` response rules on our own errors too (edge/)
+            lines = self.edge.answer_lines(status)
+            if lines:
+                reply = reply.replace(b"\r\n", b"\r\n" + lines, 1)
         self.client.write(reply)
 
     def _release_server(self) -> None:
