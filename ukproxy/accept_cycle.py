@@ -8,8 +8,8 @@ once the callbacks already queued have run. A worker without the lock takes a tu
 Without the mutex every worker serves its sockets (a shared one, or its own SO_REUSEPORT one)
 through uvloop's own server, which accepts in C: a connection costs no Python until its protocol
 exists. In every mode a worker at `worker_connections` stops accepting until a connection closes.
-A tcp listener relayed in C (proxy/tcp_native.py) is accepted in C in that mode, and its connections
-accepted here are handed to the C relay.
+A tcp listener relayed in C (proxy/tcp_native.py), or a TLS listener served in C (tls/native.py), is
+accepted in C in that mode, and its connections accepted here are handed to the C engine.
 """
 
 from __future__ import annotations
@@ -26,6 +26,7 @@ from typing import Any
 from ukproxy.accept import AcceptMutex, DisabledCounter, accept_disabled
 from ukproxy.protocol import Event
 from ukproxy.proxy.tcp_native import NativeListener
+from ukproxy.tls.native import NativeTlsListener
 from ukproxy.worker_state import WorkerState
 
 log = logging.getLogger("ukproxy.accept")
@@ -42,7 +43,9 @@ class Listener:
     protocol_factory: Callable[[], asyncio.Protocol]
     name: str
     backlog: int  # as configured: uvloop's server listens on the socket again, with this
-    native: NativeListener | None = None  # a tcp listener relayed in C
+    # served in C: a tcp listener relayed (proxy/tcp_native.py) or a TLS listener (tls/native.py); either
+    # has listen(fd, accepted) and adopt(fd)
+    native: NativeListener | NativeTlsListener | None = None
 
 
 class AcceptCycle:
@@ -119,7 +122,7 @@ class AcceptCycle:
 
         return factory
 
-    def _counting_accept(self, native: NativeListener) -> Callable[[Any], Any]:
+    def _counting_accept(self, native: NativeListener | NativeTlsListener) -> Callable[[Any], Any]:
         """As _counting_factory, for the C relay's accepts: None refuses (the relay closes it)."""
         state = self.state
         accepted = native.accepted

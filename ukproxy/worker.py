@@ -46,6 +46,7 @@ from ukproxy.protocol import (
 )
 from ukproxy.proxy.tcp import tcp_protocol_factory
 from ukproxy.proxy.tcp_native import NativeListener, TcpRelay
+from ukproxy.tls.native import NativeTlsListener
 from ukproxy.tls.tickets import SharedTicketKeys, TicketKey, keys_from_wire
 from ukproxy.upstream.group import UpstreamGroup
 from ukproxy.upstream.health import HealthCheck, check_servers
@@ -83,8 +84,9 @@ class Worker:
             self.tickets = SharedTicketKeys(keys_from_wire(ticket_keys or []) or [TicketKey.new()])
         self.tcp_relay: TcpRelay | None = None  # the C relay, made for the first tcp listener it can serve
         self.listeners = [
-            Listener(sock, self._protocol_factory(lc), lc.address, lc.backlog, self._native_tcp(lc))
+            Listener(sock, factory, lc.address, lc.backlog, self._native_tcp(lc) or self._native_tls(factory))
             for lc, sock in zip(config.listen, sockets, strict=True)
+            for factory in (self._protocol_factory(lc),)
         ]
         mutex = AcceptMutex(lock_path) if lock_path else None
         self.cycle = AcceptCycle(self.state, self.listeners, mutex, config.accept_mutex_delay, config.multi_accept)
@@ -104,6 +106,12 @@ class Worker:
             if self.tcp_relay is None:
                 return None
         return self.tcp_relay.listener(lc, self.groups[lc.upstream])  # type: ignore[index]
+
+    @staticmethod
+    def _native_tls(factory: Callable[[], asyncio.Protocol]) -> NativeTlsListener | None:
+        """The C engine for a TLS listener (tls/native.py), when built; not under a PROXY header's gate."""
+        native_side = getattr(factory, "native_side", None)
+        return native_side() if native_side is not None else None
 
     def _protocol_factory(self, lc: ListenConfig) -> Callable[[], asyncio.Protocol]:
         if lc.proxy_protocol:  # every connection starts with a PROXY header, read first (edge/proxy_protocol.py)

@@ -25,6 +25,7 @@ from ukproxy.config import ListenConfig
 from ukproxy.protocol import Event
 from ukproxy.proxy import http_messages as msg
 from ukproxy.tls.context import ServerContexts, build_server_contexts
+from ukproxy.tls.native import NativeTlsListener, native_listener
 from ukproxy.tls.tickets import SharedTicketKeys
 from ukproxy.worker_state import WorkerState
 
@@ -89,11 +90,29 @@ class TlsListener:
         self.handshake_timeout = handshake_timeout  # more than 0 (tls/config.py)
         # The listener's protocol for a finished handshake, by the ALPN protocol agreed (None: none was).
         self.choose = choose
+        # The C engine's side when it serves this listener (tls/native.py); the accept cycle hands it the
+        # connections. None: uvloop's server and SSL layer, through protocol_factory (this object's call).
+        self.native: NativeTlsListener | None = None
 
     def protocol_factory(self) -> asyncio.Protocol:
         return _FirstBytes(self)
 
-    def failed(self, reason: str, exc: BaseException | None = None) -> None:
+    __call__ = protocol_factory  # the accept cycle's factory is the listener itself
+
+    def native_side(self) -> NativeTlsListener | None:
+        """The C engine's side of this listener (tls/native.py), made on first ask; None: the uvloop path.
+        The worker asks for a listener whose connections start with TLS (not with a PROXY header)."""
+        if self.native is None:
+            self.native = native_listener(self, msg.error_response(400, keep_alive=False))
+        return self.native
+
+    def established(self, transport: Any) -> asyncio.Protocol:
+        """The C engine's handshake ended well: counted, and the protocol for `transport` (which answers
+        the ssl_object's questions itself) chosen by the ALPN protocol agreed."""
+        self.succeeded(transport)
+        return self.choose(transport.selected_alpn_protocol())
+
+    def failed(self, reason: str, exc: BaseException | str | None = None) -> None:
         self.state.count(Event.TLS_HANDSHAKE_FAILED, self.listener, reason)
         if reason not in (CLIENT_CLOSED, TIMEOUT):
             log.info("tls %s: handshake failed: %s%s", self.listener, reason, f" ({exc})" if exc else "")
@@ -245,4 +264,4 @@ def tls_protocol_factory(state: WorkerState, listen: ListenConfig, tickets: Shar
     `choose` giving the protocol for each finished handshake by its ALPN protocol (`alpn` offers them)."""
     assert listen.tls is not None
     contexts = build_server_contexts(listen.tls, listen.address, tickets, alpn)
-    return TlsListener(state, listen.address, contexts, listen.tls.handshake_timeout, choose).protocol_factory
+    return TlsListener(state, listen.address, contexts, listen.tls.handshake_timeout, choose)
