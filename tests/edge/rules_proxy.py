@@ -1,16 +1,62 @@
-"""Helpers for the edge rule tests (headers, rewrites, request ids, real addresses, PROXY protocol):
-one real ukproxy per test module on free ports, and curl as the client."""
+"""Helpers for the edge tests (headers, rewrites, request ids, real addresses, PROXY protocol, compression):
+the config head they share (`edge_config`), one real ukproxy per test module on free ports, and curl as the
+client."""
 
 from __future__ import annotations
 
 import json
 import subprocess
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
+from tests.proxy.backends import Backend
 from tests.running import RunningProxy, free_port
 from tests.waiting import wait_until
+
+# A config for `ukproxy check` and `loads` tests to add bad keys to: nothing is started from it.
+CHECK_BASE = """
+[[listen]]
+address = "127.0.0.1:9"
+protocol = "http"
+upstream = "app"
+[[upstream]]
+name = "app"
+servers = ["127.0.0.1:9"]
+"""
+
+
+def edge_config(port: int, backend: str, *, log: Path | None = None, listen: str = "") -> str:
+    """The head every edge test's config starts with: one worker, no metrics listener, an access log at `log`
+    if given, an http listener on `port` (more keys for it in `listen`) whose upstream "app" is the server at
+    `backend` ("host:port"). The test's own tables follow it."""
+    log_table = f'[log]\naccess_log = "{log}"\n' if log is not None else ""
+    return f"""workers = 1
+[metrics]
+enabled = false
+{log_table}[[listen]]
+address = "127.0.0.1:{port}"
+protocol = "http"
+upstream = "app"
+{listen}
+[[upstream]]
+name = "app"
+servers = ["{backend}"]
+"""
+
+
+def serve_edge(tmp: Path, tables: str) -> Iterator[str]:
+    """For a module fixture: an edge_config site plus `tables` in front of a fresh Backend("app"); yields its
+    base URL and stops both afterwards."""
+    backend = Backend("app")
+    try:
+        proxy, ports = start(tmp, lambda ports: edge_config(ports[0], backend.address) + tables, 1)
+        try:
+            yield f"http://127.0.0.1:{ports[0]}"
+        finally:
+            proxy.stop()
+    finally:
+        backend.close()
 
 
 def start(tmp: Path, make_config: Callable[[list[int]], str], ports: int) -> tuple[RunningProxy, list[int]]:

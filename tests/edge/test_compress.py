@@ -21,6 +21,7 @@ from pathlib import Path
 import brotli
 import pytest
 
+from tests.edge.rules_proxy import edge_config
 from tests.h2.client import H2Client
 from tests.running import RunningProxy, free_port, ukproxy_check
 
@@ -128,45 +129,36 @@ class Backend:
         self.server.server_close()
 
 
-CONFIG = """
-workers = 1
-[metrics]
-enabled = false
-[[listen]]
-address = "127.0.0.1:{port}"
-protocol = "http"
-upstream = "u"
-gzip = true
+GZIP = """gzip = true
 gzip_types = ["application/json"]
-gzip_min_length = 100
+gzip_min_length = 100"""
+
+
+def config(port: int, h2port: int, backend: int) -> str:
+    return edge_config(port, f"127.0.0.1:{backend}", listen=GZIP) + f"""
 [[listen]]  # the same rules for HTTP/2 streams
 address = "127.0.0.1:{h2port}"
 protocol = "http"
-upstream = "u"
+upstream = "app"
 http2 = true
-gzip = true
-gzip_types = ["application/json"]
-gzip_min_length = 100
+{GZIP}
 [[route]]
 prefix = "/br"
 strip_prefix = true
-upstream = "u"
+upstream = "app"
 brotli = true
 brotli_types = ["application/json"]
 [[route]]
 prefix = "/off"
 strip_prefix = true
-upstream = "u"
+upstream = "app"
 gzip = false
 [[route]]
 prefix = "/old"
 strip_prefix = true
-upstream = "u"
+upstream = "app"
 gzip_http_version = "1.0"
 gzip_proxied = "any"
-[[upstream]]
-name = "u"
-servers = ["127.0.0.1:{backend}"]
 """
 
 
@@ -182,7 +174,7 @@ def ports(backend: Backend, tmp_path_factory: pytest.TempPathFactory) -> Iterato
     """The HTTP/1.1 listener's port and the http2 listener's."""
     port, h2port = free_port(), free_port()
     proxy = RunningProxy(tmp_path_factory.mktemp("compress"),
-                         CONFIG.format(port=port, h2port=h2port, backend=backend.port))
+                         config(port, h2port, backend.port))
     proxy.start([port, h2port], expect_workers=1)
     yield port, h2port
     proxy.stop()

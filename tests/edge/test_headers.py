@@ -8,33 +8,16 @@ from pathlib import Path
 
 import pytest
 
-from tests.edge.rules_proxy import curl, start
-from tests.proxy.backends import Backend
+from tests.edge.rules_proxy import CHECK_BASE, curl, serve_edge
 from tests.running import ukproxy_check
 
-
-@pytest.fixture(scope="module")
-def site(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
-    backend = Backend("app")
-
-    def config(ports: list[int]) -> str:
-        return f"""
-workers = 1
-[metrics]
-enabled = false
-[[listen]]
-address = "127.0.0.1:{ports[0]}"
-protocol = "http"
-upstream = "app"
-[[upstream]]
-name = "app"
-servers = ["{backend.address}"]
+RULES = """
 [[route]]
 prefix = "/headers"
 upstream = "app"
 [route.request_headers]
 remove = ["Cookie"]
-add = {{ X-Trace = "edge" }}
+add = { X-Trace = "edge" }
 [route.request_headers.set]
 X-Client = "$remote_addr"
 X-Forwarded-Proto = "https"
@@ -42,18 +25,18 @@ X-Optional = "$http_x_missing"
 X-Where = "$host$uri?$args"
 [route.response_headers]
 remove = ["Server"]
-set = {{ Content-Type = "application/x-edge" }}
-add = {{ X-Frame-Options = "DENY", X-Id = "$request_id" }}
+set = { Content-Type = "application/x-edge" }
+add = { X-Frame-Options = "DENY", X-Id = "$request_id" }
 [[route]]
 host = "plain.test"
 prefix = "/"
 upstream = "app"
 """
 
-    proxy, ports = start(tmp_path_factory.mktemp("headers"), config, 1)
-    yield f"http://127.0.0.1:{ports[0]}"
-    proxy.stop()
-    backend.close()
+
+@pytest.fixture(scope="module")
+def site(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
+    yield from serve_edge(tmp_path_factory.mktemp("headers"), RULES)
 
 
 def test_request_rules_remove_set_and_add(site: str) -> None:
@@ -87,15 +70,7 @@ def test_a_route_without_rules_forwards_as_ever(site: str) -> None:
     assert r.header("Server") is not None and r.header("X-Frame-Options") is None
 
 
-BAD_RULES = """
-[[listen]]
-address = "127.0.0.1:9"
-protocol = "http"
-upstream = "app"
-[[upstream]]
-name = "app"
-servers = ["127.0.0.1:9"]
-[[route]]
+BAD_RULES = CHECK_BASE + """[[route]]
 prefix = "/a"
 upstream = "app"
 [route.request_headers]

@@ -16,7 +16,7 @@ import h2.connection
 import h2.events
 import pytest
 
-from tests.edge.rules_proxy import curl, log_lines, start
+from tests.edge.rules_proxy import curl, edge_config, log_lines, start
 from tests.proxy.backends import Backend
 from tests.running import EchoServer, free_port, wait_for_port
 from ukproxy.config import ConfigError, loads
@@ -62,17 +62,7 @@ def site(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Site]:
     log = tmp / "access.log"
 
     def config(ports: list[int]) -> str:
-        return f"""
-workers = 1
-[metrics]
-enabled = false
-[log]
-access_log = "{log}"
-[[listen]]
-address = "127.0.0.1:{ports[0]}"
-protocol = "http"
-upstream = "app"
-proxy_protocol = true
+        return edge_config(ports[0], backend.address, log=log, listen="proxy_protocol = true") + f"""
 [[listen]]
 address = "127.0.0.1:{ports[1]}"
 protocol = "http"
@@ -98,9 +88,6 @@ protocol = "http"
 upstream = "app"
 proxy_protocol = true
 http2 = true
-[[upstream]]
-name = "app"
-servers = ["{backend.address}"]
 [[upstream]]
 name = "echo_v2"
 servers = ["127.0.0.1:{echo.port}"]

@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.edge.rules_proxy import curl, log_lines, start
+from tests.edge.rules_proxy import curl, edge_config, log_lines, start
 from tests.proxy.backends import Backend
 from ukproxy.config import ConfigError, HttpConfig, loads
 from ukproxy.config_reader import Issues, Table
@@ -35,23 +35,11 @@ def site(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Site]:
     log = tmp / "access.log"
 
     def config(ports: list[int]) -> str:
-        return f"""
-workers = 1
-[metrics]
-enabled = false
-[log]
-access_log = "{log}"
+        return edge_config(ports[0], app.address, log=log) + f"""
 [real_ip]
 trusted_proxies = ["{TRUSTED}/32", "10.9.0.0/16"]
 x_forwarded_host = true
 forwarded = true
-[[listen]]
-address = "127.0.0.1:{ports[0]}"
-protocol = "http"
-upstream = "app"
-[[upstream]]
-name = "app"
-servers = ["{app.address}"]
 [[upstream]]
 name = "pair"
 balance = "ip_hash"

@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.edge.rules_proxy import curl, log_lines, start
+from tests.edge.rules_proxy import curl, edge_config, log_lines, start
 from tests.proxy.backends import Backend
 from tests.running import free_port
 from ukproxy.access_log import AccessLog
@@ -33,23 +33,11 @@ def site(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Site]:
     log = tmp / "access.log"
 
     def config(ports: list[int]) -> str:
-        return f"""
-workers = 1
-[metrics]
-enabled = false
-[log]
-access_log = "{log}"
+        return edge_config(ports[0], backend.address, log=log) + f"""
 [real_ip]
 trusted_proxies = ["{TRUSTED}/32"]
 [request_id]
 return_to_client = true
-[[listen]]
-address = "127.0.0.1:{ports[0]}"
-protocol = "http"
-upstream = "app"
-[[upstream]]
-name = "app"
-servers = ["{backend.address}"]
 [[upstream]]
 name = "dead"
 servers = ["127.0.0.1:{free_port()}"]

@@ -8,66 +8,49 @@ from pathlib import Path
 
 import pytest
 
-from tests.edge.rules_proxy import curl, start
-from tests.proxy.backends import Backend
+from tests.edge.rules_proxy import CHECK_BASE, curl, serve_edge
 from ukproxy.config import ConfigError, loads
 
-
-@pytest.fixture(scope="module")
-def site(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
-    backend = Backend("app")
-
-    def config(ports: list[int]) -> str:
-        return f"""
-workers = 1
-[metrics]
-enabled = false
-[[listen]]
-address = "127.0.0.1:{ports[0]}"
-protocol = "http"
-upstream = "app"
-[[upstream]]
-name = "app"
-servers = ["{backend.address}"]
+RULES = """
 [[route]]
 prefix = "/old"
 upstream = "app"
-rewrite = [{{ regex = "^/old/(\\\\w+)/(\\\\w+)$", replacement = "/new/$2/$1", flag = "permanent" }}]
+rewrite = [{ regex = "^/old/(\\\\w+)/(\\\\w+)$", replacement = "/new/$2/$1", flag = "permanent" }]
 [[route]]
 prefix = "/moved"
 upstream = "app"
-rewrite = [{{ prefix = "/moved", replacement = "/here", flag = "redirect", status = 307 }},]
+rewrite = [{ prefix = "/moved", replacement = "/here", flag = "redirect", status = 307 },]
 [[route]]
 prefix = "/v1"
 upstream = "app"
-rewrite = [{{ prefix = "/v1", replacement = "/v2" }}]
+rewrite = [{ prefix = "/v1", replacement = "/v2" }]
 [[route]]
 prefix = "/alias"
 upstream = "app"
-rewrite = [{{ regex = "^/alias/(.*)", replacement = "/v1/$1", flag = "last" }}]
+rewrite = [{ regex = "^/alias/(.*)", replacement = "/v1/$1", flag = "last" }]
 [[route]]
 prefix = "/loop"
 upstream = "app"
-rewrite = [{{ prefix = "/loop", replacement = "/loop", flag = "last" }}]
+rewrite = [{ prefix = "/loop", replacement = "/loop", flag = "last" }]
 [[route]]
 prefix = "/away"
 upstream = "app"
-rewrite = [{{ regex = "^/away/(.*)", replacement = "https://elsewhere.test/$1?" }}]
+rewrite = [{ regex = "^/away/(.*)", replacement = "https://elsewhere.test/$1?" }]
 [[route]]
 host = "old.test"
-return = {{ status = 308, location = "https://new.test$request_uri" }}
+return = { status = 308, location = "https://new.test$request_uri" }
 [[route]]
 prefix = "/private"
-return = {{ status = 403, body = "not for $remote_addr\\n" }}
+return = { status = 403, body = "not for $remote_addr\\n" }
 [[route]]
 prefix = "/ping"
 return = 204
 """
 
-    proxy, ports = start(tmp_path_factory.mktemp("rewrite"), config, 1)
-    yield f"http://127.0.0.1:{ports[0]}"
-    proxy.stop()
-    backend.close()
+
+@pytest.fixture(scope="module")
+def site(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
+    yield from serve_edge(tmp_path_factory.mktemp("rewrite"), RULES)
 
 
 def test_regex_rewrite_to_a_permanent_redirect_keeps_the_query(site: str) -> None:
@@ -134,19 +117,8 @@ def _issues(text: str) -> list[str]:
     return [f"{i.key}: {i.reason}" for i in e.value.issues]
 
 
-BASE = """
-[[listen]]
-address = "127.0.0.1:9"
-protocol = "http"
-upstream = "app"
-[[upstream]]
-name = "app"
-servers = ["127.0.0.1:9"]
-"""
-
-
 def test_bad_rewrites_and_returns_are_refused(tmp_path: Path) -> None:
-    issues = _issues(BASE + """
+    issues = _issues(CHECK_BASE + """
 [[route]]
 prefix = "/a"
 upstream = "app"
