@@ -235,6 +235,7 @@ class Event(enum.IntEnum):
     TLS_HANDSHAKE_FAILED = 22  # (listener, reason): see tls/acceptor.py for the reasons
     REQUESTS_BY_PROTOCOL = 23  # (listener, protocol: "http/1.0", "http/1.1", "h2"): requests by HTTP version
     SPILLED = 10  # (upstream, ""): a request sent to a peer node because this node's pool was full
+    TCP_RELAYED_IN_C = 11  # (listener, ""): a tcp session the C relay served (ukproxy/native/tcp_relay.c)
     HTTP2_STREAMS = 30  # ("", ""): HTTP/2 streams a client opened
     HTTP2_RESETS = 31  # (direction: "received" or "sent", ""): RST_STREAM frames
     HTTP2_GOAWAYS = 32  # (reason, ""): GOAWAY frames sent (drain, idle, rapid_reset, control_flood, ...)
@@ -249,4 +250,5 @@ EVENT_NAMES: Final[dict[Event, str]] = {
     Event.HTTP_ERROR: "http_errors",
     Event.HTTP_STALE_KEEPALIVE: "http_stale_keepalive",
     Event.SPILLED: "spilled",
+    Event.TCP_RELAYED_IN_C: "tcp_relayed_in_c",
 }

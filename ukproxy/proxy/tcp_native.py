@@ -19,6 +19,7 @@ from types import ModuleType
 from typing import TYPE_CHECKING, Any
 
 from ukproxy import native
+from ukproxy.protocol import Event
 from ukproxy.upstream.group import UpstreamGroup
 
 if TYPE_CHECKING:
@@ -29,6 +30,7 @@ if TYPE_CHECKING:
 log = logging.getLogger("ukproxy.tcp")
 
 GONE = -1  # connect_failed's code when the server was cut off (not an errno)
+RELAYED_IN_C = Event.TCP_RELAYED_IN_C  # ukproxy_worker_events{event="tcp_relayed_in_c:<listener>"}
 
 
 def python_only(lc: ListenConfig, group: UpstreamGroup) -> str | None:
@@ -85,7 +87,6 @@ class NativeListener:
         self.state = relay.state
         self.group = group
         self.name = name
-        self.relayed = 0  # connections this listener gave the engine (tests and /status show the C path is used)
 
     def listen(self, fd: int, accepted: Any) -> Any:
         """Accept on `fd` in C (owned by the engine from now on); `accepted(conn)` counts and calls ours."""
@@ -96,7 +97,6 @@ class NativeListener:
         self.relay.engine.adopt(fd, self.accepted)
 
     def accepted(self, conn: Any) -> NativeSession:
-        self.relayed += 1
         return NativeSession(self, conn)
 
 
@@ -216,6 +216,7 @@ class NativeSession:
             log.info("closing idle tcp connection from %s", self._peer_text())
             state.timeout_fired("idle")
         client = self.peer[0] if self.peer else "-"
+        state.count(RELAYED_IN_C, self.listener.name)
         state.tcp_session_finished(self.listener.name, group.name, 200 if upstream_addr is not None else 502,
                                    conn.age, connect_time, upstream_addr, client, conn.bytes_sent,
                                    conn.bytes_received)
