@@ -16,6 +16,7 @@
 
 #include <arpa/inet.h>
 #include <errno.h>
+#include <fcntl.h>
 #include <netinet/in.h>
 #include <netinet/tcp.h>
 #include <openssl/err.h>
@@ -1053,6 +1054,12 @@ static PyObject *Listener_adopt(Listener *l, PyObject *arg) {
     int fd = PyLong_AsLong(arg);
     if (fd < 0 && PyErr_Occurred())
         return NULL;
+    int flags = fcntl(fd, F_GETFL);  /* Python's accept gives a blocking socket */
+    if (flags < 0 || fcntl(fd, F_SETFL, flags | O_NONBLOCK) != 0) {
+        PyErr_SetFromErrno(PyExc_OSError);
+        close(fd);
+        return NULL;
+    }
     Conn *c = conn_new(l, fd);
     if (c == NULL)
         return NULL;

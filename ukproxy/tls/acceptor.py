@@ -81,7 +81,7 @@ class TlsListener:
     """One TLS listener in one worker: its protocol factory for the accept cycle, and its counters."""
 
     def __init__(self, state: WorkerState, listener: str, contexts: ServerContexts, handshake_timeout: float,
-                 choose: ChooseProtocol):
+                 choose: ChooseProtocol, engine: str = "native"):
         self.state = state
         self.loop = state.loop
         self.listener = listener
@@ -93,6 +93,7 @@ class TlsListener:
         # The C engine's side when it serves this listener (tls/native.py); the accept cycle hands it the
         # connections. None: uvloop's server and SSL layer, through protocol_factory (this object's call).
         self.native: NativeTlsListener | None = None
+        self.engine = engine  # ssl_engine: "python" keeps this listener on uvloop's SSL layer
 
     def protocol_factory(self) -> asyncio.Protocol:
         return _FirstBytes(self)
@@ -102,7 +103,7 @@ class TlsListener:
     def native_side(self) -> NativeTlsListener | None:
         """The C engine's side of this listener (tls/native.py), made on first ask; None: the uvloop path.
         The worker asks for a listener whose connections start with TLS (not with a PROXY header)."""
-        if self.native is None:
+        if self.native is None and self.engine == "native":
             self.native = native_listener(self, msg.error_response(400, keep_alive=False))
         return self.native
 
@@ -264,4 +265,4 @@ def tls_protocol_factory(state: WorkerState, listen: ListenConfig, tickets: Shar
     `choose` giving the protocol for each finished handshake by its ALPN protocol (`alpn` offers them)."""
     assert listen.tls is not None
     contexts = build_server_contexts(listen.tls, listen.address, tickets, alpn)
-    return TlsListener(state, listen.address, contexts, listen.tls.handshake_timeout, choose)
+    return TlsListener(state, listen.address, contexts, listen.tls.handshake_timeout, choose, listen.tls.engine)

@@ -12,7 +12,7 @@ import re
 from dataclasses import dataclass
 from typing import Any
 
-from ukproxy.config_reader import Invalid, Table, boolean, duration, list_of, string
+from ukproxy.config_reader import Invalid, Table, boolean, duration, list_of, one_of, string
 
 # ssl_protocols names, as nginx spells them, oldest first.
 PROTOCOL_NAMES = ("TLSv1", "TLSv1.1", "TLSv1.2", "TLSv1.3")
@@ -51,6 +51,8 @@ class TlsConfig:
     session_timeout: float = DEFAULT_SESSION_TIMEOUT
     handshake_timeout: float = DEFAULT_HANDSHAKE_TIMEOUT
     hsts: str | None = None  # the Strict-Transport-Security value added to proxied responses
+    # "native": handshake and records in C when built (tls/native.py); "python": uvloop's SSL layer (tls/acceptor.py)
+    engine: str = "native"
 
 
 def _file(value: Any) -> str:
@@ -102,7 +104,7 @@ def read_tls(t: Table) -> TlsConfig | None:
     caller's `done()` never calls them unknown) and reports keys given without `ssl = true`."""
     on = t.get("ssl", boolean, False)
     keys = ("ssl_certificate", "ssl_certificate_key", "ssl_protocols", "ssl_ciphers", "ssl_session_tickets",
-            "ssl_session_timeout", "ssl_handshake_timeout", "hsts", "sni")
+            "ssl_session_timeout", "ssl_handshake_timeout", "hsts", "sni", "ssl_engine")
     if not on:
         for key in keys:
             if t.has(key):
@@ -137,6 +139,7 @@ def read_tls(t: Table) -> TlsConfig | None:
         session_timeout=t.get("ssl_session_timeout", duration, DEFAULT_SESSION_TIMEOUT),
         handshake_timeout=t.get("ssl_handshake_timeout", duration, DEFAULT_HANDSHAKE_TIMEOUT),
         hsts=t.get("hsts", _hsts, None),
+        engine=t.get("ssl_engine", one_of("native", "python"), "native"),
     )
     for key, value in (("ssl_session_timeout", tls.session_timeout), ("ssl_handshake_timeout", tls.handshake_timeout)):
         if value <= 0:
