@@ -17,12 +17,13 @@ import threading
 from collections.abc import Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
+from pathlib import Path
 
 import psutil
 import pytest
 
 from tests.observability.helpers import scrape
-from tests.running import EchoServer, RunningProxy, exchange, free_port
+from tests.running import EchoServer, RunningProxy, exchange, free_port, ukproxy_check
 from tests.waiting import wait_until
 from ukproxy import native
 
@@ -261,3 +262,15 @@ def test_a_graceful_stop_lets_open_connections_finish(ukproxy: Callable[..., Run
         assert not worker.is_running()
     finally:
         echo.close()
+
+
+def test_check_names_a_tcp_relay_that_cannot_apply(tmp_path: Path) -> None:
+    config = tmp_path / "relay.toml"
+    config.write_text('[[listen]]\naddress = "127.0.0.1:1"\nprotocol = "http"\nupstream = "u"\ntcp_relay = "python"\n'
+                      '[[listen]]\naddress = "127.0.0.1:2"\nupstream = "u"\ntcp_relay = "c"\n'
+                      '[[upstream]]\nname = "u"\nservers = ["127.0.0.1:3"]\n')
+    result = ukproxy_check(config)
+    assert result.returncode != 0
+    assert str(config) in result.stderr
+    assert "listen[0].tcp_relay: is for a tcp listener" in result.stderr, result.stderr
+    assert "listen[1].tcp_relay" in result.stderr and "'native', 'python'" in result.stderr, result.stderr
