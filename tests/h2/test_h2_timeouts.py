@@ -3,6 +3,7 @@ client leaves shut is reset, and the connection's other streams go on."""
 
 from __future__ import annotations
 
+import contextlib
 from collections.abc import Callable
 from pathlib import Path
 
@@ -13,6 +14,7 @@ from tests.h2.client import H2Client, StreamResult
 from tests.h2.conftest import h2_config
 from tests.proxy.backends import Backend
 from tests.running import RunningProxy, free_port
+from tests.waiting import wait_until
 
 
 def test_stalled_body_gets_408_and_a_shut_window_a_reset(ukproxy: Callable[..., RunningProxy], tmp_path: Path) -> None:
@@ -44,6 +46,20 @@ def test_stalled_body_gets_408_and_a_shut_window_a_reset(ukproxy: Callable[..., 
             assert bytes(client.streams[ok].body) == b"h2-backend GET /after"
         finally:
             client.close()
+        # A client that reads none of the connection's bytes (windows wide open): the connection is cut.
+        wide = H2Client(port, settings={h2.settings.SettingCodes.INITIAL_WINDOW_SIZE: 2**31 - 1})
+        try:
+            wide.conn.increment_flow_control_window(2**31 - 1 - 65535)
+            wide.request("/bytes/16000000")  # past what the sockets buffer
+            wait_until(lambda: "http2: " in proxy.log() and "took none of our writes" in proxy.log(),
+                       "the stalled connection cut off")
+            received = 0  # the bytes the proxy got out before the cut, frames unparsed
+            with contextlib.suppress(ConnectionResetError):
+                while chunk := wide.sock.recv(1 << 20):
+                    received += len(chunk)
+            assert received < 16_000_000
+        finally:
+            wide.close()
         assert backend.requests[("POST", "/sha")] <= 1  # it may have reached the backend; it got no answer from it
     finally:
         backend.close()

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import socket
 import threading
 from collections.abc import Iterator
 
@@ -11,6 +12,7 @@ import pytest
 from tests.proxy.backends import blackhole, read_head
 from tests.proxy.clients import RawClient, get, status_of
 from tests.proxy.conftest import SharedProxy, backend_behind_a_proxy
+from tests.waiting import wait_until
 
 LIMITS = 'max_uri_size = 100\nmax_headers = 5\nmax_header_size = "1k"\nclient_max_body_size = "1k"'
 
@@ -66,12 +68,21 @@ def test_client_header_timeout(backends, http_proxy):
 
 def test_client_body_timeout(backends, http_proxy):
     backend = backends()
-    _, port = http_proxy([backend.address], http="client_body_timeout = 0.5")
+    proxy, port = http_proxy([backend.address], http="client_body_timeout = 0.5")
     with RawClient(port) as client:
         client.send(b"POST /sha HTTP/1.1\r\nHost: t\r\nContent-Length: 10\r\n\r\nabc")
         responses = client.responses(1)
         assert responses and responses[0].status == 408
         assert client.closed()
+    # A client that takes none of our writes gets the same timeout (no send_timeout key): its connection is cut.
+    with socket.create_connection(("127.0.0.1", port), timeout=10) as s:
+        s.sendall(b"GET /bytes/16000000 HTTP/1.1\r\nHost: t\r\n\r\n")  # past what the sockets buffer
+        wait_until(lambda: "took none of our writes" in proxy.log(), "the stalled client cut off")
+        received = 0
+        with contextlib.suppress(ConnectionResetError):
+            while chunk := s.recv(1 << 20):
+                received += len(chunk)
+        assert received < 16_000_000
 
 
 def test_keepalive_timeout_closes_an_idle_client(backends, http_proxy):
