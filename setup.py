@@ -39,6 +39,7 @@ COMPILED = [
     "ukproxy/edge/rewrite.py",
     "ukproxy/edge/variables.py",
     "ukproxy/proxy/tcp.py",
+    "ukproxy/proxy/tcp_native.py",  # the C relay's Python side: twice per connection
     "ukproxy/upstream/connect_callback.py",  # the tcp proxy's connect, once per client connection
     "ukproxy/upstream/balancing.py",
     "ukproxy/upstream/group.py",
