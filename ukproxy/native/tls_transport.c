@@ -19,7 +19,10 @@
 #include <fcntl.h>
 #include <netinet/in.h>
 #include <netinet/tcp.h>
+#include <openssl/core_names.h>
 #include <openssl/err.h>
+#include <openssl/evp.h>
+#include <openssl/rand.h>
 #include <openssl/ssl.h>
 #include <string.h>
 #include <strings.h>
@@ -819,13 +822,14 @@ static PyObject *Engine_poll(Engine *e, PyObject *unused) {
 }
 
 static PyObject *Engine_listener(Engine *e, PyObject *args, PyObject *kw) {
-    static char *names[] = {"context", "sni", "timeout", "established", "failed", "plain_answer", NULL};
+    static char *names[] = {"context", "sni", "timeout", "established", "failed", "plain_answer", "tickets", NULL};
     PyObject *context, *sni, *established, *failed, *plain;
     double timeout;
-    if (!PyArg_ParseTupleAndKeywords(args, kw, "OO!dOOS", names, &context, &PyDict_Type, &sni, &timeout,
-                                     &established, &failed, &plain))
+    int tickets = 0;
+    if (!PyArg_ParseTupleAndKeywords(args, kw, "OO!dOOS|p", names, &context, &PyDict_Type, &sni, &timeout,
+                                     &established, &failed, &plain, &tickets))
         return NULL;
-    PyObject *largs = Py_BuildValue("(OOOdOOO)", e, context, sni, timeout, established, failed, plain);
+    PyObject *largs = Py_BuildValue("(OOOdOOOi)", e, context, sni, timeout, established, failed, plain, tickets);
     if (largs == NULL)
         return NULL;
     PyObject *l = PyObject_Call((PyObject *)&ListenerType, largs, NULL);
@@ -837,7 +841,8 @@ static PyMethodDef Engine_methods[] = {
     {"fileno", (PyCFunction)Engine_fileno, METH_NOARGS, "The epoll fd the loop watches."},
     {"poll", (PyCFunction)Engine_poll, METH_NOARGS, "Serve every ready connection (the loop's reader callback)."},
     {"listener", (PyCFunction)Engine_listener, METH_VARARGS | METH_KEYWORDS,
-     "listener(context, sni, timeout, established, failed, plain_answer): a TLS listener on this engine."},
+     "listener(context, sni, timeout, established, failed, plain_answer, tickets=False): a TLS listener on this "
+     "engine; tickets: its contexts issue and read tickets with the keys of set_ticket_keys."},
     {NULL}};
 
 static PyTypeObject EngineType = {
@@ -849,6 +854,73 @@ static PyTypeObject EngineType = {
     .tp_methods = Engine_methods,
     .tp_new = Engine_new,
 };
+
+/* ---- session tickets: the workers' shared keys (tls/tickets.py), without a Python call per ticket ---- */
+
+#define TICKET_KEY_BYTES 80  /* 16 name + 32 HMAC-SHA256 secret + 32 AES-256 key, as tls/tickets.py */
+#define MAX_TICKET_KEYS 4
+static unsigned char ticket_keys[MAX_TICKET_KEYS][TICKET_KEY_BYTES];  /* the current one first */
+static int nticket_keys;
+static EVP_CIPHER *ticket_cipher;  /* fetched once: OpenSSL 3 would look it up by name for every ticket */
+
+/* OpenSSL's ticket key callback, as tls/tickets.py's: enc=1, a new ticket under the current key (1: done);
+   enc=0, the key of the ticket's name (0: unknown, a full handshake; 1: good; 2: good, but issue a new
+   ticket under the current key). Tickets are the same bytes either way, so both paths read each other's. */
+static int ticket_key_cb(SSL *s, unsigned char *key_name, unsigned char *iv, EVP_CIPHER_CTX *cctx,
+                         EVP_MAC_CTX *hctx, int enc) {
+    OSSL_PARAM params[2];
+    params[0] = OSSL_PARAM_construct_utf8_string(OSSL_MAC_PARAM_DIGEST, "SHA256", 0);
+    params[1] = OSSL_PARAM_construct_end();
+    if (enc) {
+        if (nticket_keys == 0)
+            return 0;
+        const unsigned char *key = ticket_keys[0];
+        if (RAND_bytes(iv, 16) != 1)
+            return -1;
+        memcpy(key_name, key, 16);
+        if (EVP_EncryptInit_ex(cctx, ticket_cipher, NULL, key + 48, iv) != 1 ||
+            EVP_MAC_init(hctx, key + 16, 32, params) != 1)
+            return -1;
+        return 1;
+    }
+    for (int i = 0; i < nticket_keys; i++) {
+        const unsigned char *key = ticket_keys[i];
+        if (memcmp(key_name, key, 16) != 0)
+            continue;
+        if (EVP_MAC_init(hctx, key + 16, 32, params) != 1 ||
+            EVP_DecryptInit_ex(cctx, ticket_cipher, NULL, key + 48, iv) != 1)
+            return -1;
+        return i == 0 ? 1 : 2;
+    }
+    return 0;
+}
+
+static PyObject *set_ticket_keys(PyObject *module, PyObject *keys) {
+    PyObject *seq = PySequence_Fast(keys, "expected a list of ticket keys");
+    if (seq == NULL)
+        return NULL;
+    Py_ssize_t n = PySequence_Fast_GET_SIZE(seq);
+    if (n > MAX_TICKET_KEYS)
+        n = MAX_TICKET_KEYS;  /* the oldest beyond these no longer decrypt */
+    unsigned char staged[MAX_TICKET_KEYS][TICKET_KEY_BYTES];
+    for (Py_ssize_t i = 0; i < n; i++) {
+        char *raw;
+        Py_ssize_t len;
+        if (PyBytes_AsStringAndSize(PySequence_Fast_GET_ITEM(seq, i), &raw, &len) != 0) {
+            Py_DECREF(seq);
+            return NULL;
+        }
+        if (len != TICKET_KEY_BYTES) {
+            Py_DECREF(seq);
+            return PyErr_Format(PyExc_ValueError, "a ticket key is %d bytes, got %zd", TICKET_KEY_BYTES, len);
+        }
+        memcpy(staged[i], raw, TICKET_KEY_BYTES);
+    }
+    Py_DECREF(seq);
+    memcpy(ticket_keys, staged, sizeof(staged));
+    nticket_keys = (int)n;
+    Py_RETURN_NONE;
+}
 
 /* ---- Listener ---- */
 
@@ -948,8 +1020,9 @@ static PyObject *Listener_new(PyTypeObject *type, PyObject *args, PyObject *kw) 
     Engine *e;
     PyObject *context, *sni, *established, *failed, *plain;
     double timeout;
-    if (!PyArg_ParseTuple(args, "O!OO!dOOS", &EngineType, &e, &context, &PyDict_Type, &sni, &timeout,
-                          &established, &failed, &plain))
+    int tickets = 0;
+    if (!PyArg_ParseTuple(args, "O!OO!dOOS|p", &EngineType, &e, &context, &PyDict_Type, &sni, &timeout,
+                          &established, &failed, &plain, &tickets))
         return NULL;
     Listener *l = (Listener *)type->tp_alloc(type, 0);
     if (l == NULL)
@@ -998,6 +1071,9 @@ static PyObject *Listener_new(PyTypeObject *type, PyObject *args, PyObject *kw) 
             entry->name[i] = (stored[i] >= 'A' && stored[i] <= 'Z') ? stored[i] + 32 : stored[i];
         entry->ctx = ctx;
     }
+    if (tickets)  /* in C, in place of tls/tickets.py's ctypes callback: the same keys (set_ticket_keys) */
+        for (Py_ssize_t i = 0; i < PyList_GET_SIZE(l->contexts); i++)
+            SSL_CTX_set_tlsext_ticket_key_evp_cb(context_pointer(PyList_GET_ITEM(l->contexts, i)), ticket_key_cb);
     if (n > 0) {  /* ours replaces Python's callback, which expects an SSLSocket as the SSL's app data */
         SSL_CTX_set_tlsext_servername_callback(l->ctx, servername_cb);
         SSL_CTX_set_tlsext_servername_arg(l->ctx, l);
@@ -1439,13 +1515,24 @@ static PyTypeObject ConnType = {
     .tp_getset = Conn_getset,
 };
 
+static PyMethodDef module_methods[] = {
+    {"set_ticket_keys", (PyCFunction)set_ticket_keys, METH_O,
+     "set_ticket_keys([key, ...]): the session ticket keys (80 bytes each, the current first) for listeners "
+     "made with tickets=True."},
+    {NULL}};
+
 static struct PyModuleDef module = {
     PyModuleDef_HEAD_INIT, "tls_transport",
     "TLS connections in C: handshake and asyncio transport on OpenSSL's socket BIO (docs/architecture.md, "
     "\"Native paths\").",
-    -1, NULL};
+    -1, module_methods};
 
 PyMODINIT_FUNC PyInit_tls_transport(void) {
+    ticket_cipher = EVP_CIPHER_fetch(NULL, "AES-256-CBC", NULL);
+    if (ticket_cipher == NULL) {
+        PyErr_SetString(PyExc_ImportError, "OpenSSL has no AES-256-CBC");
+        return NULL;
+    }
     if (PyType_Ready(&EngineType) < 0 || PyType_Ready(&ListenerType) < 0 || PyType_Ready(&ConnType) < 0)
         return NULL;
     PyObject *m = PyModule_Create(&module);

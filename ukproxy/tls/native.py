@@ -22,12 +22,14 @@ from ukproxy import native
 
 if TYPE_CHECKING:
     from ukproxy.tls.acceptor import TlsListener
+    from ukproxy.tls.tickets import SharedTicketKeys
 
 log = logging.getLogger("ukproxy.tls")
 
 ENV = "UKPROXY_NATIVE_TLS"  # "0": tls/acceptor.py's uvloop path even where the C module is built (bench A/B)
 
 _engines: dict[asyncio.AbstractEventLoop, Any] = {}
+_following: dict[SharedTicketKeys, bool] = {}  # the worker's keys, handed to the C module (one per process)
 
 
 def _engine(loop: asyncio.AbstractEventLoop, module: Any) -> Any:
@@ -47,9 +49,14 @@ def native_listener(listener: TlsListener, plain_answer: bytes) -> NativeTlsList
         return None
     contexts = listener.contexts
     try:
+        # Tickets under the workers' shared keys: issued and read in C, the keys followed across rotations.
+        if contexts.tickets_shared and contexts.tickets is not None and not _following.get(contexts.tickets):
+            contexts.tickets.follow(lambda keys: module.set_ticket_keys([k.to_bytes() for k in keys]))
+            _following[contexts.tickets] = True
         c_listener = _engine(listener.loop, module).listener(
             context=contexts.default, sni=contexts.by_name, timeout=listener.handshake_timeout,
-            established=listener.established, failed=listener.failed, plain_answer=plain_answer)
+            established=listener.established, failed=listener.failed, plain_answer=plain_answer,
+            tickets=contexts.tickets_shared)
     except OSError as e:
         log.warning("tls %s: served by uvloop's SSL layer: %s", listener.listener, e)
         return None

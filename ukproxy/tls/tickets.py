@@ -134,12 +134,21 @@ class SharedTicketKeys:
             log.warning("session tickets shared between workers are off (each worker keeps its own): %s", e)
             self.openssl = None
         self._callback = _CB_TYPE(self._ticket_key)  # kept: OpenSSL holds only the C pointer
+        # Others that issue tickets with these keys (the C TLS engine, tls/native.py), told of each rotation.
+        self.followers: list[Callable[[list[TicketKey]], None]] = []
 
     def update(self, keys: list[TicketKey]) -> None:
         """A rotation from the master: new tickets under keys[0], older ones still read with the rest."""
         if keys:
             self.keys = keys
             self.by_name = {k.name: k for k in keys}
+            for follow in self.followers:
+                follow(keys)
+
+    def follow(self, follower: Callable[[list[TicketKey]], None]) -> None:
+        """Give `follower` the keys now and at each rotation."""
+        self.followers.append(follower)
+        follower(self.keys)
 
     def install(self, context: ssl.SSLContext, session_id_context: bytes, timeout: float) -> bool:
         """Issue and read tickets on `context` with the shared keys. `session_id_context` keeps one
