@@ -24,15 +24,28 @@ from bench.cpu import per_request_us, tree_times
 from bench.procs import Processes, free_port
 from bench.ukproxy_run import Ukproxy, config_text
 
+PROXIES = ("nginx stream", "ukproxy C relay", "ukproxy tcp.py")
 
-def _proxies(procs: Processes, home: Path, backend: int, workers: int) -> dict[str, tuple[int, int]]:
-    """name → (port, root pid) of each proxy in front of the backend."""
+
+def _backend(procs: Processes, home: Path, workers: int) -> list[int]:
+    """nginx's fixed answer on one port per proxy: a run that leaves tens of thousands of connections in
+    TIME_WAIT then uses up the local ports toward its own port only, not toward the next proxy's."""
+    ports = [free_port() for _ in PROXIES]
+    conf = nginx.backend_conf(home / "backend", workers, ports[0])
+    line = f"listen 127.0.0.1:{ports[0]} backlog=4096;"
+    conf = conf.replace(line, " ".join(f"listen 127.0.0.1:{p} backlog=4096;" for p in ports))
+    nginx.start(procs, "backend", conf, ports)
+    return ports
+
+
+def _proxies(procs: Processes, home: Path, backends: list[int], workers: int) -> dict[str, tuple[int, int]]:
+    """name → (port, root pid) of each proxy in front of its backend port."""
     out: dict[str, tuple[int, int]] = {}
     port = free_port()
     started = nginx.start(procs, "nginx-stream", nginx.proxy_conf(home / "nginx-stream", workers,
-                                                                   [f"127.0.0.1:{backend}"], port, None), [port])
+                                                                   [f"127.0.0.1:{backends[0]}"], port, None), [port])
     out["nginx stream"] = (port, started.pid)
-    for name, relay in (("ukproxy C relay", "native"), ("ukproxy tcp.py", "python")):
+    for name, relay, backend in (("ukproxy C relay", "native", backends[1]), ("ukproxy tcp.py", "python", backends[2])):
         port = free_port()
         text = config_text(workers=workers, metrics_port=free_port(), listeners=[(port, "tcp")],
                            upstream=f'servers = ["127.0.0.1:{backend}"]')
@@ -60,14 +73,14 @@ def main(argv: list[str] | None = None) -> int:
         home = Path(tmp)
         procs = Processes(home)
         try:
-            backend = free_port()
-            nginx.start(procs, "backend", nginx.backend_conf(home / "backend", args.workers, backend), [backend])
-            proxies = _proxies(procs, home, backend, args.workers)
+            proxies = _proxies(procs, home, _backend(procs, home, args.workers), args.workers)
             runs: dict[str, dict[str, list[dict[str, float]]]] = {}
             load_before = [round(x, 2) for x in os.getloadavg()]
-            for _ in range(args.rounds):
+            for rnd in range(args.rounds):
+                order = [*PROXIES[rnd % 3:], *PROXIES[:rnd % 3]]  # each proxy first, second and third in turn
                 for kind in ("ab -c32 close", "wrk -c64"):
-                    for name, (port, root) in proxies.items():
+                    for name in order:
+                        port, root = proxies[name]
                         before = tree_times(root)
                         r = _run(kind, f"http://127.0.0.1:{port}/", args.seconds)
                         cpu = per_request_us(before, tree_times(root), r.requests)
