@@ -78,6 +78,7 @@ typedef struct {
     PyObject_HEAD
     int kind; /* K_LISTENER */
     int fd;
+    int batch; /* accepts per wake-up: 1, or up to ACCEPTS_PER_EVENT with multi_accept */
     Engine *engine;
     PyObject *callback;
 } Listening;
@@ -279,11 +280,16 @@ static void connect_failed(Conn *c, int err) {
     Py_DECREF(c);
 }
 
-static void connect_finished(Conn *c, double now) {
+static void connect_finished(Conn *c, uint32_t ev, double now) {
     int err = 0;
     socklen_t len = sizeof(err);
-    if (getsockopt(c->upstream.fd, SOL_SOCKET, SO_ERROR, &err, &len) < 0)
-        err = errno;
+    /* Writable without an error or hang-up is a connect that succeeded: SO_ERROR only for the reason. */
+    if (ev & (EPOLLERR | EPOLLHUP)) {
+        if (getsockopt(c->upstream.fd, SOL_SOCKET, SO_ERROR, &err, &len) < 0)
+            err = errno;
+        if (!err)
+            err = ECONNREFUSED;
+    }
     if (err) {
         connect_failed(c, err);
         return;
@@ -308,7 +314,7 @@ static void side_event(Side *s, uint32_t ev, double now) {
         s->writable = 1;
     if (s == &c->upstream && c->state == S_CONNECTING) {
         if (ev & (EPOLLOUT | EPOLLERR | EPOLLHUP))
-            connect_finished(c, now);
+            connect_finished(c, ev, now);
         return;
     }
     if (s == &c->client && c->state != S_RELAYING) {
@@ -395,7 +401,9 @@ static void adopt_fd(Engine *e, int fd, PyObject *callback, double now) {
 
 static void accept_ready(Listening *l, double now) {
     Py_INCREF(l); /* a callback may drop the last reference */
-    for (int i = 0; i < ACCEPTS_PER_EVENT && l->fd >= 0; i++) {
+    /* One by default, as nginx without multi_accept: the listener is level-triggered, so more pending
+       come back at the next wake-up, and no accept4 is spent on finding the queue empty. */
+    for (int i = 0; i < l->batch && l->fd >= 0; i++) {
         int fd = accept4(l->fd, NULL, NULL, SOCK_NONBLOCK | SOCK_CLOEXEC);
         if (fd < 0) {
             if (errno != EAGAIN && errno != EINTR && errno != ECONNABORTED) {
@@ -489,9 +497,9 @@ static PyObject *Engine_poll(Engine *e, PyObject *unused) {
 }
 
 static PyObject *Engine_listen(Engine *e, PyObject *args) {
-    int fd;
+    int fd, multi_accept = 0;
     PyObject *callback;
-    if (!PyArg_ParseTuple(args, "iO:listen", &fd, &callback))
+    if (!PyArg_ParseTuple(args, "iO|p:listen", &fd, &callback, &multi_accept))
         return NULL;
     int flags = fcntl(fd, F_GETFL);
     if (flags < 0 || fcntl(fd, F_SETFL, flags | O_NONBLOCK) < 0)
@@ -501,6 +509,7 @@ static PyObject *Engine_listen(Engine *e, PyObject *args) {
         return NULL;
     l->kind = K_LISTENER;
     l->fd = fd;
+    l->batch = multi_accept ? ACCEPTS_PER_EVENT : 1;
     Py_INCREF(e);
     l->engine = e;
     Py_INCREF(callback);
@@ -533,7 +542,8 @@ static PyMethodDef Engine_methods[] = {
     {"fileno", (PyCFunction)Engine_fileno, METH_NOARGS, "The engine's epoll fd, for loop.add_reader."},
     {"poll", (PyCFunction)Engine_poll, METH_NOARGS, "Serve every ready socket (epoll_wait with no wait)."},
     {"listen", (PyCFunction)Engine_listen, METH_VARARGS,
-     "listen(fd, callback) -> Listening: accept on fd (owned from now on); callback(conn) -> session or None."},
+     "listen(fd, callback, multi_accept=False) -> Listening: accept on fd (owned from now on); "
+     "callback(conn) -> session or None."},
     {"adopt", (PyCFunction)Engine_adopt, METH_VARARGS,
      "adopt(fd, callback): a client socket accepted elsewhere (owned from now on), as if accepted here."},
     {NULL}};

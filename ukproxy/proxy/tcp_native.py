@@ -88,9 +88,9 @@ class NativeListener:
         self.group = group
         self.name = name
 
-    def listen(self, fd: int, accepted: Any) -> Any:
+    def listen(self, fd: int, accepted: Any, multi_accept: bool) -> Any:
         """Accept on `fd` in C (owned by the engine from now on); `accepted(conn)` counts and calls ours."""
-        return self.relay.engine.listen(fd, accepted)
+        return self.relay.engine.listen(fd, accepted, multi_accept)
 
     def adopt(self, fd: int) -> None:
         """A connection accepted and counted by Python (the accept mutex's mode)."""
