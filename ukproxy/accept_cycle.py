@@ -95,7 +95,7 @@ class AcceptCycle:
             # A duplicate: closing a server (to pause at worker_connections) must not close our socket.
             if listener.native is not None:  # accepted in C, the duplicate the relay's own
                 servers.append(listener.native.listen(os.dup(listener.sock.fileno()),
-                                                      self._counting_accept(listener.native), self.multi_accept))
+                                                      self._counting_accept(listener.native)))
                 continue
             sock = socket.socket(fileno=os.dup(listener.sock.fileno()))
             servers.append(await self.loop.create_server(self._counting_factory(listener), sock=sock,

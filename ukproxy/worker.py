@@ -105,7 +105,7 @@ class Worker:
             self.tcp_relay = TcpRelay.load(self.state)
             if self.tcp_relay is None:
                 return None
-        return self.tcp_relay.listener(lc, self.groups[lc.upstream])  # type: ignore[index]
+        return self.tcp_relay.listener(lc, self.groups[lc.upstream], self.config.multi_accept)  # type: ignore[index]
 
     @staticmethod
     def _native_tls(factory: Callable[[], asyncio.Protocol]) -> NativeTlsListener | None:

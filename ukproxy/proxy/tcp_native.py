@@ -66,13 +66,13 @@ class TcpRelay:
         module = native.load("tcp_relay")
         return cls(module, state) if module is not None else None
 
-    def listener(self, lc: ListenConfig, group: UpstreamGroup) -> NativeListener | None:
+    def listener(self, lc: ListenConfig, group: UpstreamGroup, multi_accept: bool) -> NativeListener | None:
         why = python_only(lc, group)
         if why is not None:
             log.info("tcp listener %s: relayed in Python (%s)", lc.address, why)
             return None
         log.info("tcp listener %s: relayed in C", lc.address)
-        return NativeListener(self, group, lc.address)
+        return NativeListener(self, group, lc.address, multi_accept)
 
     @property
     def open(self) -> int:
@@ -82,15 +82,16 @@ class TcpRelay:
 class NativeListener:
     """A tcp listener whose connections the engine relays; the accept cycle hands them here."""
 
-    def __init__(self, relay: TcpRelay, group: UpstreamGroup, name: str):
+    def __init__(self, relay: TcpRelay, group: UpstreamGroup, name: str, multi_accept: bool):
         self.relay = relay
+        self.multi_accept = multi_accept  # accept all pending per wake-up, or one (nginx's multi_accept)
         self.state = relay.state
         self.group = group
         self.name = name
 
-    def listen(self, fd: int, accepted: Any, multi_accept: bool) -> Any:
+    def listen(self, fd: int, accepted: Any) -> Any:
         """Accept on `fd` in C (owned by the engine from now on); `accepted(conn)` counts and calls ours."""
-        return self.relay.engine.listen(fd, accepted, multi_accept)
+        return self.relay.engine.listen(fd, accepted, self.multi_accept)
 
     def adopt(self, fd: int) -> None:
         """A connection accepted and counted by Python (the accept mutex's mode)."""
