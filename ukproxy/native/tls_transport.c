@@ -425,12 +425,18 @@ static void conn_read(Conn *c) {
     c->want_write_to_read = 0;
     while (c->state == ST_OPEN && !c->reading_paused && !c->eof) {
         size_t filled = 0;
-        int err = SSL_ERROR_NONE, saved = 0;
+        int err = SSL_ERROR_NONE, saved = 0, drained = 0;
         while (filled < READ_CHUNK) {
             ERR_clear_error();
             int r = SSL_read(c->ssl, e->rbuf + filled, (int)(READ_CHUNK - filled));
             if (r > 0) {
                 filled += (size_t)r;
+                /* Nothing more in OpenSSL's buffer (read ahead): stop without the read() that would say
+                   EAGAIN; the level-triggered epoll tells us of what the socket still holds. */
+                if (!SSL_has_pending(c->ssl)) {
+                    drained = 1;
+                    break;
+                }
                 continue;
             }
             err = SSL_get_error(c->ssl, r);
@@ -450,6 +456,8 @@ static void conn_read(Conn *c) {
             if (c->state != ST_OPEN)
                 break;
         }
+        if (err == SSL_ERROR_NONE && drained)
+            break;
         if (err == SSL_ERROR_NONE)
             continue;  /* the chunk filled up: there may be more */
         if (err == SSL_ERROR_WANT_READ)
@@ -584,6 +592,8 @@ static void conn_first_bytes(Conn *c) {
         }
         SSL_set_mode(ssl, SSL_MODE_ENABLE_PARTIAL_WRITE | SSL_MODE_ACCEPT_MOVING_WRITE_BUFFER |
                               SSL_MODE_RELEASE_BUFFERS);
+        /* One read() for what the socket holds, not one for each record's header and one for its body. */
+        SSL_set_read_ahead(ssl, 1);
         SSL_set_accept_state(ssl);
         c->ssl = ssl;
         c->state = ST_HANDSHAKE;
