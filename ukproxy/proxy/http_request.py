@@ -41,6 +41,10 @@ _VERSIONS = {"1.1": b"1.1", "1.0": b"1.0"}
 _CACHED = 1024
 _KNOWN_HOSTS: dict[bytes, str] = {}
 _TOKENS: dict[bytes, frozenset[bytes]] = {}
+# Header names as clients spell them → the lower-cased name when the proxy handles the header itself
+# (SPECIAL, Proxy-*), b"" when it goes upstream as it came: one dict lookup per header instead of a
+# lower(), a set lookup and a slice.
+_NAMES: dict[bytes, bytes] = {}
 _HOST = re.compile(rb"(?:\[[0-9A-Fa-f:.]+\]|[A-Za-z0-9\-._~!$&'()*+,;=%]*)(?::[0-9]*)?")
 _START_LINE_OVERHEAD: Final = 16  # method, spaces, "HTTP/1.1\r\n": counted against max_header_size like nginx's buffer
 
@@ -124,6 +128,9 @@ class RequestReader:
         # A keep-alive client sends the same Host every time: checked and lower-cased once.
         self._host_header = b""
         self._host = ""
+        # Read for every header: native attributes, not the config object's (a Python class).
+        self._max_headers = limits.max_headers
+        self._max_header_size = limits.max_header_size
 
     def feed(self, data: bytes) -> None:
         if self.upgraded:
@@ -209,18 +216,20 @@ class RequestReader:
             raise HttpError(414, "request target too long")
 
     def on_header(self, name: bytes, value: bytes) -> None:
-        value = value.rstrip(b" \t")
-        lname = name.lower()
-        if lname in SPECIAL or lname[:6] == b"proxy-":
+        if value and value[-1] in (32, 9):  # trailing space or tab: rare, so tested before stripping
+            value = value.rstrip(b" \t")
+        lname = _NAMES.get(name)
+        if lname is None:
+            lname = special_name(name)
+        if lname:
             self._special.append((lname, value))
         else:
-            self._lines.append(name + b": " + value + b"\r\n")
+            self._lines.append(b"%s: %s\r\n" % (name, value))
         self._fields += 1
         self._field_bytes += len(name) + len(value) + 4
-        limits = self.limits
-        if self._fields > limits.max_headers:
+        if self._fields > self._max_headers:
             raise HttpError(431, "too many header fields")
-        if _START_LINE_OVERHEAD + len(self._url) + self._field_bytes > limits.max_header_size:
+        if _START_LINE_OVERHEAD + len(self._url) + self._field_bytes > self._max_header_size:
             raise HttpError(431, "request head too large")
 
     def on_headers_complete(self) -> None:
@@ -267,8 +276,10 @@ class RequestReader:
         self._read_headers(head)
         self._read_target(head)
         head.keep_alive = _keep_alive(version, head.connection_tokens)
-        if parser.should_upgrade():
-            if method != b"GET" or head.has_body or head.upgrade is None:
+        # llhttp upgrades only a request with an Upgrade header (or a CONNECT, refused above): without one,
+        # no need to ask.
+        if head.upgrade is not None and parser.should_upgrade():
+            if method != b"GET" or head.has_body:
                 raise HttpError(400, "an upgrade must be a GET without a body")
         else:
             head.upgrade = None
@@ -278,18 +289,26 @@ class RequestReader:
         return head
 
     def _read_headers(self, head: RequestHead) -> None:
-        hosts: list[bytes] = []
-        transfer_encodings: list[bytes] = []
-        tokens: set[bytes] = set()
+        # Counts and first values rather than lists, and Connection's cached token set as it is (one
+        # Connection header is the usual case): no container is built for a request's few special headers.
+        host: bytes | None = None
+        hosts = 0
+        transfer_encoding = b""
+        transfer_encodings = 0
+        tokens: frozenset[bytes] = frozenset()
         for lname, value in head.special:
             if lname == b"host":
-                hosts.append(value)
+                if host is None:
+                    host = value
+                hosts += 1
             elif lname == b"content-length":
                 head.content_length = int(value)  # llhttp allows digits only, once
             elif lname == b"transfer-encoding":
-                transfer_encodings.append(value)
+                transfer_encoding = value
+                transfer_encodings += 1
             elif lname == b"connection":
-                tokens.update(connection_tokens(value))
+                named = connection_tokens(value)
+                tokens = named if not tokens else tokens | named
             elif lname == b"upgrade":
                 head.upgrade = value
             elif lname == b"expect":
@@ -301,19 +320,19 @@ class RequestReader:
             elif lname == b"via":
                 head.via = value if head.via is None else head.via + b", " + value
         if tokens:
-            head.connection_tokens = frozenset(tokens)
+            head.connection_tokens = tokens
         if transfer_encodings:
             if head.version == b"1.0":
                 raise HttpError(400, "Transfer-Encoding in an HTTP/1.0 request")
-            if len(transfer_encodings) != 1 or transfer_encodings[0].lower() != b"chunked":
+            if transfer_encodings != 1 or transfer_encoding.lower() != b"chunked":
                 raise HttpError(400, "Transfer-Encoding other than chunked")
             head.chunked = True
-        if len(hosts) > 1:
+        if hosts > 1:
             raise HttpError(400, "more than one Host header")
-        if hosts:
-            if hosts[0] != self._host_header and hosts[0] not in _KNOWN_HOSTS and not _HOST.fullmatch(hosts[0]):
+        if host is not None:
+            if host != self._host_header and host not in _KNOWN_HOSTS and not _HOST.fullmatch(host):
                 raise HttpError(400, "invalid Host header")
-            head.host_header = hosts[0]
+            head.host_header = host
         elif head.version == b"1.1":
             raise HttpError(400, "HTTP/1.1 request without Host")
 
@@ -351,6 +370,18 @@ def known_host(host_header: bytes) -> str:
             _KNOWN_HOSTS.clear()
         host = _KNOWN_HOSTS[host_header] = host_name(host_header)
     return host
+
+
+def special_name(name: bytes) -> bytes:
+    """The lower-cased `name` if the proxy handles that header itself (SPECIAL, Proxy-*), else b"";
+    remembered for the next request that spells it the same way."""
+    lname = name.lower()
+    if lname not in SPECIAL and lname[:6] != b"proxy-":
+        lname = b""
+    if len(_NAMES) >= _CACHED:
+        _NAMES.clear()
+    _NAMES[name] = lname
+    return lname
 
 
 def valid_host(value: bytes) -> bool:
