@@ -156,6 +156,7 @@ class WorkerMetricsFlusher:
 
     def _flush_tallies(self) -> None:
         tally = self.state.tally
+        tally.fold()  # the requests' slots into the keyed tallies taken below
         # upstream is None for requests answered without one (400s, 404 without a route): an empty label.
         for (listener, upstream, klass), n in tally.requests.take().items():
             f.REQUESTS.labels(listener, upstream or "", _status_class(klass)).inc(n)
