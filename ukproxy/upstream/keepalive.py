@@ -11,7 +11,6 @@ calling `discard`.
 from __future__ import annotations
 
 import asyncio
-from collections import OrderedDict
 from typing import Generic, Protocol, TypeVar
 
 from ukproxy.upstream.server import Server
@@ -29,8 +28,9 @@ class KeepalivePool(Generic[C]):
         self.loop = loop
         self.size = size
         self.timeout = timeout
-        # Every idle connection, oldest first, with its server and when it was parked.
-        self._idle: OrderedDict[C, tuple[Server, float]] = OrderedDict()
+        # Every idle connection, oldest first (a dict keeps insertion order; compiled, a plain dict's
+        # operations are native where an OrderedDict's are calls), with its server and when it was parked.
+        self._idle: dict[C, tuple[Server, float]] = {}
         self._sweep: asyncio.TimerHandle | None = None
         self._by_server: dict[Server, list[C]] = {}
         self.reused = 0  # connections handed out again: what the pool is for
