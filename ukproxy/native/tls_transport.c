@@ -104,6 +104,8 @@ struct Conn {
     double deadline;
     Conn *prev, *next;          /* in the listener's handshake list */
     PyObject *weakrefs;
+    struct sockaddr_storage peer;  /* from accept4; peer_len 0: ask getpeername */
+    socklen_t peer_len;
 };
 
 static PyTypeObject EngineType, ListenerType, ConnType;
@@ -674,6 +676,7 @@ static Conn *conn_new(Listener *l, int fd) {
     c->low = 16 * 1024;
     c->prev = c->next = NULL;
     c->weakrefs = NULL;
+    c->peer_len = 0;
     c->deadline = now_monotonic() + l->timeout;
     PyObject_GC_Track((PyObject *)c);
     return c;
@@ -695,7 +698,9 @@ static void listener_pause_accepting(Listener *l, double seconds);
 
 static void listener_accept(Listener *l) {
     for (int i = 0; i < MAX_ACCEPTS && l->listen_fd >= 0; i++) {
-        int fd = accept4(l->listen_fd, NULL, NULL, SOCK_NONBLOCK | SOCK_CLOEXEC);
+        struct sockaddr_storage peer;
+        socklen_t peer_len = sizeof(peer);
+        int fd = accept4(l->listen_fd, (struct sockaddr *)&peer, &peer_len, SOCK_NONBLOCK | SOCK_CLOEXEC);
         if (fd < 0) {
             if (errno == EAGAIN || errno == EWOULDBLOCK || errno == EINTR || errno == ECONNABORTED)
                 return;
@@ -709,6 +714,10 @@ static void listener_accept(Listener *l) {
         if (c == NULL) {
             report_error(l->engine, "tls: no memory for a connection", NULL);
             return;
+        }
+        if (peer_len <= sizeof(peer)) {  /* the client's address, without a getpeername later */
+            memcpy(&c->peer, &peer, peer_len);
+            c->peer_len = peer_len;
         }
         /* the accept cycle's count (worker_connections): None refuses */
         PyObject *r = PyObject_CallOneArg(l->admit, (PyObject *)c);
@@ -1389,11 +1398,15 @@ static PyObject *Conn_set_write_buffer_limits(Conn *c, PyObject *args, PyObject 
     Py_RETURN_NONE;
 }
 
-static PyObject *address(int fd, int peer) {
+static PyObject *address(Conn *c, int peer) {
     struct sockaddr_storage ss;
     socklen_t len = sizeof(ss);
-    if (fd < 0 || (peer ? getpeername(fd, (struct sockaddr *)&ss, &len) : getsockname(fd, (struct sockaddr *)&ss, &len)) != 0)
+    if (peer && c->peer_len > 0) {
+        memcpy(&ss, &c->peer, c->peer_len);
+    } else if (c->fd < 0 || (peer ? getpeername(c->fd, (struct sockaddr *)&ss, &len)
+                                  : getsockname(c->fd, (struct sockaddr *)&ss, &len)) != 0) {
         Py_RETURN_NONE;
+    }
     char host[INET6_ADDRSTRLEN];
     if (ss.ss_family == AF_INET) {
         struct sockaddr_in *a = (struct sockaddr_in *)&ss;
@@ -1415,9 +1428,9 @@ static PyObject *Conn_get_extra_info(Conn *c, PyObject *args, PyObject *kw) {
     if (!PyArg_ParseTupleAndKeywords(args, kw, "s|O", names, &name, &dflt))
         return NULL;
     if (strcmp(name, "peername") == 0)
-        return address(c->fd, 1);
+        return address(c, 1);
     if (strcmp(name, "sockname") == 0)
-        return address(c->fd, 0);
+        return address(c, 0);
     if (strcmp(name, "ssl_object") == 0 && c->ssl) {  /* the transport answers an SSLObject's questions */
         Py_INCREF(c);
         return (PyObject *)c;
