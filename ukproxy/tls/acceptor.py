@@ -8,7 +8,9 @@ handshake ends and its "waiter": it hears every ending exactly once (done, faile
 reason, timed out, or the client gone), counts it, gives the connection slot back when it failed, and
 on success hands the connection to the protocol the listener chose (`choose`, given the ALPN
 protocol) without a copy: uvloop's SSL transport simply gets a new protocol.
-docs/architecture.md, "TLS".
+Where the C engine is built (tls/native.py), a listener's connections go there instead: `native_side`
+makes its side of the listener, and the engine calls `established` and `failed` with the same counts.
+docs/architecture.md, "TLS" and "Native paths".
 """
 
 from __future__ import annotations
