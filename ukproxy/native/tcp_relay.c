@@ -139,6 +139,13 @@ static void conn_close(Conn *c, int reason) {
     if (c->state == S_CLOSED)
         return;
     Engine *e = c->engine;
+    if (c->state != S_RELAYING && c->client.fd >= 0) {
+        /* Never relayed (no server could be reached): what the client sent is still unread, and a close
+           with unread bytes is a reset. Read it away first (a bounded amount) so the client sees an
+           orderly end, as on the Python path, which reads while it connects. */
+        for (int i = 0; i < 16 && recv(c->client.fd, e->scratch, SCRATCH_SIZE, MSG_DONTWAIT) > 0; i++) {
+        }
+    }
     c->state = S_CLOSED;
     close_side(&c->client);
     close_side(&c->upstream);
