@@ -110,6 +110,10 @@ struct Conn {
 
 static PyTypeObject EngineType, ListenerType, ConnType;
 
+/* method names, made once: the protocol's callbacks are called several times per connection */
+static PyObject *str_connection_made, *str_data_received, *str_eof_received, *str_connection_lost,
+    *str_pause_writing, *str_resume_writing, *str_connection_lost_hook, *str_read_buffered_hook;
+
 static double now_monotonic(void) {
     struct timespec ts;
     clock_gettime(CLOCK_MONOTONIC, &ts);
@@ -271,7 +275,7 @@ static void conn_lost(Conn *c, PyObject *exc, int send_close_notify) {
     Engine *e = c->listener->engine;
     Py_INCREF(c);
     conn_release(c, send_close_notify);
-    PyObject *lost = PyObject_GetAttrString((PyObject *)c, "_connection_lost");
+    PyObject *lost = PyObject_GetAttr((PyObject *)c, str_connection_lost_hook);
     if (lost) {
         PyObject *r = PyObject_CallFunctionObjArgs(e->call_soon, lost, exc ? exc : Py_None, NULL);
         if (r == NULL)
@@ -366,7 +370,7 @@ static size_t conn_buffered(Conn *c) { return c->wlen - c->woff; }
 static void conn_maybe_resume_writing(Conn *c) {
     if (c->writing_paused && conn_buffered(c) <= c->low && c->protocol) {
         c->writing_paused = 0;
-        PyObject *r = PyObject_CallMethod(c->protocol, "resume_writing", NULL);
+        PyObject *r = PyObject_CallMethodNoArgs(c->protocol, str_resume_writing);
         if (r == NULL)
             report_error(c->listener->engine, "protocol.resume_writing() failed", c);
         Py_XDECREF(r);
@@ -408,7 +412,7 @@ static void conn_close(Conn *c);
 static void conn_eof(Conn *c) {
     c->eof = 1;
     conn_update_events(c);
-    PyObject *r = PyObject_CallMethod(c->protocol, "eof_received", NULL);
+    PyObject *r = PyObject_CallMethodNoArgs(c->protocol, str_eof_received);
     if (r == NULL) {
         report_error(c->listener->engine, "protocol.eof_received() failed", c);
         conn_lost(c, NULL, 0);
@@ -447,7 +451,7 @@ static void conn_read(Conn *c) {
         }
         if (filled > 0) {
             PyObject *data = PyBytes_FromStringAndSize(e->rbuf, (Py_ssize_t)filled);
-            PyObject *r = data ? PyObject_CallMethod(c->protocol, "data_received", "O", data) : NULL;
+            PyObject *r = data ? PyObject_CallMethodOneArg(c->protocol, str_data_received, data) : NULL;
             Py_XDECREF(data);
             if (r == NULL) {
                 report_error(e, "protocol.data_received() failed", c);
@@ -533,7 +537,7 @@ static void conn_established(Conn *c) {
         return;
     }
     Py_XSETREF(c->protocol, protocol);
-    PyObject *r = PyObject_CallMethod(protocol, "connection_made", "O", (PyObject *)c);
+    PyObject *r = PyObject_CallMethodOneArg(protocol, str_connection_made, (PyObject *)c);
     if (r == NULL) {
         report_error(l->engine, "protocol.connection_made() failed", c);
         conn_lost(c, NULL, 0);
@@ -1254,7 +1258,7 @@ static PyObject *Conn_write(Conn *c, PyObject *arg) {
     PyBuffer_Release(&view);
     if (c->state == ST_OPEN && !c->writing_paused && conn_buffered(c) > c->high && c->protocol) {
         c->writing_paused = 1;
-        PyObject *res = PyObject_CallMethod(c->protocol, "pause_writing", NULL);
+        PyObject *res = PyObject_CallMethodNoArgs(c->protocol, str_pause_writing);
         if (res == NULL)
             report_error(c->listener->engine, "protocol.pause_writing() failed", c);
         Py_XDECREF(res);
@@ -1310,7 +1314,7 @@ static PyObject *Conn_resume_reading(Conn *c, PyObject *unused) {
         conn_update_events(c);
         if (c->ssl && (SSL_pending(c->ssl) > 0 || SSL_has_pending(c->ssl))) {
             /* bytes OpenSSL holds already: epoll will not tell us of them */
-            PyObject *read = PyObject_GetAttrString((PyObject *)c, "_read_buffered");
+            PyObject *read = PyObject_GetAttr((PyObject *)c, str_read_buffered_hook);
             PyObject *r = read ? PyObject_CallOneArg(c->listener->engine->call_soon, read) : NULL;
             Py_XDECREF(read);
             if (r == NULL)
@@ -1332,7 +1336,7 @@ static PyObject *Conn_connection_lost(Conn *c, PyObject *exc) {
     c->protocol = NULL;  /* the transport lets go of its protocol, as asyncio's do */
     if (protocol == NULL)
         Py_RETURN_NONE;
-    PyObject *r = PyObject_CallMethod(protocol, "connection_lost", "O", exc);
+    PyObject *r = PyObject_CallMethodOneArg(protocol, str_connection_lost, exc);
     Py_DECREF(protocol);
     return r;
 }
@@ -1388,7 +1392,7 @@ static PyObject *Conn_set_write_buffer_limits(Conn *c, PyObject *args, PyObject 
     c->low = (size_t)lo;
     if (c->state == ST_OPEN && !c->writing_paused && conn_buffered(c) > c->high && c->protocol) {
         c->writing_paused = 1;
-        PyObject *r = PyObject_CallMethod(c->protocol, "pause_writing", NULL);
+        PyObject *r = PyObject_CallMethodNoArgs(c->protocol, str_pause_writing);
         if (r == NULL)
             return NULL;
         Py_DECREF(r);
@@ -1551,6 +1555,14 @@ static struct PyModuleDef module = {
     -1, module_methods};
 
 PyMODINIT_FUNC PyInit_tls_transport(void) {
+    struct { PyObject **slot; const char *name; } names[] = {
+        {&str_connection_made, "connection_made"}, {&str_data_received, "data_received"},
+        {&str_eof_received, "eof_received"}, {&str_connection_lost, "connection_lost"},
+        {&str_pause_writing, "pause_writing"}, {&str_resume_writing, "resume_writing"},
+        {&str_connection_lost_hook, "_connection_lost"}, {&str_read_buffered_hook, "_read_buffered"}};
+    for (size_t i = 0; i < sizeof(names) / sizeof(names[0]); i++)
+        if ((*names[i].slot = PyUnicode_InternFromString(names[i].name)) == NULL)
+            return NULL;
     ticket_cipher = EVP_CIPHER_fetch(NULL, "AES-256-CBC", NULL);
     if (ticket_cipher == NULL) {
         PyErr_SetString(PyExc_ImportError, "OpenSSL has no AES-256-CBC");
