@@ -41,6 +41,7 @@ class Rig:
     half_port: int  # to `half`, a backend the test drives
     half: socket.socket
     metrics: int
+    python_port: int  # to the echo server, with tcp_relay = "python"
 
     def worker(self) -> psutil.Process:
         (worker,) = self.proxy.wait_workers(1)
@@ -67,15 +68,16 @@ def rig(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Rig]:
     echo = EchoServer()
     half = socket.create_server(("127.0.0.1", 0))
     stuck, fillers = _stuck_backend()
-    ports = [free_port() for _ in range(6)]
-    port, idle_port, retry_port, stuck_port, half_port, metrics = ports
+    ports = [free_port() for _ in range(7)]
+    port, idle_port, retry_port, stuck_port, half_port, python_port, metrics = ports
     closed = socket.socket()  # bound, never listening: its port refuses, and no one else can take it meanwhile
     closed.bind(("127.0.0.1", 0))
     refused = closed.getsockname()[1]
     e, h, s = echo.port, half.getsockname()[1], stuck.getsockname()[1]
     listens = "".join(f'[[listen]]\naddress = "127.0.0.1:{p}"\nupstream = "{u}"\n' for p, u in
                       ((port, "echo"), (idle_port, "idle"), (retry_port, "retry"), (stuck_port, "stuck"),
-                       (half_port, "half")))
+                       (half_port, "half"), (python_port, "echo")))
+    listens += 'tcp_relay = "python"\n'  # on the last listener
     # The accept mutex's mode: Python accepts and hands each connection to the relay (the benches' mode,
     # accepting in C, is every other tcp test's).
     config = f"""workers = 1
@@ -105,7 +107,7 @@ listen = "127.0.0.1:{metrics}"
     proxy = RunningProxy(tmp_path_factory.mktemp("tcp_native"), config)
     try:
         proxy.start(ports, expect_workers=1)
-        yield Rig(proxy, echo, port, idle_port, retry_port, stuck_port, half_port, half, metrics)
+        yield Rig(proxy, echo, port, idle_port, retry_port, stuck_port, half_port, half, metrics, python_port)
     finally:
         proxy.stop()
         echo.close()
@@ -125,6 +127,13 @@ def test_the_c_relay_serves_the_tcp_listeners(rig: Rig) -> None:
                       accept=lambda p: p.value("ukproxy_worker_events_total",
                                                event=f"tcp_relayed_in_c:127.0.0.1:{rig.port}") >= 1)
     assert page.value("ukproxy_tcp_sessions_total", upstream="echo", status="200") >= 1
+    # tcp_relay = "python" keeps a listener on proxy/tcp.py: served, and not counted as relayed in C
+    assert exchange(rig.python_port, b"through Python") == b"through Python"
+    assert f'tcp listener 127.0.0.1:{rig.python_port}: relayed in Python (tcp_relay = "python")' in rig.proxy.log()
+    wait_until(lambda: scrape(rig.metrics).value("ukproxy_tcp_sessions_total", listener=f"127.0.0.1:{rig.python_port}"),
+               "the Python session counted", accept=lambda n: n >= 1)
+    assert scrape(rig.metrics).value("ukproxy_worker_events_total",
+                                     event=f"tcp_relayed_in_c:127.0.0.1:{rig.python_port}") == 0
 
 
 def test_a_slow_reader_holds_the_sender_back_and_memory_stays_bounded(rig: Rig) -> None:
@@ -249,7 +258,7 @@ def test_a_graceful_stop_lets_open_connections_finish(ukproxy: Callable[..., Run
     try:
         proxy = ukproxy(_tcp_proxy_config(port, echo.port, 'worker_shutdown_timeout = "20s"')).start([port])
         (worker,) = proxy.wait_workers(1)
-        client = socket.create_connection(("127.0.0.1", port), timeout=10)
+        client = socket.create_connection(("127.0.0.1", port), timeout=30)  # a worker may start slowly under load
         client.sendall(b"before")
         assert client.recv(100) == b"before"
         proxy.signal(signal.SIGQUIT)
