@@ -635,8 +635,7 @@ static PyObject *Conn_connect(Conn *c, PyObject *args) {
         a6->sin6_port = htons((uint16_t)port);
         len = sizeof(*a6);
     } else {
-        PyErr_Format(PyExc_ValueError, "not an IP address: %s", host);
-        return NULL;
+        return PyLong_FromLong(EDESTADDRREQ); /* not an address (tcp_native keeps names on tcp.py): a failed connect */
     }
     int fd = socket(addr.ss_family, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
     if (fd < 0)
