@@ -74,10 +74,6 @@ class TcpRelay:
         log.info("tcp listener %s: relayed in C", lc.address)
         return NativeListener(self, group, lc.address, multi_accept)
 
-    @property
-    def open(self) -> int:
-        return int(self.engine.open)
-
 
 class NativeListener:
     """A tcp listener whose connections the engine relays; the accept cycle hands them here."""
