@@ -143,6 +143,18 @@ def test_forwarding_headers_and_hop_by_hop_removal(shared_proxy):
         assert hop not in headers, hop
 
 
+def test_header_names_are_judged_whatever_their_spelling(shared_proxy):
+    """The reader classifies a header name once per spelling (http_request.special_name): on one connection,
+    every spelling of a hop-by-hop header is dropped and every spelling of another one goes up as sent."""
+    with RawClient(shared_proxy.port) as client:
+        for te, proxy, kept in (("TE", "Proxy-Authorization", "X-Kept"), ("te", "proxy-authorization", "x-kept"),
+                                ("tE", "PROXY-AUTHORIZATION", "X-KEPT"), ("TE", "Proxy-Authorization", "X-Kept")):
+            response = client.request(get("/headers", extra=f"{te}: trailers\r\n{proxy}: Basic a\r\n{kept}: yes\r\n"))
+            assert response.status == 200
+            seen = json.loads(response.body)["headers"]
+            assert [k for k, v in seen if k.lower() == "x-kept" and v == "yes"] == [kept], seen
+            assert not [k for k, _ in seen if k.lower() in ("te", "proxy-authorization")], seen
+
 def test_response_hop_by_hop_headers_do_not_reach_the_client(raw_backends, http_proxy):
     def handle(conn, _count):
         from tests.proxy.backends import read_head
