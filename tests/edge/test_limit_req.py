@@ -3,9 +3,11 @@ burst and nodelay, smoothing, per-header keys, per-route rules and the configura
 
 from __future__ import annotations
 
+import math
 import re
 import signal
 import subprocess
+import time
 
 import pytest
 
@@ -20,30 +22,42 @@ def backend(guard_backend: Backend) -> Backend:
 
 
 def test_one_rate_holds_across_both_workers(guarded: Guarded, backend: Backend) -> None:
-    before = backend.total()
     accepted_before = _accepted(guarded)
-    out = subprocess.run(["wrk", "-t2", "-c16", "-d2s", guarded.url("rate", "/rate")], capture_output=True,
-                         text=True, timeout=60).stdout
-    m = re.search(r"(\d+) requests in ([\d.]+)s", out)
-    assert m, out
-    requests, seconds = int(m.group(1)), float(m.group(2))
-    non_2xx = re.search(r"Non-2xx or 3xx responses: (\d+)", out)
-    refused = int(non_2xx.group(1)) if non_2xx else 0
-    passed = requests - refused
-    # nginx's leaky bucket: the first request and the burst, then one per 1/rate. (The bucket drains while
-    # no request is checked: a burst of a second's worth keeps workers descheduled on a busy machine from
-    # losing the rate for good.)
-    expected = RATE * seconds + RATE + 1
-    assert abs(passed - expected) <= 0.1 * expected, (passed, expected, out)
+    last_end = -math.inf
+    for _ in range(3):  # a run counts only when wrk pushed well past the rate (a busy machine may starve it)
+        before = backend.total()
+        start = time.monotonic()
+        requests, seconds, refused, out = _wrk_at_the_rate(guarded)
+        passed = requests - refused
+        # nginx's leaky bucket: the first request and what of the burst (a second's worth) drained since the
+        # last run left it full, then one per 1/rate. (The burst keeps workers descheduled on a busy machine
+        # from losing the rate for good: the bucket drains while no request is checked.)
+        expected = RATE * seconds + RATE * min(1.0, start - last_end) + 1
+        last_end = time.monotonic()
+        if requests > 3 * expected:
+            break
+    assert requests > 3 * expected, out  # the limit, not the client, was what held the rate
+    # A zone per worker would let about twice the rate through; a worker descheduled for a moment lets a
+    # little less through (never more), hence the lopsided bounds.
+    assert 0.8 * expected <= passed <= 1.1 * expected, (passed, expected, out)
     # The refused ones never went upstream (wrk leaves out the requests still in flight when it stops).
     assert passed <= backend.total() - before <= passed + 16
-    assert requests > 3 * expected  # wrk pushed well past the rate, so the limit was what held it
     # Both workers took connections: a limit per worker would have let twice the rate through.
     accepted = _accepted(guarded)
     assert all(accepted[w] > accepted_before.get(w, 0) for w in ("0", "1")), (accepted_before, accepted)
     wait_until(lambda: guarded.metric("ukproxy_edge_refused_total", rule="limit_req", zone="site"),
                "the refusals in the metrics", accept=lambda n: n >= refused)
     assert curl(guarded.url("rate"))[0] in (200, 429)
+
+
+def _wrk_at_the_rate(guarded: Guarded) -> tuple[int, float, int, str]:
+    """wrk flat out at the rate-limited route for 2 s: requests, seconds, refused, and wrk's output."""
+    out = subprocess.run(["wrk", "-t2", "-c16", "-d2s", guarded.url("rate", "/rate")], capture_output=True,
+                         text=True, timeout=60).stdout
+    m = re.search(r"(\d+) requests in ([\d.]+)s", out)
+    assert m, out
+    non_2xx = re.search(r"Non-2xx or 3xx responses: (\d+)", out)
+    return int(m.group(1)), float(m.group(2)), int(non_2xx.group(1)) if non_2xx else 0, out
 
 
 def _accepted(guarded: Guarded) -> dict[str, float]:
