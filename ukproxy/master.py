@@ -54,6 +54,7 @@ from ukproxy.reaper import ChildReaper
 from ukproxy.tls.check import expiry_warnings
 from ukproxy.tls.tickets import TicketKeyRotation, rotation_period
 from ukproxy.vm.fleet import Fleet, FleetConfigError, FleetVm
+from ukproxy.worker_start import cpu_ticks, signals_held
 
 log = logging.getLogger("ukproxy.master")
 
@@ -63,7 +64,8 @@ CRASH_WINDOW = 2.0  # a worker dying sooner than this after start counts towards
 CRASH_LOOP_LIMIT = 5  # that many quick deaths in a row, before any worker became ready, stop the master
 BACKOFF_MAX = 5.0
 HEARTBEAT_INTERVAL_MAX = 1.0  # workers beat this often, or 4 times per timeout if that is shorter
-START_GRACE = 15.0  # a worker not heard from yet gets at least this long: a Python start takes seconds when busy
+START_GRACE = 15.0  # a worker not heard from yet may go this long without using CPU (worker_start.py)
+START_LIMIT = 120.0  # and this long in all: a start that spins without end is hung too
 
 
 @dataclass
@@ -75,6 +77,8 @@ class WorkerProcess:
     cpu: int | None
     started_at: float = field(default_factory=time.monotonic)
     heard_at: float | None = None  # monotonic time of its last message (every message is a heartbeat)
+    cpu_ticks: int | None = None  # before its first message: its CPU time when last looked at
+    progressed_at: float | None = None  # and when that last grew (a busy start is slow, not hung)
     ready: bool = False
     quitting: bool = False
     hung: bool = False  # killed for a late heartbeat
@@ -265,12 +269,13 @@ class Master:
         cpu = self.cpu_for(slot)
         # taskset pins before the interpreter runs a line, so no thread of the worker ever runs elsewhere.
         pin = ["taskset", "-c", str(cpu)] if cpu is not None and TASKSET else []
-        proc = subprocess.Popen(
-            [*pin, sys.executable, "-m", "ukproxy.worker"],
-            pass_fds=[child_end.fileno(), *fds],
-            env=env,
-            stdin=subprocess.DEVNULL,
-        )
+        with signals_held():  # the worker starts with them blocked until its handlers exist (worker_start.py)
+            proc = subprocess.Popen(
+                [*pin, sys.executable, "-m", "ukproxy.worker"],
+                pass_fds=[child_end.fileno(), *fds],
+                env=env,
+                stdin=subprocess.DEVNULL,
+            )
         child_end.close()
         if cpu is not None and not TASKSET:
             os.sched_setaffinity(proc.pid, {cpu})  # right after exec, before the worker starts a thread
@@ -335,11 +340,16 @@ class Master:
             if timeout <= 0 or stalled:
                 for w in self.workers.values():
                     w.heard_at = now if w.heard_at is not None else None
+                    w.progressed_at = now if w.heard_at is None else None
                 continue
             for w in list(self.workers.values()):
+                if w.heard_at is None:
+                    note_start_progress(w, now)
                 if not w.hung and (silent := silence(w, now)) is not None \
                         and silent > (timeout if w.heard_at is not None else max(timeout, START_GRACE)):
                     self._kill_hung(w, silent)
+                elif not w.hung and w.heard_at is None and now - w.started_at > max(timeout, START_LIMIT):
+                    self._kill_hung(w, now - w.started_at)
 
     def _kill_hung(self, worker: WorkerProcess, silent: float) -> None:
         worker.hung = True
@@ -494,8 +504,17 @@ def silence(worker: WorkerProcess, now: float) -> float | None:
     read but not yet parsed: neither makes the worker late (docs/architecture.md, "Supervision")."""
     if worker.channel.unread():
         return None
-    heard = [t for t in (worker.heard_at, worker.channel.arrived_at) if t is not None]
+    heard = [t for t in (worker.heard_at, worker.channel.arrived_at, worker.progressed_at) if t is not None]
     return now - max(heard, default=worker.started_at)
+
+
+def note_start_progress(worker: WorkerProcess, now: float) -> None:
+    """A worker not heard from yet that used CPU since the last look is starting, slowly: its silence
+    counts from now (worker_start.py)."""
+    ticks = cpu_ticks(worker.pid)
+    if ticks is not None and worker.cpu_ticks is not None and ticks > worker.cpu_ticks:
+        worker.progressed_at = now
+    worker.cpu_ticks = ticks
 
 
 def heartbeat_interval(timeout: float) -> float:

@@ -27,6 +27,7 @@ from ukproxy.accept import AcceptMutex
 from ukproxy.accept_cycle import AcceptCycle, Listener
 from ukproxy.config import Config, ListenConfig, UpstreamConfig, loads
 from ukproxy.edge.proxy_protocol import gate_factory
+from ukproxy.edge.tcp_guard import TcpGuard
 from ukproxy.logs import setup_logging
 from ukproxy.metrics.worker_side import WorkerObservability
 from ukproxy.privileges import PrivilegeError, drop_privileges, preload_late_imports, raise_nofile_limit
@@ -53,6 +54,7 @@ from ukproxy.upstream.health import HealthCheck, check_servers
 from ukproxy.upstream.host_servers import host_side, outside
 from ukproxy.upstream.peers import HostSockets, PeerSet
 from ukproxy.upstream.vm_pool import VmPool
+from ukproxy.worker_start import hold_for_tests, unblock_in_worker
 from ukproxy.worker_state import WorkerState
 
 log = logging.getLogger("ukproxy.worker")
@@ -83,6 +85,7 @@ class Worker:
         if any(lc.tls is not None for lc in config.listen):
             self.tickets = SharedTicketKeys(keys_from_wire(ticket_keys or []) or [TicketKey.new()])
         self.tcp_relay: TcpRelay | None = None  # the C relay, made for the first tcp listener it can serve
+        self.tcp_guards: dict[str, TcpGuard | None] = {}  # by listener: one for whichever relay serves it
         self.listeners = [
             Listener(sock, factory, lc.address, lc.backlog, self._native_tcp(lc) or self._native_tls(factory))
             for lc, sock in zip(config.listen, sockets, strict=True)
@@ -105,7 +108,14 @@ class Worker:
             self.tcp_relay = TcpRelay.load(self.state)
             if self.tcp_relay is None:
                 return None
-        return self.tcp_relay.listener(lc, self.groups[lc.upstream], self.config.multi_accept)  # type: ignore[index]
+        return self.tcp_relay.listener(lc, self.groups[lc.upstream], self.config.multi_accept,  # type: ignore[index]
+                                       self._tcp_guard(lc))
+
+    def _tcp_guard(self, lc: ListenConfig) -> TcpGuard | None:
+        """A tcp listener's allow/deny and limit_conn (edge/tcp_guard.py), or None without them."""
+        if lc.address not in self.tcp_guards:
+            self.tcp_guards[lc.address] = TcpGuard.from_config(self.config, lc)
+        return self.tcp_guards[lc.address]
 
     @staticmethod
     def _native_tls(factory: Callable[[], asyncio.Protocol]) -> NativeTlsListener | None:
@@ -118,7 +128,8 @@ class Worker:
             inner = self._protocol_factory(replace(lc, proxy_protocol=False))
             return gate_factory(inner, self.state, lc.proxy_protocol_timeout, lc.protocol == "http", lc.address)
         if lc.protocol == "tcp":
-            return tcp_protocol_factory(self.state, self.groups[lc.upstream], lc.address)  # type: ignore[index]
+            return tcp_protocol_factory(self.state, self.groups[lc.upstream], lc.address,  # type: ignore[index]
+                                        self._tcp_guard(lc))
         from ukproxy.proxy.http import http_protocol_factory
 
         factory = http_protocol_factory(self.state, self.config, lc, self.groups)
@@ -135,6 +146,7 @@ class Worker:
         self.loop.add_signal_handler(signal.SIGTERM, self.terminate)
         self.loop.add_signal_handler(signal.SIGINT, self.terminate)
         self.loop.add_signal_handler(signal.SIGUSR1, self.observability.reopen_logs)  # logrotate
+        unblock_in_worker()  # a signal that came during start-up is delivered now, to these handlers
         if self.tickets is not None:  # a client's TLS error is counted, not logged with a traceback
             from ukproxy.tls.acceptor import quiet_handshake_errors
 
@@ -225,12 +237,11 @@ def host_servers(config: Config, upstream: UpstreamConfig) -> bool:
 
 
 def main() -> None:
+    # The master started us with the signals we handle blocked: one sent now (a reload or a stop right
+    # after a respawn) waits for Worker.run's handlers instead of killing us (worker_start.py).
+    hold_for_tests()
     control_fd = int(os.environ["UKPROXY_CONTROL_FD"])
     sock = socket.socket(fileno=control_fd)
-    # A QUIT that comes while the worker is still starting (a reload right after a respawn) must not
-    # kill it with the default action: remembered, and honoured once the loop runs.
-    early_quit: list[int] = []
-    signal.signal(signal.SIGQUIT, lambda signum, frame: early_quit.append(signum))
     init, rest = control.read_init(sock)
     config = loads(init.config_text, init.config_path)
     worker_id = init.worker
@@ -261,8 +272,6 @@ def main() -> None:
             # Last: the sockets, the namespace and every import are in place.
             preload_late_imports()
             drop_privileges(init.identity)
-        if early_quit:
-            worker.loop.call_soon(worker.quit)
         await worker.run(init.vms)
 
     try:
