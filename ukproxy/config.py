@@ -41,6 +41,7 @@ from ukproxy.edge.guard_config import (
     read_guard,
     read_zone,
 )
+from ukproxy.edge.tcp_guard_config import check_tcp_guard_keys, check_tcp_zone_keys
 from ukproxy.tls.check import check_certificates
 from ukproxy.tls.config import TlsConfig, read_https_redirect, read_tls
 from ukproxy.vm.share import DEFAULT_SHARE_TAG, access_problem
@@ -376,6 +377,7 @@ def _read_config(top: Table, path: str) -> Config:
     check_guards((*config.limit_req_zones, *config.limit_conn_zones),
                  [*((f"listen[{i}]", lc.guard) for i, lc in enumerate(config.listen)),
                   *((f"route[{i}]", r.guard) for i, r in enumerate(config.routes))], top.issues)
+    check_tcp_zone_keys(config, top.issues)
     edge_config.check_edge(config, top)
     check_certificates(config, top.issues)
     return _tcp_pool_defaults(config, top)
@@ -428,7 +430,9 @@ def _read_listen(t: Table) -> ListenConfig:
         t.issues.add(t.key(first), "compression needs protocol = \"http\"")
     proxy_protocol, proxy_protocol_timeout = edge_config.read_listen_proxy_protocol(t)
     listen = replace(listen, proxy_protocol=proxy_protocol, proxy_protocol_timeout=proxy_protocol_timeout)
-    if listen.guard is not None and listen.protocol != "http":
+    if listen.guard is not None and listen.protocol == "tcp":  # allow/deny and limit_conn only (edge/tcp_guard.py)
+        check_tcp_guard_keys(t)
+    elif listen.guard is not None and listen.protocol != "http":
         t.issues.add(t.key(next(k for k in GUARD_KEYS if t.has(k))), "limits, access and auth need protocol = \"http\"")
     if listen.protocol == "tcp" and listen.upstream is None and not t.has("upstream"):
         t.issues.add(t.key("upstream"), "a tcp listener needs an upstream")

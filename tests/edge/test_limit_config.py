@@ -35,7 +35,7 @@ access = ["allow 10.0.0.0/33", "permit all"]
 address = "127.0.0.1:18002"
 protocol = "tcp"
 upstream = "app"
-access = ["deny all"]
+limit_req = {zone = "norate"}  # tcp listeners have allow/deny and limit_conn only (edge/tcp_guard.py)
 
 [[route]]
 prefix = "/a"
@@ -88,7 +88,7 @@ def test_every_bad_key_is_named_with_its_file_and_reason(tmp_path: Path) -> None
         ("listen[0].limit_conn.conn", "must be at least 1"),
         ("listen[0].limit_conn.speed", "unknown key"),
         ("listen[0].access", "item 0: '10.0.0.0/33' is not an IPv4 or IPv6 address or network"),
-        ("listen[1].access", 'limits, access and auth need protocol = "http"'),
+        ("listen[1].limit_req", "nginx's stream module has no limit_req either"),
         ("route[0].auth_basic", "a realm is printable text without quotes"),
         ("route[0].auth_basic_user_file", "no file"),
         ("route[1].auth_basic_user_file", "line 2: user 'bob' has a hash ukproxy cannot check"),

@@ -13,6 +13,7 @@ from collections.abc import Callable
 from typing import TYPE_CHECKING, Final
 
 from ukproxy.edge.proxy_protocol import header_bytes
+from ukproxy.edge.tcp_guard import Held, TcpGuard, release
 from ukproxy.upstream.connect import connect
 from ukproxy.upstream.connect_callback import start_connect
 from ukproxy.upstream.group import UpstreamGroup
@@ -28,9 +29,10 @@ log = logging.getLogger("ukproxy.tcp")
 PENDING_LIMIT: Final = 65536
 
 
-def tcp_protocol_factory(state: WorkerState, group: UpstreamGroup, listener: str) -> Callable[[], asyncio.Protocol]:
+def tcp_protocol_factory(state: WorkerState, group: UpstreamGroup, listener: str,
+                         guard: TcpGuard | None = None) -> Callable[[], asyncio.Protocol]:
     """A tcp listener's protocol factory: compiled with this module, and the listener's name made once."""
-    return lambda: TcpClientSide(state, group, listener)
+    return lambda: TcpClientSide(state, group, listener, guard)
 
 
 class UpstreamSide(asyncio.Protocol):
@@ -74,9 +76,12 @@ class UpstreamSide(asyncio.Protocol):
 class TcpClientSide(asyncio.Protocol):
     """One client connection on a tcp listener, and the upstream connection it is spliced to."""
 
-    def __init__(self, state: WorkerState, group: UpstreamGroup, listener: str = ""):
+    def __init__(self, state: WorkerState, group: UpstreamGroup, listener: str = "", guard: TcpGuard | None = None):
         self.state = state
         self.group = group
+        self.guard = guard  # the listener's allow/deny and limit_conn (edge/tcp_guard.py), checked before connecting
+        self.held: Held | None = None  # limit_conn places, given back when the connection ends
+        self.refused = 0  # the guard's status for a connection it closed (403, 503)
         self.loop = state.loop
         self.transport: asyncio.Transport | None = None
         self.upstream: UpstreamSide | None = None
@@ -112,10 +117,24 @@ class TcpClientSide(asyncio.Protocol):
         self.transport = transport  # type: ignore[assignment]
         self.last_activity = self.loop.time()
         self.state.splicing += 1  # a splice is busy both ways: stub_status "writing"
-        if self.group.keyed:  # the key is the client's address, which a PROXY header names just after this call
-            self.loop.call_soon(self._connect_next)
+        if self.group.keyed or self.guard is not None:
+            # The key and the guard go by the client's address, which a PROXY header names just after this call.
+            self.loop.call_soon(self._admit)
         else:
             self._connect_next()
+
+    def _admit(self) -> None:
+        """The guard's verdict, once per connection before any byte goes upstream: a refused one is closed
+        (nothing to answer in L4), its bytes dropped."""
+        guard = self.guard
+        if guard is not None and not self.closed:
+            peer = self._peername()
+            self.refused, self.held = guard.admit(peer[0].encode() if peer else b"-")
+            if self.refused:
+                self.pending.clear()
+                self.transport.close()  # type: ignore[union-attr]
+                return
+        self._connect_next()
 
     def data_received(self, data: bytes) -> None:
         self.last_activity = self.loop.time()
@@ -155,6 +174,9 @@ class TcpClientSide(asyncio.Protocol):
         self.closed = True
         self.state.connection_closed()
         self.state.splicing -= 1
+        if self.held is not None:
+            release(self.held)
+            self.held = None
         self._session_finished()
         self._cancel_idle_timer()
         if self.upstream is not None and self.upstream.transport is not None:
@@ -321,7 +343,7 @@ class TcpClientSide(asyncio.Protocol):
     def _session_finished(self) -> None:
         peer = self._peername() if self.state.access_log is not None else None  # only the access log names it
         self.state.tcp_session_finished(
-            self.listener, self.group.name, 200 if self.upstream_addr is not None else 502,
+            self.listener, self.group.name, self.refused or (200 if self.upstream_addr is not None else 502),
             self.loop.time() - self.started, self.connect_time, self.upstream_addr,
             peer[0] if peer else "-", self.bytes_sent, self.bytes_received)
 

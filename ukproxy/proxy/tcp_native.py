@@ -19,6 +19,7 @@ from types import ModuleType
 from typing import TYPE_CHECKING, Any
 
 from ukproxy import native
+from ukproxy.edge.tcp_guard import Held, TcpGuard, release
 from ukproxy.protocol import Event
 from ukproxy.upstream.group import UpstreamGroup
 
@@ -66,20 +67,23 @@ class TcpRelay:
         module = native.load("tcp_relay")
         return cls(module, state) if module is not None else None
 
-    def listener(self, lc: ListenConfig, group: UpstreamGroup, multi_accept: bool) -> NativeListener | None:
+    def listener(self, lc: ListenConfig, group: UpstreamGroup, multi_accept: bool,
+                 guard: TcpGuard | None = None) -> NativeListener | None:
         why = python_only(lc, group)
         if why is not None:
             log.info("tcp listener %s: relayed in Python (%s)", lc.address, why)
             return None
         log.info("tcp listener %s: relayed in C", lc.address)
-        return NativeListener(self, group, lc.address, multi_accept)
+        return NativeListener(self, group, lc.address, multi_accept, guard)
 
 
 class NativeListener:
     """A tcp listener whose connections the engine relays; the accept cycle hands them here."""
 
-    def __init__(self, relay: TcpRelay, group: UpstreamGroup, name: str, multi_accept: bool):
+    def __init__(self, relay: TcpRelay, group: UpstreamGroup, name: str, multi_accept: bool,
+                 guard: TcpGuard | None = None):
         self.relay = relay
+        self.guard = guard  # allow/deny and limit_conn (edge/tcp_guard.py), checked at accept
         self.multi_accept = multi_accept  # accept all pending per wake-up, or one (nginx's multi_accept)
         self.state = relay.state
         self.group = group
@@ -100,7 +104,7 @@ class NativeListener:
 class NativeSession:
     """One relayed connection as Python sees it: its servers tried, the one in use, its end."""
 
-    __slots__ = ("conn", "group", "listener", "peer", "server", "state", "tried")
+    __slots__ = ("conn", "group", "held", "listener", "peer", "refused", "server", "state", "tried")
 
     def __init__(self, listener: NativeListener, conn: Any):
         self.conn = conn
@@ -111,10 +115,18 @@ class NativeSession:
         self.server: Server | None = None  # connecting or connected to
         # the client's address, asked once and only when something wants it (gone with the socket)
         self.peer: tuple[str, int] | None = None
-        if self.group.keyed or self.state.access_log is not None:
+        self.held: Held | None = None  # limit_conn places, given back in `closed`
+        self.refused = 0  # the guard's status (403, 503) for a connection it closed
+        guard = listener.guard
+        if self.group.keyed or self.state.access_log is not None or guard is not None:
             self.peer = conn.peername()
         conn.bind(self)
         self.state.splicing += 1  # stub_status "writing", as proxy/tcp.py counts a splice
+        if guard is not None:
+            self.refused, self.held = guard.admit(self.peer[0].encode() if self.peer else b"-")
+            if self.refused:
+                conn.close()  # before any connect upstream; the engine calls `closed` now
+                return
         self._connect_next()
 
     # connecting
@@ -198,6 +210,9 @@ class NativeSession:
         state, conn, group = self.state, self.conn, self.group
         state.connection_closed()
         state.splicing -= 1
+        if self.held is not None:
+            release(self.held)
+            self.held = None
         server = self.server
         connect_time = conn.connect_time
         upstream_addr = None
@@ -214,7 +229,8 @@ class NativeSession:
             state.timeout_fired("idle")
         client = self.peer[0] if self.peer else "-"
         state.count(RELAYED_IN_C, self.listener.name)
-        state.tcp_session_finished(self.listener.name, group.name, 200 if upstream_addr is not None else 502,
+        status = self.refused or (200 if upstream_addr is not None else 502)
+        state.tcp_session_finished(self.listener.name, group.name, status,
                                    conn.age, connect_time, upstream_addr, client, conn.bytes_sent,
                                    conn.bytes_received)
 
