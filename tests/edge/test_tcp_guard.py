@@ -145,6 +145,12 @@ def _relayed_in_c(proxy: Guarded, listener: str) -> float:
     return proxy.metric("ukproxy_worker_events_total", event=f"tcp_relayed_in_c:127.0.0.1:{proxy.ports[listener]}")
 
 
+def _sessions(proxy: Guarded, listener: str, status: int) -> float:
+    """Sessions of `listener` finished with nginx stream's $status `status` (403, 503 for the refused)."""
+    return proxy.metric("ukproxy_tcp_sessions_total", listener=f"127.0.0.1:{proxy.ports[listener]}",
+                        status=str(status))
+
+
 def test_access_first_match_by_client_address(proxy: Guarded, backends: dict[str, Backend], relay: str) -> None:
     watched = backends["watched"]
     port = proxy.ports[f"access_{relay}"]
@@ -161,6 +167,7 @@ def test_access_first_match_by_client_address(proxy: Guarded, backends: dict[str
     assert secret not in watched.received
     wait_until(lambda: proxy.metric("ukproxy_edge_refused_total", rule="access", zone="") - refused_before,
                "the refusal in ukproxy_edge_refused", accept=lambda n: n == 1)
+    wait_until(lambda: _sessions(proxy, f"access_{relay}", 403), "the session logged 403", accept=lambda n: n == 1)
     if relay == "native":  # both sessions were the C relay's, the refused one too
         wait_until(lambda: _relayed_in_c(proxy, f"access_{relay}") - in_c_before, "two sessions relayed in C",
                    accept=lambda n: n == 2)
@@ -182,6 +189,8 @@ def test_limit_conn_across_workers_and_places_given_back(proxy: Guarded, backend
         assert echo.connections - connections_before == LIMIT
         wait_until(lambda: proxy.metric("ukproxy_edge_refused_total", rule="limit_conn", zone=zone) - refused_before,
                    "the refusals in ukproxy_edge_refused", accept=lambda n: n == extra)
+        wait_until(lambda: _sessions(proxy, f"limited_{relay}", 503), "the sessions logged 503",
+                   accept=lambda n: n == extra)
     finally:
         for s in clients:
             s.close()

@@ -46,7 +46,8 @@ UPSTREAM_RESPONSE_TIME = Histogram(
     "ukproxy_upstream_response_time_seconds", "Time spent with the upstream, from connect to the end of its answer.",
     ["upstream"], buckets=LATENCY)
 TCP_SESSIONS = Counter(
-    "ukproxy_tcp_sessions", "TCP (L4) sessions finished, by listener, upstream and status (200 or 502).",
+    "ukproxy_tcp_sessions", "TCP (L4) sessions finished, by listener, upstream and status (200, 502; "
+    "403 or 503 for one allow/deny or limit_conn closed, edge/tcp_guard.py).",
     ["listener", "upstream", "status"])
 TCP_SENT_BYTES = Counter("ukproxy_tcp_sent_bytes", "Bytes sent to TCP clients.", ["listener"])
 TCP_RECEIVED_BYTES = Counter("ukproxy_tcp_received_bytes", "Bytes received from TCP clients.", ["listener"])
