@@ -70,6 +70,16 @@ upstream = "watched"
 tcp_relay = "{relay}"
 access = ["allow 127.0.0.2", "deny 127.0.0.0/8", "allow all"]
 
+[[limit_conn_zone]]
+name = "tcp_site_{relay}"
+key = "site"
+
+[[listen]]  # one connection at a time for the whole listener, whoever the client
+address = "127.0.0.1:{{port:site_{relay}}}"
+upstream = "echo"
+tcp_relay = "{relay}"
+limit_conn = {{zone = "tcp_site_{relay}", conn = 1}}
+
 [[listen]]
 address = "127.0.0.1:{{port:limited_{relay}}}"
 upstream = "echo"
@@ -204,6 +214,20 @@ def test_limit_conn_across_workers_and_places_given_back(proxy: Guarded, backend
                 s.close()
 
     wait_until(both_relayed, "the places given back", accept=lambda got: got == [b"again"] * LIMIT, timeout=5)
+
+
+def test_a_zone_keyed_on_site_counts_every_client_together(proxy: Guarded, relay: str) -> None:
+    port = proxy.ports[f"site_{relay}"]
+    with _open(port) as holder:
+        assert _answer(holder, b"one") == b"one"
+        with _open(port, "127.0.0.2") as other:  # another address, the same key
+            assert _answer(other, b"two") == b""
+    wait_until(lambda: _answer_once(port, "127.0.0.2"), "the place given back", accept=lambda got: got == b"x")
+
+
+def _answer_once(port: int, source: str) -> bytes:
+    with _open(port, source) as s:
+        return _answer(s, b"x")
 
 
 def test_a_proxy_header_names_the_client_the_rules_see(proxy: Guarded, backends: dict[str, Backend]) -> None:
