@@ -82,6 +82,7 @@ struct Listener {
     PyObject *plain_answer;     /* bytes: the answer to plain HTTP on the TLS port */
     int listen_fd;              /* -1: not accepting itself */
     double resume_at;           /* accepting again then, after an accept error; 0: not resting */
+    int nodelay;                /* the listening socket has TCP_NODELAY, which accepted sockets inherit */
     Conn *hs_head, *hs_tail;    /* connections before the end of their handshake, oldest first */
 };
 
@@ -687,9 +688,10 @@ static Conn *conn_new(Listener *l, int fd) {
 }
 
 /* Watch a new connection; the reference `c` came with is the engine's from now until conn_release. */
-static void conn_start(Conn *c) {
+static void conn_start(Conn *c, int nodelay_inherited) {
     int one = 1;
-    setsockopt(c->fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof(one));
+    if (!nodelay_inherited)  /* records go out as written; Linux gives accepted sockets the listener's */
+        setsockopt(c->fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof(one));
     if (engine_ctl(c->listener->engine, EPOLL_CTL_ADD, c->fd, EPOLLIN, c, TAG_CONN) != 0) {
         conn_fail(c, "tls_error", "epoll_ctl failed");
         return;
@@ -736,7 +738,7 @@ static void listener_accept(Listener *l) {
             continue;
         }
         Py_DECREF(r);
-        conn_start(c);
+        conn_start(c, l->nodelay);
     }
 }
 
@@ -1128,6 +1130,8 @@ static PyObject *Listener_accept_on(Listener *l, PyObject *args) {
     Py_INCREF(admit);
     Py_XSETREF(l->admit, admit);
     l->listen_fd = fd;
+    int one = 1;  /* on the listening socket once, rather than on each connection accepted from it */
+    l->nodelay = setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof(one)) == 0;
     Py_RETURN_NONE;
 }
 
@@ -1162,7 +1166,7 @@ static PyObject *Listener_adopt(Listener *l, PyObject *arg) {
     Conn *c = conn_new(l, fd);
     if (c == NULL)
         return NULL;
-    conn_start(c);
+    conn_start(c, 0);
     Py_RETURN_NONE;
 }
 
