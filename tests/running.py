@@ -5,6 +5,7 @@ from __future__ import annotations
 import contextlib
 import os
 import random
+import re
 import signal
 import socket
 import subprocess
@@ -146,6 +147,15 @@ class RunningProxy:
         return wait_until(lambda: [w for w in self.workers() if not exclude or w.pid not in exclude],
                           f"{n} workers" + (" of a new generation" if exclude else ""),
                           accept=lambda ws: len(ws) == n, timeout=timeout, context=self.log)
+
+    def wait_ready(self, n: int, timeout: float = 60.0) -> list[psutil.Process]:
+        """Wait until `n` workers run and each has told the master it is ready (the master logs it): a
+        worker exists well before it accepts, seconds before on a busy machine, while imports run."""
+        def ready() -> list[psutil.Process]:
+            said = {int(pid) for pid in re.findall(r"worker \d+ ready: pid (\d+)", self.log())}
+            return [w for w in self.workers() if w.pid in said]
+        return wait_until(ready, f"{n} workers ready", accept=lambda ws: len(ws) == n, timeout=timeout,
+                          context=self.log)
 
     def log(self) -> str:
         return self.log_path.read_text(errors="replace") if self.log_path.exists() else ""

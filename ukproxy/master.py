@@ -316,6 +316,7 @@ class Master:
             if isinstance(message, Heartbeat):
                 continue
             if isinstance(message, Ready):
+                log.info("worker %d ready: pid %d", worker.slot, worker.pid)  # serving (tests wait for this line)
                 worker.ready = True
                 self.any_ready = True
                 self.quick_deaths = 0

@@ -83,6 +83,7 @@ def start_on_free_port(make: Callable[[int], RunningProxy], workers: int) -> tup
         proxy = make(port)
         try:
             proxy.start(wait_ports=[port], expect_workers=workers)
+            proxy.wait_ready(workers)  # else a test's first request waits out the workers' imports in its timeout
             return proxy, port
         except AssertionError as e:
             proxy.stop()
