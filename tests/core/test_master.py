@@ -57,7 +57,7 @@ def test_quit_lets_an_inflight_transfer_finish(ukproxy: Callable[..., RunningPro
     with echo_servers(1) as (b,):
         proxy = ukproxy(tcp_config(port, [b.port], extra='worker_shutdown_timeout = "20s"')).start(
             [port], expect_workers=2)
-        workers = proxy.workers()
+        workers = proxy.wait_ready(2)  # the first reply's timeout must not include the workers' imports
         s = socket.create_connection(("127.0.0.1", port), timeout=10)
         s.sendall(b"before quit;")
         assert s.recv(100) == b"before quit;"
@@ -85,7 +85,7 @@ def test_term_stops_promptly_with_open_connections(ukproxy: Callable[..., Runnin
     port = free_port()
     with echo_servers(1) as (b,):
         proxy = ukproxy(tcp_config(port, [b.port])).start([port], expect_workers=2)
-        workers = proxy.workers()
+        workers = proxy.wait_ready(2)
         s = socket.create_connection(("127.0.0.1", port), timeout=10)
         s.sendall(b"hi")
         assert s.recv(10) == b"hi"
