@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import re
+import ssl
 import subprocess
 from dataclasses import dataclass
 from pathlib import Path
@@ -53,3 +54,22 @@ def s_client(port: int, ca: Path, *args: str, servername: str | None = "localhos
 def curl(url: str, ca: Path, *args: str, timeout: float = 15.0) -> subprocess.CompletedProcess[str]:
     return subprocess.run(["curl", "-sS", "--cacert", str(ca), "-D", "-", *args, url],
                           capture_output=True, text=True, timeout=timeout)
+
+
+def client_context(ca: Path) -> ssl.SSLContext:
+    """A client context that trusts only the tests' CA (and checks the name)."""
+    return ssl.create_default_context(cafile=str(ca))
+
+
+def read_response(conn: ssl.SSLSocket) -> tuple[bytes, bytes]:
+    """One Content-Length response off `conn`: its head and its body."""
+    data = b""
+    while b"\r\n\r\n" not in data:
+        chunk = conn.recv(65536)
+        assert chunk, f"closed before a response head: {data!r}"
+        data += chunk
+    head, _, body = data.partition(b"\r\n\r\n")
+    length = int(dict(line.lower().split(b": ", 1) for line in head.split(b"\r\n")[1:])[b"content-length"])
+    while len(body) < length:
+        body += conn.recv(65536)
+    return head, body

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import shutil
 from pathlib import Path
 
 import pytest
@@ -27,3 +28,21 @@ def certs(tmp_path_factory: pytest.TempPathFactory) -> Certificates:
 
 def tls_keys(leaf: Leaf) -> str:
     return f'ssl = true\nssl_certificate = "{leaf.cert}"\nssl_certificate_key = "{leaf.key}"\n'
+
+
+def https_listener(port: int, keys: str, upstream: str = "app") -> str:
+    """A [[listen]] block terminating TLS on 127.0.0.1:port (keys: tls_keys' text, and any more options)."""
+    return f'[[listen]]\naddress = "127.0.0.1:{port}"\nprotocol = "http"\nupstream = "{upstream}"\n{keys}'
+
+
+def upstream_block(name: str, address: str) -> str:
+    return f'[[upstream]]\nname = "{name}"\nservers = ["{address}"]\n'
+
+
+def install(leaf: Leaf, folder: Path) -> Leaf:
+    """Copy `leaf` to folder/live.pem and live.key, the files a reload test's config names: installing
+    another leaf there later is the renewal."""
+    live = Leaf(folder / "live.pem", folder / "live.key")
+    shutil.copy(leaf.cert, live.cert)
+    shutil.copy(leaf.key, live.key)
+    return live

@@ -7,7 +7,6 @@ UKPROXY_PURE_PYTHON=1: tests/tls and tests/h2 cover the uvloop path then."""
 from __future__ import annotations
 
 import hashlib
-import shutil
 import socket
 import ssl
 import threading
@@ -17,10 +16,10 @@ from pathlib import Path
 import pytest
 
 from tests.observability.helpers import scrape
-from tests.proxy.backends import Backend, RawBackend, pattern
+from tests.proxy.backends import Backend, RawBackend, pattern, read_head
 from tests.running import RunningProxy, free_port
-from tests.tls.clients import s_client
-from tests.tls.conftest import Certificates, tls_keys
+from tests.tls.clients import client_context, read_response, s_client
+from tests.tls.conftest import Certificates, https_listener, install, tls_keys, upstream_block
 from tests.waiting import wait_until
 from ukproxy import native
 
@@ -40,12 +39,9 @@ class Streamer:
         self.raw = RawBackend(self._handle)
 
     def _handle(self, conn: socket.socket, count: int) -> None:
-        data = b""
-        while b"\r\n\r\n" not in data:
-            chunk = conn.recv(65536)
-            if not chunk:
-                return
-            data += chunk
+        if b"\r\n\r\n" not in read_head(conn):
+            return
+        conn.settimeout(None)  # the sends below wait on a client that stops reading for as long as a test says
         conn.sendall(b"HTTP/1.1 200 OK\r\nContent-Length: %d\r\nConnection: close\r\n\r\n" % BIG)
         for _ in range(BIG // CHUNK):
             conn.sendall(self.body)
@@ -78,28 +74,11 @@ workers = 1
 level = "info"
 [metrics]
 listen = "127.0.0.1:{metrics_port}"
-[[listen]]
-address = "127.0.0.1:{port}"
-protocol = "http"
-upstream = "app"
-{tls_keys(certs.ec)}
-[[listen]]
-address = "127.0.0.1:{python_port}"
-protocol = "http"
-upstream = "app"
-{tls_keys(certs.ec)}
-ssl_engine = "python"
-[[listen]]
-address = "127.0.0.1:{stream_port}"
-protocol = "http"
-upstream = "stream"
-{tls_keys(certs.ec)}
-[[upstream]]
-name = "app"
-servers = ["{backend.address}"]
-[[upstream]]
-name = "stream"
-servers = ["{streamer.raw.address}"]
+{https_listener(port, tls_keys(certs.ec))}
+{https_listener(python_port, tls_keys(certs.ec) + 'ssl_engine = "python"')}
+{https_listener(stream_port, tls_keys(certs.ec), upstream="stream")}
+{upstream_block("app", backend.address)}
+{upstream_block("stream", streamer.raw.address)}
 """
     proxy = RunningProxy(tmp, config, "tls-native").start([port, python_port, stream_port, metrics_port],
                                                          expect_workers=1)
@@ -111,23 +90,6 @@ servers = ["{streamer.raw.address}"]
         streamer.raw.close()
 
 
-def _client(certs: Certificates) -> ssl.SSLContext:
-    return ssl.create_default_context(cafile=str(certs.ca.cert))
-
-
-def _read_response(conn: ssl.SSLSocket) -> tuple[bytes, bytes]:
-    data = b""
-    while b"\r\n\r\n" not in data:
-        chunk = conn.recv(65536)
-        assert chunk, f"closed before a response head: {data!r}"
-        data += chunk
-    head, _, body = data.partition(b"\r\n\r\n")
-    length = int(dict(line.lower().split(b": ", 1) for line in head.split(b"\r\n")[1:])[b"content-length"])
-    while len(body) < length:
-        body += conn.recv(65536)
-    return head, body
-
-
 def test_the_engine_serves_tls_listeners_and_ssl_engine_python_keeps_uvloop(site: Site, certs: Certificates) -> None:
     log = wait_until(site.proxy.log, "the worker's word on its TLS listeners", accept=lambda t: "served in C" in t)
     assert f"tls 127.0.0.1:{site.port}: served in C" in log
@@ -135,10 +97,10 @@ def test_the_engine_serves_tls_listeners_and_ssl_engine_python_keeps_uvloop(site
     for port in (site.port, site.python_port):
         before = site.handshakes(port)
         with socket.create_connection(("127.0.0.1", port), timeout=10) as raw, \
-                _client(certs).wrap_socket(raw, server_hostname="localhost") as conn:
+                client_context(certs.ca.cert).wrap_socket(raw, server_hostname="localhost") as conn:
             assert conn.version() == "TLSv1.3"
             conn.sendall(b"GET /who HTTP/1.1\r\nHost: localhost\r\n\r\n")
-            head, body = _read_response(conn)
+            head, body = read_response(conn)
             assert head.startswith(b"HTTP/1.1 200") and body == b"app GET /who"
         wait_until(lambda p=port: site.handshakes(p), f"the handshake on {port} counted",
                    accept=lambda n, b=before: n == b + 1)
@@ -148,7 +110,7 @@ def test_a_client_that_stops_reading_holds_the_upstream_back_and_then_gets_every
                                                                                        certs: Certificates) -> None:
     raw = socket.create_connection(("127.0.0.1", site.stream_port), timeout=20)
     raw.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 65536)
-    with _client(certs).wrap_socket(raw, server_hostname="localhost") as conn:
+    with client_context(certs.ca.cert).wrap_socket(raw, server_hostname="localhost") as conn:
         site.streamer.sent = 0
         conn.sendall(b"GET /big HTTP/1.1\r\nHost: localhost\r\n\r\n")
         # Until the upstream's sends stop going through (the same count for a second): each hop's buffer
@@ -208,7 +170,7 @@ def test_records_cut_in_pieces_and_close_notify_both_ways(site: Site, certs: Cer
     with socket.create_connection(("127.0.0.1", site.port), timeout=10) as sock:
         sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
         incoming, out = ssl.MemoryBIO(), ssl.MemoryBIO()
-        tls = _client(certs).wrap_bio(incoming, out, server_hostname="localhost")
+        tls = client_context(certs.ca.cert).wrap_bio(incoming, out, server_hostname="localhost")
 
         def handshake() -> None:
             try:
@@ -234,7 +196,8 @@ def test_records_cut_in_pieces_and_close_notify_both_ways(site: Site, certs: Cer
         assert sock.recv(1) == b""  # and then the server closed
     # the server closes first (Connection: close): close_notify before the FIN, no ragged EOF
     raw = socket.create_connection(("127.0.0.1", site.port), timeout=10)
-    with _client(certs).wrap_socket(raw, server_hostname="localhost", suppress_ragged_eofs=False) as conn:
+    with client_context(certs.ca.cert).wrap_socket(raw, server_hostname="localhost",
+                                                   suppress_ragged_eofs=False) as conn:
         conn.sendall(b"GET /last HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\n\r\n")
         data = b""
         while chunk := conn.recv(65536):  # SSLEOFError here if the close were not announced
@@ -244,9 +207,7 @@ def test_records_cut_in_pieces_and_close_notify_both_ways(site: Site, certs: Cer
 
 
 def test_adopted_connections_and_a_reload_that_swaps_the_certificate(tmp_path: Path, certs: Certificates) -> None:
-    live_cert, live_key = tmp_path / "live.pem", tmp_path / "live.key"
-    shutil.copy(certs.ec.cert, live_cert)
-    shutil.copy(certs.ec.key, live_key)
+    live = install(certs.ec, tmp_path)
     backend = Backend("app")
     port = free_port()
     proxy = RunningProxy(tmp_path, f"""
@@ -256,27 +217,18 @@ accept_mutex = true
 level = "info"
 [metrics]
 enabled = false
-[[listen]]
-address = "127.0.0.1:{port}"
-protocol = "http"
-upstream = "app"
-ssl = true
-ssl_certificate = "{live_cert}"
-ssl_certificate_key = "{live_key}"
-[[upstream]]
-name = "app"
-servers = ["{backend.address}"]
+{https_listener(port, tls_keys(live))}
+{upstream_block("app", backend.address)}
 """, "native-reload").start([port], expect_workers=1)
     try:
         old = {w.pid for w in proxy.workers()}
         wait_until(proxy.log, "the engine serving the listener", accept=lambda t: "served in C" in t)
         assert "CN = localhost" in s_client(port, certs.ca.cert).subject
         with socket.create_connection(("127.0.0.1", port), timeout=10) as raw, \
-                _client(certs).wrap_socket(raw, server_hostname="localhost") as open_conn:
+                client_context(certs.ca.cert).wrap_socket(raw, server_hostname="localhost") as open_conn:
             open_conn.sendall(b"GET /before HTTP/1.1\r\nHost: localhost\r\n\r\n")
-            assert _read_response(open_conn)[1] == b"app GET /before"
-            shutil.copy(certs.renewed.cert, live_cert)
-            shutil.copy(certs.renewed.key, live_key)
+            assert read_response(open_conn)[1] == b"app GET /before"
+            install(certs.renewed, tmp_path)
             assert proxy.cli("reload").returncode == 0
             proxy.wait_workers(1, exclude=old)
             renewed = certs.renewed.cert.read_text()
@@ -284,7 +236,7 @@ servers = ["{backend.address}"]
                        accept=lambda out: _pem(out) == _pem(renewed))
             # the connection from before the reload: still served, on the old certificate's worker
             open_conn.sendall(b"GET /after HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\n\r\n")
-            assert _read_response(open_conn)[1] == b"app GET /after"
+            assert read_response(open_conn)[1] == b"app GET /after"
     finally:
         proxy.stop()
         backend.close()
