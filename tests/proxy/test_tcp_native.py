@@ -22,7 +22,9 @@ from pathlib import Path
 import psutil
 import pytest
 
+from tests.core.test_tcp_proxy import tcp_config
 from tests.observability.helpers import scrape
+from tests.proxy.backends import blackhole
 from tests.running import EchoServer, RunningProxy, exchange, free_port, ukproxy_check
 from tests.waiting import wait_until
 from ukproxy import native
@@ -48,32 +50,18 @@ class Rig:
         return worker
 
 
-def _stuck_backend() -> tuple[socket.socket, list[socket.socket]]:
-    """A listening socket with a full accept queue: the kernel drops further SYNs, so a connect to it hangs."""
-    server = socket.socket()
-    server.bind(("127.0.0.1", 0))
-    server.listen(0)
-    fillers = []
-    for _ in range(3):
-        s = socket.socket()
-        s.setblocking(False)
-        with contextlib.suppress(BlockingIOError):
-            s.connect(server.getsockname())
-        fillers.append(s)
-    return server, fillers
-
-
 @pytest.fixture(scope="module")
 def rig(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Rig]:
     echo = EchoServer()
     half = socket.create_server(("127.0.0.1", 0))
-    stuck, fillers = _stuck_backend()
+    held = contextlib.ExitStack()
+    stuck = held.enter_context(blackhole())  # connects to it hang
     ports = [free_port() for _ in range(7)]
     port, idle_port, retry_port, stuck_port, half_port, python_port, metrics = ports
     closed = socket.socket()  # bound, never listening: its port refuses, and no one else can take it meanwhile
     closed.bind(("127.0.0.1", 0))
     refused = closed.getsockname()[1]
-    e, h, s = echo.port, half.getsockname()[1], stuck.getsockname()[1]
+    e, h = echo.port, half.getsockname()[1]
     listens = "".join(f'[[listen]]\naddress = "127.0.0.1:{p}"\nupstream = "{u}"\n' for p, u in
                       ((port, "echo"), (idle_port, "idle"), (retry_port, "retry"), (stuck_port, "stuck"),
                        (half_port, "half"), (python_port, "echo")))
@@ -96,7 +84,7 @@ name = "retry"
 servers = ["127.0.0.1:{refused}", "127.0.0.1:{e}"]
 [[upstream]]
 name = "stuck"
-servers = ["127.0.0.1:{s}"]
+servers = ["{stuck}"]
 connect_timeout = "2s"
 [[upstream]]
 name = "half"
@@ -111,8 +99,9 @@ listen = "127.0.0.1:{metrics}"
     finally:
         proxy.stop()
         echo.close()
-        for sock in (half, stuck, closed, *fillers):
+        for sock in (half, closed):
             sock.close()
+        held.close()
 
 
 def open_fds(worker: psutil.Process) -> int:
@@ -241,22 +230,10 @@ def test_many_connections_opened_and_closed_leave_no_descriptor(rig: Rig) -> Non
     wait_until(lambda: open_fds(worker), f"the worker back to {baseline} descriptors", accept=lambda n: n <= baseline)
 
 
-def _tcp_proxy_config(port: int, echo: int, top: str = "") -> str:
-    return f"""workers = 1
-{top}
-[[listen]]
-address = "127.0.0.1:{port}"
-upstream = "echo"
-[[upstream]]
-name = "echo"
-servers = ["127.0.0.1:{echo}"]
-"""
-
-
 def test_a_graceful_stop_lets_open_connections_finish(ukproxy: Callable[..., RunningProxy]) -> None:
     port, echo = free_port(), EchoServer()
     try:
-        proxy = ukproxy(_tcp_proxy_config(port, echo.port, 'worker_shutdown_timeout = "20s"')).start([port])
+        proxy = ukproxy(tcp_config(port, [echo.port], workers=1, extra='worker_shutdown_timeout = "20s"')).start([port])
         (worker,) = proxy.wait_workers(1)
         client = socket.create_connection(("127.0.0.1", port), timeout=30)  # a worker may start slowly under load
         client.sendall(b"before")
