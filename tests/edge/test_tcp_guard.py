@@ -6,13 +6,13 @@ from __future__ import annotations
 
 import contextlib
 import socket
-import threading
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 
 from tests.edge.guard_proxy import Guarded, start_guarded
+from tests.proxy.backends import RawBackend
 from tests.running import ukproxy_check
 from tests.waiting import wait_until
 from ukproxy import native
@@ -21,38 +21,19 @@ RELAYS = ["native", "python"]
 LIMIT = 2  # limit_conn per client address on the limited listeners
 
 
-class Backend:
-    """A threaded echo server that remembers every connection it took and every byte it received."""
+class Backend(RawBackend):
+    """An echo server that remembers every connection it took (RawBackend counts them) and every byte it
+    received."""
 
     def __init__(self) -> None:
-        self.sock = socket.create_server(("127.0.0.1", 0), backlog=128)
-        self.address = f"127.0.0.1:{self.sock.getsockname()[1]}"
-        self.connections = 0
         self.received = bytearray()
-        self.lock = threading.Lock()
-        threading.Thread(target=self._serve, daemon=True).start()
+        super().__init__(self._echo)
 
-    def _serve(self) -> None:
-        while True:
-            try:
-                conn, _ = self.sock.accept()
-            except OSError:
-                return
+    def _echo(self, conn: socket.socket, count: int) -> None:
+        while data := conn.recv(65536):
             with self.lock:
-                self.connections += 1
-            threading.Thread(target=self._echo, args=(conn,), daemon=True).start()
-
-    def _echo(self, conn: socket.socket) -> None:
-        with conn, contextlib.suppress(OSError):
-            while data := conn.recv(65536):
-                with self.lock:
-                    self.received += data
-                conn.sendall(data)
-
-    def close(self) -> None:
-        with contextlib.suppress(OSError):
-            self.sock.shutdown(socket.SHUT_RDWR)
-        self.sock.close()
+                self.received += data
+            conn.sendall(data)
 
 
 def _listeners() -> str:
