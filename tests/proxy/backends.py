@@ -41,6 +41,7 @@ class Backend:
         self.port = 0
         self._ready = threading.Event()
         self._stop: asyncio.Event | None = None
+        self._holds: dict[str, asyncio.Event] = {}  # /hold/<key> answers once its key is released
         self.thread = threading.Thread(target=self._run, daemon=True)
         self.thread.start()
         if not self._ready.wait(10):
@@ -71,6 +72,7 @@ class Backend:
         app.router.add_get("/chunks/{n}", self._chunks)
         app.router.add_route("*", "/status/{code}", self._status)
         app.router.add_get("/sleep/{seconds}", self._sleep)
+        app.router.add_get("/hold/{key}", self._hold)
         app.router.add_route("*", "/headers", self._headers)
         app.router.add_get("/ws", self._ws)
         app.router.add_route("*", "/{tail:.*}", self._default)
@@ -83,8 +85,14 @@ class Backend:
         await self._stop.wait()
         await runner.cleanup()
 
+    def release(self, key: str) -> None:
+        """Answer every request for /hold/<key>, the waiting ones and any later one."""
+        self.loop.call_soon_threadsafe(lambda: self._hold_event(key).set())
+
     def close(self) -> None:
         if self._stop is not None:
+            for key in list(self._holds):  # a held request would keep the server's shutdown waiting
+                self.release(key)
             self.loop.call_soon_threadsafe(self._stop.set)
         self.thread.join(10)
 
@@ -137,6 +145,15 @@ class Backend:
     async def _sleep(self, request: web.Request) -> web.Response:
         await asyncio.sleep(float(request.match_info["seconds"]))
         return web.Response(text=f"{self.name} slept")
+
+    def _hold_event(self, key: str) -> asyncio.Event:
+        return self._holds.setdefault(key, asyncio.Event())
+
+    async def _hold(self, request: web.Request) -> web.Response:
+        """Held until the test calls release(key): a request in progress for as long as a test needs,
+        where a fixed sleep would end on its own clock, too soon on a busy machine."""
+        await self._hold_event(request.match_info["key"]).wait()
+        return web.Response(text=f"{self.name} held")
 
     async def _headers(self, request: web.Request) -> web.Response:
         await request.read()
