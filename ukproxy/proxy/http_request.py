@@ -220,7 +220,7 @@ class RequestReader:
             value = value.rstrip(b" \t")
         lname = _NAMES.get(name)
         if lname is None:
-            lname = special_name(name)
+            lname = special_name(name, SPECIAL, _NAMES)
         if lname:
             self._special.append((lname, value))
         else:
@@ -372,15 +372,15 @@ def known_host(host_header: bytes) -> str:
     return host
 
 
-def special_name(name: bytes) -> bytes:
-    """The lower-cased `name` if the proxy handles that header itself (SPECIAL, Proxy-*), else b"";
-    remembered for the next request that spells it the same way."""
+def special_name(name: bytes, special: frozenset[bytes], names: dict[bytes, bytes]) -> bytes:
+    """The lower-cased `name` if the proxy handles that header itself (in `special`, or Proxy-*), else b"";
+    remembered in `names` (a request's or a response's, bounded) for the next head that spells it the same way."""
     lname = name.lower()
-    if lname not in SPECIAL and lname[:6] != b"proxy-":
+    if lname not in special and lname[:6] != b"proxy-":
         lname = b""
-    if len(_NAMES) >= _CACHED:
-        _NAMES.clear()
-    _NAMES[name] = lname
+    if len(names) >= _CACHED:
+        names.clear()
+    names[name] = lname
     return lname
 
 

@@ -17,7 +17,7 @@ from typing import TYPE_CHECKING, Final, Protocol
 
 import httptools
 
-from ukproxy.proxy.http_request import connection_tokens
+from ukproxy.proxy.http_request import connection_tokens, special_name
 from ukproxy.upstream.keepalive import KeepalivePool
 from ukproxy.upstream.server import Server
 
@@ -41,9 +41,9 @@ _SPECIAL = frozenset((b"connection", b"keep-alive", b"te", b"trailer", b"transfe
                       b"content-length"))
 _USUAL_TOKENS = frozenset((b"keep-alive", b"close", b"upgrade"))  # Connection tokens that name no other header
 # Header names as servers spell them → the lower-cased name when it is one of those, b"" when the header
-# is passed on: one dict lookup per header instead of a lower(), a set lookup and a slice. Bounded.
+# is passed on: one dict lookup per header instead of a lower(), a set lookup and a slice. Filled (and
+# bounded) by http_request.special_name, which classifies a request's names the same way.
 _NAMES: dict[bytes, bytes] = {}
-_CACHED: Final = 1024
 
 
 class UpstreamResponse:
@@ -340,7 +340,7 @@ class UpstreamConnection(asyncio.Protocol):
             value = value.rstrip(b" \t")
         lname = _NAMES.get(name)
         if lname is None:
-            lname = _special_name(name)
+            lname = special_name(name, _SPECIAL, _NAMES)
         if lname:
             self._special.append((lname, value))
         else:
@@ -441,15 +441,3 @@ class UpstreamConnection(asyncio.Protocol):
         if self._send_timer is not None:
             self._send_timer.cancel()
             self._send_timer = None
-
-
-def _special_name(name: bytes) -> bytes:
-    """The lower-cased `name` if the proxy does not pass that response header on as it is, else b"";
-    remembered for the next response that spells it the same way."""
-    lname = name.lower()
-    if lname not in _SPECIAL and lname[:6] != b"proxy-":
-        lname = b""
-    if len(_NAMES) >= _CACHED:
-        _NAMES.clear()
-    _NAMES[name] = lname
-    return lname
