@@ -519,6 +519,9 @@ static const char *failure_reason(int ssl_err, unsigned long e) {
     case SSL_R_HTTP_REQUEST:
     case SSL_R_HTTPS_PROXY_REQUEST:
         return "plain_http";
+    case SSL_R_PEER_DID_NOT_RETURN_A_CERTIFICATE:
+    case SSL_R_CERTIFICATE_VERIFY_FAILED:
+        return "client_certificate";  /* ssl_verify_client: none given, or one that does not verify */
     case SSL_R_UNEXPECTED_EOF_WHILE_READING:
         return "client_closed";
     }
@@ -1494,6 +1497,26 @@ static PyObject *Conn_server_hostname(Conn *c, void *closure) {
     return PyUnicode_FromString(name);
 }
 
+/* As ssl.SSLObject.getpeercert(binary_form=True): the client's certificate in DER, None without one
+   (ssl_verify_client; tls/client_certs.py reads the $ssl_client_* variables from it). */
+static PyObject *Conn_getpeercert(Conn *c, PyObject *args) {
+    int binary = 0;
+    if (!PyArg_ParseTuple(args, "|p", &binary))
+        return NULL;
+    if (!binary) {
+        PyErr_SetString(PyExc_ValueError, "only getpeercert(binary_form=True) is served");
+        return NULL;
+    }
+    X509 *cert = c->ssl ? SSL_get0_peer_certificate(c->ssl) : NULL;
+    unsigned char *der = NULL;
+    int len = cert ? i2d_X509(cert, &der) : -1;
+    if (len < 0)
+        Py_RETURN_NONE;
+    PyObject *r = PyBytes_FromStringAndSize((const char *)der, len);
+    OPENSSL_free(der);
+    return r;
+}
+
 static PyObject *Conn_fileno(Conn *c, PyObject *unused) { return PyLong_FromLong(c->fd); }
 
 static PyObject *Conn_repr(Conn *c) {
@@ -1522,6 +1545,7 @@ static PyMethodDef Conn_methods[] = {
     {"selected_alpn_protocol", (PyCFunction)Conn_selected_alpn_protocol, METH_NOARGS,
      "As ssl.SSLObject.selected_alpn_protocol()."},
     {"cipher", (PyCFunction)Conn_cipher, METH_NOARGS, "As ssl.SSLObject.cipher()."},
+    {"getpeercert", (PyCFunction)Conn_getpeercert, METH_VARARGS, "As ssl.SSLObject.getpeercert(True)."},
     {"fileno", (PyCFunction)Conn_fileno, METH_NOARGS, NULL},
     {"_connection_lost", (PyCFunction)Conn_connection_lost, METH_O, NULL},
     {"_read_buffered", (PyCFunction)Conn_read_buffered, METH_NOARGS, NULL},
