@@ -4,20 +4,23 @@ A template is compiled once, at config load, into literal pieces and variable na
 no variable costs nothing to render. The variables are nginx's: $remote_addr (the client address,
 `HttpClientConnection.client_address`), $host, $request_id, $scheme, $request_uri (the target as
 received), $uri (its path), $args (its query), $http_NAME (a request header); in rewrites $1..$9 too.
+On a TLS listener with ssl_verify_client: $ssl_client_verify, $ssl_client_s_dn, $ssl_client_fingerprint
+(tls/client_certs.py).
 """
 
 from __future__ import annotations
 
 import re
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from ukproxy.config_reader import Invalid
 from ukproxy.edge.request_id import new_request_id
+from ukproxy.tls import client_certs
 
 if TYPE_CHECKING:
     from ukproxy.proxy.http_request import RequestHead
 
-NAMES = ("remote_addr", "host", "request_id", "scheme", "request_uri", "uri", "args")
+NAMES = ("remote_addr", "host", "request_id", "scheme", "request_uri", "uri", "args", *client_certs.VARIABLES)
 _VARIABLE = re.compile(r"\$(?:\{(\w+)\}|(\w+))")
 
 
@@ -30,6 +33,7 @@ class RequestContext:
         self.scheme = scheme
         self.target = head.path  # after rewrites, the target that goes upstream
         self.groups: tuple[bytes, ...] = ()  # a rewrite regex's captures, for $1..$9
+        self.ssl_object: Any = None  # the connection's, for $ssl_client_* (set by the connection on TLS)
 
     @property
     def request_id(self) -> bytes:
@@ -56,6 +60,8 @@ class RequestContext:
             return self.target.partition(b"?")[2]
         if name.startswith("http_"):
             return self.head.header(name[5:].replace("_", "-").encode()) or b""
+        if name.startswith("ssl_client_"):
+            return client_certs.value(name, self.ssl_object)
         index = int(name)  # a capture: checked at load
         return self.groups[index - 1] if index <= len(self.groups) else b""
 

@@ -24,7 +24,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-from typing import Final
+from typing import Any, Final
 
 from h2.config import H2Configuration
 from h2.connection import H2Connection
@@ -84,6 +84,7 @@ class H2ClientConnection(asyncio.Protocol):
         self.peer = "-"
         self.peer_ip = b"-"
         self.tls_version: str | None = None  # "TLSv1.3" and the like over TLS, for the access log
+        self.ssl_object: Any = None  # over TLS: what $ssl_client_* are read from (tls/client_certs.py)
         self.closed = False
         self.writing_paused = False
         self.requests = 0
@@ -113,6 +114,7 @@ class H2ClientConnection(asyncio.Protocol):
         ssl_object = transport.get_extra_info("ssl_object")
         if ssl_object is not None:
             self.tls_version = ssl_object.version()
+            self.ssl_object = ssl_object
         limits = self.limits
         h2 = self.h2
         # In force from our first SETTINGS frame on (h2 itself would wait for the client's acknowledgement).
@@ -310,6 +312,7 @@ class H2ClientConnection(asyncio.Protocol):
             plan = site.edge.plan(head, match, client_ip, self.peer_ip)
             if plan is not None:  # None: no rule for this request
                 match = plan.match
+                plan.ssl_object = self.ssl_object
         admission = None
         if site.guards is not None:
             admission = site.guards.admit(match.route if match is not None else None, client_ip, head)

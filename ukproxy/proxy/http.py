@@ -164,6 +164,7 @@ class HttpClientConnection(ClientSide):
         self.scheme = site.scheme
         self.added_headers = site.added_headers
         self.tls_version: str | None = None  # "TLSv1.3" and the like over TLS, for the access log
+        self.ssl_object: Any = None  # over TLS: what $ssl_client_* are read from (tls/client_certs.py)
         self.requests = 0
         self.closed = False
         self.lingering = False
@@ -189,7 +190,8 @@ class HttpClientConnection(ClientSide):
             self.peer_ip = peer[0].encode()
             self.peer = f"{peer[0]}:{peer[1]}"
         if self.scheme == b"https":
-            self.tls_version = transport.get_extra_info("ssl_object").version()
+            self.ssl_object = transport.get_extra_info("ssl_object")
+            self.tls_version = self.ssl_object.version()
         self._last_read = self.loop.time()
         self._set_timer("header", self.limits.client_header_timeout)
         self.state.drainable.add(self)
@@ -404,6 +406,7 @@ class HttpClientConnection(ClientSide):
             plan = self.site.edge.plan(head, match, client_ip, self.peer_ip)
             if plan is not None:  # None: no rule for this request, it goes as any other
                 match = plan.match
+                plan.ssl_object = self.ssl_object
         admission = None
         if self.site.guards is not None:  # allow/deny, limit_conn, limit_req, basic auth (edge/guard.py)
             admission = self.site.guards.admit(match.route if match is not None else None, client_ip, head)

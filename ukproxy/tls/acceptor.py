@@ -46,6 +46,7 @@ NO_SHARED_CIPHER: Final = "no_shared_cipher"
 PROTOCOL_VERSION: Final = "protocol_version"
 CLIENT_ALERT: Final = "client_alert"
 TLS_ERROR: Final = "tls_error"
+CLIENT_CERTIFICATE: Final = "client_certificate"  # ssl_verify_client: none sent, or one that does not verify
 _REASONS: Final = {
     "HTTP_REQUEST": PLAIN_HTTP,
     "HTTPS_PROXY_REQUEST": PLAIN_HTTP,
@@ -59,6 +60,8 @@ _REASONS: Final = {
     "VERSION_TOO_HIGH": PROTOCOL_VERSION,
     "WRONG_VERSION_NUMBER": PROTOCOL_VERSION,
     "TLSV1_ALERT_PROTOCOL_VERSION": PROTOCOL_VERSION,
+    "PEER_DID_NOT_RETURN_A_CERTIFICATE": CLIENT_CERTIFICATE,
+    "CERTIFICATE_VERIFY_FAILED": CLIENT_CERTIFICATE,
 }
 
 
@@ -96,6 +99,7 @@ class TlsListener:
         # connections. None: uvloop's server and SSL layer, through protocol_factory (this object's call).
         self.native: NativeTlsListener | None = None
         self.engine = engine  # ssl_engine: "python" keeps this listener on uvloop's SSL layer
+        self._handshake_keys: dict[str, tuple[Event, str, str]] = {}  # by TLS version, for `established`
 
     def protocol_factory(self) -> asyncio.Protocol:
         return _FirstBytes(self)
@@ -111,8 +115,17 @@ class TlsListener:
 
     def established(self, transport: Any) -> asyncio.Protocol:
         """The C engine's handshake ended well: counted, and the protocol for `transport` (which answers
-        the ssl_object's questions itself) chosen by the ALPN protocol agreed."""
-        self.succeeded(transport)
+        the ssl_object's questions itself) chosen by the ALPN protocol agreed. Once per new connection and
+        interpreted (this module is not compiled), so `succeeded`'s count is inlined: one dict update on a
+        key made once per TLS version, not a method call building its key each time."""
+        version = transport.version() or ""
+        key = self._handshake_keys.get(version)
+        if key is None:
+            key = self._handshake_keys[version] = (Event.TLS_HANDSHAKE, self.listener, version)
+        counters = self.state.counters
+        counters[key] = counters.get(key, 0) + 1
+        if transport.session_reused:
+            self.state.count(Event.TLS_RESUMPTION, self.listener)
         return self.choose(transport.selected_alpn_protocol())
 
     def failed(self, reason: str, exc: BaseException | str | None = None) -> None:

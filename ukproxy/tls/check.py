@@ -2,7 +2,8 @@
 
 Refused, each with the file and the key path: a certificate or key that cannot be read or holds no
 PEM certificate / private key, a key that does not match its certificate, an OpenSSL cipher list that
-selects nothing. Unknown `ssl_protocols` names are refused while reading (tls/config.py). Warned of:
+selects nothing, an ssl_client_certificate CA bundle that cannot be read or holds no certificate.
+Unknown `ssl_protocols` names are refused while reading (tls/config.py). Warned of:
 a certificate that expires within `EXPIRY_WARNING_DAYS` (or has expired). docs/architecture.md, "TLS".
 """
 
@@ -97,6 +98,18 @@ def certificate_problems(cert: CertificateConfig) -> list[tuple[str, str]]:
     return []
 
 
+def client_ca_problem(path: str) -> str | None:
+    """Why the CA bundle of ssl_client_certificate cannot be used, or None."""
+    _, problem = load_certificate_chain(path)
+    if problem:
+        return problem
+    try:
+        ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER).load_verify_locations(cafile=path)
+    except (ssl.SSLError, OSError) as e:
+        return f"OpenSSL refuses the CA certificates in {path}: {e}"
+    return None
+
+
 def check_certificates(config: Config, issues: Issues) -> None:
     """Record every refused TLS file and cipher list of the config's listeners (see the module doc)."""
     for i, listen in enumerate(config.listen):
@@ -106,6 +119,10 @@ def check_certificates(config: Config, issues: Issues) -> None:
         for cert in certificates(tls):
             for key, reason in certificate_problems(cert):
                 issues.add(key, reason)
+        if tls.verify_client != "off" and tls.client_certificate:
+            problem = client_ca_problem(tls.client_certificate)
+            if problem:
+                issues.add(f"listen[{i}].ssl_client_certificate", problem)
         if tls.ciphers is not None:
             try:
                 ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER).set_ciphers(tls.ciphers)

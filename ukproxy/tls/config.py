@@ -12,7 +12,7 @@ import re
 from dataclasses import dataclass
 from typing import Any
 
-from ukproxy.config_reader import Invalid, Table, boolean, duration, list_of, one_of, string
+from ukproxy.config_reader import Invalid, Table, boolean, duration, integer, list_of, one_of, string
 
 # ssl_protocols names, as nginx spells them, oldest first.
 PROTOCOL_NAMES = ("TLSv1", "TLSv1.1", "TLSv1.2", "TLSv1.3")
@@ -53,6 +53,10 @@ class TlsConfig:
     hsts: str | None = None  # the Strict-Transport-Security value added to proxied responses
     # "native": handshake and records in C when built (tls/native.py); "python": uvloop's SSL layer (tls/acceptor.py)
     engine: str = "native"
+    # mutual TLS (tls/client_certs.py): "off", "optional" or "on"; the CA bundle; nginx's depth default
+    verify_client: str = "off"
+    client_certificate: str = ""
+    verify_depth: int = 1
 
 
 def _file(value: Any) -> str:
@@ -104,7 +108,8 @@ def read_tls(t: Table) -> TlsConfig | None:
     caller's `done()` never calls them unknown) and reports keys given without `ssl = true`."""
     on = t.get("ssl", boolean, False)
     keys = ("ssl_certificate", "ssl_certificate_key", "ssl_protocols", "ssl_ciphers", "ssl_session_tickets",
-            "ssl_session_timeout", "ssl_handshake_timeout", "hsts", "sni", "ssl_engine")
+            "ssl_session_timeout", "ssl_handshake_timeout", "hsts", "sni", "ssl_engine",
+            "ssl_verify_client", "ssl_client_certificate", "ssl_verify_depth")
     if not on:
         for key in keys:
             if t.has(key):
@@ -140,7 +145,14 @@ def read_tls(t: Table) -> TlsConfig | None:
         handshake_timeout=t.get("ssl_handshake_timeout", duration, DEFAULT_HANDSHAKE_TIMEOUT),
         hsts=t.get("hsts", _hsts, None),
         engine=t.get("ssl_engine", one_of("native", "python"), "native"),
+        verify_client=t.get("ssl_verify_client", one_of("off", "optional", "on"), "off"),
+        client_certificate=t.get("ssl_client_certificate", _file, ""),
+        verify_depth=t.get("ssl_verify_depth", integer(0, 100), 1),
     )
+    if tls.verify_client != "off" and not tls.client_certificate:
+        t.issues.add(t.key("ssl_client_certificate"),
+                     f"required with ssl_verify_client = {tls.verify_client!r} (the CAs client certificates are "
+                     "checked against)")
     for key, value in (("ssl_session_timeout", tls.session_timeout), ("ssl_handshake_timeout", tls.handshake_timeout)):
         if value <= 0:
             t.issues.add(t.key(key), "must be more than 0")

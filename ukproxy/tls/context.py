@@ -12,6 +12,7 @@ from __future__ import annotations
 import ssl
 from dataclasses import dataclass
 
+from ukproxy.tls.client_certs import require_client_certificates
 from ukproxy.tls.config import CertificateConfig, TlsConfig
 from ukproxy.tls.sni import CertificateChooser
 from ukproxy.tls.tickets import SharedTicketKeys
@@ -86,6 +87,7 @@ def _configure(ctx: ssl.SSLContext, tls: TlsConfig, listener: str, tickets: Shar
     ctx.options |= ssl.OP_NO_RENEGOTIATION | ssl.OP_CIPHER_SERVER_PREFERENCE
     if alpn:
         ctx.set_alpn_protocols(list(alpn))
+    require_client_certificates(ctx, tls.verify_client, tls.client_certificate, tls.verify_depth)
     if not tls.session_tickets:
         ctx.options |= ssl.OP_NO_TICKET
         ctx.num_tickets = 0
