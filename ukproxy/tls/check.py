@@ -2,9 +2,10 @@
 
 Refused, each with the file and the key path: a certificate or key that cannot be read or holds no
 PEM certificate / private key, a key that does not match its certificate, an OpenSSL cipher list that
-selects nothing, an ssl_client_certificate CA bundle that cannot be read or holds no certificate.
-Unknown `ssl_protocols` names are refused while reading (tls/config.py). Warned of:
-a certificate that expires within `EXPIRY_WARNING_DAYS` (or has expired). docs/architecture.md, "TLS".
+selects nothing, a TLS 1.3 suite OpenSSL does not know, an ssl_client_certificate CA bundle that
+cannot be read or holds no certificate. Unknown `ssl_protocols` names are refused while reading
+(tls/config.py). Warned of: a certificate that expires within `EXPIRY_WARNING_DAYS` (or has expired).
+docs/architecture.md, "TLS".
 """
 
 from __future__ import annotations
@@ -15,6 +16,7 @@ from collections.abc import Iterator
 from typing import TYPE_CHECKING
 
 from ukproxy.tls.config import CertificateConfig, TlsConfig
+from ukproxy.tls.openssl_settings import unknown_ciphersuites
 
 if TYPE_CHECKING:  # cryptography itself is imported when a TLS listener is checked: 30 ms for every process else
     from cryptography import x509
@@ -119,6 +121,12 @@ def check_certificates(config: Config, issues: Issues) -> None:
         for cert in certificates(tls):
             for key, reason in certificate_problems(cert):
                 issues.add(key, reason)
+        if tls.ciphersuites is not None:
+            unknown = unknown_ciphersuites(tls.ciphersuites) if tls.ciphersuites else [""]
+            if unknown:
+                issues.add(f"listen[{i}].ssl_ciphersuites",
+                           f"OpenSSL knows no TLS 1.3 cipher suite {', '.join(map(repr, unknown))} "
+                           "(OpenSSL's names joined by ':', e.g. \"TLS_AES_256_GCM_SHA384:TLS_AES_128_GCM_SHA256\")")
         if tls.verify_client != "off" and tls.client_certificate:
             problem = client_ca_problem(tls.client_certificate)
             if problem:

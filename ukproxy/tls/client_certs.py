@@ -10,24 +10,15 @@ both answer getpeercert(binary_form=True)). docs/architecture.md, "TLS".
 
 from __future__ import annotations
 
-import ctypes
 import hashlib
 import ssl
-from functools import cache, lru_cache
+from functools import lru_cache
 from typing import Any
 
-from ukproxy.tls.tickets import _loaded_library
+from ukproxy.tls.openssl_settings import set_verify_depth
 
 VERIFY_MODES = {"off": ssl.CERT_NONE, "optional": ssl.CERT_OPTIONAL, "on": ssl.CERT_REQUIRED}
 VARIABLES = ("ssl_client_verify", "ssl_client_s_dn", "ssl_client_fingerprint")
-
-
-@cache
-def _set_verify_depth() -> Any:
-    fn = ctypes.CDLL(_loaded_library("libssl")).SSL_CTX_set_verify_depth
-    fn.argtypes = [ctypes.c_void_p, ctypes.c_int]
-    fn.restype = None
-    return fn
 
 
 def require_client_certificates(ctx: ssl.SSLContext, mode: str, ca_file: str, depth: int) -> None:
@@ -36,9 +27,7 @@ def require_client_certificates(ctx: ssl.SSLContext, mode: str, ca_file: str, de
         return
     ctx.load_verify_locations(cafile=ca_file)
     ctx.verify_mode = VERIFY_MODES[mode]
-    # Python's ssl has no verify depth; nginx's default of 1 allows the client's certificate and one CA.
-    from ukproxy.tls.tickets import _OpenSsl, ssl_ctx_pointer
-    _set_verify_depth()(ssl_ctx_pointer(ctx, _OpenSsl()), depth)
+    set_verify_depth(ctx, depth)  # nginx's default of 1: the client's certificate and one CA
 
 
 def _peer_der(ssl_object: Any) -> bytes | None:

@@ -46,6 +46,7 @@ class TlsConfig:
     certificate: CertificateConfig  # the default: no SNI, or a name no [[listen.sni]] has
     protocols: tuple[str, ...] = DEFAULT_PROTOCOLS
     ciphers: str | None = None  # OpenSSL cipher list for TLS 1.2 and older; None: Python's default list
+    ciphersuites: str | None = None  # TLS 1.3 suites, OpenSSL's names joined by ":"; None: OpenSSL's default
     sni: tuple[SniConfig, ...] = ()
     session_tickets: bool = True
     session_timeout: float = DEFAULT_SESSION_TIMEOUT
@@ -107,8 +108,8 @@ def read_tls(t: Table) -> TlsConfig | None:
     """The TLS part of one [[listen]] table, or None when `ssl` is off. Reads every TLS key (so the
     caller's `done()` never calls them unknown) and reports keys given without `ssl = true`."""
     on = t.get("ssl", boolean, False)
-    keys = ("ssl_certificate", "ssl_certificate_key", "ssl_protocols", "ssl_ciphers", "ssl_session_tickets",
-            "ssl_session_timeout", "ssl_handshake_timeout", "hsts", "sni", "ssl_engine",
+    keys = ("ssl_certificate", "ssl_certificate_key", "ssl_protocols", "ssl_ciphers", "ssl_ciphersuites",
+            "ssl_session_tickets", "ssl_session_timeout", "ssl_handshake_timeout", "hsts", "sni", "ssl_engine",
             "ssl_verify_client", "ssl_client_certificate", "ssl_verify_depth")
     if not on:
         for key in keys:
@@ -139,6 +140,7 @@ def read_tls(t: Table) -> TlsConfig | None:
         certificate=certificate,
         protocols=t.get("ssl_protocols", _protocols, DEFAULT_PROTOCOLS),
         ciphers=t.get("ssl_ciphers", string, None),
+        ciphersuites=t.get("ssl_ciphersuites", string, None),
         sni=tuple(sni),
         session_tickets=t.get("ssl_session_tickets", boolean, True),
         session_timeout=t.get("ssl_session_timeout", duration, DEFAULT_SESSION_TIMEOUT),

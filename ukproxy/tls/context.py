@@ -14,6 +14,7 @@ from dataclasses import dataclass
 
 from ukproxy.tls.client_certs import require_client_certificates
 from ukproxy.tls.config import CertificateConfig, TlsConfig
+from ukproxy.tls.openssl_settings import set_ciphersuites
 from ukproxy.tls.sni import CertificateChooser
 from ukproxy.tls.tickets import SharedTicketKeys
 
@@ -83,6 +84,8 @@ def _configure(ctx: ssl.SSLContext, tls: TlsConfig, listener: str, tickets: Shar
             ctx.options |= _NO_VERSION[name]
     if tls.ciphers is not None:
         ctx.set_ciphers(tls.ciphers)
+    if tls.ciphersuites is not None:
+        set_ciphersuites(ctx, tls.ciphersuites)
     # Clients may not renegotiate (a cheap way to make a server do handshakes); the server's cipher order wins.
     ctx.options |= ssl.OP_NO_RENEGOTIATION | ssl.OP_CIPHER_SERVER_PREFERENCE
     if alpn:
