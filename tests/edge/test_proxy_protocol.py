@@ -233,12 +233,6 @@ address = "127.0.0.1:10"
 protocol = "http"
 upstream = "app"
 proxy_protocol_timeout = "1s"
-[[listen]]
-address = "127.0.0.1:11"
-protocol = "http"
-upstream = "app"
-proxy_protocol = true
-ssl = true
 [[upstream]]
 name = "app"
 servers = ["127.0.0.1:9"]
@@ -249,6 +243,5 @@ proxy_protocol = "v1"
         "pp.toml: listen[0].proxy_protocol: expected true or false",
         "pp.toml: listen[1].proxy_protocol_timeout: is for a listener with proxy_protocol = true",
         "pp.toml: upstream[0].proxy_protocol: upstream 'app' serves http",
-        "pp.toml: listen[2].proxy_protocol: not yet with ssl",
     ]:
         assert any(issue.startswith(expected) for issue in issues), (expected, issues)

@@ -280,11 +280,6 @@ def check_edge(config: Config, top: Table) -> None:
             issues.add(f"route[{i}].return", "a route with a return answers every request itself: it has no upstream")
         elif not answers and not route.upstream:
             issues.add(f"route[{i}].upstream", "a route needs an upstream (or a return)")
-    for i, listen in enumerate(config.listen):
-        # The PROXY header comes before TLS, whose layer picks the connection's protocol only after the
-        # handshake: its address is not carried through it yet.
-        if listen.proxy_protocol and listen.tls is not None:
-            issues.add(f"listen[{i}].proxy_protocol", "not yet with ssl on the same listener")
     http_upstreams = {route.upstream for route in config.routes}
     http_upstreams.update(listen.upstream for listen in config.listen if listen.protocol == "http" and listen.upstream)
     for i, u in enumerate(config.upstreams):

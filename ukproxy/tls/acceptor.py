@@ -8,6 +8,8 @@ handshake ends and its "waiter": it hears every ending exactly once (done, faile
 reason, timed out, or the client gone), counts it, gives the connection slot back when it failed, and
 on success hands the connection to the protocol the listener chose (`choose`, given the ALPN
 protocol) without a copy: uvloop's SSL transport simply gets a new protocol.
+A PROXY header before TLS (`proxy_protocol` with `ssl`) is read by edge/proxy_protocol.py's gate, which
+hands the connection to `_FirstBytes`; its client address goes on to the protocol chosen after the handshake.
 Where the C engine is built (tls/native.py), a listener's connections go there instead: `native_side`
 makes its side of the listener, and the engine calls `established` and `failed` with the same counts.
 docs/architecture.md, "TLS" and "Native paths".
@@ -143,13 +145,19 @@ class TlsListener:
 class _FirstBytes(asyncio.Protocol):
     """Until the client's first bytes: a TLS ClientHello, a plain HTTP request, or something else."""
 
-    __slots__ = ("listener", "started", "timer", "transport")
+    __slots__ = ("listener", "proxied", "started", "timer", "transport")
 
     def __init__(self, listener: TlsListener):
         self.listener = listener
         self.transport: asyncio.Transport | None = None
         self.timer: asyncio.TimerHandle | None = None
         self.started = 0.0
+        self.proxied: tuple[Any, Any] | None = None  # a PROXY header's (source, destination), for the app
+
+    def set_proxied_addresses(self, source: Any, destination: Any) -> None:
+        """A PROXY header came before TLS (edge/proxy_protocol.py): its client goes to the protocol after the
+        handshake, which learns it as if the header had come to it."""
+        self.proxied = (source, destination)
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         self.transport = transport  # type: ignore[assignment]
@@ -166,7 +174,7 @@ class _FirstBytes(asyncio.Protocol):
         listener = self.listener
         if data[0] == TLS_HANDSHAKE_RECORD:
             left = listener.handshake_timeout - (listener.loop.time() - self.started)
-            handshake = _Handshake(listener)
+            handshake = _Handshake(listener, self.proxied)
             ssl_protocol = SSLProtocol(listener.loop, handshake, listener.context, handshake, server_side=True,
                                        ssl_handshake_timeout=max(left, 0.001))
             transport.set_protocol(ssl_protocol)
@@ -218,11 +226,12 @@ def _feed(protocol: Any, data: bytes) -> None:
 class _Handshake(asyncio.Protocol):
     """The SSL layer's application protocol and waiter while the handshake runs (see the module doc)."""
 
-    __slots__ = ("ended", "listener")
+    __slots__ = ("ended", "listener", "proxied")
 
-    def __init__(self, listener: TlsListener):
+    def __init__(self, listener: TlsListener, proxied: tuple[Any, Any] | None = None):
         self.listener = listener
         self.ended = False
+        self.proxied = proxied
 
     # as the application protocol: called once the handshake is done
 
@@ -234,6 +243,8 @@ class _Handshake(asyncio.Protocol):
         app = listener.choose(ssl_object.selected_alpn_protocol())
         transport.set_protocol(app)  # type: ignore[attr-defined]
         app.connection_made(transport)
+        if self.proxied is not None:
+            app.set_proxied_addresses(*self.proxied)  # type: ignore[attr-defined]
 
     def data_received(self, data: bytes) -> None:  # never: the application protocol is swapped first
         raise RuntimeError("data before the handshake ended")
