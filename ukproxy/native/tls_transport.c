@@ -1409,6 +1409,36 @@ static PyObject *Conn_set_write_buffer_limits(Conn *c, PyObject *args, PyObject 
     Py_RETURN_NONE;
 }
 
+/* An IPv4 address as text, new reference. Every new connection's peername is asked for (the access log's
+   client): the last address's text is kept, since clients come back, and others are written without
+   inet_ntop's sprintf. */
+static PyObject *ipv4_text(in_addr_t addr) {
+    static in_addr_t last_addr;
+    static PyObject *last_text;
+    if (last_text != NULL && addr == last_addr) {
+        Py_INCREF(last_text);
+        return last_text;
+    }
+    const unsigned char *b = (const unsigned char *)&addr;  /* network order: the first octet first */
+    char text[16], *p = text;
+    for (int i = 0; i < 4; i++) {
+        unsigned v = b[i];
+        if (v >= 100)
+            *p++ = (char)('0' + v / 100);
+        if (v >= 10)
+            *p++ = (char)('0' + v / 10 % 10);
+        *p++ = (char)('0' + v % 10);
+        *p++ = '.';
+    }
+    PyObject *made = PyUnicode_FromStringAndSize(text, p - text - 1);
+    if (made == NULL)
+        return NULL;
+    Py_XSETREF(last_text, made);
+    last_addr = addr;
+    Py_INCREF(made);
+    return made;
+}
+
 static PyObject *address(Conn *c, int peer) {
     struct sockaddr_storage ss;
     socklen_t len = sizeof(ss);
@@ -1421,8 +1451,17 @@ static PyObject *address(Conn *c, int peer) {
     char host[INET6_ADDRSTRLEN];
     if (ss.ss_family == AF_INET) {
         struct sockaddr_in *a = (struct sockaddr_in *)&ss;
-        inet_ntop(AF_INET, &a->sin_addr, host, sizeof(host));
-        return Py_BuildValue("(si)", host, ntohs(a->sin_port));
+        PyObject *text = ipv4_text(a->sin_addr.s_addr);
+        PyObject *port = text ? PyLong_FromLong(ntohs(a->sin_port)) : NULL;
+        PyObject *pair = port ? PyTuple_New(2) : NULL;
+        if (pair == NULL) {
+            Py_XDECREF(text);
+            Py_XDECREF(port);
+            return NULL;
+        }
+        PyTuple_SET_ITEM(pair, 0, text);
+        PyTuple_SET_ITEM(pair, 1, port);
+        return pair;
     }
     if (ss.ss_family == AF_INET6) {
         struct sockaddr_in6 *a = (struct sockaddr_in6 *)&ss;
@@ -1432,12 +1471,37 @@ static PyObject *address(Conn *c, int peer) {
     Py_RETURN_NONE;
 }
 
-static PyObject *Conn_get_extra_info(Conn *c, PyObject *args, PyObject *kw) {
-    static char *names[] = {"name", "default", NULL};
-    const char *name;
-    PyObject *dflt = Py_None;
-    if (!PyArg_ParseTupleAndKeywords(args, kw, "s|O", names, &name, &dflt))
+static PyObject *extra_info(Conn *c, const char *name, PyObject *dflt);
+
+/* get_extra_info(name, default=None), asked twice per new connection: its arguments read without the
+   argument parser's format string */
+static PyObject *Conn_get_extra_info(Conn *c, PyObject *const *args, Py_ssize_t nargs, PyObject *kwnames) {
+    PyObject *name = nargs > 0 ? args[0] : NULL, *dflt = nargs > 1 ? args[1] : Py_None;
+    Py_ssize_t nkw = kwnames ? PyTuple_GET_SIZE(kwnames) : 0;
+    if (nargs > 2 || nargs + nkw > 2) {
+        PyErr_SetString(PyExc_TypeError, "get_extra_info() takes at most 2 arguments");
         return NULL;
+    }
+    for (Py_ssize_t i = 0; i < nkw; i++) {
+        PyObject *key = PyTuple_GET_ITEM(kwnames, i);
+        if (PyUnicode_CompareWithASCIIString(key, "name") == 0 && name == NULL) {
+            name = args[nargs + i];
+        } else if (PyUnicode_CompareWithASCIIString(key, "default") == 0 && nargs < 2) {
+            dflt = args[nargs + i];
+        } else {
+            PyErr_Format(PyExc_TypeError, "get_extra_info() got an unexpected keyword argument %R", key);
+            return NULL;
+        }
+    }
+    if (name == NULL || !PyUnicode_Check(name)) {
+        PyErr_SetString(PyExc_TypeError, "get_extra_info() needs a name (str)");
+        return NULL;
+    }
+    const char *text = PyUnicode_AsUTF8(name);
+    return text ? extra_info(c, text, dflt) : NULL;
+}
+
+static PyObject *extra_info(Conn *c, const char *name, PyObject *dflt) {
     if (strcmp(name, "peername") == 0)
         return address(c, 1);
     if (strcmp(name, "sockname") == 0)
@@ -1466,7 +1530,19 @@ static PyObject *Conn_get_extra_info(Conn *c, PyObject *args, PyObject *kw) {
 static PyObject *Conn_version(Conn *c, PyObject *unused) {
     if (c->ssl == NULL || !SSL_is_init_finished(c->ssl))
         Py_RETURN_NONE;
-    return PyUnicode_FromString(SSL_get_version(c->ssl));
+    /* OpenSSL names the version with a static string: its text made once per name, not per connection */
+    static const char *last_name;
+    static PyObject *last_text;
+    const char *name = SSL_get_version(c->ssl);
+    if (last_text == NULL || name != last_name) {
+        PyObject *made = PyUnicode_FromString(name);
+        if (made == NULL)
+            return NULL;
+        Py_XSETREF(last_text, made);
+        last_name = name;
+    }
+    Py_INCREF(last_text);
+    return last_text;
 }
 
 static PyObject *Conn_selected_alpn_protocol(Conn *c, PyObject *unused) {
@@ -1480,10 +1556,7 @@ static PyObject *Conn_selected_alpn_protocol(Conn *c, PyObject *unused) {
 }
 
 static PyObject *Conn_cipher(Conn *c, PyObject *unused) {
-    PyObject *args = Py_BuildValue("(s)", "cipher");
-    PyObject *r = args ? Conn_get_extra_info(c, args, NULL) : NULL;
-    Py_XDECREF(args);
-    return r;
+    return extra_info(c, "cipher", Py_None);
 }
 
 static PyObject *Conn_session_reused(Conn *c, void *closure) {
@@ -1540,7 +1613,7 @@ static PyMethodDef Conn_methods[] = {
     {"get_write_buffer_size", (PyCFunction)Conn_get_write_buffer_size, METH_NOARGS, NULL},
     {"get_write_buffer_limits", (PyCFunction)Conn_get_write_buffer_limits, METH_NOARGS, NULL},
     {"set_write_buffer_limits", (PyCFunction)Conn_set_write_buffer_limits, METH_VARARGS | METH_KEYWORDS, NULL},
-    {"get_extra_info", (PyCFunction)Conn_get_extra_info, METH_VARARGS | METH_KEYWORDS, NULL},
+    {"get_extra_info", (PyCFunction)(void (*)(void))Conn_get_extra_info, METH_FASTCALL | METH_KEYWORDS, NULL},
     {"version", (PyCFunction)Conn_version, METH_NOARGS, "As ssl.SSLObject.version()."},
     {"selected_alpn_protocol", (PyCFunction)Conn_selected_alpn_protocol, METH_NOARGS,
      "As ssl.SSLObject.selected_alpn_protocol()."},
