@@ -41,17 +41,27 @@ def exchange(port: int, payload: bytes, chunk: int = 65536) -> bytes:
         return bytes(received)
 
 
+# Ports come from the OS's randomness, not the random module's: Hypothesis (and any test) may seed that,
+# and a seeded generator handed one fixture the same port twice. Never the same port twice per process,
+# either: a port handed out is free until its server binds it, so a second call could find it free too.
+_PORTS = random.SystemRandom()
+_HANDED_OUT: set[int] = set()
+
+
 def free_port() -> int:
     """A loopback port free now, chosen below the kernel's ephemeral range: a port picked by bind(0)
     comes from that range, and an outgoing connection could take it before our server binds it."""
     low = _ephemeral_low()
     for _ in range(100):
-        port = random.randrange(10_000, low)
+        port = _PORTS.randrange(10_000, low)
+        if port in _HANDED_OUT:
+            continue
         with socket.socket() as s:
             try:
                 s.bind(("127.0.0.1", port))
             except OSError:
                 continue
+            _HANDED_OUT.add(port)
             return port
     raise RuntimeError("no free port below the ephemeral range")
 
