@@ -24,10 +24,7 @@ ONLY = 'ssl_ciphersuites = "TLS_CHACHA20_POLY1305_SHA256"\n'
 def site(tmp_path_factory: pytest.TempPathFactory, certs: Certificates) -> Iterator[tuple[dict[str, int], int]]:
     tmp = tmp_path_factory.mktemp("suites")
     backend = Backend("app")
-    chosen: set[int] = set()
-    while len(chosen) < 3:  # free_port picks at random: two may meet
-        chosen.add(free_port())
-    native_port, python_port, metrics_port = sorted(chosen)
+    native_port, python_port, metrics_port = free_port(), free_port(), free_port()
     ports = {"native": native_port, "python": python_port}
     config = (f'workers = 1\n[metrics]\nlisten = "127.0.0.1:{metrics_port}"\n'
               + https_listener(ports["native"], tls_keys(certs.ec) + ONLY)

@@ -53,10 +53,7 @@ def site(tmp_path_factory: pytest.TempPathFactory, certs: Certificates) -> Itera
     stranger = Authority(tmp / "others").leaf("mallory", ["mallory.test"])  # signed by a CA ukproxy does not know
     backend = Backend("app")
     names = ("on", "optional", "off", "on_python", "optional_python", "metrics")
-    chosen: set[int] = set()
-    while len(chosen) < len(names):  # free_port picks at random: two of six may meet
-        chosen.add(free_port())
-    ports = dict(zip(names, sorted(chosen), strict=True))
+    ports = {name: free_port() for name in names}
     metrics_port = ports.pop("metrics")
     verify = f'ssl_client_certificate = "{clients.cert}"\n'
     listeners = {
