@@ -35,6 +35,16 @@ def tcp_protocol_factory(state: WorkerState, group: UpstreamGroup, listener: str
     return lambda: TcpClientSide(state, group, listener, guard)
 
 
+def connect_failed(state: WorkerState, group: UpstreamGroup, server: Server, timed_out: bool, why: str) -> None:
+    """A connect to `server` failed: its slot given back, the failure held against it (passive health),
+    counted and logged. Both tcp relays' bookkeeping (this module's and proxy/tcp_native.py's)."""
+    group.release(server)
+    server.record_failure(state.loop.time())
+    reason = "timeout" if timed_out else "connect"
+    state.upstream_failed(group.name, reason)
+    log.warning("upstream %s server %s: %s (%s)", group.name, server.name, reason, why)
+
+
 class UpstreamSide(asyncio.Protocol):
     """The upstream half of a spliced pair: forwards to the client side."""
 
@@ -281,12 +291,7 @@ class TcpClientSide(asyncio.Protocol):
         return UpstreamSide(self, server)
 
     def _connect_failed(self, server: Server, e: BaseException) -> None:
-        group = self.group
-        group.release(server)
-        reason = "timeout" if isinstance(e, TimeoutError) else "connect"
-        server.record_failure(self.loop.time())
-        self.state.upstream_failed(group.name, reason)
-        log.warning("upstream %s server %s: %s (%s)", group.name, server.name, reason, e or "timed out")
+        connect_failed(self.state, self.group, server, isinstance(e, TimeoutError), str(e) or "timed out")
 
     def _spliced(self, server: Server, upstream: UpstreamSide, started: float) -> None:
         """Connected: send what the client sent meanwhile, and splice from now on."""

@@ -21,6 +21,7 @@ from typing import TYPE_CHECKING, Any
 from ukproxy import native
 from ukproxy.edge.tcp_guard import Held, TcpGuard, release
 from ukproxy.protocol import Event
+from ukproxy.proxy.tcp import connect_failed
 from ukproxy.upstream.group import UpstreamGroup
 
 if TYPE_CHECKING:
@@ -183,12 +184,8 @@ class NativeSession:
         self._connect_next()
 
     def _failed(self, server: Server, code: int) -> None:
-        self.group.release(server)
-        server.record_failure(self.state.loop.time())
-        reason = "timeout" if code == errno.ETIMEDOUT else "connect"
-        self.state.upstream_failed(self.group.name, reason)
         why = "server gone" if code == GONE else errno.errorcode.get(code, str(code))
-        log.warning("upstream %s server %s: %s (%s)", self.group.name, server.name, reason, why)
+        connect_failed(self.state, self.group, server, code == errno.ETIMEDOUT, why)
 
     def cut_off(self) -> None:
         """The server is gone (Server.cut_off): a connect under way fails over to the next server; a
