@@ -3,6 +3,7 @@ modules alike, and both give the same answers."""
 
 from __future__ import annotations
 
+import importlib
 import importlib.machinery
 import os
 import shutil
@@ -51,6 +52,17 @@ def test_compiled_modules_load_together() -> None:
     mode, files = imported()
     assert mode == "compiled (mypyc)"
     assert len(files) > 10 and all(f.endswith(".so") for f in files), files
+
+
+def test_native_modules_are_built_with_the_compiled_path() -> None:
+    """Every C source in ukproxy/native is built wherever the request path is compiled: its own tests skip
+    without it, so a build that silently dropped one (no libssl-dev) would otherwise go unseen."""
+    if not compiled_here():
+        pytest.skip("ukproxy is not compiled from these sources (`make compiled` builds it)")
+    sources = sorted((PACKAGE_DIR / "native").glob("*.c"))
+    assert sources
+    for source in sources:  # imported directly: native.load would say None under UKPROXY_PURE_PYTHON=1
+        assert importlib.import_module(f"ukproxy.native.{source.stem}"), source
 
 
 def fake_build(root: Path, sources: dict[str, str]) -> dict[str, tuple[Path, Path]]:
